@@ -1,0 +1,80 @@
+"""Project configuration: the one place for paths, session splits, labels and hyperparameters.
+
+Edit this file to point the pipeline at a KEMDy20 download or to change hyperparameters; scripts
+read it at start-up and write the values they used next to their outputs (JSON manifests).
+"""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Where a KEMDy20 download lives (KEMDy20_v1_1 unpacked, or a symbolic link to it).
+KEMDY20_ROOT = REPO_ROOT / "encoder" / "KEMDy20"
+# Where `make demo` generates the synthetic dataset when no KEMDy20 is configured.
+DEMO_ROOT = REPO_ROOT / "encoder" / "KEMDy20_demo"
+
+FEATURES_DIR = REPO_ROOT / "features"
+GRAPHS_DIR = REPO_ROOT / "graphs"
+RESULTS_DIR = REPO_ROOT / "results"
+STE_TRAIN_DIR = REPO_ROOT / "encoder" / "STE_TRAIN"
+
+# Emotion classes in the order used by every one-hot vector, logit and confusion matrix.
+# "disqust" is the dataset's own spelling of disgust and is kept so that labels read back unchanged.
+EMOTIONS: tuple[str, ...] = ("neutral", "happy", "surprise", "angry", "sad", "disqust", "fear")
+NUM_CLASSES = len(EMOTIONS)
+
+# Session-disjoint splits (SPEC §5): train for fitting, val for model selection, test for reporting.
+SPLITS: dict[str, tuple[int, ...]] = {
+    "train": tuple(range(1, 33)),
+    "val": tuple(range(33, 37)),
+    "test": tuple(range(37, 41)),
+}
+# Optional k-fold over sessions: set K_FOLDS > 1 and FOLD to pick the held-out fold (see util.session_splits).
+K_FOLDS = 1
+FOLD = 0
+
+BIO_RATE_HZ = 4  # EDA and TEMP sample rate; one graph node per sample inside a segment
+BIO_STEP_S = 1.0 / BIO_RATE_HZ
+
+# Share of annotated segments that may be skipped for broken input (missing or unreadable wav,
+# no bio rows) before a stage stops with an error instead of reporting the count.
+MAX_SKIP_SHARE = 0.15
+
+SEED = 0
+
+# ---------------------------------------------------------------------------------------------
+# Encoder stage (names kept from the original repository)
+# ---------------------------------------------------------------------------------------------
+STE_inputs = {
+    "root": KEMDY20_ROOT,
+    "clip_length": 11,  # 4 Hz steps per clip (11 steps = 2.75 s)
+    "sample_rate": 16000,  # audio is resampled to this rate
+    "n_fft": 512,
+    "win_length": 400,  # 25 ms
+    "hop_length": 160,  # 10 ms
+    "n_mels": 64,
+    "fmin": 20.0,
+    "fmax": 8000.0,
+    "modalities": ("audio", "eda", "temp"),
+    "weights": None,  # optional local file with ResNet18 weights for the audio stream
+}
+
+STE_optimization_params = {
+    "epochs": 30,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "scheduler_T_max": 30,
+    "num_workers": 2,
+    "class_weight": False,
+    "amp": True,  # automatic mixed precision, used on CUDA only
+    "seed": SEED,
+    "out_dir": STE_TRAIN_DIR,
+}
+
+STE_forward_params = {
+    "checkpoint": STE_TRAIN_DIR / "best.pth",
+    "batch_size": 256,
+    "num_workers": 2,
+    "out_dir": FEATURES_DIR,
+}
