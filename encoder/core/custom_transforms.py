@@ -1,0 +1,147 @@
+"""Log-mel spectrograms of segments and clips, and the mean/std normalisation of the encoder inputs.
+
+Frame convention: frame m of a spectrogram that "starts at sample s" is the STFT window centred on
+wav sample s + m × hop (it reads samples s + m·hop - n_fft//2 … + n_fft, reflect-extended past the
+wav's ends; see clip_utils). With hop dividing the 0.25 s step (`frames_per_step` = step / hop), the
+clip of step i (starting at sample (i - L//2) × step) has L × frames_per_step frames, and the
+spectrogram of a whole segment started at sample -(L//2) × step contains every clip's frames:
+
+    clip_spectrogram(wav, i) == segment_spectrogram(wav, n)[:, i·fps : i·fps + L·fps]
+
+frame for frame (same windows over the same samples), so one STFT per segment serves all its steps.
+Compared with librosa's own `center=True` spectrogram of the bare clip, the interior frames are
+equal; the first and last ⌈n_fft / 2 / hop⌉ frames differ only in that they read the real audio
+beside the clip instead of a reflection of the clip's own edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import librosa
+import numpy as np
+
+from encoder.core import clip_utils, config
+
+SPECTROGRAM_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
+AMIN = 1e-10  # floor of the mel power before the log (dB = 10·log10(max(power, AMIN)))
+
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    fmin: float = 20.0
+    fmax: float | None = 8000.0  # None or above Nyquist: sample_rate / 2
+
+    def __post_init__(self) -> None:
+        step = self.sample_rate * config.BIO_STEP_S
+        if step != int(step) or int(step) % self.hop_length:
+            raise ValueError(
+                f"hop_length {self.hop_length} must divide the {config.BIO_STEP_S} s step "
+                f"({step} samples at {self.sample_rate} Hz)"
+            )
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SpectrogramParams:
+        return cls(**{k: values[k] for k in SPECTROGRAM_KEYS if k in values})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def step_samples(self) -> int:
+        return int(self.sample_rate * config.BIO_STEP_S)
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.step_samples // self.hop_length
+
+    @property
+    def nyquist_fmax(self) -> float:
+        nyquist = self.sample_rate / 2
+        return nyquist if self.fmax is None else min(float(self.fmax), nyquist)
+
+    def clip_frames(self, clip_length: int) -> int:
+        return clip_length * self.frames_per_step
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(params: SpectrogramParams) -> np.ndarray:
+    return librosa.filters.mel(
+        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin,
+        fmax=params.nyquist_fmax,
+    ).astype(np.float32)
+
+
+def log_mel_frames(wav: np.ndarray, start: int, n_frames: int, params: SpectrogramParams) -> np.ndarray:
+    """(n_mels, n_frames) float32 log-mel power in dB, frame m centred on wav sample start + m·hop."""
+    half = params.n_fft // 2
+    span = clip_utils.reflect_span(wav, start - half, (n_frames - 1) * params.hop_length + params.n_fft)
+    stft = librosa.stft(
+        span, n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.win_length, center=False
+    )
+    power = (stft.real**2 + stft.imag**2).astype(np.float32)
+    mel = _mel_basis(params) @ power
+    return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
+
+
+def segment_spectrogram(wav: np.ndarray, n_steps: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    """Frames covering the clips of all `n_steps` steps of a segment (see module docstring)."""
+    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples)
+    n_frames = (n_steps - 1) * params.frames_per_step + params.clip_frames(clip_length)
+    return log_mel_frames(wav, start, n_frames, params)
+
+
+def clip_spectrogram(wav: np.ndarray, step: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    """The (n_mels, clip_length · frames_per_step) spectrogram of one step's clip."""
+    start = clip_utils.audio_clip_start(step, clip_length, params.step_samples)
+    return log_mel_frames(wav, start, params.clip_frames(clip_length), params)
+
+
+def slice_clip(segment_spec: np.ndarray, step: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    first = step * params.frames_per_step
+    return segment_spec[:, first : first + params.clip_frames(clip_length)]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Mean/std per input stream, estimated on training sessions only and stored in checkpoints."""
+
+    audio_mean: float
+    audio_std: float
+    eda_mean: float
+    eda_std: float
+    temp_mean: float
+    temp_std: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, float]) -> Normalization:
+        return cls(**{k: float(values[k]) for k in cls.__dataclass_fields__})
+
+    def audio(self, spec: np.ndarray) -> np.ndarray:
+        return ((spec - self.audio_mean) / self.audio_std).astype(np.float32)
+
+    def eda(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.eda_mean) / self.eda_std).astype(np.float32)
+
+    def temp(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.temp_mean) / self.temp_std).astype(np.float32)
+
+
+def mean_std(chunks: list[np.ndarray]) -> tuple[float, float]:
+    """Mean and standard deviation over all values of `chunks` (std floored at 1e-6)."""
+    total = sum(c.size for c in chunks)
+    mean = sum(float(c.sum(dtype=np.float64)) for c in chunks) / total
+    var = sum(float(((c.astype(np.float64) - mean) ** 2).sum()) for c in chunks) / total
+    return mean, max(var**0.5, 1e-6)

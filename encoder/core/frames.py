@@ -1,0 +1,217 @@
+"""The dataframe stage: a KEMDy20 root -> the joined, per-segment tables the encoder reads.
+
+Artifacts, written under the dataset root with the original project's names:
+
+* `EDA_aug.csv`, `TEMP_aug.csv`: columns `EDA_value|TEMP_value, ts, script` — the bio rows of every
+  kept segment (`ts` in seconds of day, `script` the segment ID), sorted by segment then time.
+* `gt_aug.csv`: one row per kept segment: `Numb, wav_start, wav_end, script, session, identity, emotion,
+  valence, arousal, emotion_one_hot, target, split, n_samples`. `emotion` is the raw total evaluation
+  (`neutral;happy` on a tie), `emotion_one_hot` the multi-hot of the listed labels as seven
+  space-separated 0/1 in config.EMOTIONS order, `target` the index of the first listed label.
+* `all_entity.pickle`: dict segment ID -> float64 array (n, 3) of [ts, EDA, TEMP], time-ordered.
+* `ts_script.pickle`: DataFrame of every (ts, segment) node: `session, ts, identity, script, step`
+  (`step` = index of the sample inside its segment), sorted by session then time.
+
+A segment is kept when it has a wav (unless wavs are not checked) and at least one joined EDA/TEMP
+row. Dropped segments are counted by reason; above config.MAX_SKIP_SHARE the stage fails.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from encoder.core import config, kemdy20, util
+
+ARTIFACTS = ("EDA_aug.csv", "TEMP_aug.csv", "gt_aug.csv", "all_entity.pickle", "ts_script.pickle")
+
+
+@dataclass
+class Frames:
+    gt: pd.DataFrame
+    eda: pd.DataFrame
+    temp: pd.DataFrame
+    entities: dict[str, np.ndarray]
+    nodes: pd.DataFrame
+    report: dict = field(default_factory=dict)
+
+
+def label_vector(emotion_one_hot: str | np.ndarray) -> np.ndarray:
+    """Training target of SPEC §5: the listed labels as a normalised multi-hot (float32[7])."""
+    if isinstance(emotion_one_hot, str):
+        emotion_one_hot = np.array(emotion_one_hot.split(), dtype=np.float32)
+    vector = np.asarray(emotion_one_hot, dtype=np.float32)
+    return vector / vector.sum()
+
+
+def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tuple[pd.DataFrame, dict]:
+    """All files of one bio modality, concatenated; files of sessions without annotation are counted
+    and left out."""
+    files = kemdy20.bio_files(root, modality)
+    used = [f for f in files if kemdy20.session_of_file(f) in annotated_sessions]
+    extra = sorted({kemdy20.session_of_file(f) for f in files} - annotated_sessions)
+    tables = [kemdy20.read_bio(f, modality) for f in tqdm(used, desc=f"read {modality}", unit="file", leave=False)]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        {f"{modality}_value": [], "ts": [], "script": []})
+    return table, {"files": len(used), "files_without_annotation": len(files) - len(used),
+                   "sessions_without_annotation": extra}
+
+
+def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Segment ID -> its time-ordered [ts, EDA, TEMP] rows, with one sort and one split (no
+    per-segment filtering)."""
+    scripts = joined["script"].to_numpy()
+    ts = joined["ts"].to_numpy()
+    order = np.lexsort((ts, scripts))
+    scripts = scripts[order]
+    values = np.column_stack([ts[order], joined["EDA_value"].to_numpy()[order],
+                              joined["TEMP_value"].to_numpy()[order]])
+    if len(scripts) == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
+    return dict(zip(scripts[starts], np.split(values, starts[1:]), strict=True))
+
+
+def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | None = None) -> Frames:
+    """Read a KEMDy20 root and build every dataframe-stage table in memory (see module docstring)."""
+    root = Path(root)
+    max_skip_share = config.MAX_SKIP_SHARE if max_skip_share is None else max_skip_share
+    annotation_files = kemdy20.check_root(root)
+    gt = pd.concat([kemdy20.read_annotation(f) for f in annotation_files], ignore_index=True)
+    duplicated = gt["script"].duplicated()
+    if duplicated.any():
+        raise util.DataError(f"segment {gt['script'][duplicated].iloc[0]} is annotated twice", root / "annotation")
+    sessions = set(gt["session"])
+    eda, eda_info = read_modality(root, "EDA", sessions)
+    temp, temp_info = read_modality(root, "TEMP", sessions)
+    joined = eda.merge(temp, on=["script", "ts"], how="inner")
+
+    annotated = set(gt["script"])
+    with_bio = set(joined["script"]) & annotated
+    has_wav = gt["script"].isin(kemdy20.wav_index(root)) if check_wav else pd.Series(True, index=gt.index)
+    has_bio = gt["script"].isin(with_bio)
+    keep = has_wav & has_bio
+    dropped = {"no_wav": int((~has_wav).sum()), "no_joined_bio_rows": int((has_wav & ~has_bio).sum())}
+    n_dropped = int((~keep).sum())
+    if n_dropped > max_skip_share * len(gt):
+        raise util.DataError(
+            f"{n_dropped} of {len(gt)} annotated segments lack a wav ({dropped['no_wav']}) or joined EDA/TEMP rows "
+            f"({dropped['no_joined_bio_rows']}), above MAX_SKIP_SHARE={max_skip_share:g}", root)
+
+    gt = gt[keep].reset_index(drop=True)
+    kept_ids = set(gt["script"])
+    joined_kept = joined[joined["script"].isin(kept_ids)]
+    entities = build_entities(joined_kept)
+    gt["split"] = [util.split_of_session(s) for s in gt["session"]]
+    gt["n_samples"] = [len(entities[s]) for s in gt["script"]]
+
+    step = np.concatenate([np.arange(len(a)) for a in entities.values()]) if entities else np.array([], int)
+    node_ids = np.repeat(list(entities), [len(a) for a in entities.values()])
+    nodes = pd.DataFrame({"ts": np.concatenate([a[:, 0] for a in entities.values()]) if entities else [],
+                          "script": node_ids, "step": step})
+    info = gt.set_index("script").loc[nodes["script"], ["session", "identity"]]
+    nodes["session"] = info["session"].to_numpy()
+    nodes["identity"] = info["identity"].to_numpy()
+    nodes = nodes.sort_values(["session", "ts", "identity", "script"], kind="stable").reset_index(drop=True)
+    nodes = nodes[["session", "ts", "identity", "script", "step"]]
+
+    order = ["script", "ts"]
+    report = {
+        "root": str(root),
+        "annotation_files": len(annotation_files),
+        "segments_annotated": len(annotated),
+        "segments_with_wav": int(has_wav.sum()) if check_wav else None,
+        "segments_with_eda_and_temp": int(has_bio.sum()),
+        "segments_kept": len(gt),
+        "dropped": dropped,
+        "bio_rows_in_segments": {"EDA": len(eda), "TEMP": len(temp), "joined": len(joined)},
+        "join_dropped_rows": {"EDA_only": len(eda) - len(joined), "TEMP_only": len(temp) - len(joined),
+                              "not_annotated": int((~joined["script"].isin(annotated)).sum())},
+        "files": {"EDA": eda_info, "TEMP": temp_info},
+        "samples": len(nodes),
+    }
+    return Frames(
+        gt=gt,
+        eda=eda[eda["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True),
+        temp=temp[temp["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True),
+        entities=entities,
+        nodes=nodes,
+        report=report,
+    )
+
+
+def write_frames(frames: Frames, root: Path) -> list[Path]:
+    """Write the five artifacts under `root`, each atomically."""
+    root = Path(root)
+    written = []
+    for name, table in (("EDA_aug.csv", frames.eda), ("TEMP_aug.csv", frames.temp), ("gt_aug.csv", frames.gt)):
+        with util.atomic_path(root / name) as tmp:
+            table.to_csv(tmp, index=False)
+        written.append(root / name)
+    for name, obj in (("all_entity.pickle", frames.entities), ("ts_script.pickle", frames.nodes)):
+        with util.atomic_path(root / name) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        written.append(root / name)
+    return written
+
+
+def load_frames(root: Path) -> Frames:
+    """Read the artifacts back (the encoder's input); a clear error when they were never built."""
+    root = Path(root)
+    missing = [name for name in ARTIFACTS if not (root / name).is_file()]
+    if missing:
+        raise util.DataError(f"missing {missing[0]}: run `python encoder/build_frames.py --root {root}` first",
+                             root / missing[0])
+    gt = pd.read_csv(root / "gt_aug.csv", dtype={"emotion_one_hot": str, "split": str, "script": str})
+    gt["split"] = gt["split"].where(gt["split"].notna(), None)
+    with open(root / "all_entity.pickle", "rb") as fh:
+        entities = pickle.load(fh)
+    with open(root / "ts_script.pickle", "rb") as fh:
+        nodes = pickle.load(fh)
+    return Frames(gt=gt, eda=pd.read_csv(root / "EDA_aug.csv"), temp=pd.read_csv(root / "TEMP_aug.csv"),
+                  entities=entities, nodes=nodes)
+
+
+def summary_tables(frames: Frames) -> dict[str, pd.DataFrame]:
+    """Segments and samples per split and class (by the first listed label)."""
+    gt = frames.gt.assign(
+        emotion_first=[config.EMOTIONS[t] for t in frames.gt["target"]],
+        split=frames.gt["split"].fillna("unused"),
+    )
+    segments = pd.crosstab(gt["split"], gt["emotion_first"]).reindex(columns=list(config.EMOTIONS), fill_value=0)
+    samples = gt.pivot_table(index="split", columns="emotion_first", values="n_samples", aggfunc="sum",
+                             fill_value=0).reindex(columns=list(config.EMOTIONS), fill_value=0)
+    for table in (segments, samples):
+        table["total"] = table.sum(axis=1)
+    return {"segments": segments, "samples": samples}
+
+
+def format_report(frames: Frames) -> str:
+    """The human-readable summary printed by build_frames.py and shown in df_generator.ipynb."""
+    r = frames.report
+    lines = [
+        f"dataset root: {r['root']}",
+        f"segments annotated: {r['segments_annotated']} (in {r['annotation_files']} annotation files)",
+        f"segments with wav: {r['segments_with_wav'] if r['segments_with_wav'] is not None else 'not checked'}",
+        f"segments with both EDA and TEMP: {r['segments_with_eda_and_temp']}",
+        f"segments kept: {r['segments_kept']}  (dropped: {r['dropped']['no_wav']} without wav, "
+        f"{r['dropped']['no_joined_bio_rows']} without joined EDA/TEMP rows)",
+        f"bio rows inside segments: EDA {r['bio_rows_in_segments']['EDA']}, TEMP {r['bio_rows_in_segments']['TEMP']}, "
+        f"joined {r['bio_rows_in_segments']['joined']} (join dropped {r['join_dropped_rows']['EDA_only']} EDA-only, "
+        f"{r['join_dropped_rows']['TEMP_only']} TEMP-only rows)",
+    ]
+    for modality in kemdy20.BIO_MODALITIES:
+        info = r["files"][modality]
+        if info["files_without_annotation"]:
+            lines.append(f"{modality}: {info['files_without_annotation']} files of sessions without annotation "
+                         f"left out (sessions {', '.join(map(str, info['sessions_without_annotation']))})")
+    lines.append(f"samples (4 Hz nodes): {r['samples']}")
+    tables = summary_tables(frames)
+    lines += ["", "segments per split and class:", tables["segments"].to_string(),
+              "", "samples per split and class:", tables["samples"].to_string()]
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs and the wav layout (SPEC §2).
+
+Every reader checks its input and raises util.DataError naming the file and, where it applies,
+the line number in that file (1-based, header and preamble lines included).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encoder.core import config, util
+
+ANNOTATION_GLOB = "Sess[0-9][0-9]_eval.csv"
+BIO_MODALITIES = ("EDA", "TEMP")
+BIO_PREAMBLE_LINES = 2
+TIMESTAMP_LEN = 21  # YYYY-MMDD-HHMM-SS-mmm
+_TIMESTAMP_DASHES = (4, 9, 14, 17)
+_SESSION_DIR_RE = re.compile(r"^Session(\d{2})$")
+
+
+def session_of_file(path: Path) -> int:
+    """Session number of an annotation file (`Sess01_eval.csv`) or a bio file (`Sess01_script01_...`)."""
+    match = re.match(r"^Sess(\d{2})_", path.name)
+    if match is None:
+        raise util.DataError("file name does not start with SessSS_", path)
+    return int(match.group(1))
+
+
+def wav_path(root: Path, segment_id: str) -> Path:
+    """Where the wav of a segment lives: root/wav/SessionSS/<segment_id>.wav."""
+    return Path(root) / "wav" / f"Session{segment_id[4:6]}" / f"{segment_id}.wav"
+
+
+def check_root(root: Path) -> list[Path]:
+    """The annotation files of a KEMDy20 root; a clear error when the root is missing or empty."""
+    root = Path(root)
+    if not root.is_dir():
+        raise util.DataError("dataset root not found (set KEMDY20_ROOT in encoder/core/config.py or --root)", root)
+    files = sorted((root / "annotation").glob(ANNOTATION_GLOB))
+    if not files:
+        raise util.DataError("no annotation/SessSS_eval.csv files: not a KEMDy20 root, or empty", root)
+    return files
+
+
+def parse_emotions(value: str) -> list[int]:
+    """Class indices of a total-evaluation cell, in listed order (`neutral;happy` -> [0, 1])."""
+    labels = [part.strip() for part in str(value).split(";")]
+    unknown = [lab for lab in labels if lab not in config.EMOTIONS]
+    if unknown:
+        raise ValueError(f"unknown emotion label {unknown[0]!r} (expected one of {', '.join(config.EMOTIONS)})")
+    return [config.EMOTIONS.index(lab) for lab in labels]
+
+
+def multi_hot(classes: list[int]) -> np.ndarray:
+    vector = np.zeros(config.NUM_CLASSES, dtype=np.int64)
+    vector[classes] = 1
+    return vector
+
+
+def read_annotation(path: Path) -> pd.DataFrame:
+    """One annotation file -> one row per segment: segment ID, session, identity, wav start/end,
+    total emotion (raw string), its multi-hot, the first listed label (`target`), valence, arousal."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise util.DataError(f"cannot parse annotation CSV ({str(err).splitlines()[0]})", path) from None
+    expected = (("Numb", 0), ("Segment ID", 3), ("Total Evaluation", 4))
+    if (
+        len(table) < 2
+        or table.shape[1] < 7
+        or any(table.iat[0, col].strip() != name for name, col in expected)
+        or [table.iat[1, c].strip() for c in (1, 2, 4, 5, 6)] != ["start", "end", "Emotion", "Valence", "Arousal"]
+    ):
+        raise util.DataError(
+            "annotation header rows missing or wrong: expected 'Numb,Wav,,Segment ID,Total Evaluation,...' "
+            "then ' ,start,end, ,Emotion,Valence,Arousal,...'", path, 1)
+    body = table.iloc[2:, :7].copy()
+    body.columns = ["Numb", "wav_start", "wav_end", "script", "emotion", "valence", "arousal"]
+    body["line"] = np.arange(3, 3 + len(body))
+    body = body[body["script"].str.len() > 0]
+    session = session_of_file(path)
+    ids = body["script"].str.strip()
+    valid = ids.str.fullmatch(util.SEGMENT_ID_RE.pattern.strip("^$"))
+    if not valid.all():
+        bad = body[~valid].iloc[0]
+        raise util.DataError(f"malformed segment ID {bad['script']!r}", path, int(bad["line"]))
+    other = ids.str[4:6].astype(int) != session
+    if other.any():
+        bad = body[other].iloc[0]
+        raise util.DataError(f"segment {bad['script']} belongs to another session", path, int(bad["line"]))
+    numbers = body[["wav_start", "wav_end", "valence", "arousal"]].apply(pd.to_numeric, errors="coerce")
+    bad_rows = numbers.isna().any(axis=1) | (numbers["wav_end"] <= numbers["wav_start"])
+    if bad_rows.any():
+        line = int(body.loc[bad_rows.idxmax(), "line"])
+        raise util.DataError("wav start/end or valence/arousal missing, non-numeric or out of order", path, line)
+    classes = []
+    for raw, line in zip(body["emotion"], body["line"], strict=True):
+        try:
+            classes.append(parse_emotions(raw))
+        except ValueError as err:
+            raise util.DataError(str(err), path, int(line)) from None
+    return pd.DataFrame({
+        "Numb": pd.to_numeric(body["Numb"], errors="coerce").astype("Int64").to_numpy(),
+        "wav_start": numbers["wav_start"].to_numpy(),
+        "wav_end": numbers["wav_end"].to_numpy(),
+        "script": ids.to_numpy(),
+        "session": session,
+        "identity": ids.str.extract(util.SEGMENT_ID_RE)[2].to_numpy(),
+        "emotion": body["emotion"].str.strip().to_numpy(),
+        "valence": numbers["valence"].to_numpy(),
+        "arousal": numbers["arousal"].to_numpy(),
+        "emotion_one_hot": [" ".join(map(str, multi_hot(c))) for c in classes],
+        "target": np.array([c[0] for c in classes], dtype=np.int64),
+    })
+
+
+def parse_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of day of `YYYY-MMDD-HHMM-SS-mmm` strings, vectorised over their characters.
+    Returns (seconds, valid mask); seconds are NaN where the string is malformed."""
+    text = np.asarray(stamps, dtype=f"U{TIMESTAMP_LEN}")
+    codes = text.view(np.uint32).reshape(len(text), TIMESTAMP_LEN).astype(np.int64) - ord("0")
+    is_dash = np.zeros(TIMESTAMP_LEN, dtype=bool)
+    is_dash[list(_TIMESTAMP_DASHES)] = True
+    valid = (np.char.str_len(np.asarray(stamps, dtype=str)) == TIMESTAMP_LEN)
+    valid &= (codes[:, is_dash] == ord("-") - ord("0")).all(axis=1)
+    valid &= ((codes[:, ~is_dash] >= 0) & (codes[:, ~is_dash] <= 9)).all(axis=1)
+
+    def number(*positions: int) -> np.ndarray:
+        value = np.zeros(len(text), dtype=np.int64)
+        for p in positions:
+            value = value * 10 + codes[:, p]
+        return value
+
+    hours, minutes, seconds, millis = number(10, 11), number(12, 13), number(15, 16), number(18, 19, 20)
+    valid &= (hours < 24) & (minutes < 60) & (seconds < 60)
+    total = hours * 3600 + minutes * 60 + seconds + millis / 1000.0
+    return np.where(valid, total, np.nan), valid
+
+
+def read_bio(path: Path, modality: str) -> pd.DataFrame:
+    """One EDA or TEMP file -> its rows inside annotated segments: `{modality}_value`, `ts`
+    (seconds of day) and `script` (segment ID). Rows outside segments are read, checked, dropped."""
+    path = Path(path)
+    value_name = f"{modality}_value"
+    try:
+        table = pd.read_csv(path, header=None, skiprows=BIO_PREAMBLE_LINES, names=["value", "ts", "script"],
+                            dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({value_name: [], "ts": [], "script": []})
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise util.DataError(f"cannot parse {modality} CSV ({str(err).splitlines()[0]})", path) from None
+    values = pd.to_numeric(table["value"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise util.DataError(f"non-numeric or NaN {modality} value {table['value'].iat[i]!r}", path,
+                             i + 1 + BIO_PREAMBLE_LINES)
+    seconds, valid = parse_timestamps(table["ts"].to_numpy())
+    if not valid.all():
+        i = int(np.argmax(~valid))
+        raise util.DataError(f"malformed timestamp {table['ts'].iat[i]!r} (expected YYYY-MMDD-HHMM-SS-mmm)",
+                             path, i + 1 + BIO_PREAMBLE_LINES)
+    inside = (table["script"].str.len() > 0).to_numpy()
+    return pd.DataFrame({value_name: values[inside], "ts": seconds[inside],
+                         "script": table["script"].to_numpy()[inside]})
+
+
+def bio_files(root: Path, modality: str) -> list[Path]:
+    """All CSVs of one modality under root/<modality>/SessionSS/."""
+    folder = Path(root) / modality
+    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.csv"))
+
+
+def wav_index(root: Path) -> set[str]:
+    """Segment IDs that have a wav file (one directory listing per session)."""
+    return {p.stem for p in (Path(root) / "wav").glob("Session*/*.wav")}

@@ -1,0 +1,251 @@
+"""Build forward/backward/undirected temporal graphs from the encoder stage's node files.
+
+    python generate_graph.py [--feature features] [--numv 2000] [--time_edge 7.2]
+                             [--cross_identity {cin,ciy}] [--edge_weight {fsimy,fsimn}] [--workers 1] [--force]
+
+A session's nodes are sorted by time (stable; ties by identity, then segment ID) and cut into graphs
+of `numv` nodes. Inside a graph there is an edge j -> k when 0 < |t_j - t_k| <= time_edge and the two
+nodes have the same identity (`cin`) or any identity (`ciy`), and an edge for every pair with
+t_j == t_k whatever the identity, self-loops included. `edge_attr = sign(t_j - t_k)`; the model's
+forward branch uses the edges with attr >= 0, the backward branch attr <= 0, the undirected all.
+With `--edge_weight fsimy` each edge also gets the feature similarity (1 + cos(x_j, x_k)) / 2 in
+[0, 1] (stored for analysis; the SPELL layers do not take edge weights), `fsimn` stores none.
+
+Edges are computed with sorted-window tensor operations (no loop over node pairs), one graph at a
+time. The output folder is written atomically and records the feature manifest (sha256) and the
+build configuration; an up-to-date folder is skipped, one from another manifest is refused unless
+--force. See data_loader.py for the layout of a graph file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import pickle
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from tqdm import tqdm
+
+import data_loader
+from encoder.core import config, util
+
+FORMAT_VERSION = 1
+SIM_CHUNK = 8192  # edges per chunk of the feature-similarity computation
+
+
+def build_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
+                cross_identity: str = "cin") -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges of the SPEC §3 rule among nodes with `times` (float64 [n]) and integer `identity` codes.
+
+    Returns (edge_index int64 [2, E], edge_attr float32 [E] = sign(t_j - t_k)), edges ordered by
+    source, then target index. Nodes need not be sorted. Candidates come from a time window around
+    each node found by binary search; the exact |t_j - t_k| <= time_edge test is applied afterwards,
+    so the result equals the pairwise rule bit for bit."""
+    if cross_identity not in ("cin", "ciy"):
+        raise ValueError(f"cross_identity must be cin or ciy, not {cross_identity!r}")
+    times = torch.as_tensor(times, dtype=torch.float64)
+    identity = torch.as_tensor(identity)
+    n = times.numel()
+    sorted_times, order = torch.sort(times, stable=True)
+    margin = 1e-6 + (1e-9 * float(sorted_times.abs().max()) if n else 0.0)  # float rounding of t +- reach
+    reach = max(float(time_edge), 0.0) + margin
+    lo = torch.searchsorted(sorted_times, sorted_times - reach, side="left")
+    hi = torch.searchsorted(sorted_times, sorted_times + reach, side="right")
+    counts = hi - lo
+    src = torch.repeat_interleave(torch.arange(n), counts)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    dst = lo[src] + torch.arange(src.numel()) - starts
+    src, dst = order[src], order[dst]
+    delta = times[src] - times[dst]
+    linked = delta.abs() <= time_edge
+    if cross_identity == "cin":
+        linked &= identity[src] == identity[dst]
+    keep = (delta == 0) | linked
+    src, dst, delta = src[keep], dst[keep], delta[keep]
+    rank = torch.argsort(src * n + dst)
+    edge_index = torch.stack([src[rank], dst[rank]])
+    return edge_index, torch.sign(delta[rank]).to(torch.float32)
+
+
+def feature_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """(1 + cosine similarity of the two end nodes' features) / 2 per edge, in [0, 1]."""
+    unit = torch.nn.functional.normalize(x.to(torch.float32), dim=1)
+    parts = [
+        ((unit[edge_index[0, i:i + SIM_CHUNK]] * unit[edge_index[1, i:i + SIM_CHUNK]]).sum(1) + 1) / 2
+        for i in range(0, edge_index.shape[1], SIM_CHUNK)
+    ]
+    return torch.cat(parts).clamp_(0, 1) if parts else torch.zeros(0)
+
+
+def read_nodes(path: Path, feature_dim: int) -> dict[str, Any]:
+    """Load and check one node file; columns as arrays. DataError with file and row on bad rows."""
+    try:
+        with open(path, "rb") as fh:
+            rows = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError) as err:
+        raise util.DataError(f"unreadable node file ({err})", path) from None
+    if not isinstance(rows, list) or not rows:
+        raise util.DataError("node file holds no node rows", path)
+    width = len(util.NODE_COLUMNS)
+    for i, row in enumerate(rows):
+        if not isinstance(row, tuple | list) or len(row) != width:
+            raise util.DataError(f"node row is not a {width}-field tuple {util.NODE_COLUMNS}", path, i)
+        if np.shape(row[3]) != (config.NUM_CLASSES,) or np.shape(row[6]) != (feature_dim,):
+            raise util.DataError(f"label or feature of the wrong size (feature {np.shape(row[6])}, "
+                                 f"manifest says {feature_dim})", path, i)
+        if not _is_finite_number(row[1]):
+            raise util.DataError(f"time_s is not a number: {row[1]!r}", path, i)
+    return {
+        "session": np.array([r[0] for r in rows], dtype=np.int64),
+        "time_s": np.array([r[1] for r in rows], dtype=np.float64),
+        "identity": np.array([r[2] for r in rows], dtype=str),
+        "label": np.stack([r[3] for r in rows]).astype(np.float32),
+        "target": np.array([r[4] for r in rows], dtype=np.int64),
+        "segment_id": np.array([r[5] for r in rows], dtype=str),
+        "feature": np.stack([r[6] for r in rows]).astype(np.float32),
+    }
+
+
+def _is_finite_number(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_identity: str,
+                   edge_weight: str) -> Iterator[Data]:
+    """The graphs of one session: nodes sorted by (time, identity, segment ID), cut every `numv`."""
+    order = np.lexsort((nodes["segment_id"], nodes["identity"], nodes["time_s"]))
+    _, codes = np.unique(nodes["identity"], return_inverse=True)
+    for start in range(0, len(order), numv):
+        idx = order[start:start + numv]
+        times = torch.from_numpy(nodes["time_s"][idx])
+        x = torch.from_numpy(nodes["feature"][idx])
+        edge_index, edge_attr = build_edges(times, torch.from_numpy(codes[idx]), time_edge, cross_identity)
+        data = Data(
+            x=x, y=torch.from_numpy(nodes["label"][idx]), target=torch.from_numpy(nodes["target"][idx]),
+            edge_index=edge_index, edge_attr=edge_attr, time_s=times,
+            session=torch.from_numpy(nodes["session"][idx]),
+            segment_id=nodes["segment_id"][idx].tolist(), identity=nodes["identity"][idx].tolist(),
+        )
+        if edge_weight == "fsimy":
+            data.edge_weight = feature_similarity(x, edge_index)
+        yield data
+
+
+def build_session(node_file: Path, out_dir: Path, feature_dim: int, numv: int, time_edge: float,
+                  cross_identity: str, edge_weight: str) -> dict[str, Any]:
+    """Build and write the graphs of one node file; returns counts for the build record."""
+    torch.set_num_threads(1)
+    nodes = read_nodes(node_file, feature_dim)
+    graphs = edges = 0
+    for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity, edge_weight)):
+        data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
+        graphs, edges = graphs + 1, edges + data.num_edges
+    return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
+
+
+def build_graphs(args: argparse.Namespace) -> Path:
+    """Build (or skip, when up to date) the graph folder for `args`; returns its path."""
+    features_dir = Path(args.features_dir or config.FEATURES_DIR.parent / args.feature)
+    manifest_path = features_dir / data_loader.MANIFEST_FILE
+    manifest = util.read_json(manifest_path)
+    missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits") if k not in manifest]
+    if missing:
+        raise util.DataError(f"manifest lacks {', '.join(missing)}", manifest_path)
+    if args.numv < 1 or args.time_edge < 0:
+        raise util.DataError(f"--numv must be >= 1 and --time_edge >= 0 (got {args.numv}, {args.time_edge})",
+                             manifest_path)
+    sha = util.file_sha256(manifest_path)
+    build = {"format": FORMAT_VERSION, "feature": args.feature, "numv": args.numv, "time_edge": args.time_edge,
+             "cross_identity": args.cross_identity, "edge_weight": args.edge_weight}
+    name = data_loader.graph_dir_name(args.feature, args.numv, args.time_edge, args.cross_identity,
+                                      args.edge_weight)
+    out = Path(args.graphs_dir or config.GRAPHS_DIR) / name
+    if out.exists() and not args.force:
+        record = data_loader.read_build_record(out)
+        if record.get("feature_manifest_sha256") == sha and record.get("build") == build:
+            print(f"graphs up to date, skipped: {out}")
+            return out
+        raise util.DataError(f"graphs from another feature manifest or configuration than {manifest_path}; "
+                             "use --force to rebuild", out / data_loader.BUILD_FILE)
+    jobs = []
+    for split in manifest["splits"]:
+        split_dir = features_dir / f"features_{split}"
+        files = sorted(split_dir.glob("Sess*.pkl"))
+        if not files:
+            raise util.DataError("no node files (SessSS.pkl)", split_dir)
+        jobs += [(split, f) for f in files]
+    with util.atomic_dir(out) as tmp:
+        params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity, args.edge_weight)
+        summary = _run_jobs(jobs, tmp, params, args.workers)
+        record = {
+            "feature_manifest": str(manifest_path.resolve()),
+            "feature_manifest_sha256": sha,
+            "build": build,
+            "feature_order": manifest["feature_order"],
+            "feature_dims": manifest["feature_dims"],
+            "feature_dim": manifest["feature_dim"],
+            "splits": manifest["splits"],
+            "encoder_sha256": manifest.get("encoder_sha256"),
+            "sessions": summary,
+        }
+        util.write_json(record, tmp / data_loader.BUILD_FILE)
+    counts = {s: sum(r["graphs"] for r in summary[s]) for s in summary}
+    print(f"built {sum(counts.values())} graphs ({', '.join(f'{k} {v}' for k, v in counts.items())}) in {out}")
+    return out
+
+
+def _run_jobs(jobs: list[tuple[str, Path]], tmp: Path, params: tuple, workers: int) -> dict[str, list]:
+    summary: dict[str, list] = {split: [] for split, _ in jobs}
+    bar = tqdm(total=len(jobs), desc="sessions", unit="session")
+    if workers <= 1:
+        results = (build_session(f, tmp / split / "processed", *params) for split, f in jobs)
+        for (split, _), result in zip(jobs, results, strict=True):
+            summary[split].append(result)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(build_session, f, tmp / split / "processed", *params) for split, f in jobs]
+            for (split, _), future in zip(jobs, futures, strict=True):
+                summary[split].append(future.result())
+                bar.update()
+    bar.close()
+    return summary
+
+
+def add_graph_args(parser: argparse.ArgumentParser) -> None:
+    """The graph-configuration flags shared with train_val.py."""
+    parser.add_argument("--feature", default="features",
+                        help="name of the feature set; node files in <repo>/<feature> unless --features_dir")
+    parser.add_argument("--features_dir", type=Path, default=None)
+    parser.add_argument("--graphs_dir", type=Path, default=config.GRAPHS_DIR)
+    parser.add_argument("--numv", type=int, default=2000, help="nodes per graph")
+    parser.add_argument("--time_edge", type=float, default=7.2, help="longest edge in seconds")
+    parser.add_argument("--cross_identity", choices=("cin", "ciy"), default="cin",
+                        help="cin: timed edges within one identity only; ciy: across identities too")
+    parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default="fsimy",
+                        help="fsimy: store feature-similarity edge weights; fsimn: none")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Build temporal graphs from node files.")
+    add_graph_args(parser)
+    parser.add_argument("--workers", type=int, default=1, help="sessions built in parallel")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    build_graphs(parse_args())
+
+
+if __name__ == "__main__":
+    util.run_cli(main)

@@ -1,0 +1,27 @@
+"""Shared fixtures: the `tiny` synthetic KEMDy20 preset, generated once per test session."""
+
+from pathlib import Path
+
+import pytest
+
+from encoder.core import frames, synthetic
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly generated `tiny` dataset (seed 0), without dataframe artifacts. Do not modify it:
+    copy it (shutil.copytree) before injecting faults."""
+    root = tmp_path_factory.mktemp("tiny_raw") / "KEMDy20"
+    synthetic.make_dataset(root, preset="tiny", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Path:
+    """The `tiny` dataset with its dataframe artifacts built. Read-only for tests."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("tiny") / "KEMDy20"
+    shutil.copytree(tiny_raw, root)
+    frames.write_frames(frames.build_frames(root), root)
+    return root
