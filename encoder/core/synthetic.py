@@ -79,7 +79,7 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset((1, 2, 33, 37), 2, (4, 6), (41,), 0.07),
-    "demo": Preset(tuple(range(1, 9)) + (33, 34, 37, 38), 2, (8, 11), (41,), 0.02),
+    "demo": Preset(tuple(range(1, 9)) + (33, 34, 37, 38), 3, (6, 8), (41,), 0.02),
     "full": Preset(tuple(range(1, 41)), 6, (24, 32), (41, 42), 0.05),
 }
 
@@ -102,7 +102,7 @@ def participants(session: int, rng: np.random.Generator) -> list[str]:
     return [f"User{2 * session - 1 + i:03d}{genders[i]}" for i in range(2)]
 
 
-def sticky_states(n: int, prior: np.ndarray, rng: np.random.Generator, p_stay: float = 0.8) -> np.ndarray:
+def sticky_states(n: int, prior: np.ndarray, rng: np.random.Generator, p_stay: float = 0.7) -> np.ndarray:
     """A Markov chain over n utterances: keep the previous state with p_stay, else redraw from prior."""
     states = np.empty(n, dtype=int)
     states[0] = rng.choice(len(prior), p=prior)
