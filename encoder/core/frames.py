@@ -55,7 +55,11 @@ def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tu
     files = kemdy20.bio_files(root, modality)
     used = [f for f in files if kemdy20.session_of_file(f) in annotated_sessions]
     extra = sorted({kemdy20.session_of_file(f) for f in files} - annotated_sessions)
-    tables = [kemdy20.read_bio(f, modality) for f in tqdm(used, desc=f"read {modality}", unit="file", leave=False)]
+    tables = []
+    with tqdm(total=len(used), desc=f"read {modality}", unit="file", leave=False) as bar:
+        for path in used:
+            tables.append(kemdy20.read_bio(path, modality))
+            bar.update()
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         {f"{modality}_value": [], "ts": [], "script": []})
     return table, {"files": len(used), "files_without_annotation": len(files) - len(used),

@@ -333,7 +333,9 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
 
     plans = []
     for session, ss in zip(spec.sessions, seeds, strict=False):
-        rng = np.random.default_rng(ss)
+        bio_seed, audio_seed = ss.spawn(2)  # audio draws apart, so --no-wav leaves the rest unchanged
+        rng = np.random.default_rng(bio_seed)
+        audio_rng = np.random.default_rng(audio_seed)
         names = participants(session, rng)
         speakers = [
             {"f0": (rng.uniform(170, 240) if n.endswith("F") else rng.uniform(95, 140)),
@@ -347,7 +349,7 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         for script in range(1, spec.scripts + 1):
             utts, length = schedule_script(session, script, names, spec, prior, rng)
             scripts.append((script, utts, length))
-        plans.append((session, rng, names, speakers, scripts))
+        plans.append((session, rng, audio_rng, names, speakers, scripts))
 
     # Bio files missing for one modality, drawn from training sessions only.
     missing: dict[tuple[int, int, int], str] = {}
@@ -357,10 +359,10 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
     for idx in rng_global.choice(len(train_candidates), size=n_missing, replace=False):
         missing[train_candidates[idx]] = str(rng_global.choice(["EDA", "TEMP"]))
     usable = {c for c in candidates if c not in missing}
-    force_every_class([u for p in plans for _, utts, _ in p[4] for u in utts], split_of, usable, rng_global)
+    force_every_class([u for p in plans for _, utts, _ in p[-1] for u in utts], split_of, usable, rng_global)
 
     n_segments = n_wavs = 0
-    for session, rng, names, speakers, scripts in tqdm(plans, desc=f"synthetic {preset}", unit="session"):
+    for session, rng, audio_rng, names, speakers, scripts in tqdm(plans, desc=f"synthetic {preset}", unit="session"):
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         all_utts = [u for _, utts, _ in scripts for u in utts]
         n_segments += len(all_utts)
@@ -395,9 +397,9 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
                 folder = out / "wav" / f"Session{session:02d}"
                 folder.mkdir(parents=True, exist_ok=True)
                 for u in utts:
-                    audio = synthesize_speech(u.end - u.start, u.state, u.intensity, speakers[u.speaker], rng)
+                    audio = synthesize_speech(u.end - u.start, u.state, u.intensity, speakers[u.speaker], audio_rng)
                     sf.write(folder / f"{u.segment_id}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-                    words = rng.choice(KOREAN_WORDS, size=int(rng.integers(3, 9)))
+                    words = audio_rng.choice(KOREAN_WORDS, size=int(audio_rng.integers(3, 9)))
                     (folder / f"{u.segment_id}.txt").write_bytes((" ".join(words) + "\n").encode("cp949"))
                     n_wavs += 1
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from encoder.core import config
 
@@ -196,6 +195,8 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro/weighted/micro F1, per-class precision/recall/F1/support and the confusion
     matrix (rows = true class, columns = predicted class, in `class_names` order)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     labels = list(range(len(class_names)))
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
