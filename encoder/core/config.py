@@ -48,13 +48,13 @@ SEED = 0
 STE_inputs = {
     "root": KEMDY20_ROOT,
     "clip_length": 11,  # 4 Hz steps per clip (11 steps = 2.75 s)
-    "sample_rate": 16000,  # audio is resampled to this rate
+    "sample_rate": 16000,  # audio is resampled to this rate; hop_length must divide its 0.25 s step
     "n_fft": 512,
     "win_length": 400,  # 25 ms
     "hop_length": 160,  # 10 ms
     "n_mels": 64,
     "fmin": 20.0,
-    "fmax": 8000.0,
+    "fmax": 8000.0,  # None or above Nyquist: sample_rate / 2
     "modalities": ("audio", "eda", "temp"),
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
 }
@@ -70,6 +70,9 @@ STE_optimization_params = {
     "amp": True,  # automatic mixed precision, used on CUDA only
     "seed": SEED,
     "out_dir": STE_TRAIN_DIR,
+    "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
+    "keep_checkpoints": 3,  # epoch_NNN.pth files kept besides best.pth (None: keep all)
+    "progress": True,  # tqdm bars
 }
 
 STE_forward_params = {
@@ -77,4 +80,6 @@ STE_forward_params = {
     "batch_size": 256,
     "num_workers": 2,
     "out_dir": FEATURES_DIR,
+    "amp": True,  # float16 autocast, used on CUDA only
+    "progress": True,
 }

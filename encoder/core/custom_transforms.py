@@ -37,7 +37,7 @@ class SpectrogramParams:
     hop_length: int = 160
     n_mels: int = 64
     fmin: float = 20.0
-    fmax: float | None = 8000.0  # None or above Nyquist: sample_rate / 2
+    fmax: float | None = 8000.0  # None or above Nyquist: stored as sample_rate / 2
 
     def __post_init__(self) -> None:
         step = self.sample_rate * config.BIO_STEP_S
@@ -46,6 +46,8 @@ class SpectrogramParams:
                 f"hop_length {self.hop_length} must divide the {config.BIO_STEP_S} s step "
                 f"({step} samples at {self.sample_rate} Hz)"
             )
+        nyquist = self.sample_rate / 2
+        object.__setattr__(self, "fmax", nyquist if self.fmax is None else min(float(self.fmax), nyquist))
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
 
@@ -64,11 +66,6 @@ class SpectrogramParams:
     def frames_per_step(self) -> int:
         return self.step_samples // self.hop_length
 
-    @property
-    def nyquist_fmax(self) -> float:
-        nyquist = self.sample_rate / 2
-        return nyquist if self.fmax is None else min(float(self.fmax), nyquist)
-
     def clip_frames(self, clip_length: int) -> int:
         return clip_length * self.frames_per_step
 
@@ -77,7 +74,7 @@ class SpectrogramParams:
 def _mel_basis(params: SpectrogramParams) -> np.ndarray:
     return librosa.filters.mel(
         sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin,
-        fmax=params.nyquist_fmax,
+        fmax=params.fmax,
     ).astype(np.float32)
 
 

@@ -7,8 +7,9 @@ How the data behave: in every script of a session two speakers take turns (segme
 4 Hz, sometimes overlapping, so nodes of different speakers share a time stamp). Each speaker's
 emotion is sticky: a segment keeps the speaker's previous emotion with probability `stay`, otherwise
 a new one is drawn from a neutral-heavy prior. A node's feature is a weak class prototype plus
-Gaussian noise (per-node signal-to-noise `snr`), so one node alone is a poor witness of its class
-while aggregating time neighbours of the same speaker (the GNN's job) recovers it. The stand-in
+white Gaussian noise (per-node signal-to-noise `snr` along the prototype), so one node alone is a
+poor witness of its class while aggregating time neighbours of the same speaker (the GNN's job)
+recovers it. The stand-in
 "encoder-only" prediction of `encoder_metrics.json` reads each node alone against the prototypes.
 """
 
@@ -41,7 +42,7 @@ def session_nodes(
 ) -> list[tuple]:
     """About `n_nodes` node rows (at least that many, whole segments) of one synthetic session."""
     dim = prototypes.shape[1]
-    identities = [f"User{2 * session - 1:03d}{rng.choice(['F', 'M'])}", f"User{2 * session:03d}{rng.choice(['F', 'M'])}"]
+    identities = [f"User{user:03d}{rng.choice(['F', 'M'])}" for user in (2 * session - 1, 2 * session)]
     emotion = {who: int(rng.choice(len(PRIOR), p=PRIOR)) for who in identities}
     rows: list[tuple] = []
     script, turn, count_in_script = 1, 0, 0
@@ -66,8 +67,7 @@ def session_nodes(
         segment_id = f"Sess{session:02d}_script{script:02d}_{who}_{utterance[who]:03d}"
         steps = int(rng.integers(8, 41))
         signal = prototypes[target] * (snr / np.sqrt(dim))
-        noise = rng.standard_normal((steps, dim)).astype(np.float32)
-        features = (noise + signal).astype(np.float32)
+        features = (rng.standard_normal((steps, dim)) + signal).astype(np.float32)
         for k in range(steps):
             rows.append((session, clock + k * config.BIO_STEP_S, who, label, target, segment_id, features[k]))
         # next turn: a gap of up to 3 s or an overlap of up to 1 s (shared time stamps across speakers)
@@ -98,21 +98,19 @@ def write_synthetic_nodes(
     dim = int(sum(feature_dims.values()))
     prototypes = rng.standard_normal((config.NUM_CLASSES, dim)).astype(np.float32)
     node_counts: dict[str, dict[str, int]] = {}
-    targets: dict[str, list[np.ndarray]] = {}
-    readout: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}
+    readout: dict[str, dict[str, list]] = {}  # per split: segment ids, targets, stand-in probabilities
     for split, sessions in splits.items():
         node_counts[split] = {}
+        readout[split] = {"segment_ids": [], "targets": [], "probs": []}
         for session in sessions:
             rows = session_nodes(session, nodes_per_session, prototypes, rng, snr=snr)
             path = out_dir / f"features_{split}" / f"Sess{session:02d}.pkl"
             with util.atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
             node_counts[split][f"Sess{session:02d}"] = len(rows)
-            seg_ids, tgt, feats = [r[5] for r in rows], np.array([r[4] for r in rows]), np.stack([r[6] for r in rows])
-            old = readout.get(split, ([], np.zeros(0, int), np.zeros((0, config.NUM_CLASSES))))
-            readout[split] = (old[0] + seg_ids, np.concatenate([old[1], tgt]),
-                              np.concatenate([old[2], encoder_readout(feats, prototypes)]))
-            targets.setdefault(split, []).append(tgt)
+            readout[split]["segment_ids"] += [r[5] for r in rows]
+            readout[split]["targets"].append(np.array([r[4] for r in rows]))
+            readout[split]["probs"].append(encoder_readout(np.stack([r[6] for r in rows]), prototypes))
     manifest: dict[str, Any] = {
         "feature_order": list(feature_dims),
         "feature_dims": dict(feature_dims),
@@ -124,16 +122,18 @@ def write_synthetic_nodes(
         "clip_length": config.STE_inputs["clip_length"],
         "synthetic": {"seed": seed, "nodes_per_session": nodes_per_session, "snr": snr},
     }
-    util.write_json(_encoder_metrics(readout, targets), out_dir / "encoder_metrics.json")
+    if "train" in splits and "test" in splits:
+        util.write_json(_encoder_metrics(readout), out_dir / "encoder_metrics.json")
     manifest_path = out_dir / "manifest.json"
     util.write_json(manifest, manifest_path)
     return manifest_path
 
 
-def _encoder_metrics(readout: dict, targets: dict) -> dict[str, Any]:
-    train_targets = np.concatenate(targets["train"])
-    seg_ids, node_targets, probs = readout["test"]
-    _, seg_targets, seg_pred, _ = util.segment_predictions(seg_ids, probs, node_targets)
+def _encoder_metrics(readout: dict[str, dict[str, list]]) -> dict[str, Any]:
+    train_targets = np.concatenate(readout["train"]["targets"])
+    node_targets = np.concatenate(readout["test"]["targets"])
+    probs = np.concatenate(readout["test"]["probs"])
+    _, seg_targets, seg_pred, _ = util.segment_predictions(readout["test"]["segment_ids"], probs, node_targets)
     return {
         "test": {
             "segment": util.classification_metrics(seg_targets, seg_pred),
@@ -149,13 +149,28 @@ def _encoder_metrics(readout: dict, targets: dict) -> dict[str, Any]:
     }
 
 
+def proportional_splits(n_sessions: int) -> dict[str, tuple[int, ...]]:
+    """Sessions 1..n split like KEMDy20's default (about 4/5 train, the rest half val, half test)."""
+    if n_sessions < 3:
+        raise ValueError("at least 3 sessions (train, val, test)")
+    held_out = max(1, round(n_sessions / 10))
+    train = n_sessions - 2 * held_out
+    return {"train": tuple(range(1, train + 1)), "val": tuple(range(train + 1, train + held_out + 1)),
+            "test": tuple(range(train + held_out + 1, n_sessions + 1))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=config.FEATURES_DIR)
+    parser.add_argument("--sessions", type=int, default=6, help="sessions 1..N, split train/val/test")
     parser.add_argument("--nodes_per_session", type=int, default=600)
+    parser.add_argument("--modality_dim", type=int, default=512, help="feature size of each modality")
+    parser.add_argument("--snr", type=float, default=0.6, help="per-node class signal to noise")
     parser.add_argument("--seed", type=int, default=config.SEED)
     args = parser.parse_args()
-    print(write_synthetic_nodes(args.out, nodes_per_session=args.nodes_per_session, seed=args.seed))
+    dims = {name: args.modality_dim for name in DEFAULT_DIMS}
+    print(write_synthetic_nodes(args.out, proportional_splits(args.sessions), args.nodes_per_session, dims,
+                                seed=args.seed, snr=args.snr))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Feature extraction, ours against the original's way, on the same nodes and checkpoint.
+
+* ours: batches of nodes, one log-mel spectrogram per segment sliced into the clips of all its steps
+  (optimization.iter_predictions, as STE_forward runs it);
+* reference: batch size 1, re-reading the wav and recomputing the clip's spectrogram for every step.
+
+Both must give the same embeddings (allclose). The last line printed is
+`ratio=<reference/ours> reference_s=<s> ours_s=<s> nodes_per_s=<ours>`.
+
+    python benchmarks/bench_forward.py [--root KEMDY20_ROOT] [--checkpoint best.pth] [--segments 12]
+
+Without --root, the `tiny` synthetic preset is generated in a temporary folder; without
+--checkpoint, an untrained encoder (training-session normalisation) stands in for a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoder.core import clip_utils, config, frames, io, optimization, synthetic, util
+from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
+from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
+from encoder.core.models import STEncoder, inference_model
+
+
+def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normalization, clip_length: int,
+                         params: SpectrogramParams) -> np.ndarray:
+    """The straightforward way: per node, read the wav, cut the clip, compute its spectrogram, batch 1."""
+    out = []
+    with torch.no_grad():
+        for seg in segments:
+            for step in range(seg.n_steps):
+                wav = io.read_wav(seg.wav, params.sample_rate)
+                spec = norm.audio(clip_spectrogram(wav, step, clip_length, params))
+                eda = norm.eda(clip_utils.bio_clips(seg.eda, clip_length, np.array([step])))
+                temp = norm.temp(clip_utils.bio_clips(seg.temp, clip_length, np.array([step])))
+                result = model(torch.from_numpy(spec)[None, None], torch.from_numpy(eda)[None],
+                               torch.from_numpy(temp)[None])
+                out.append(result.embedding[0].numpy())
+    return np.stack(out)
+
+
+def our_embeddings(model: STEncoder, segments: list[Segment], norm: Normalization, clip_length: int,
+                   params: SpectrogramParams, batch_size: int, num_workers: int) -> np.ndarray:
+    dataset = SegmentDataset(segments, norm, clip_length, params)
+    parts = optimization.iter_predictions(inference_model(model), dataset, batch_size, num_workers, torch.device("cpu"),
+                                          with_features=True)
+    return np.concatenate([p.features for p in parts])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, help="dataset root (default: generate `tiny` in a temp folder)")
+    parser.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: untrained encoder)")
+    parser.add_argument("--segments", type=int, default=12, help="test segments to embed")
+    parser.add_argument("--batch_size", type=int, default=config.STE_forward_params["batch_size"])
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--clip_length", type=int, default=config.STE_inputs["clip_length"])
+    parser.add_argument("--sample_rate", type=int, default=config.STE_inputs["sample_rate"])
+    parser.add_argument("--hop_length", type=int, default=config.STE_inputs["hop_length"])
+    parser.add_argument("--n_mels", type=int, default=config.STE_inputs["n_mels"])
+    args = parser.parse_args()
+    util.seed_everything(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.root
+        if root is None:
+            root = Path(tmp) / "KEMDy20"
+            synthetic.make_dataset(root, preset="tiny", seed=0)
+            frames.write_frames(frames.build_frames(root), root)
+        table = load_segments(frames.load_frames(root), root)
+        if args.checkpoint is not None:
+            state = optimization.load_checkpoint(args.checkpoint)
+            model = optimization.model_from_checkpoint(state, args.checkpoint)
+            norm = Normalization.from_dict(state["normalization"])
+            clip_length, params = state["inputs"]["clip_length"], SpectrogramParams.from_dict(state["inputs"])
+        else:
+            params = SpectrogramParams.from_dict({**config.STE_inputs, "sample_rate": args.sample_rate,
+                                                  "hop_length": args.hop_length, "n_mels": args.n_mels})
+            clip_length = args.clip_length
+            model = STEncoder()
+            norm = compute_normalization(table.by_split["train"], clip_length, params)
+    model.eval()
+    segments = table.by_split["test"][: args.segments]
+    n_nodes = sum(s.n_steps for s in segments)
+    our_embeddings(model, segments[:1], norm, clip_length, params, args.batch_size, 0)  # warm-up
+    started = time.perf_counter()
+    ours = our_embeddings(model, segments, norm, clip_length, params, args.batch_size, args.num_workers)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    reference = reference_embeddings(model, segments, norm, clip_length, params)
+    reference_s = time.perf_counter() - started
+    max_diff = float(np.abs(ours - reference).max())
+    if not np.allclose(ours, reference, rtol=1e-3, atol=1e-4):
+        raise SystemExit(f"embeddings disagree: max |ours - reference| = {max_diff:.3g}")
+    print(f"{n_nodes} nodes of {len(segments)} segments, clip {clip_length}, {params.sample_rate} Hz, "
+          f"{params.n_mels} mels x {params.clip_frames(clip_length)} frames; max |diff| {max_diff:.2e}")
+    print(f"ratio={reference_s / ours_s:.2f} reference_s={reference_s:.2f} ours_s={ours_s:.2f} "
+          f"nodes_per_s={n_nodes / ours_s:.1f}")
+
+
+if __name__ == "__main__":
+    util.run_cli(main)

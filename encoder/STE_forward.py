@@ -1,0 +1,46 @@
+"""Embed every 4 Hz step of every segment with a trained encoder (1536-d: audio | EDA | TEMP) and
+report the encoder's own test metrics, the "no graph" baseline.
+
+    python STE_forward.py <clip_length> <device>        e.g. python STE_forward.py 11 0
+    torchrun --nproc_per_node=N STE_forward.py 11 0     sessions sharded over N processes
+
+Writes <features_dir>/features_{train,val,test}/SessSS.pkl, manifest.json and encoder_metrics.json.
+"""
+
+import argparse
+from pathlib import Path
+
+from encoder.core import optimization, util
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clip_length", type=int, help="must match the checkpoint's clip length")
+    parser.add_argument("device", help="CUDA device index or 'cpu' (CPU with a warning when CUDA is absent)")
+    parser.add_argument("--root", type=Path, help="KEMDy20 root with the dataframe artifacts")
+    parser.add_argument("--checkpoint", "--weights", type=Path, dest="checkpoint",
+                        help="encoder checkpoint (default: STE_TRAIN/best.pth)")
+    parser.add_argument("--features_dir", "--out_dir", type=Path, dest="features_dir")
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--num_workers", type=int)
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.seed is not None:
+        util.seed_everything(args.seed)
+    optimization.extract_features(
+        clip_length=args.clip_length,
+        device=args.device,
+        root=args.root,
+        checkpoint=args.checkpoint,
+        out_dir=args.features_dir,
+        forward={k: v for k, v in (("batch_size", args.batch_size), ("num_workers", args.num_workers))
+                 if v is not None},
+    )
+
+
+if __name__ == "__main__":
+    util.run_cli(main)

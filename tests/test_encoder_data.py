@@ -1,0 +1,108 @@
+"""Encoder inputs on the `tiny` preset: segments, skipping broken wavs, normalisation, datasets."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.core import clip_utils, config, frames, io, util
+from encoder.core.custom_transforms import SpectrogramParams, clip_spectrogram, mean_std
+from encoder.core.dataset import (
+    SegmentDataset,
+    TrainClipDataset,
+    compute_normalization,
+    label_vector,
+    load_segments,
+    node_batches,
+)
+
+SMALL = SpectrogramParams(sample_rate=4000, n_fft=256, win_length=250, hop_length=250, n_mels=16, fmax=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_frames(tiny_root):
+    return frames.load_frames(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def table(tiny_root, tiny_frames):
+    return load_segments(tiny_frames, tiny_root)
+
+
+def test_label_vector_is_a_normalised_multi_hot():
+    assert np.allclose(label_vector("0 1 0 0 1 0 0"), [0, 0.5, 0, 0, 0.5, 0, 0])
+    with pytest.raises(ValueError):
+        label_vector("0 0 0 0 0 0 0")
+
+
+def test_segments_follow_the_session_splits(table):
+    splits = util.session_splits()
+    for name, segments in table.by_split.items():
+        assert segments and all(s.session in splits[name] for s in segments)
+        assert all(s.label.sum() == pytest.approx(1.0) and 0 <= s.target < config.NUM_CLASSES for s in segments)
+    assert not table.skipped
+
+
+def test_normalisation_uses_training_sessions_only(tiny_root, tiny_frames, table):
+    norm = compute_normalization(table.by_split["train"], 11, SMALL)
+    train = table.by_split["train"]
+    assert (norm.eda_mean, norm.eda_std) == pytest.approx(mean_std([s.eda for s in train]))
+    assert (norm.temp_mean, norm.temp_std) == pytest.approx(mean_std([s.temp for s in train]))
+    # wild values in validation and test sessions change nothing
+    changed = load_segments(tiny_frames, tiny_root)
+    for name in ("val", "test"):
+        for seg in changed.by_split[name]:
+            seg.eda += 1000.0
+            seg.temp -= 50.0
+    assert compute_normalization(changed.by_split["train"], 11, SMALL) == norm
+
+
+def test_missing_wav_is_counted_and_skipped_and_too_many_fail(tiny_raw, tmp_path):
+    root = tmp_path / "KEMDy20"
+    shutil.copytree(tiny_raw, root)
+    built = frames.build_frames(root)
+    wavs = [io.wav_path(root, segment_id) for segment_id in built.gt["script"]]
+    wavs[0].unlink()
+    wavs[1].write_bytes(b"broken")
+    table = load_segments(built, root)
+    assert set(table.skipped) == {wavs[0].stem, wavs[1].stem}
+    assert table.report()["skipped_reasons"] == {"wav missing": 1, "wav unreadable": 1}
+    kept = {s.segment_id for segs in table.by_split.values() for s in segs}
+    assert wavs[0].stem not in kept and len(kept) == len(built.gt) - 2
+    for path in wavs[2:20]:
+        path.unlink()
+    with pytest.raises(util.DataError, match="above the allowed share"):
+        load_segments(built, root)
+
+
+def test_training_clips_are_seeded_per_epoch(table):
+    train = table.by_split["train"]
+    norm = compute_normalization(train, 11, SMALL)
+    data = TrainClipDataset(train, norm, 11, SMALL, seed=3)
+    first = [data.step_of(i) for i in range(len(data))]
+    assert first == [TrainClipDataset(train, norm, 11, SMALL, seed=3).step_of(i) for i in range(len(data))]
+    data.set_epoch(1)
+    assert first != [data.step_of(i) for i in range(len(data))]
+    audio, eda, temp, label, target = data[0]
+    assert audio.shape == (1, 16, 44) and eda.shape == temp.shape == (1, 11) and label.shape == (7,)
+
+
+def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
+    segments = table.by_split["val"][:3]
+    norm = compute_normalization(table.by_split["train"], 11, SMALL)
+    dataset = SegmentDataset(segments, norm, 11, SMALL)
+    batches = list(node_batches((dataset[i] for i in range(len(dataset))), 16, 11, SMALL))
+    total = sum(s.n_steps for s in segments)
+    assert [len(b.step) for b in batches] == [16] * (total // 16) + ([total % 16] if total % 16 else [])
+    seg_index = np.concatenate([b.segment_index for b in batches])
+    steps = np.concatenate([b.step for b in batches])
+    audio = torch.cat([b.audio for b in batches])
+    eda = torch.cat([b.eda for b in batches])
+    for k in (0, 5, total - 1):
+        seg = segments[seg_index[k]]
+        wav = io.read_wav(seg.wav, SMALL.sample_rate)
+        own = norm.audio(clip_spectrogram(wav, int(steps[k]), 11, SMALL))
+        assert np.allclose(audio[k, 0].numpy(), own, atol=1e-4)
+        expected = norm.eda(clip_utils.bio_clips(seg.eda, 11, np.array([steps[k]])))[0]
+        assert np.allclose(eda[k, 0].numpy(), expected)

@@ -1,0 +1,91 @@
+"""The three-stream encoder: shapes, parameter counts, the loss on logits, weights and checkpoints."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from encoder.core import optimization, util
+from encoder.core.custom_transforms import Normalization
+from encoder.core.models import STEncoder, count_parameters, inference_model
+
+NORM = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return STEncoder().eval()
+
+
+def test_shapes_and_parameter_counts(model):
+    with torch.no_grad():
+        out = model(torch.randn(3, 1, 16, 44), torch.randn(3, 1, 11), torch.randn(3, 1, 11))
+    assert [tuple(t.shape) for t in out[:4]] == [(3, 7)] * 4
+    assert out.embedding.shape == (3, 1536)
+    # torchvision ResNet18 with a one-channel stem and no fc; 1D ResNet18 of BasicBlock1d [2, 2, 2, 2]
+    assert count_parameters(model.audio) == 11_170_240
+    assert count_parameters(model.eda) == count_parameters(model.temp) == 3_843_904
+    assert count_parameters(model) == 19_060_444
+
+
+def test_embedding_is_audio_eda_temp_in_that_order(model):
+    audio, eda, temp = torch.randn(2, 1, 16, 44), torch.randn(2, 1, 11), torch.randn(2, 1, 11)
+    with torch.no_grad():
+        emb = model(audio, eda, temp).embedding
+        assert torch.allclose(emb[:, :512], model.audio(audio))
+        assert torch.allclose(emb[:, 512:1024], model.eda(eda))
+        assert torch.allclose(emb[:, 1024:], model.temp(temp))
+
+
+def test_loss_is_cross_entropy_on_logits():
+    label = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0, 0, 0]])
+    zeros = optimization.EncoderOutput(*(torch.zeros(2, 7) for _ in range(4)), torch.zeros(2, 1536))
+    total, per_head = optimization.encoder_loss(zeros, label)
+    assert math.isclose(float(total), 4 * math.log(7), rel_tol=1e-6)
+    confident = torch.full((2, 7), -20.0)
+    confident[0, 0] = 20.0
+    confident[1, 1] = confident[1, 2] = 20.0
+    out = optimization.EncoderOutput(*(confident for _ in range(4)), torch.zeros(2, 1536))
+    total, _ = optimization.encoder_loss(out, label)
+    # on logits: about 0 for the single label and 4 · ½·log 2 ≈ 1.39 on the tie; a softmax first would
+    # squash the logits into [0, 1] and leave the loss near 4 · log 7 ≈ 7.8
+    assert float(total) == pytest.approx(2 * math.log(2), abs=1e-3)
+
+
+def test_inference_model_gives_the_same_embeddings(model):
+    audio, eda, temp = torch.randn(4, 1, 16, 44), torch.randn(4, 1, 11), torch.randn(4, 1, 11)
+    with torch.no_grad():
+        assert torch.allclose(inference_model(model)(audio, eda, temp).embedding,
+                              model(audio, eda, temp).embedding, atol=1e-4)
+
+
+def test_local_resnet18_weights_load_into_the_audio_stream(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    model = STEncoder(weights=tmp_path / "resnet18.pth")
+    assert torch.allclose(model.audio.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert torch.allclose(model.audio.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(util.DataError, match="other.pth"):
+        STEncoder(weights=tmp_path / "other.pth")
+
+
+def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, model):
+    state = optimization.checkpoint_state(model, NORM, {"clip_length": 11})
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("fused")}
+    state["model"]["fused.weight"] = torch.zeros(7, 256)
+    state["model"]["fused.bias"] = torch.zeros(7)
+    path = tmp_path / "other_shape.pth"
+    torch.save(state, path)
+    with pytest.raises(util.DataError, match="shape") as err:
+        optimization.model_from_checkpoint(optimization.load_checkpoint(path), path)
+    assert "other_shape.pth" in str(err.value)
+    torch.save({"some": "dict"}, tmp_path / "foreign.pth")
+    with pytest.raises(util.DataError, match="not an encoder checkpoint"):
+        optimization.load_checkpoint(tmp_path / "foreign.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(util.DataError, match="junk.pth"):
+        optimization.load_checkpoint(tmp_path / "junk.pth")
