@@ -47,7 +47,7 @@ def save_graph(data: Data, path: Path) -> None:
 def load_graph(path: Path) -> Data:
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input here
+    except Exception as err:  # whatever the cause, an unreadable file is bad input
         raise util.DataError(f"unreadable graph file ({type(err).__name__})", path) from None
     if not isinstance(stored, dict) or "x" not in stored or "edge_index" not in stored:
         raise util.DataError("not a graph file written by generate_graph.py", path)

@@ -20,7 +20,6 @@ build configuration; an up-to-date folder is skipped, one from another manifest 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import pickle
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -43,42 +42,53 @@ def build_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
                 cross_identity: str = "cin") -> tuple[torch.Tensor, torch.Tensor]:
     """Edges of the SPEC §3 rule among nodes with `times` (float64 [n]) and integer `identity` codes.
 
-    Returns (edge_index int64 [2, E], edge_attr float32 [E] = sign(t_j - t_k)), edges ordered by
-    source, then target index. Nodes need not be sorted. Candidates come from a time window around
-    each node found by binary search; the exact |t_j - t_k| <= time_edge test is applied afterwards,
-    so the result equals the pairwise rule bit for bit."""
+    Returns (edge_index int64 [2, E], edge_attr float32 [E] = sign(t_j - t_k)). The rule is symmetric,
+    so only pairs (j, k) with k at or after j in time order are tested: candidates come from the window
+    [t_j, t_j + time_edge] found by binary search in the sorted times, the exact |t_j - t_k| <=
+    time_edge test is applied afterwards (the result equals the pairwise rule bit for bit), and the
+    mirror image of every kept pair j != k is appended. Edge order: the tested pairs by source, then
+    their mirror images; compare edge sets, not orders."""
     if cross_identity not in ("cin", "ciy"):
         raise ValueError(f"cross_identity must be cin or ciy, not {cross_identity!r}")
     times = torch.as_tensor(times, dtype=torch.float64)
     identity = torch.as_tensor(identity)
+    if bool((times[1:] >= times[:-1]).all()):
+        return _sorted_edges(times, identity, time_edge, cross_identity)
+    order = torch.argsort(times, stable=True)
+    edge_index, edge_attr = _sorted_edges(times[order], identity[order], time_edge, cross_identity)
+    return order[edge_index], edge_attr
+
+
+def _sorted_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
+                  cross_identity: str) -> tuple[torch.Tensor, torch.Tensor]:
     n = times.numel()
-    sorted_times, order = torch.sort(times, stable=True)
-    margin = 1e-6 + (1e-9 * float(sorted_times.abs().max()) if n else 0.0)  # float rounding of t +- reach
-    reach = max(float(time_edge), 0.0) + margin
-    lo = torch.searchsorted(sorted_times, sorted_times - reach, side="left")
-    hi = torch.searchsorted(sorted_times, sorted_times + reach, side="right")
-    counts = hi - lo
-    src = torch.repeat_interleave(torch.arange(n), counts)
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    dst = lo[src] + torch.arange(src.numel()) - starts
-    src, dst = order[src], order[dst]
-    delta = times[src] - times[dst]
-    linked = delta.abs() <= time_edge
+    if n == 0:
+        return torch.zeros((2, 0), dtype=torch.long), torch.zeros(0)
+    # the window is widened by a margin for float rounding of t + time_edge; the exact test follows
+    reach = max(float(time_edge), 0.0) + 1e-6 + 1e-9 * float(times.abs().max())
+    nodes = torch.arange(n)
+    counts = torch.searchsorted(times, times + reach, side="right") - nodes
+    src = torch.repeat_interleave(nodes, counts)
+    dst = torch.arange(src.numel()) + torch.repeat_interleave(nodes - (torch.cumsum(counts, 0) - counts), counts)
+    # index_select is several times faster than tensor[index] for large index tensors
+    delta = times.index_select(0, src) - times.index_select(0, dst)
+    keep = delta >= -time_edge
     if cross_identity == "cin":
-        linked &= identity[src] == identity[dst]
-    keep = (delta == 0) | linked
-    src, dst, delta = src[keep], dst[keep], delta[keep]
-    rank = torch.argsort(src * n + dst)
-    edge_index = torch.stack([src[rank], dst[rank]])
-    return edge_index, torch.sign(delta[rank]).to(torch.float32)
+        keep &= identity.index_select(0, src) == identity.index_select(0, dst)
+    keep = torch.nonzero(keep | (delta == 0)).squeeze(1)
+    src, dst, sign = (v.index_select(0, keep) for v in (src, dst, torch.sign(delta)))
+    pair = torch.nonzero(src != dst).squeeze(1)
+    mirror = torch.stack([dst.index_select(0, pair), src.index_select(0, pair)])
+    edge_index = torch.cat([torch.stack([src, dst]), mirror], dim=1)
+    return edge_index, torch.cat([sign, -sign.index_select(0, pair)]).to(torch.float32)
 
 
 def feature_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     """(1 + cosine similarity of the two end nodes' features) / 2 per edge, in [0, 1]."""
     unit = torch.nn.functional.normalize(x.to(torch.float32), dim=1)
     parts = [
-        ((unit[edge_index[0, i:i + SIM_CHUNK]] * unit[edge_index[1, i:i + SIM_CHUNK]]).sum(1) + 1) / 2
-        for i in range(0, edge_index.shape[1], SIM_CHUNK)
+        ((unit.index_select(0, src) * unit.index_select(0, dst)).sum(1) + 1) / 2
+        for src, dst in zip(edge_index[0].split(SIM_CHUNK), edge_index[1].split(SIM_CHUNK), strict=True)
     ]
     return torch.cat(parts).clamp_(0, 1) if parts else torch.zeros(0)
 
@@ -101,7 +111,9 @@ def read_nodes(path: Path, feature_dim: int) -> dict[str, Any]:
                                  f"manifest says {feature_dim})", path, i)
         if not _is_finite_number(row[1]):
             raise util.DataError(f"time_s is not a number: {row[1]!r}", path, i)
-    return {
+        if not isinstance(row[4], int | np.integer) or not 0 <= row[4] < config.NUM_CLASSES:
+            raise util.DataError(f"target is not a class index 0-{config.NUM_CLASSES - 1}: {row[4]!r}", path, i)
+    nodes = {
         "session": np.array([r[0] for r in rows], dtype=np.int64),
         "time_s": np.array([r[1] for r in rows], dtype=np.float64),
         "identity": np.array([r[2] for r in rows], dtype=str),
@@ -110,6 +122,15 @@ def read_nodes(path: Path, feature_dim: int) -> dict[str, Any]:
         "segment_id": np.array([r[5] for r in rows], dtype=str),
         "feature": np.stack([r[6] for r in rows]).astype(np.float32),
     }
+    finite = np.isfinite(nodes["feature"]).all(axis=1) & np.isfinite(nodes["label"]).all(axis=1)
+    if not finite.all():
+        raise util.DataError("NaN or infinite value in label or feature", path, int(np.argmin(finite)))
+    if path.stem.startswith("Sess") and path.stem[4:].isdigit():
+        wrong = nodes["session"] != int(path.stem[4:])
+        if wrong.any():
+            raise util.DataError(f"session {nodes['session'][wrong][0]} in the file of {path.stem}", path,
+                                 int(np.argmax(wrong)))
+    return nodes
 
 
 def _is_finite_number(value: Any) -> bool:
@@ -119,11 +140,17 @@ def _is_finite_number(value: Any) -> bool:
         return False
 
 
+def session_order(nodes: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Node order of a session (time, then identity, then segment ID; stable) and integer identity
+    codes (same code = same identity)."""
+    order = np.lexsort((nodes["segment_id"], nodes["identity"], nodes["time_s"]))
+    return order, np.unique(nodes["identity"], return_inverse=True)[1]
+
+
 def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_identity: str,
                    edge_weight: str) -> Iterator[Data]:
     """The graphs of one session: nodes sorted by (time, identity, segment ID), cut every `numv`."""
-    order = np.lexsort((nodes["segment_id"], nodes["identity"], nodes["time_s"]))
-    _, codes = np.unique(nodes["identity"], return_inverse=True)
+    order, codes = session_order(nodes)
     for start in range(0, len(order), numv):
         idx = order[start:start + numv]
         times = torch.from_numpy(nodes["time_s"][idx])
@@ -177,11 +204,14 @@ def build_graphs(args: argparse.Namespace) -> Path:
         raise util.DataError(f"graphs from another feature manifest or configuration than {manifest_path}; "
                              "use --force to rebuild", out / data_loader.BUILD_FILE)
     jobs = []
-    for split in manifest["splits"]:
+    for split, sessions in manifest["splits"].items():
         split_dir = features_dir / f"features_{split}"
         files = sorted(split_dir.glob("Sess*.pkl"))
         if not files:
             raise util.DataError("no node files (SessSS.pkl)", split_dir)
+        stray = [f.name for f in files if f.stem[4:].isdigit() and int(f.stem[4:]) not in sessions]
+        if stray:
+            raise util.DataError(f"{', '.join(stray)} not in the manifest's {split} sessions {sessions}", split_dir)
         jobs += [(split, f) for f in files]
     with util.atomic_dir(out) as tmp:
         params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity, args.edge_weight)
@@ -205,19 +235,18 @@ def build_graphs(args: argparse.Namespace) -> Path:
 
 def _run_jobs(jobs: list[tuple[str, Path]], tmp: Path, params: tuple, workers: int) -> dict[str, list]:
     summary: dict[str, list] = {split: [] for split, _ in jobs}
-    bar = tqdm(total=len(jobs), desc="sessions", unit="session")
-    if workers <= 1:
-        results = (build_session(f, tmp / split / "processed", *params) for split, f in jobs)
-        for (split, _), result in zip(jobs, results, strict=True):
-            summary[split].append(result)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(build_session, f, tmp / split / "processed", *params) for split, f in jobs]
-            for (split, _), future in zip(jobs, futures, strict=True):
-                summary[split].append(future.result())
+    with tqdm(total=len(jobs), desc="sessions", unit="session") as bar:
+        if workers <= 1:
+            results = (build_session(f, tmp / split / "processed", *params) for split, f in jobs)
+            for (split, _), result in zip(jobs, results, strict=True):
+                summary[split].append(result)
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(build_session, f, tmp / split / "processed", *params) for split, f in jobs]
+                for (split, _), future in zip(jobs, futures, strict=True):
+                    summary[split].append(future.result())
+                    bar.update()
     return summary
 
 

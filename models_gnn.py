@@ -1,0 +1,138 @@
+"""SPELL-style three-branch temporal GNN (SPEC §3) and its checkpoints.
+
+    per modality Linear(d_m -> c1), summed -> BN -> ReLU
+    per branch b in (forward: edge_attr >= 0, backward: <= 0, undirected: all):
+        EdgeConv(MLP 2c1 -> c1 -> c1) -> BN_b -> ReLU -> dropout
+        SAGEConv(c1 -> c2)  (one layer shared by the three branches) -> BN_b -> ReLU -> dropout
+        SAGEConv(c2 -> 7)
+    logits = sum over the branches (no softmax: the loss takes logits)
+
+Batch normalisation is per branch, also after the shared SAGEConv: the three branches see different
+neighbourhoods, so one shared BatchNorm would normalise each branch with batch statistics of that
+branch while its running statistics (used at evaluation) mix all three, a train/eval mismatch.
+
+Parameters at the default 1536-d input (3 x 512), c1 = 64, c2 = 16, 7 classes:
+    input Linear  3 x (512*64 + 64)                     = 98,496
+    input BN      2*64                                   =    128
+    EdgeConv MLP  3 x ((128*64 + 64) + (64*64 + 64))    = 37,248
+    BN after it   3 x 2*64                               =    384
+    SAGEConv      64*16 + 16 (neighbours) + 64*16 (root) =  2,064   shared
+    BN after it   3 x 2*16                               =     96
+    SAGEConv out  3 x (16*7 + 7 + 16*7)                  =    693
+    total                                                = 139,109
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional
+from torch_geometric.nn import EdgeConv, SAGEConv
+
+from encoder.core import config, util
+
+BRANCHES = ("forward", "backward", "undirected")
+CHECKPOINT_FORMAT = "spell-gnn-1"
+
+
+def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Edges of each branch: forward attr >= 0, backward attr <= 0 (ties and self-loops in both),
+    undirected all."""
+    attr = edge_attr.reshape(-1)
+    return {"forward": edge_index[:, attr >= 0], "backward": edge_index[:, attr <= 0], "undirected": edge_index}
+
+
+class SPELL(nn.Module):
+    """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
+    (insertion order = the manifest's feature_order); `modalities` picks the blocks used."""
+
+    def __init__(self, feature_dims: Mapping[str, int], modalities: Sequence[str] | None = None,
+                 channel1: int = 64, channel2: int = 16, dropout: float = 0.2,
+                 num_classes: int = config.NUM_CLASSES):
+        super().__init__()
+        self.feature_dims = {str(k): int(v) for k, v in feature_dims.items()}
+        chosen = tuple(modalities) if modalities else tuple(self.feature_dims)
+        unknown = [m for m in chosen if m not in self.feature_dims]
+        if unknown or not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(self.feature_dims)}")
+        self.modalities = tuple(m for m in self.feature_dims if m in chosen)
+        self.channel1, self.channel2, self.dropout, self.num_classes = channel1, channel2, dropout, num_classes
+        starts, offset = {}, 0
+        for name, dim in self.feature_dims.items():
+            starts[name], offset = offset, offset + dim
+        self.slices = {m: (starts[m], starts[m] + self.feature_dims[m]) for m in self.modalities}
+        self.inputs = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], channel1) for m in self.modalities})
+        self.bn_in = nn.BatchNorm1d(channel1)
+        self.edge_convs = nn.ModuleList(
+            EdgeConv(nn.Sequential(nn.Linear(2 * channel1, channel1), nn.ReLU(), nn.Linear(channel1, channel1)))
+            for _ in BRANCHES)
+        self.bn_edge = nn.ModuleList(nn.BatchNorm1d(channel1) for _ in BRANCHES)
+        self.sage_shared = SAGEConv(channel1, channel2)
+        self.bn_sage = nn.ModuleList(nn.BatchNorm1d(channel2) for _ in BRANCHES)
+        self.sage_out = nn.ModuleList(SAGEConv(channel2, num_classes) for _ in BRANCHES)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (stored in checkpoints)."""
+        return {"feature_dims": dict(self.feature_dims), "modalities": list(self.modalities),
+                "channel1": self.channel1, "channel2": self.channel2, "dropout": self.dropout,
+                "num_classes": self.num_classes}
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        """Logits [n, num_classes] for node features x [n, D]."""
+        h = sum(self.inputs[m](x[:, a:b]) for m, (a, b) in self.slices.items())
+        h = functional.relu(self.bn_in(h))
+        logits = 0
+        for i, edges in enumerate(branch_edges(edge_index, edge_attr).values()):
+            z = functional.relu(self.bn_edge[i](self.edge_convs[i](h, edges)))
+            z = functional.dropout(z, self.dropout, self.training)
+            z = functional.relu(self.bn_sage[i](self.sage_shared(z, edges)))
+            z = functional.dropout(z, self.dropout, self.training)
+            logits = logits + self.sage_out[i](z, edges)
+        return logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(model: SPELL, path: Path, **extra: Any) -> None:
+    """Model configuration + state dict (+ `extra`, e.g. epoch and score), written atomically."""
+    with util.atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "model_config": model.config,
+                    "state_dict": model.state_dict(), **util.to_jsonable(extra)}, tmp)
+
+
+def load_checkpoint(path: Path, model: SPELL | None = None,
+                    map_location: str | torch.device = "cpu") -> tuple[SPELL, dict[str, Any]]:
+    """Load a checkpoint into `model` (or a model rebuilt from its stored configuration).
+
+    A missing or unreadable file, or one whose shapes differ from `model`, is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise util.DataError("checkpoint not found", path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # whatever the cause, an unreadable file is bad input
+        raise util.DataError(f"unreadable checkpoint ({type(err).__name__})", path) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise util.DataError(f"not a {CHECKPOINT_FORMAT} checkpoint written by train_val.py", path)
+    if model is None:
+        try:
+            model = SPELL(**ckpt["model_config"])
+        except (TypeError, ValueError) as err:
+            raise util.DataError(f"bad model configuration in checkpoint ({err})", path) from None
+    expected = model.state_dict()
+    stored = ckpt["state_dict"]
+    for key in sorted(set(expected) | set(stored)):
+        if key not in stored or key not in expected or stored[key].shape != expected[key].shape:
+            mine = tuple(expected[key].shape) if key in expected else "absent"
+            theirs = tuple(stored[key].shape) if key in stored else "absent"
+            raise util.DataError(f"checkpoint of another model shape: {key} is {theirs} in the checkpoint, "
+                                 f"{mine} in the model {model.config}", path)
+    model.load_state_dict(stored)
+    return model, ckpt

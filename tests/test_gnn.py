@@ -1,0 +1,167 @@
+"""GNN stage: model shape and parameter count, checkpoints, hand-worked metrics, and a short training
+run on synthetic graphs (beats the majority baseline, reports only val/test sessions, deterministic)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import data_loader
+import generate_graph
+import models_gnn
+import train_val
+from encoder.core import util
+from encoder.core.synthetic_nodes import write_synthetic_nodes
+
+DIMS = {"audio": 16, "eda": 8, "temp": 8}
+SPLITS = {"train": (1, 2, 3, 4, 5, 6), "val": (7, 8), "test": (9, 10)}
+GRAPH_FLAGS = ["--numv", "100", "--time_edge", "3"]
+TRAIN_FLAGS = ["--channel1", "16", "--channel2", "8", "--lr", "0.01", "--batch_size", "4", "--patience", "0"]
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small graphs train faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("gnn")
+    write_synthetic_nodes(root / "features", SPLITS, nodes_per_session=400, feature_dims=DIMS, seed=0, snr=2.0)
+    flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *GRAPH_FLAGS]
+    generate_graph.build_graphs(generate_graph.parse_args(flags))
+    return {"root": root, "features": root / "features", "graphs": root / "graphs"}
+
+
+def train_args(data: dict[str, Path], results: Path, *extra: str) -> list[str]:
+    return ["--features_dir", str(data["features"]), "--graphs_dir", str(data["graphs"]),
+            "--results_dir", str(results), *GRAPH_FLAGS, *TRAIN_FLAGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: dict[str, Path]) -> dict:
+    """One short training run; every graph handed to `predict` is recorded by its sessions."""
+    seen: list[int] = []
+    original = train_val.predict
+
+    def recording_predict(model, graphs, *args, **kwargs):
+        seen.extend(int(s) for g in graphs for s in g.session.unique())
+        return original(model, graphs, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_val, "predict", recording_predict)
+        metrics = train_val.train_and_evaluate(
+            train_val.parse_args(train_args(dataset, dataset["root"] / "results", "--num_epoch", "12", "--exp", "run")))
+    return {"metrics": metrics, "predicted_sessions": set(seen), "out": dataset["root"] / "results" / "run"}
+
+
+def test_parameter_count_of_default_model() -> None:
+    model = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512})
+    assert models_gnn.count_parameters(model) == 139_109  # worked out in models_gnn's docstring
+    audio_only = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512}, ["audio"])
+    assert models_gnn.count_parameters(audio_only) == 139_109 - 2 * (512 * 64 + 64)
+
+
+def test_logits_shape_and_modality_slices() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(30, 32)
+    times = torch.arange(30, dtype=torch.float64) * 0.25
+    edge_index, edge_attr = generate_graph.build_edges(times, torch.zeros(30, dtype=torch.long), 1.0)
+    model = models_gnn.SPELL(DIMS, ["eda"]).eval()
+    logits = model(x, edge_index, edge_attr)
+    assert logits.shape == (30, 7) and not torch.allclose(logits.exp().sum(1), torch.ones(30))
+    changed = x.clone()
+    changed[:, :16] += 5.0  # the audio block, unused by an EDA-only model
+    changed[:, 24:] -= 5.0  # the temp block
+    assert torch.equal(model(changed, edge_index, edge_attr), logits)
+    with pytest.raises(ValueError, match="modalities"):
+        models_gnn.SPELL(DIMS, ["video"])
+
+
+def test_checkpoint_of_another_shape(tmp_path: Path) -> None:
+    path = tmp_path / "best.pth"
+    models_gnn.save_checkpoint(models_gnn.SPELL(DIMS, channel1=8), path, epoch=3)
+    model, ckpt = models_gnn.load_checkpoint(path)
+    assert model.channel1 == 8 and ckpt["epoch"] == 3
+    with pytest.raises(util.DataError, match="another model shape") as err:
+        models_gnn.load_checkpoint(path, models_gnn.SPELL(DIMS, channel1=16))
+    assert str(path) in str(err.value)
+    with pytest.raises(util.DataError, match="not found") as err:
+        models_gnn.load_checkpoint(tmp_path / "missing.pth")
+    assert str(tmp_path / "missing.pth") in str(err.value)
+
+
+def test_metrics_against_hand_worked_confusion() -> None:
+    # true 0 0 0 1 1 2, predicted 0 0 1 1 2 2 -> confusion [[2,1,0],[0,1,1],[0,0,1]]
+    # F1: class a 2*1*(2/3)/(1+2/3) = 0.8, class b 0.5, class c 2*(1/2)*1/(3/2) = 2/3
+    m = util.classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], class_names=("a", "b", "c"))
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["micro_f1"] == pytest.approx(4 / 6)
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    # segments: s1 = mean of two nodes -> class 1; s2 one node -> class 0
+    ids, targets, pred, _ = util.segment_predictions(
+        ["s1", "s2", "s1"], [[0.6, 0.4], [0.9, 0.1], [0.1, 0.9]], [1, 0, 1])
+    assert ids == ["s1", "s2"] and targets.tolist() == [1, 0] and pred.tolist() == [1, 0]
+
+
+def test_training_beats_majority_and_writes_results(trained: dict) -> None:
+    metrics, out = trained["metrics"], trained["out"]
+    gnn = metrics["test"]["segment"]["macro_f1"]
+    assert gnn > metrics["baselines"]["majority"]["segment"]["macro_f1"] + 0.1
+    assert metrics["metrics_path"] == str(out / "metrics.json")
+    stored = util.read_json(out / "metrics.json")
+    assert stored["test"]["segment"]["macro_f1"] == gnn
+    assert {"node", "segment"} <= set(stored["test"]) and stored["baselines"]["encoder"]["segment"]["n"] > 0
+    assert 1 <= stored["best"]["epoch"] <= 12 and len(stored["history"]["train_loss"]) == 12
+    for name in ("log.txt", "best.pth", "confusion_test.png", "curves.png", "predictions_test.csv"):
+        assert (out / name).stat().st_size > 0
+    model, ckpt = models_gnn.load_checkpoint(out / "best.pth")
+    assert ckpt["epoch"] == stored["best"]["epoch"] and model.config == stored["model"]["config"]
+
+
+def test_evaluation_reads_val_and_test_sessions_only(trained: dict) -> None:
+    metrics = trained["metrics"]
+    assert metrics["splits"] == {k: list(v) for k, v in SPLITS.items()}
+    assert trained["predicted_sessions"] == set(SPLITS["val"]) | set(SPLITS["test"])
+    with open(trained["out"] / "predictions_test.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {util.parse_segment_id(row["segment_id"])["session"] for row in rows} == set(SPLITS["test"])
+    assert metrics["test"]["segment"]["n"] == len(rows)
+
+
+def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.CaptureFixture) -> None:
+    train_val.print_summary(trained["metrics"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == trained["metrics"]["metrics_path"]
+    assert [line.split()[0] for line in lines[-4:-1]] == ["majority", "encoder", "GNN"]
+
+
+def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> None:
+    runs = [train_val.train_and_evaluate(train_val.parse_args(
+        train_args(dataset, tmp_path / str(i), "--num_epoch", "2", "--seed", "5"))) for i in range(2)]
+    assert runs[0]["history"] == runs[1]["history"] and runs[0]["test"] == runs[1]["test"]
+
+
+def test_bad_graph_input(dataset: dict[str, Path], tmp_path: Path) -> None:
+    missing = train_val.parse_args(train_args(dataset, tmp_path, "--numv", "77"))
+    with pytest.raises(util.DataError, match="graph folder not found") as err:
+        train_val.train_and_evaluate(missing)
+    assert str(dataset["graphs"] / "features_77_3_cin_fsimy") in str(err.value)
+
+    other = tmp_path / "other_features"
+    write_synthetic_nodes(other, {"train": (1,)}, nodes_per_session=20, feature_dims=DIMS, seed=9)
+    args = train_val.parse_args(train_args(dataset, tmp_path) + ["--features_dir", str(other)])
+    with pytest.raises(util.DataError, match="another feature manifest") as err:
+        train_val.train_and_evaluate(args)
+    assert str(dataset["graphs"] / "features_100_3_cin_fsimy" / data_loader.BUILD_FILE) in str(err.value)
+    assert not (tmp_path / "features_100_3_cin_fsimy").exists()
