@@ -55,7 +55,6 @@ STE_inputs = {
     "n_mels": 64,
     "fmin": 20.0,
     "fmax": 8000.0,  # None or above Nyquist: sample_rate / 2
-    "modalities": ("audio", "eda", "temp"),
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
 }
 
@@ -82,4 +81,19 @@ STE_forward_params = {
     "out_dir": FEATURES_DIR,
     "amp": True,  # float16 autocast, used on CUDA only
     "progress": True,
+}
+
+# ---------------------------------------------------------------------------------------------
+# `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
+# A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.
+# On a real KEMDy20 download run_pipeline.py uses the settings above and train_val.py's defaults.
+# ---------------------------------------------------------------------------------------------
+DEMO = {
+    "preset": "demo",
+    "STE_inputs": {"sample_rate": 8000, "n_fft": 256, "win_length": 200, "hop_length": 200, "n_mels": 32,
+                   "fmax": 4000.0},
+    "STE_optimization_params": {"epochs": 6, "scheduler_T_max": 6, "batch_size": 32, "num_workers": 0,
+                                "val_step_stride": 2},
+    "graph_flags": ["--numv", "250"],
+    "gnn_flags": ["--batch_size", "4", "--num_epoch", "40", "--patience", "15", "--t_max", "40"],
 }
