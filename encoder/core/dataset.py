@@ -29,6 +29,7 @@ from encoder.core.custom_transforms import (
     mean_std,
     segment_spectrogram,
 )
+from encoder.core.frames import label_vector
 
 AUDIO_STATS_SEGMENTS = 32  # training segments whose spectrograms give the audio mean/std
 
@@ -49,14 +50,6 @@ class Segment:
     @property
     def n_steps(self) -> int:
         return len(self.ts)
-
-
-def label_vector(emotion_one_hot: str) -> np.ndarray:
-    """'0 1 0 0 1 0 0' → [0, .5, 0, 0, .5, 0, 0] (float32)."""
-    values = np.asarray(str(emotion_one_hot).split(), dtype=np.float32)
-    if values.shape != (config.NUM_CLASSES,) or values.sum() <= 0:
-        raise ValueError(f"not a {config.NUM_CLASSES}-class multi-hot: {emotion_one_hot!r}")
-    return values / values.sum()
 
 
 @dataclass

@@ -44,8 +44,10 @@ class Frames:
 def label_vector(emotion_one_hot: str | np.ndarray) -> np.ndarray:
     """Training target of SPEC §5: the listed labels as a normalised multi-hot (float32[7])."""
     if isinstance(emotion_one_hot, str):
-        emotion_one_hot = np.array(emotion_one_hot.split(), dtype=np.float32)
+        emotion_one_hot = emotion_one_hot.split()
     vector = np.asarray(emotion_one_hot, dtype=np.float32)
+    if vector.shape != (config.NUM_CLASSES,) or vector.sum() <= 0:
+        raise ValueError(f"not a {config.NUM_CLASSES}-class multi-hot: {emotion_one_hot!r}")
     return vector / vector.sum()
 
 
