@@ -307,13 +307,6 @@ def _write_log(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _read_log(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if int(row["epoch"]) <= up_to_epoch]
-
-
 def class_weights(segments: Sequence[Segment], num_classes: int = config.NUM_CLASSES) -> torch.Tensor:
     """Inverse frequency of the training segments' targets, mean 1 over the classes present."""
     counts = np.bincount([s.target for s in segments], minlength=num_classes).astype(np.float64)
@@ -389,7 +382,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         scaler.load_state_dict(state["scaler"])
         norm = Normalization.from_dict(state["normalization"])
         start_epoch, best = int(state["epoch"]) + 1, dict(state["best"])
-        rows = _read_log(out_dir / LOG_NAME, int(state["epoch"]))
+        rows = [dict(row) for row in state["log"]]  # the log travels in the checkpoint: a kill loses no row
         say(f"resuming from {found[-1]} (epoch {state['epoch']})")
     else:
         norm = compute_normalization(train_segs, clip_length, params)
@@ -433,7 +426,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
             state = checkpoint_state(model, norm, signature, epoch=epoch, optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), best=best,
                                      val={k: row[k] for k in LOG_COLUMNS[6:11]}, seed=int(settings["seed"]),
-                                     splits={k: list(v) for k, v in splits.items()})
+                                     splits={k: list(v) for k, v in splits.items()}, log=rows)
             save_checkpoint(state, out_dir / f"epoch_{epoch:03d}.pth")
             if improved:
                 save_checkpoint(state, out_dir / "best.pth")
@@ -546,6 +539,22 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     finally:
         if runtime.is_main and Path(staging).exists():
             shutil.rmtree(staging)
+
+
+def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequence[Segment],
+                   device: str | int | torch.device = "cpu", forward: dict[str, Any] | None = None) -> Predictions:
+    """Embedding (1536-d) and fused-head probabilities of every step of `segments`, in memory: the
+    batching path of STE_forward without its files. `model` is the encoder of checkpoint `state`
+    (e.g. inference_model(model_from_checkpoint(state, path))) on `device`; `forward` overrides
+    config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order."""
+    if not segments:
+        raise ValueError("no segments to embed")
+    settings = merge_settings(config.STE_forward_params, forward)
+    dataset = SegmentDataset(list(segments), Normalization.from_dict(state["normalization"]),
+                             int(state["inputs"]["clip_length"]), SpectrogramParams.from_dict(state["inputs"]))
+    return Predictions.concat(list(iter_predictions(
+        model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
+        bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))
 
 
 def _made(path: Path) -> Path:

@@ -10,6 +10,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -44,8 +45,14 @@ class DataError(Exception):
         super().__init__(f"{where}{message}")
 
 
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run a script's main(); bad input ends it with a one-line error on stderr and exit status 1."""
+    """Run a script's main(); bad input ends it with a one-line error on stderr and exit status 1.
+    SIGTERM unwinds like an exception, so files being written are removed rather than left behind."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         result = main()
     except DataError as err:
