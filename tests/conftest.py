@@ -1,8 +1,10 @@
 """Shared fixtures: the `tiny` synthetic KEMDy20 preset, generated once per test session."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from encoder.core import frames, synthetic
 
@@ -25,3 +27,13 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Path:
     shutil.copytree(tiny_raw, root)
     frames.write_frames(frames.build_frames(root), root)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a module: small tensors gain nothing from two, OpenMP threads stall on a
+    busy machine, and float sums depend on the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,6 @@ run on synthetic graphs (beats the majority baseline, reports only val/test sess
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ SPLITS = {"train": (1, 2, 3, 4, 5, 6), "val": (7, 8), "test": (9, 10)}
 GRAPH_FLAGS = ["--numv", "100", "--time_edge", "3"]
 TRAIN_FLAGS = ["--channel1", "16", "--channel2", "8", "--lr", "0.01", "--batch_size", "4", "--patience", "0"]
 
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Small graphs train faster on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

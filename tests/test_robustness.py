@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from encoder.core import config, optimization
 
@@ -30,8 +29,8 @@ def read_log(out_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_result(tiny_root, tmp_path):
-    threads = torch.get_num_threads()
+def test_training_killed_mid_epoch_resumes_to_the_same_result(tiny_root, tmp_path, one_thread):
+    """The uninterrupted reference runs in this process on one thread, as OMP_NUM_THREADS=1 does below."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen(train_command(tiny_root, killed_dir), cwd=ENCODER_DIR, env=env,
@@ -52,13 +51,11 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tiny_root, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     straight_dir = tmp_path / "straight"
-    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 above: float sums depend on the thread count
     optimization.train_encoder(
         11, "cpu", root=tiny_root, inputs=SPECTROGRAM,
         optimization={"epochs": EPOCHS, "scheduler_T_max": EPOCHS, "batch_size": 8, "num_workers": 0, "seed": 3,
                       "out_dir": straight_dir, "progress": False},
         log=None)
-    torch.set_num_threads(threads)
 
     after_kill, uninterrupted = read_log(killed_dir), read_log(straight_dir)
     assert [int(r["epoch"]) for r in after_kill] == list(range(1, EPOCHS + 1))
