@@ -7,7 +7,8 @@ Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, el
 generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration
 and the same upstream outputs (recorded in <work>/pipeline_state.json); `--force` reruns them all.
 On synthetic data the run uses config.DEMO (a cheaper spectrogram and fewer epochs, sized for CPU);
-on real data it uses the STE_* settings and the GNN defaults of train_val.py.
+on a KEMDy20 root it uses the STE_* settings and the GNN defaults of train_val.py (`--profile` picks
+either explicitly, e.g. `--profile demo` for a quick CPU run on another KEMDy20-format folder).
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json.
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--modalities", default="audio,eda,temp",
                         help="modalities the GNN uses (any subset of audio,eda,temp), for ablations")
+    parser.add_argument("--profile", choices=("demo", "full"), default=None,
+                        help="settings: demo = config.DEMO (CPU-sized), full = config.STE_* and train_val defaults; "
+                             "default: demo on the synthetic preset, full on a KEMDy20 root")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
     return parser.parse_args(argv)
@@ -91,7 +95,8 @@ def main() -> None:
     started = time.perf_counter()
     work = args.work
     root, data_key, is_synthetic = resolve_data(args)
-    settings = config.DEMO if is_synthetic else NO_OVERRIDES
+    profile = args.profile or ("demo" if is_synthetic else "full")
+    settings = config.DEMO if profile == "demo" else NO_OVERRIDES
     ste_dir = work / "encoder" / "STE_TRAIN"
     features_dir = work / "features"
     pipeline = Pipeline(work / STATE_FILE, args.force)
