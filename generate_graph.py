@@ -179,9 +179,17 @@ def build_session(node_file: Path, out_dir: Path, feature_dim: int, numv: int, t
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
 
 
+def graph_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The node-file folder and the graph folder that the graph flags of `args` name."""
+    features_dir = Path(args.features_dir or config.FEATURES_DIR.parent / args.feature)
+    name = data_loader.graph_dir_name(args.feature, args.numv, args.time_edge, args.cross_identity,
+                                      args.edge_weight)
+    return features_dir, Path(args.graphs_dir or config.GRAPHS_DIR) / name
+
+
 def build_graphs(args: argparse.Namespace) -> Path:
     """Build (or skip, when up to date) the graph folder for `args`; returns its path."""
-    features_dir = Path(args.features_dir or config.FEATURES_DIR.parent / args.feature)
+    features_dir, out = graph_paths(args)
     manifest_path = features_dir / data_loader.MANIFEST_FILE
     manifest = util.read_json(manifest_path)
     missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits") if k not in manifest]
@@ -193,9 +201,6 @@ def build_graphs(args: argparse.Namespace) -> Path:
     sha = util.file_sha256(manifest_path)
     build = {"format": FORMAT_VERSION, "feature": args.feature, "numv": args.numv, "time_edge": args.time_edge,
              "cross_identity": args.cross_identity, "edge_weight": args.edge_weight}
-    name = data_loader.graph_dir_name(args.feature, args.numv, args.time_edge, args.cross_identity,
-                                      args.edge_weight)
-    out = Path(args.graphs_dir or config.GRAPHS_DIR) / name
     if out.exists() and not args.force:
         record = data_loader.read_build_record(out)
         if record.get("feature_manifest_sha256") == sha and record.get("build") == build:

@@ -136,8 +136,7 @@ def main() -> None:
 
     graph_flags = ["--features_dir", str(features_dir), "--graphs_dir", str(work / "graphs"), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
-    graph_dir = work / "graphs" / generate_graph.data_loader.graph_dir_name(
-        graph_args.feature, graph_args.numv, graph_args.time_edge, graph_args.cross_identity, graph_args.edge_weight)
+    _, graph_dir = generate_graph.graph_paths(graph_args)
     graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags},
                                   [graph_dir], lambda: generate_graph.build_graphs(graph_args))
 

@@ -121,10 +121,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     util.seed_everything(args.seed)
     started = time.time()
     device = torch.device(args.device)
-    features_dir = Path(args.features_dir or config.FEATURES_DIR.parent / args.feature)
-    name = data_loader.graph_dir_name(args.feature, args.numv, args.time_edge, args.cross_identity,
-                                      args.edge_weight)
-    graph_dir = Path(args.graphs_dir or config.GRAPHS_DIR) / name
+    features_dir, graph_dir = generate_graph.graph_paths(args)
     record = data_loader.read_build_record(graph_dir)
     notes = [n for n in [data_loader.check_manifest(graph_dir, features_dir, record)] if n]
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
@@ -134,7 +131,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                  args.dropout).to(device)
     except ValueError as err:
         raise util.DataError(str(err), graph_dir / data_loader.BUILD_FILE) from None
-    out = Path(args.results_dir or config.RESULTS_DIR) / (args.exp or name)
+    out = Path(args.results_dir or config.RESULTS_DIR) / (args.exp or graph_dir.name)
     with util.atomic_dir(out) as tmp:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
