@@ -10,7 +10,6 @@ and lists (loadable with `torch.load(weights_only=True)`) that becomes a `torch_
     target       int64   [n]      first listed label (metric target)
     edge_index   int64   [2, E]   edge j -> k as column (j, k)
     edge_attr    float32 [E]      sign(t_j - t_k)
-    edge_weight  float32 [E]      only with --edge_weight fsimy: (1 + cos(x_j, x_k)) / 2
     time_s       float64 [n]      seconds of day
     session      int64   [n]
     segment_id   list[str]        per node; after batching a list of per-graph lists
@@ -23,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch_geometric.data import Data, Dataset
 
 from encoder.core import util
+from encoder.core.checkpoints import read_torch_file, save_torch_file
 
 BUILD_FILE = "graph_build.json"
 MANIFEST_FILE = "manifest.json"
@@ -40,17 +39,13 @@ def graph_dir_name(feature: str, numv: int, time_edge: float, cross_identity: st
 
 def save_graph(data: Data, path: Path) -> None:
     """Write one graph as a plain dict (safe to load with weights_only=True), atomically."""
-    with util.atomic_path(path) as tmp:
-        torch.save(data.to_dict(), tmp)
+    save_torch_file(data.to_dict(), path)
 
 
 def load_graph(path: Path) -> Data:
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # whatever the cause, an unreadable file is bad input
-        raise util.DataError(f"unreadable graph file ({type(err).__name__})", path) from None
-    if not isinstance(stored, dict) or "x" not in stored or "edge_index" not in stored:
-        raise util.DataError("not a graph file written by generate_graph.py", path)
+    stored = read_torch_file(path, "a graph file written by generate_graph.py")
+    if "x" not in stored or "edge_index" not in stored:
+        raise util.DataError("not a graph file written by generate_graph.py (no x or edge_index)", path)
     return Data(**stored)
 
 

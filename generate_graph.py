@@ -8,8 +8,11 @@ of `numv` nodes. Inside a graph there is an edge j -> k when 0 < |t_j - t_k| <= 
 nodes have the same identity (`cin`) or any identity (`ciy`), and an edge for every pair with
 t_j == t_k whatever the identity, self-loops included. `edge_attr = sign(t_j - t_k)`; the model's
 forward branch uses the edges with attr >= 0, the backward branch attr <= 0, the undirected all.
-With `--edge_weight fsimy` each edge also gets the feature similarity (1 + cos(x_j, x_k)) / 2 in
-[0, 1] (stored for analysis; the SPELL layers do not take edge weights), `fsimn` stores none.
+`--edge_weight {fsimy,fsimn}` is kept so that the original commands run unchanged and name the same
+graph folders, but it changes no graph: in SPELL the flag decides whether each edge stores its time
+sign, and the three-branch model here always needs that sign (it splits the branches by it), so
+`edge_attr` always holds it. No layer of the model takes a per-edge weight (EdgeConv and SAGEConv
+have none), so no similarity weight is computed or stored.
 
 Edges are computed with sorted-window tensor operations (no loop over node pairs), one graph at a
 time. The output folder is written atomically and records the feature manifest (sha256) and the
@@ -35,7 +38,6 @@ import data_loader
 from encoder.core import config, util
 
 FORMAT_VERSION = 1
-SIM_CHUNK = 8192  # edges per chunk of the feature-similarity computation
 
 
 def build_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
@@ -81,16 +83,6 @@ def _sorted_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
     mirror = torch.stack([dst.index_select(0, pair), src.index_select(0, pair)])
     edge_index = torch.cat([torch.stack([src, dst]), mirror], dim=1)
     return edge_index, torch.cat([sign, -sign.index_select(0, pair)]).to(torch.float32)
-
-
-def feature_similarity(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-    """(1 + cosine similarity of the two end nodes' features) / 2 per edge, in [0, 1]."""
-    unit = torch.nn.functional.normalize(x.to(torch.float32), dim=1)
-    parts = [
-        ((unit.index_select(0, src) * unit.index_select(0, dst)).sum(1) + 1) / 2
-        for src, dst in zip(edge_index[0].split(SIM_CHUNK), edge_index[1].split(SIM_CHUNK), strict=True)
-    ]
-    return torch.cat(parts).clamp_(0, 1) if parts else torch.zeros(0)
 
 
 def read_nodes(path: Path, feature_dim: int) -> dict[str, Any]:
@@ -147,8 +139,7 @@ def session_order(nodes: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return order, np.unique(nodes["identity"], return_inverse=True)[1]
 
 
-def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_identity: str,
-                   edge_weight: str) -> Iterator[Data]:
+def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_identity: str) -> Iterator[Data]:
     """The graphs of one session: nodes sorted by (time, identity, segment ID), cut every `numv`."""
     order, codes = session_order(nodes)
     for start in range(0, len(order), numv):
@@ -156,24 +147,21 @@ def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_ide
         times = torch.from_numpy(nodes["time_s"][idx])
         x = torch.from_numpy(nodes["feature"][idx])
         edge_index, edge_attr = build_edges(times, torch.from_numpy(codes[idx]), time_edge, cross_identity)
-        data = Data(
+        yield Data(
             x=x, y=torch.from_numpy(nodes["label"][idx]), target=torch.from_numpy(nodes["target"][idx]),
             edge_index=edge_index, edge_attr=edge_attr, time_s=times,
             session=torch.from_numpy(nodes["session"][idx]),
             segment_id=nodes["segment_id"][idx].tolist(), identity=nodes["identity"][idx].tolist(),
         )
-        if edge_weight == "fsimy":
-            data.edge_weight = feature_similarity(x, edge_index)
-        yield data
 
 
 def build_session(node_file: Path, out_dir: Path, feature_dim: int, numv: int, time_edge: float,
-                  cross_identity: str, edge_weight: str) -> dict[str, Any]:
+                  cross_identity: str) -> dict[str, Any]:
     """Build and write the graphs of one node file; returns counts for the build record."""
     torch.set_num_threads(1)
     nodes = read_nodes(node_file, feature_dim)
     graphs = edges = 0
-    for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity, edge_weight)):
+    for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
         data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
         graphs, edges = graphs + 1, edges + data.num_edges
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
@@ -219,7 +207,7 @@ def build_graphs(args: argparse.Namespace) -> Path:
             raise util.DataError(f"{', '.join(stray)} not in the manifest's {split} sessions {sessions}", split_dir)
         jobs += [(split, f) for f in files]
     with util.atomic_dir(out) as tmp:
-        params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity, args.edge_weight)
+        params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity)
         summary = _run_jobs(jobs, tmp, params, args.workers)
         record = {
             "feature_manifest": str(manifest_path.resolve()),
@@ -266,7 +254,8 @@ def add_graph_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cross_identity", choices=("cin", "ciy"), default="cin",
                         help="cin: timed edges within one identity only; ciy: across identities too")
     parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default="fsimy",
-                        help="fsimy: store feature-similarity edge weights; fsimn: none")
+                        help="kept from the original command line; names the graph folder only (see the module "
+                             "docstring)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

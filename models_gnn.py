@@ -20,6 +20,12 @@ Parameters at the default 1536-d input (3 x 512), c1 = 64, c2 = 16, 7 classes:
     BN after it   3 x 2*16                               =     96
     SAGEConv out  3 x (16*7 + 7 + 16*7)                  =    693
     total                                                = 139,109
+
+SPELL's own model reports 139,365 at the same sizes. The difference, +256, is two changes: SPELL has
+one BatchNorm after the shared SAGEConv where this model has one per branch (2*16 = 32 here x 3 = 96,
+so SPELL has 64 fewer), and SPELL builds a spatial Linear(4 -> 64) for bounding-box inputs that its
+forward never uses on this data (4*64 + 64 = 320 more): 139,109 - 64 + 320 = 139,365. Neither this
+model nor SPELL's layers read a per-edge weight; see generate_graph.py for what `--edge_weight` means here.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from torch.nn import functional
 from torch_geometric.nn import EdgeConv, SAGEConv
 
 from encoder.core import config, util
+from encoder.core.checkpoints import load_state_dict, read_torch_file, save_torch_file
 
 BRANCHES = ("forward", "backward", "undirected")
 CHECKPOINT_FORMAT = "spell-gnn-1"
@@ -96,15 +103,10 @@ class SPELL(nn.Module):
         return logits
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def save_checkpoint(model: SPELL, path: Path, **extra: Any) -> None:
     """Model configuration + state dict (+ `extra`, e.g. epoch and score), written atomically."""
-    with util.atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "model_config": model.config,
-                    "state_dict": model.state_dict(), **util.to_jsonable(extra)}, tmp)
+    save_torch_file({"format": CHECKPOINT_FORMAT, "model_config": model.config,
+                     "state_dict": model.state_dict(), **util.to_jsonable(extra)}, path)
 
 
 def load_checkpoint(path: Path, model: SPELL | None = None,
@@ -112,27 +114,11 @@ def load_checkpoint(path: Path, model: SPELL | None = None,
     """Load a checkpoint into `model` (or a model rebuilt from its stored configuration).
 
     A missing or unreadable file, or one whose shapes differ from `model`, is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise util.DataError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # whatever the cause, an unreadable file is bad input
-        raise util.DataError(f"unreadable checkpoint ({type(err).__name__})", path) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise util.DataError(f"not a {CHECKPOINT_FORMAT} checkpoint written by train_val.py", path)
+    ckpt = read_torch_file(path, "a GNN checkpoint written by train_val.py", CHECKPOINT_FORMAT, map_location)
     if model is None:
         try:
             model = SPELL(**ckpt["model_config"])
-        except (TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise util.DataError(f"bad model configuration in checkpoint ({err})", path) from None
-    expected = model.state_dict()
-    stored = ckpt["state_dict"]
-    for key in sorted(set(expected) | set(stored)):
-        if key not in stored or key not in expected or stored[key].shape != expected[key].shape:
-            mine = tuple(expected[key].shape) if key in expected else "absent"
-            theirs = tuple(stored[key].shape) if key in stored else "absent"
-            raise util.DataError(f"checkpoint of another model shape: {key} is {theirs} in the checkpoint, "
-                                 f"{mine} in the model {model.config}", path)
-    model.load_state_dict(stored)
+    load_state_dict(model, ckpt.get("state_dict", {}), path, f"GNN {model.config}")
     return model, ckpt

@@ -34,8 +34,9 @@ import torch
 import generate_graph
 import models_gnn
 import train_val
-from encoder.core import config, frames, optimization, util
+from encoder.core import checkpoints, config, distributed, frames, prediction, util
 from encoder.core.dataset import Segment, load_segments
+from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "predicted",
@@ -125,7 +126,7 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
     return gt, table.by_split["predict"], table.skipped
 
 
-def session_nodes(segments: list[Segment], pred: optimization.Predictions) -> dict[str, Any]:
+def session_nodes(segments: list[Segment], pred: prediction.Predictions) -> dict[str, Any]:
     """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction)."""
     n = len(pred.step)
     return {
@@ -147,11 +148,11 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
     probs: list[np.ndarray] = []
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
-        nodes = session_nodes(mine, optimization.embed_segments(encoder, encoder_state, mine, device, forward))
+        nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward))
         built = list(generate_graph.session_graphs(nodes, graphs["numv"], graphs["time_edge"],
-                                                   graphs["cross_identity"], "fsimn"))
+                                                   graphs["cross_identity"]))
         out = train_val.predict(gnn, built, GNN_BATCH, device)
-        seg_ids, _, _, mean = util.segment_predictions(out["segment_ids"], out["probs"], out["targets"])
+        seg_ids, _, _, mean = segment_predictions(out["segment_ids"], out["probs"], out["targets"])
         ids += seg_ids
         probs.append(mean)
     return ids, np.concatenate(probs)
@@ -229,7 +230,7 @@ def score_line(table: pd.DataFrame) -> str:
     if scored.empty:
         return "no true labels: accuracy not computed"
     index = {e: k for k, e in enumerate(config.EMOTIONS)}
-    m = util.classification_metrics(scored["true"].map(index), scored["predicted"].map(index))
+    m = classification_metrics(scored["true"].map(index), scored["predicted"].map(index))
     return (f"segment level, {m['n']} segments with a true label (first listed): accuracy {m['accuracy']:.4f}, "
             f"macro-F1 {m['macro_f1']:.4f}")
 
@@ -237,15 +238,15 @@ def score_line(table: pd.DataFrame) -> str:
 def main() -> None:
     args = parse_args()
     sessions = parse_sessions(args.sessions)
-    device = optimization.resolve_device(args.device)
-    encoder_state = optimization.load_checkpoint(args.encoder)
+    device = distributed.resolve_device(args.device)
+    encoder_state = checkpoints.load_encoder_checkpoint(args.encoder)
     gnn, gnn_ckpt = models_gnn.load_checkpoint(args.gnn, map_location="cpu")
     check_compatible(gnn, args.gnn, encoder_state, args.encoder)
     graphs = graph_settings(args.gnn, gnn_ckpt)
     trained_on = trained_encoder_sha(args.gnn)
     if trained_on is not None and trained_on != util.file_sha256(args.encoder):
         print(f"note: the GNN was trained on features of another encoder checkpoint than {args.encoder}")
-    encoder = inference_model(optimization.model_from_checkpoint(encoder_state, args.encoder)).to(device)
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(encoder_state, args.encoder)).to(device)
     gt, segments, skipped = session_segments(args.session, sessions)
     forward = {"batch_size": args.batch_size, "num_workers": args.num_workers}
     ids, probs = predict_segments(encoder, encoder_state, gnn.to(device), graphs, segments, device, forward)

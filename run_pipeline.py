@@ -27,7 +27,7 @@ from typing import Any
 
 import generate_graph
 import train_val
-from encoder.core import config, frames, optimization, synthetic, util
+from encoder.core import config, extraction, frames, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
@@ -122,17 +122,17 @@ def main() -> None:
 
     inputs = settings["STE_inputs"]
     opt = {**settings["STE_optimization_params"], "out_dir": ste_dir, "seed": args.seed}
-    encoder_key = {"frames": frames_stamp, "inputs": optimization.merge_settings(config.STE_inputs, inputs),
-                   "optimization": optimization.merge_settings(config.STE_optimization_params, opt)}
+    encoder_key = {"frames": frames_stamp, "inputs": util.merge_settings(config.STE_inputs, inputs),
+                   "optimization": util.merge_settings(config.STE_optimization_params, opt)}
     best = ste_dir / "best.pth"
     encoder_stamp = pipeline.stage(
         "STE_train", encoder_key, [best],
-        lambda: optimization.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt))
+        lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt))
 
     features_stamp = pipeline.stage(
         "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None},
         [features_dir / "manifest.json", features_dir / "encoder_metrics.json"],
-        lambda: optimization.extract_features(device=args.device, root=root, checkpoint=best, out_dir=features_dir))
+        lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=features_dir))
 
     graph_flags = ["--features_dir", str(features_dir), "--graphs_dir", str(work / "graphs"), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])

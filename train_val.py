@@ -32,6 +32,13 @@ import data_loader
 import generate_graph
 import models_gnn
 from encoder.core import config, util
+from encoder.core.metrics import (
+    class_weights,
+    classification_metrics,
+    format_table,
+    majority_baseline,
+    segment_predictions,
+)
 
 ENCODER_METRICS_FILE = "encoder_metrics.json"
 
@@ -59,15 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _class_weights(graphs: list, device: torch.device) -> torch.Tensor:
-    """Inverse class frequency of the training soft labels, mean 1 over the classes present."""
-    mass = torch.stack([g.y.sum(0) for g in graphs]).sum(0)
-    present = mass > 0
-    weights = torch.zeros_like(mass)
-    weights[present] = mass[present].sum() / (present.sum() * mass[present])
-    return weights.to(device)
-
-
 @torch.no_grad()
 def predict(model: models_gnn.SPELL, graphs: list, batch_size: int, device: torch.device) -> dict[str, Any]:
     """Softmax probabilities, targets, segment IDs and sessions of every node of `graphs`."""
@@ -84,12 +82,12 @@ def predict(model: models_gnn.SPELL, graphs: list, batch_size: int, device: torc
 
 
 def evaluate(pred: dict[str, Any]) -> dict[str, Any]:
-    """Node- and segment-level metrics (util.classification_metrics) of a `predict` result."""
-    seg_ids, seg_targets, seg_pred, seg_probs = util.segment_predictions(
+    """Node- and segment-level metrics (classification_metrics) of a `predict` result."""
+    seg_ids, seg_targets, seg_pred, seg_probs = segment_predictions(
         pred["segment_ids"], pred["probs"], pred["targets"])
     return {
-        "node": util.classification_metrics(pred["targets"], pred["probs"].argmax(axis=1)),
-        "segment": util.classification_metrics(seg_targets, seg_pred),
+        "node": classification_metrics(pred["targets"], pred["probs"].argmax(axis=1)),
+        "segment": classification_metrics(seg_targets, seg_pred),
         "_segments": (seg_ids, seg_targets, seg_pred, seg_probs),
     }
 
@@ -135,7 +133,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with util.atomic_dir(out) as tmp:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
-        log(f"model {model.config}, {models_gnn.count_parameters(model)} parameters; args {vars(args)}")
+        log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
         history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
@@ -182,7 +180,9 @@ def _train(model: models_gnn.SPELL, graphs: dict[str, list], args: argparse.Name
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max)
-    weight = _class_weights(graphs["train"], device) if args.class_weight else None
+    weight = None
+    if args.class_weight:  # metrics.class_weights over the training nodes' soft labels
+        weight = torch.from_numpy(class_weights(torch.cat([g.y for g in graphs["train"]]).numpy())).to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
     with tqdm(range(1, args.num_epoch + 1), desc="epochs", unit="epoch") as bar:
@@ -224,11 +224,11 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         "val": {k: v for k, v in val.items() if not k.startswith("_")},
         "test": {k: v for k, v in test.items() if not k.startswith("_")},
         "baselines": {
-            "majority": {"segment": util.majority_baseline(train_segments, test_segments),
-                         "node": util.majority_baseline(train_nodes, test_nodes)},
+            "majority": {"segment": majority_baseline(train_segments, test_segments),
+                         "node": majority_baseline(train_nodes, test_nodes)},
             "encoder": encoder,
         },
-        "model": {"config": model.config, "parameters": models_gnn.count_parameters(model)},
+        "model": {"config": model.config, "parameters": util.count_parameters(model)},
         "graphs": {"dir": graph_dir, "build": record.get("build"),
                    "feature_manifest_sha256": record.get("feature_manifest_sha256")},
         "args": vars(args),
@@ -294,7 +294,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
         rows.append(("encoder", metrics["baselines"]["encoder"]["segment"]))
     rows.append(("GNN", metrics["test"]["segment"]))
     print(f"test sessions {metrics['splits']['test']}, segment level (best epoch {metrics['best']['epoch']}):")
-    print(util.format_table(rows))
+    print(format_table(rows))
     print(metrics["metrics_path"])
 
 

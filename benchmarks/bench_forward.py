@@ -1,7 +1,7 @@
 """Feature extraction, ours against the original's way, on the same nodes and checkpoint.
 
 * ours: batches of nodes, one log-mel spectrogram per segment sliced into the clips of all its steps
-  (optimization.iter_predictions, as STE_forward runs it);
+  (prediction.iter_predictions, as STE_forward runs it);
 * reference: batch size 1, re-reading the wav and recomputing the clip's spectrogram for every step.
 
 Both must give the same embeddings (allclose). The last line printed is
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.core import clip_utils, config, frames, io, optimization, synthetic, util
+from encoder.core import checkpoints, clip_utils, config, frames, io, prediction, synthetic, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
 from encoder.core.models import STEncoder, inference_model
@@ -49,7 +49,7 @@ def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normal
 def our_embeddings(model: STEncoder, segments: list[Segment], norm: Normalization, clip_length: int,
                    params: SpectrogramParams, batch_size: int, num_workers: int) -> np.ndarray:
     dataset = SegmentDataset(segments, norm, clip_length, params)
-    parts = optimization.iter_predictions(inference_model(model), dataset, batch_size, num_workers, torch.device("cpu"),
+    parts = prediction.iter_predictions(inference_model(model), dataset, batch_size, num_workers, torch.device("cpu"),
                                           with_features=True)
     return np.concatenate([p.features for p in parts])
 
@@ -75,8 +75,8 @@ def main() -> None:
             frames.write_frames(frames.build_frames(root), root)
         table = load_segments(frames.load_frames(root), root)
         if args.checkpoint is not None:
-            state = optimization.load_checkpoint(args.checkpoint)
-            model = optimization.model_from_checkpoint(state, args.checkpoint)
+            state = checkpoints.load_encoder_checkpoint(args.checkpoint)
+            model = checkpoints.encoder_from_checkpoint(state, args.checkpoint)
             norm = Normalization.from_dict(state["normalization"])
             clip_length, params = state["inputs"]["clip_length"], SpectrogramParams.from_dict(state["inputs"])
         else:

@@ -10,7 +10,7 @@ Writes <features_dir>/features_{train,val,test}/SessSS.pkl, manifest.json and en
 import argparse
 from pathlib import Path
 
-from encoder.core import optimization, util
+from encoder.core import extraction, util
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,7 +31,7 @@ def main() -> None:
     args = parse_args()
     if args.seed is not None:
         util.seed_everything(args.seed)
-    optimization.extract_features(
+    extraction.extract_features(
         clip_length=args.clip_length,
         device=args.device,
         root=args.root,

@@ -9,7 +9,7 @@ Defaults come from encoder/core/config.py (STE_inputs, STE_optimization_params);
 import argparse
 from pathlib import Path
 
-from encoder.core import optimization, util
+from encoder.core import training, util
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +43,7 @@ def main() -> None:
     if "epochs" in given:
         given.setdefault("scheduler_T_max", given["epochs"])
         opt_keys += ("scheduler_T_max",)
-    summary = optimization.train_encoder(
+    summary = training.train_encoder(
         clip_length=args.clip_length,
         device=args.device,
         root=args.root,

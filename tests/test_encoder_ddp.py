@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder.core import config, optimization, util
+from encoder.core import config, training, util
 
 ENCODER_DIR = config.REPO_ROOT / "encoder"
 TINY_FLAGS = ["--sample_rate", "4000", "--n_fft", "256", "--win_length", "250", "--hop_length", "250",
@@ -33,7 +33,7 @@ def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out_dir.glob("*.pth")) == ["best.pth", "epoch_001.pth"]
     assert not list(out_dir.glob(".*tmp"))
-    assert util.read_json(out_dir / optimization.CONFIG_NAME)["world_size"] == 2
+    assert util.read_json(out_dir / training.CONFIG_NAME)["world_size"] == 2
     assert result.stdout.count("best epoch") == 1
 
     features = tmp_path / "features"

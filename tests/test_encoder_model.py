@@ -6,9 +6,10 @@ import pytest
 import torch
 import torchvision
 
-from encoder.core import optimization, util
+from encoder.core import checkpoints, models, prediction, util
 from encoder.core.custom_transforms import Normalization
-from encoder.core.models import STEncoder, count_parameters, inference_model
+from encoder.core.models import STEncoder, inference_model
+from encoder.core.util import count_parameters
 
 NORM = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
 
@@ -41,14 +42,14 @@ def test_embedding_is_audio_eda_temp_in_that_order(model):
 
 def test_loss_is_cross_entropy_on_logits():
     label = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0, 0, 0]])
-    zeros = optimization.EncoderOutput(*(torch.zeros(2, 7) for _ in range(4)), torch.zeros(2, 1536))
-    total, per_head = optimization.encoder_loss(zeros, label)
+    zeros = models.EncoderOutput(*(torch.zeros(2, 7) for _ in range(4)), torch.zeros(2, 1536))
+    total, per_head = prediction.encoder_loss(zeros, label)
     assert math.isclose(float(total), 4 * math.log(7), rel_tol=1e-6)
     confident = torch.full((2, 7), -20.0)
     confident[0, 0] = 20.0
     confident[1, 1] = confident[1, 2] = 20.0
-    out = optimization.EncoderOutput(*(confident for _ in range(4)), torch.zeros(2, 1536))
-    total, _ = optimization.encoder_loss(out, label)
+    out = models.EncoderOutput(*(confident for _ in range(4)), torch.zeros(2, 1536))
+    total, _ = prediction.encoder_loss(out, label)
     # on logits: about 0 for the single label and 4 · ½·log 2 ≈ 1.39 on the tie; a softmax first would
     # squash the logits into [0, 1] and leave the loss near 4 · log 7 ≈ 7.8
     assert float(total) == pytest.approx(2 * math.log(2), abs=1e-3)
@@ -74,18 +75,18 @@ def test_local_resnet18_weights_load_into_the_audio_stream(tmp_path):
 
 
 def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, model):
-    state = optimization.checkpoint_state(model, NORM, {"clip_length": 11})
+    state = checkpoints.encoder_state(model, NORM, {"clip_length": 11})
     state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("fused")}
     state["model"]["fused.weight"] = torch.zeros(7, 256)
     state["model"]["fused.bias"] = torch.zeros(7)
     path = tmp_path / "other_shape.pth"
     torch.save(state, path)
     with pytest.raises(util.DataError, match="shape") as err:
-        optimization.model_from_checkpoint(optimization.load_checkpoint(path), path)
+        checkpoints.encoder_from_checkpoint(checkpoints.load_encoder_checkpoint(path), path)
     assert "other_shape.pth" in str(err.value)
     torch.save({"some": "dict"}, tmp_path / "foreign.pth")
     with pytest.raises(util.DataError, match="not an encoder checkpoint"):
-        optimization.load_checkpoint(tmp_path / "foreign.pth")
+        checkpoints.load_encoder_checkpoint(tmp_path / "foreign.pth")
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(util.DataError, match="junk.pth"):
-        optimization.load_checkpoint(tmp_path / "junk.pth")
+        checkpoints.load_encoder_checkpoint(tmp_path / "junk.pth")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.core import config, frames, optimization, util
+from encoder.core import checkpoints, config, distributed, extraction, frames, training, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import load_segments
 
@@ -29,7 +29,7 @@ def tiny_optimization(out_dir, epochs=2):
 @pytest.fixture(scope="module")
 def trained(tiny_root, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ste_train")
-    summary = optimization.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+    summary = training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                          optimization=tiny_optimization(out_dir), log=None)
     return out_dir, summary
 
@@ -37,14 +37,14 @@ def trained(tiny_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def features(trained, tiny_root, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("features")
-    metrics = optimization.extract_features(11, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
+    metrics = extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
                                             out_dir=out_dir, forward={"num_workers": 0, "progress": False},
                                             log=None)
     return out_dir, metrics
 
 
 def read_log(out_dir):
-    with open(out_dir / optimization.LOG_NAME, newline="") as fh:
+    with open(out_dir / training.LOG_NAME, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -56,25 +56,25 @@ def test_training_lowers_the_loss_and_writes_log_and_checkpoints(trained):
             "val_macro_f1"} <= set(rows[0])
     assert float(rows[1]["loss_total"]) < float(rows[0]["loss_total"])
     assert {p.name for p in out_dir.glob("*.pth")} == {"epoch_001.pth", "epoch_002.pth", "best.pth"}
-    best = optimization.load_checkpoint(out_dir / "best.pth")
+    best = checkpoints.load_encoder_checkpoint(out_dir / "best.pth")
     assert best["epoch"] == summary["best_epoch"]
     assert best["val"]["val_macro_f1"] == pytest.approx(max(float(r["val_macro_f1"]) for r in rows))
-    assert util.read_json(out_dir / optimization.CONFIG_NAME)["inputs"]["n_mels"] == 16
+    assert util.read_json(out_dir / training.CONFIG_NAME)["inputs"]["n_mels"] == 16
     assert not list(out_dir.glob(".*tmp"))
 
 
 def test_validation_runs_in_eval_mode_on_a_fixed_set(trained, tiny_root):
-    state = optimization.load_checkpoint(trained[0] / "best.pth")
-    model = optimization.model_from_checkpoint(state, trained[0] / "best.pth").train()
+    state = checkpoints.load_encoder_checkpoint(trained[0] / "best.pth")
+    model = checkpoints.encoder_from_checkpoint(state, trained[0] / "best.pth").train()
     modes = []
     model.audio.bn1.register_forward_hook(lambda module, _inp, _out: modes.append(module.training))
     before = model.audio.bn1.running_mean.clone()
     segments = load_segments(frames.load_frames(tiny_root), tiny_root).by_split["val"]
     norm, params = Normalization.from_dict(state["normalization"]), SpectrogramParams.from_dict(state["inputs"])
     settings = {"batch_size": 32, "num_workers": 0, "amp": False, "progress": False, "val_step_stride": 1}
-    runtime = optimization.Runtime(torch.device("cpu"))
-    first = optimization.validate(runtime, model, segments, norm, 11, params, settings)
-    second = optimization.validate(runtime, model, segments, norm, 11, params, settings)
+    runtime = distributed.Runtime(torch.device("cpu"))
+    first = training.validate(runtime, model, segments, norm, 11, params, settings)
+    second = training.validate(runtime, model, segments, norm, 11, params, settings)
     assert modes and not any(modes)
     assert torch.equal(before, model.audio.bn1.running_mean)
     assert first == second
@@ -82,21 +82,21 @@ def test_validation_runs_in_eval_mode_on_a_fixed_set(trained, tiny_root):
 
 
 def test_resume_continues_from_the_saved_epoch(trained, tiny_root, tmp_path):
-    optimization.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                optimization=tiny_optimization(tmp_path, epochs=1), log=None)
     assert [int(r["epoch"]) for r in read_log(tmp_path)] == [1]
-    optimization.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                optimization=tiny_optimization(tmp_path, epochs=2), resume=True, log=None)
     resumed, straight = read_log(tmp_path), read_log(trained[0])
     assert [int(r["epoch"]) for r in resumed] == [1, 2]
-    assert optimization.load_checkpoint(tmp_path / "epoch_002.pth")["epoch"] == 2
+    assert checkpoints.load_encoder_checkpoint(tmp_path / "epoch_002.pth")["epoch"] == 2
     # same seed and data: the resumed run matches the uninterrupted one
     assert float(resumed[1]["loss_total"]) == pytest.approx(float(straight[1]["loss_total"]), rel=1e-4)
 
 
 def test_resume_without_checkpoint_is_an_error(tiny_root, tmp_path):
     with pytest.raises(util.DataError, match="resume"):
-        optimization.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+        training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                    optimization=tiny_optimization(tmp_path), resume=True, log=None)
 
 
@@ -135,7 +135,7 @@ def test_forward_is_deterministic_and_replaces_stale_files(features, trained, ti
     out_dir = tmp_path / "features"
     shutil.copytree(features[0], out_dir)
     (out_dir / "features_test" / "Sess99.pkl").write_bytes(b"stale")
-    metrics = optimization.extract_features(11, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
+    metrics = extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
                                             out_dir=out_dir, forward={"num_workers": 1, "progress": False},
                                             log=None)
     assert metrics == features[1]
@@ -145,7 +145,7 @@ def test_forward_is_deterministic_and_replaces_stale_files(features, trained, ti
 
 def test_forward_rejects_another_clip_length(trained, tiny_root, tmp_path):
     with pytest.raises(util.DataError, match="clip_length 11"):
-        optimization.extract_features(7, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
+        extraction.extract_features(7, "cpu", root=tiny_root, checkpoint=trained[0] / "best.pth",
                                       out_dir=tmp_path, forward={"progress": False}, log=None)
 
 

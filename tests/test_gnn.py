@@ -13,7 +13,7 @@ import data_loader
 import generate_graph
 import models_gnn
 import train_val
-from encoder.core import util
+from encoder.core import metrics, util
 from encoder.core.synthetic_nodes import write_synthetic_nodes
 
 DIMS = {"audio": 16, "eda": 8, "temp": 8}
@@ -56,9 +56,9 @@ def trained(dataset: dict[str, Path]) -> dict:
 
 def test_parameter_count_of_default_model() -> None:
     model = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512})
-    assert models_gnn.count_parameters(model) == 139_109  # worked out in models_gnn's docstring
+    assert util.count_parameters(model) == 139_109  # worked out in models_gnn's docstring
     audio_only = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512}, ["audio"])
-    assert models_gnn.count_parameters(audio_only) == 139_109 - 2 * (512 * 64 + 64)
+    assert util.count_parameters(audio_only) == 139_109 - 2 * (512 * 64 + 64)
 
 
 def test_logits_shape_and_modality_slices() -> None:
@@ -93,14 +93,14 @@ def test_checkpoint_of_another_shape(tmp_path: Path) -> None:
 def test_metrics_against_hand_worked_confusion() -> None:
     # true 0 0 0 1 1 2, predicted 0 0 1 1 2 2 -> confusion [[2,1,0],[0,1,1],[0,0,1]]
     # F1: class a 2*1*(2/3)/(1+2/3) = 0.8, class b 0.5, class c 2*(1/2)*1/(3/2) = 2/3
-    m = util.classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], class_names=("a", "b", "c"))
+    m = metrics.classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], class_names=("a", "b", "c"))
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert m["accuracy"] == pytest.approx(4 / 6) and m["micro_f1"] == pytest.approx(4 / 6)
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
     assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
     assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
     # segments: s1 = mean of two nodes -> class 1; s2 one node -> class 0
-    ids, targets, pred, _ = util.segment_predictions(
+    ids, targets, pred, _ = metrics.segment_predictions(
         ["s1", "s2", "s1"], [[0.6, 0.4], [0.9, 0.1], [0.1, 0.9]], [1, 0, 1])
     assert ids == ["s1", "s2"] and targets.tolist() == [1, 0] and pred.tolist() == [1, 0]
 

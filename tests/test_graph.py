@@ -87,7 +87,7 @@ def test_session_graphs_order_cut_and_payload(tmp_path: Path) -> None:
     path = tmp_path / "features_train" / "Sess01.pkl"
     rows = pickle.loads(path.read_bytes())
     nodes = generate_graph.read_nodes(path, sum(DIMS.values()))
-    graphs = list(generate_graph.session_graphs(nodes, 100, 7.2, "cin", "fsimy"))
+    graphs = list(generate_graph.session_graphs(nodes, 100, 7.2, "cin"))
     assert [g.num_nodes for g in graphs] == [100, 100, len(rows) - 200]
     expected = sorted(rows, key=lambda r: (r[1], r[2], r[5]))
     got = [(t, i, s) for g in graphs for t, i, s in zip(g.time_s.tolist(), g.identity, g.segment_id, strict=True)]
@@ -99,10 +99,10 @@ def test_session_graphs_order_cut_and_payload(tmp_path: Path) -> None:
         assert torch.equal(g.x[i], torch.from_numpy(row[6])) and torch.equal(g.y[i], torch.from_numpy(row[3]))
         assert g.target[i].item() == row[4] and g.session[i].item() == 1
     assert g.x.dtype == torch.float32 and g.y.shape == (100, config.NUM_CLASSES) and g.target.dtype == torch.long
-    assert g.edge_weight.shape == g.edge_attr.shape and 0 <= g.edge_weight.min() <= g.edge_weight.max() <= 1
+    assert g.edge_attr.shape == (g.num_edges,) and set(g.edge_attr.unique().tolist()) <= {-1.0, 0.0, 1.0}
     loops = g.edge_index[0] == g.edge_index[1]
-    assert torch.allclose(g.edge_weight[loops], torch.ones(int(loops.sum())))
-    assert "edge_weight" not in next(generate_graph.session_graphs(nodes, 100, 7.2, "cin", "fsimn"))
+    assert (g.edge_attr[loops] == 0).all()
+    assert "edge_weight" not in g  # no layer reads an edge weight, so none is stored (--edge_weight names folders)
 
 
 def build_args(features: Path, graphs: Path, *extra: str) -> list[str]:

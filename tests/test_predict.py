@@ -17,7 +17,7 @@ import generate_graph
 import models_gnn
 import predict
 import train_val
-from encoder.core import config, frames, optimization, util
+from encoder.core import checkpoints, config, extraction, frames, training, util
 
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None}
 GRAPH_FLAGS = ["--numv", "40", "--time_edge", "7.2"]
@@ -32,10 +32,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Encoder (1 epoch) -> features -> graphs -> GNN (2 epochs), all under one temporary folder."""
     work = tmp_path_factory.mktemp("predict")
-    optimization.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
         "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
         "progress": False, "val_step_stride": 2})
-    optimization.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
+    extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
                                   out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None)
     flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
     generate_graph.build_graphs(generate_graph.parse_args(flags))
@@ -137,7 +137,7 @@ def test_bad_input_is_a_one_line_error(models: dict[str, Path], tiny_root: Path,
 
 
 def test_feature_mismatch_and_missing_graph_settings(models: dict[str, Path], tmp_path: Path) -> None:
-    state = optimization.load_checkpoint(models["encoder"])
+    state = checkpoints.load_encoder_checkpoint(models["encoder"])
     path = tmp_path / "best.pth"
     models_gnn.save_checkpoint(models_gnn.SPELL({"audio": 16, "eda": 8, "temp": 8}), path, epoch=1)
     gnn, ckpt = models_gnn.load_checkpoint(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from encoder.core import config, optimization
+from encoder.core import checkpoints, config, training
 
 ENCODER_DIR = config.REPO_ROOT / "encoder"
 SPECTROGRAM = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16}
@@ -51,7 +51,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tiny_root, tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     straight_dir = tmp_path / "straight"
-    optimization.train_encoder(
+    training.train_encoder(
         11, "cpu", root=tiny_root, inputs=SPECTROGRAM,
         optimization={"epochs": EPOCHS, "scheduler_T_max": EPOCHS, "batch_size": 8, "num_workers": 0, "seed": 3,
                       "out_dir": straight_dir, "progress": False},
@@ -62,6 +62,6 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tiny_root, tmp_pat
     for ours, reference in zip(after_kill, uninterrupted, strict=True):
         for key in ("loss_total", "val_loss", "val_macro_f1"):
             assert float(ours[key]) == pytest.approx(float(reference[key]), rel=1e-4, abs=1e-6), key
-    best_killed = optimization.load_checkpoint(killed_dir / "best.pth")
-    best_straight = optimization.load_checkpoint(straight_dir / "best.pth")
+    best_killed = checkpoints.load_encoder_checkpoint(killed_dir / "best.pth")
+    best_straight = checkpoints.load_encoder_checkpoint(straight_dir / "best.pth")
     assert best_killed["epoch"] == best_straight["epoch"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from encoder.core import clip_utils, config, io, util
+from encoder.core import clip_utils, config, io, kemdy20, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpectrogramParams,
@@ -96,7 +96,7 @@ def load_segments(
         table.considered += 1
         segment_id = str(row.script)
         entity = frames.entities.get(segment_id)
-        path = io.wav_path(root, segment_id)
+        path = kemdy20.wav_path(root, segment_id)
         reason = io.check_wav(path)
         if entity is None or len(entity) == 0:
             reason = "no bio samples"

@@ -1,4 +1,5 @@
-"""Reading segment audio: one wav per annotated segment, mono, resampled to the configured rate."""
+"""Reading segment audio: one wav per annotated segment, mono, resampled to the configured rate.
+Where a segment's wav lives is kemdy20.wav_path."""
 
 from __future__ import annotations
 
@@ -9,12 +10,6 @@ import numpy as np
 import soundfile as sf
 
 from encoder.core import util
-
-
-def wav_path(root: Path, segment_id: str) -> Path:
-    """`root/wav/SessionSS/<segment_id>.wav`, the KEMDy20 place of a segment's audio."""
-    session = util.parse_segment_id(segment_id)["session"]
-    return Path(root) / "wav" / f"Session{session:02d}" / f"{segment_id}.wav"
 
 
 def check_wav(path: Path) -> str | None:

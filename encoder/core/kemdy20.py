@@ -32,7 +32,8 @@ def session_of_file(path: Path) -> int:
 
 def wav_path(root: Path, segment_id: str) -> Path:
     """Where the wav of a segment lives: root/wav/SessionSS/<segment_id>.wav."""
-    return Path(root) / "wav" / f"Session{segment_id[4:6]}" / f"{segment_id}.wav"
+    session = util.parse_segment_id(segment_id)["session"]
+    return Path(root) / "wav" / f"Session{session:02d}" / f"{segment_id}.wav"
 
 
 def check_root(root: Path) -> list[Path]:

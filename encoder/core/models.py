@@ -150,6 +150,3 @@ def inference_model(model: STEncoder) -> nn.Module:
     fused = fuse(copy.deepcopy(model).eval())
     return fused.to(memory_format=torch.channels_last).eval()
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

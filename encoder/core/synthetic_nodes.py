@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoder.core import config, util
+from encoder.core.metrics import encoder_metrics, segment_predictions
 
 DEFAULT_DIMS = {"audio": 512, "eda": 512, "temp": 512}
 DEFAULT_SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
@@ -131,22 +132,11 @@ def write_synthetic_nodes(
 
 def _encoder_metrics(readout: dict[str, dict[str, list]]) -> dict[str, Any]:
     train_targets = np.concatenate(readout["train"]["targets"])
-    node_targets = np.concatenate(readout["test"]["targets"])
-    probs = np.concatenate(readout["test"]["probs"])
-    _, seg_targets, seg_pred, _ = util.segment_predictions(readout["test"]["segment_ids"], probs, node_targets)
-    return {
-        "test": {
-            "segment": util.classification_metrics(seg_targets, seg_pred),
-            "node": util.classification_metrics(node_targets, probs.argmax(axis=1)),
-        },
-        "baselines": {
-            "majority": {
-                "segment": util.majority_baseline(train_targets, seg_targets),
-                "node": util.majority_baseline(train_targets, node_targets),
-            }
-        },
-        "note": "synthetic stand-in: each node read alone against the class prototypes",
-    }
+    _, train_segments, _, _ = segment_predictions(readout["train"]["segment_ids"],
+                                                  np.zeros((len(train_targets), 1)), train_targets)
+    report = encoder_metrics(train_segments, train_targets, readout["test"]["segment_ids"],
+                             np.concatenate(readout["test"]["targets"]), np.concatenate(readout["test"]["probs"]))
+    return {**report, "note": "synthetic stand-in: each node read alone against the class prototypes"}
 
 
 def proportional_splits(n_sessions: int) -> dict[str, tuple[int, ...]]:

@@ -1,5 +1,5 @@
-"""Helpers shared by every stage: errors for bad input, atomic writes, seeding, manifests, splits
-and the classification metrics of SPEC §5 (node and segment level, majority baseline)."""
+"""Helpers shared by every stage: errors for bad input, atomic writes, seeding, settings, manifests
+and session splits. Metrics live in metrics.py."""
 
 from __future__ import annotations
 
@@ -142,7 +142,21 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-# --------------------------------------------------------------------------- reproducibility
+# --------------------------------------------------------------------------- settings and reproducibility
+
+
+def merge_settings(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`defaults` updated by `overrides`; unknown keys are an error (a typo would otherwise be ignored)."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **overrides}
+
+
+def count_parameters(model: Any) -> int:
+    """Number of parameters of a torch module (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def seed_everything(seed: int) -> None:
@@ -200,80 +214,3 @@ def split_of_session(session: int, splits: dict[str, Sequence[int]] | None = Non
         if session in sessions:
             return name
     return None
-
-
-# --------------------------------------------------------------------------- labels and metrics
-
-
-def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str] = config.EMOTIONS
-) -> dict[str, Any]:
-    """Accuracy, macro/weighted/micro F1, per-class precision/recall/F1/support and the confusion
-    matrix (rows = true class, columns = predicted class, in `class_names` order)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = list(range(len(class_names)))
-    y_true = np.asarray(y_true, dtype=int)
-    y_pred = np.asarray(y_pred, dtype=int)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    return {
-        "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "micro_f1": float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0)),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
-        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
-def segment_predictions(
-    segment_ids: Sequence[str], probs: np.ndarray, targets: Sequence[int]
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Aggregate node predictions to segments: a segment's probabilities are the mean of its nodes'.
-    Returns (segment ids in first-seen order, segment targets, segment predictions, mean probs)."""
-    segment_ids = np.asarray(segment_ids)
-    probs = np.asarray(probs, dtype=np.float64)
-    targets = np.asarray(targets, dtype=int)
-    uniq, first, inverse = np.unique(segment_ids, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    sums = np.zeros((len(uniq), probs.shape[1]))
-    np.add.at(sums, inverse, probs)
-    counts = np.bincount(inverse, minlength=len(uniq))[:, None]
-    mean = (sums / counts)[order]
-    seg_targets = targets[first][order]
-    return list(uniq[order]), seg_targets, mean.argmax(axis=1), mean
-
-
-def majority_class(train_targets: Sequence[int]) -> int:
-    """The most frequent training class (ties go to the lower class index)."""
-    counts = np.bincount(np.asarray(train_targets, dtype=int), minlength=config.NUM_CLASSES)
-    return int(counts.argmax())
-
-
-def majority_baseline(train_targets: Sequence[int], eval_targets: Sequence[int]) -> dict[str, Any]:
-    """Metrics of always predicting the training majority class on `eval_targets`."""
-    eval_targets = np.asarray(eval_targets, dtype=int)
-    prediction = np.full_like(eval_targets, majority_class(train_targets))
-    return classification_metrics(eval_targets, prediction)
-
-
-def format_table(rows: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str] = ("accuracy", "macro_f1",
-                                                                                   "weighted_f1")) -> str:
-    """A small fixed-width table: one row per (name, metrics) pair."""
-    name_width = max(12, *(len(name) for name, _ in rows))
-    header = f"{'':{name_width}}  " + "  ".join(f"{k:>11}" for k in keys)
-    lines = [header]
-    for name, metrics in rows:
-        lines.append(f"{name:{name_width}}  " + "  ".join(f"{metrics[k]:>11.4f}" for k in keys))
-    return "\n".join(lines)

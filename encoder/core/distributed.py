@@ -1,0 +1,86 @@
+"""The process runtime of the encoder stage: the device, and under `torchrun` (WORLD_SIZE > 1) the
+process group (NCCL on CUDA, Gloo on CPU) with the few collectives training and extraction use.
+Without torchrun every collective is the identity, so the same code runs in one process."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str | int | torch.device) -> torch.device:
+    """'cpu', a CUDA index (int or digits) or a torch.device; CUDA absent → CPU with a warning."""
+    if isinstance(device, torch.device):
+        return device
+    text = str(device).strip().lower()
+    if text == "cpu":
+        return torch.device("cpu")
+    index = int(text.removeprefix("cuda:"))
+    if not torch.cuda.is_available():
+        warnings.warn(f"CUDA device {index} requested but CUDA is not available; running on CPU", stacklevel=2)
+        return torch.device("cpu")
+    return torch.device("cuda", index)
+
+
+def start_runtime(device: str | int | torch.device) -> Runtime:
+    """Join the torchrun process group when WORLD_SIZE > 1 (one GPU per local rank, else CPU/Gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Runtime(resolve_device(device))
+    wanted = resolve_device(device)
+    if wanted.type == "cuda":
+        wanted = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(wanted)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if wanted.type == "cuda" else "gloo")
+    return Runtime(wanted, dist.get_rank(), dist.get_world_size(), owns)
+
+
+def stop_runtime(runtime: Runtime) -> None:
+    if runtime.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather(runtime: Runtime, value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order (just [value] without a process group)."""
+    if not runtime.distributed:
+        return [value]
+    values: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def broadcast(runtime: Runtime, value: Any) -> Any:
+    """Rank 0's `value` on every rank."""
+    if not runtime.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        dist.barrier()

@@ -1,0 +1,196 @@
+"""Feature extraction: one 1536-d embedding per 4 Hz step of every segment of every split, written
+per session for the graph stage (`features_{split}/SessSS.pkl`, rows in util.NODE_COLUMNS order),
+with `manifest.json` and the encoder's own test report `encoder_metrics.json`.
+
+Under `torchrun` (WORLD_SIZE > 1) the sessions are sharded over the ranks; rank 0 gathers and writes.
+Files are staged in a temporary folder and swapped in at the end, the manifest last.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoder.core import config, metrics, util
+from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
+from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
+from encoder.core.dataset import Segment, SegmentDataset, load_segments
+from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
+from encoder.core.frames import load_frames
+from encoder.core.models import EMBEDDING_DIM, FEATURE_ORDER, STREAM_DIM, inference_model
+from encoder.core.prediction import Predictions, iter_predictions
+
+Log = Callable[[str], None]
+
+
+def extract_features(
+    clip_length: int | None = None,
+    device: str | int | torch.device = "cpu",
+    root: Path | None = None,
+    frames: Any = None,
+    checkpoint: Path | None = None,
+    out_dir: Path | None = None,
+    forward: dict[str, Any] | None = None,
+    splits: dict[str, Sequence[int]] | None = None,
+    log: Log | None = print,
+) -> dict[str, Any]:
+    """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json` and
+    `encoder_metrics.json` under out_dir; return the metrics. The clip length and spectrogram come
+    from the checkpoint (`clip_length`, when given, must match it). `forward` overrides
+    config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir)."""
+    settings = util.merge_settings(config.STE_forward_params, forward)
+    runtime = start_runtime(device)
+    try:
+        return _extract(runtime, clip_length, root, frames, Path(checkpoint or settings["checkpoint"]),
+                        Path(out_dir or settings["out_dir"]), settings, splits, log if runtime.is_main else None)
+    finally:
+        stop_runtime(runtime)
+
+
+def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frames: Any, ckpt_path: Path,
+             out_dir: Path, settings: dict[str, Any], splits: dict[str, Sequence[int]] | None,
+             log: Log | None) -> dict[str, Any]:
+    say = log or (lambda _msg: None)
+    state = load_encoder_checkpoint(ckpt_path)
+    model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
+    signature = state["inputs"]
+    if clip_length is not None and int(clip_length) != signature["clip_length"]:
+        raise util.DataError(f"checkpoint trained with clip_length {signature['clip_length']}, "
+                             f"asked for {clip_length}", ckpt_path)
+    params = SpectrogramParams.from_dict(signature)
+    norm = Normalization.from_dict(state["normalization"])
+    root = Path(root or config.STE_inputs["root"])
+    splits = util.session_splits(splits)
+    frames = load_frames(root) if frames is None else frames
+    table = load_segments(frames, root, splits)
+    segments = [s for name in splits for s in sorted(table.by_split.get(name, []), key=lambda s: s.session)]
+    sessions = sorted({s.session for s in segments})
+    mine = set(sessions[runtime.rank :: runtime.world_size])
+    staging = broadcast(runtime, tempfile.mkdtemp(prefix=".staging-", dir=_made(out_dir))
+                        if runtime.is_main else None)
+    try:
+        local = _extract_sessions(runtime, model, [s for s in segments if s.session in mine], norm,
+                                  signature["clip_length"], params, settings, Path(staging))
+        results = gather(runtime, local)
+        report = None
+        if runtime.is_main:
+            written = {k: v for part in results for k, v in part["written"].items()}
+            test = [p for part in results if (p := part["test"]) is not None]
+            report = test_report(table.by_split.get("train", []), test)
+            manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime)
+            _publish(Path(staging), out_dir, splits, manifest, report)
+            say(metrics.format_encoder_metrics(report))
+            say(f"features: {sum(written.values())} nodes in {len(written)} sessions → {out_dir}")
+        barrier(runtime)
+        return broadcast(runtime, report)
+    finally:
+        if runtime.is_main and Path(staging).exists():
+            shutil.rmtree(staging)
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[Segment], norm: Normalization,
+                      clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
+                      staging: Path) -> dict[str, Any]:
+    """Embed every step of `segments` (grouped by session) and write one node file per session."""
+    dataset = SegmentDataset(segments, norm, clip_length, params)
+    remaining = {}
+    for seg in segments:
+        remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps
+    buffers: dict[int, list[Predictions]] = {s: [] for s in remaining}
+    written: dict[tuple[str, int], int] = {}
+    test_parts: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    progress = "extract" if runtime.is_main and settings["progress"] else None
+    for pred in iter_predictions(model, dataset, settings["batch_size"], settings["num_workers"],
+                                 runtime.device, bool(settings["amp"]), True, progress):
+        sessions_in_batch = np.array([segments[i].session for i in pred.segment_index])
+        for session in np.unique(sessions_in_batch):
+            mask = sessions_in_batch == session
+            buffers[session].append(Predictions(pred.segment_index[mask], pred.step[mask], pred.probs[mask],
+                                                pred.loss[mask], pred.features[mask]))
+            remaining[session] -= int(mask.sum())
+            if remaining[session] == 0:
+                done = Predictions.concat(buffers.pop(session))
+                split = segments[done.segment_index[0]].split
+                written[(split, int(session))] = _write_session(staging, split, int(session), segments, done)
+                if split == "test":
+                    test_parts.append(([segments[i].segment_id for i in done.segment_index],
+                                       np.array([segments[i].target for i in done.segment_index]), done.probs))
+    test = None
+    if test_parts:
+        test = ([x for p in test_parts for x in p[0]], np.concatenate([p[1] for p in test_parts]),
+                np.concatenate([p[2] for p in test_parts]))
+    return {"written": written, "test": test}
+
+
+def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions) -> int:
+    rows = []
+    for i, step, feature in zip(pred.segment_index, pred.step, pred.features, strict=True):
+        seg = segments[i]
+        rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
+                     seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
+    rows.sort(key=lambda r: (r[1], r[5]))
+    path = staging / f"features_{split}" / f"Sess{session:02d}.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(rows)
+
+
+def test_report(train: Sequence[Segment], test_parts: list[tuple]) -> dict[str, Any]:
+    """encoder_metrics.json: test metrics (segment = mean of node probabilities) beside the
+    training-majority baseline; `test_parts` are (segment ids, node targets, node probabilities)."""
+    seg_ids = [x for p in test_parts for x in p[0]]
+    targets = np.concatenate([p[1] for p in test_parts]) if test_parts else np.zeros(0, int)
+    probs = np.concatenate([p[2] for p in test_parts]) if test_parts else np.zeros((0, config.NUM_CLASSES))
+    train_nodes = np.concatenate([np.full(s.n_steps, s.target) for s in train]) if train else np.zeros(0, int)
+    return metrics.encoder_metrics([s.target for s in train], train_nodes, seg_ids, targets, probs)
+
+
+def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[str, int], int],
+              splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime) -> dict:
+    node_counts: dict[str, dict[str, int]] = {}
+    for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
+        node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
+    return {
+        "encoder_checkpoint": str(Path(ckpt_path).resolve()),
+        "encoder_sha256": util.file_sha256(ckpt_path),
+        "clip_length": signature["clip_length"],
+        "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
+        "feature_order": list(FEATURE_ORDER),
+        "feature_dims": dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
+        "feature_dim": EMBEDDING_DIM,
+        "splits": {name: sorted(int(s[4:]) for s in node_counts[name]) for name in splits if name in node_counts},
+        "node_counts": node_counts,
+        "node_columns": list(util.NODE_COLUMNS),
+        "root": str(root),
+        "segments": report,
+        "world_size": runtime.world_size,
+    }
+
+
+def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], manifest: dict[str, Any],
+             report: dict[str, Any]) -> None:
+    """Swap the new split folders in, then write metrics and (last) the manifest. The old manifest
+    goes first, so an interrupted swap leaves no manifest that vouches for mixed files."""
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    for name in splits:
+        target = out_dir / f"features_{name}"
+        if target.exists():
+            shutil.rmtree(target)
+        if (staging / target.name).exists():
+            os.replace(staging / target.name, target)
+    util.write_json(report, out_dir / "encoder_metrics.json")
+    util.write_json(manifest, out_dir / "manifest.json")

@@ -1,0 +1,121 @@
+"""The encoder's loss and its batched prediction: every 4 Hz step of a set of segments through the
+model in eval mode, one spectrogram per segment, with fused-head probabilities, per-node loss and
+(optionally) the 1536-d embedding. Validation, feature extraction and predict.py all use it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from encoder.core import config, metrics, util
+from encoder.core.custom_transforms import Normalization, SpectrogramParams
+from encoder.core.dataset import Segment, SegmentDataset, node_batches
+from encoder.core.distributed import resolve_device
+from encoder.core.models import EncoderOutput
+
+HEADS = ("audio", "eda", "temp", "fused")
+
+def encoder_loss(
+    output: EncoderOutput, label: torch.Tensor, class_weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum of the four heads' cross-entropies, taken on logits against the normalised multi-hot
+    `label` (B, 7). Returns (total, per-head mean losses)."""
+    per_head = {
+        name: functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight) for name in HEADS
+    }
+    return sum(per_head.values()), per_head
+
+
+@dataclass
+class Predictions:
+    """Per node, in segment order: its segment's index, its step, fused-head probabilities, the
+    summed four-head loss against its segment's label, and (optionally) its 1536-d embedding."""
+
+    segment_index: np.ndarray
+    step: np.ndarray
+    probs: np.ndarray
+    loss: np.ndarray
+    features: np.ndarray | None = None
+
+    @classmethod
+    def concat(cls, parts: Sequence[Predictions]) -> Predictions:
+        features = [p.features for p in parts]
+        return cls(
+            np.concatenate([p.segment_index for p in parts]),
+            np.concatenate([p.step for p in parts]),
+            np.concatenate([p.probs for p in parts]),
+            np.concatenate([p.loss for p in parts]),
+            None if any(f is None for f in features) else np.concatenate(features),
+        )
+
+
+def autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """float16 autocast on CUDA when `amp`, a no-op elsewhere."""
+    return torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda")
+
+
+def iter_predictions(
+    model: torch.nn.Module,
+    dataset: SegmentDataset,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    amp: bool = False,
+    with_features: bool = False,
+    progress: str | None = None,
+) -> Iterator[Predictions]:
+    """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
+    per segment. The caller restores train mode if it needs it."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+    labels = torch.from_numpy(np.stack([s.label for s in dataset.segments])) if dataset.segments else None
+    total = sum(len(dataset.steps(i)) for i in range(len(dataset)))
+    bar = tqdm(total=total, desc=progress, unit="node", disable=progress is None, leave=False)
+    with torch.inference_mode(), bar:
+        for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params):
+            with autocast(device, amp):
+                out = model(batch.audio.to(device), batch.eda.to(device), batch.temp.to(device))
+            label = labels[torch.from_numpy(batch.segment_index)].to(device)
+            loss = sum(functional.cross_entropy(getattr(out, h).float(), label, reduction="none") for h in HEADS)
+            yield Predictions(
+                batch.segment_index, batch.step, torch.softmax(out.fused.float(), dim=1).cpu().numpy(),
+                loss.cpu().numpy(), out.embedding.float().cpu().numpy() if with_features else None,
+            )
+            bar.update(len(batch.step))
+
+
+def node_metrics(segments: Sequence[Segment], pred: Predictions) -> dict[str, Any]:
+    """Node and segment metrics (metrics.classification_metrics) of `pred` over `segments`."""
+    seg_ids = [segments[i].segment_id for i in pred.segment_index]
+    targets = np.array([segments[i].target for i in pred.segment_index], dtype=int)
+    _, seg_targets, seg_pred, _ = metrics.segment_predictions(seg_ids, pred.probs, targets)
+    return {
+        "segment": metrics.classification_metrics(seg_targets, seg_pred),
+        "node": metrics.classification_metrics(targets, pred.probs.argmax(axis=1)),
+    }
+
+
+
+def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequence[Segment],
+                   device: str | int | torch.device = "cpu", forward: dict[str, Any] | None = None) -> Predictions:
+    """Embedding (1536-d) and fused-head probabilities of every step of `segments`, in memory: the
+    batching path of STE_forward without its files. `model` is the encoder of checkpoint `state`
+    (e.g. inference_model(model_from_checkpoint(state, path))) on `device`; `forward` overrides
+    config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order."""
+    if not segments:
+        raise ValueError("no segments to embed")
+    settings = util.merge_settings(config.STE_forward_params, forward)
+    dataset = SegmentDataset(list(segments), Normalization.from_dict(state["normalization"]),
+                             int(state["inputs"]["clip_length"]), SpectrogramParams.from_dict(state["inputs"]))
+    return Predictions.concat(list(iter_predictions(
+        model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
+        bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))
+
+
