@@ -91,13 +91,13 @@ def read_build_record(graph_dir: Path) -> dict[str, Any]:
     return util.read_json(record_path)
 
 
-def check_manifest(graph_dir: Path, features_dir: Path, record: dict[str, Any]) -> str | None:
-    """Refuse graphs built from another feature manifest than the one in `features_dir`.
-
-    Returns a note when there is no manifest to compare with (the graphs are then used as they are)."""
+def check_manifest(graph_dir: Path, features_dir: Path, record: dict[str, Any]) -> None:
+    """Refuse graphs built from another feature manifest than the one in `features_dir`, and graphs
+    whose feature manifest is missing (nothing would vouch for them)."""
     manifest_path = Path(features_dir) / MANIFEST_FILE
     if not manifest_path.is_file():
-        return f"no {manifest_path}: graphs used without checking their feature manifest"
+        raise util.DataError("feature manifest missing: the graphs cannot be checked against their features; "
+                             "rerun STE_forward.py and generate_graph.py", manifest_path)
     sha = util.file_sha256(manifest_path)
     if record.get("feature_manifest_sha256") != sha:
         raise util.DataError(

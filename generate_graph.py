@@ -155,11 +155,15 @@ def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_ide
         )
 
 
-def build_session(node_file: Path, out_dir: Path, feature_dim: int, numv: int, time_edge: float,
-                  cross_identity: str) -> dict[str, Any]:
-    """Build and write the graphs of one node file; returns counts for the build record."""
+def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_dim: int, numv: int,
+                  time_edge: float, cross_identity: str) -> dict[str, Any]:
+    """Build and write the graphs of one node file, which must hold the `expected_nodes` rows its
+    feature manifest counted; returns counts for the build record."""
     torch.set_num_threads(1)
     nodes = read_nodes(node_file, feature_dim)
+    if len(nodes["time_s"]) != expected_nodes:
+        raise util.DataError(f"{len(nodes['time_s'])} node rows, the feature manifest counted {expected_nodes}; "
+                             "rerun STE_forward.py", node_file)
     graphs = edges = 0
     for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
         data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
@@ -180,7 +184,8 @@ def build_graphs(args: argparse.Namespace) -> Path:
     features_dir, out = graph_paths(args)
     manifest_path = features_dir / data_loader.MANIFEST_FILE
     manifest = util.read_json(manifest_path)
-    missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits") if k not in manifest]
+    missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits", "node_counts")
+               if k not in manifest]
     if missing:
         raise util.DataError(f"manifest lacks {', '.join(missing)}", manifest_path)
     if args.numv < 1 or args.time_edge < 0:
@@ -205,7 +210,13 @@ def build_graphs(args: argparse.Namespace) -> Path:
         stray = [f.name for f in files if f.stem[4:].isdigit() and int(f.stem[4:]) not in sessions]
         if stray:
             raise util.DataError(f"{', '.join(stray)} not in the manifest's {split} sessions {sessions}", split_dir)
-        jobs += [(split, f) for f in files]
+        counts = manifest["node_counts"].get(split, {})
+        absent = [f"{name}.pkl" for name in counts if not (split_dir / f"{name}.pkl").is_file()]
+        if absent or len(counts) != len(files):
+            raise util.DataError(f"node files {', '.join(absent) or [f.name for f in files]} do not match the "
+                                 f"feature manifest's {split} sessions {sorted(counts)}; rerun STE_forward.py",
+                                 split_dir / (absent[0] if absent else ""))
+        jobs += [(split, f, int(counts[f.stem])) for f in files]
     with util.atomic_dir(out) as tmp:
         params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity)
         summary = _run_jobs(jobs, tmp, params, args.workers)
@@ -226,18 +237,18 @@ def build_graphs(args: argparse.Namespace) -> Path:
     return out
 
 
-def _run_jobs(jobs: list[tuple[str, Path]], tmp: Path, params: tuple, workers: int) -> dict[str, list]:
-    summary: dict[str, list] = {split: [] for split, _ in jobs}
+def _run_jobs(jobs: list[tuple[str, Path, int]], tmp: Path, params: tuple, workers: int) -> dict[str, list]:
+    summary: dict[str, list] = {split: [] for split, _, _ in jobs}
     with tqdm(total=len(jobs), desc="sessions", unit="session") as bar:
         if workers <= 1:
-            results = (build_session(f, tmp / split / "processed", *params) for split, f in jobs)
-            for (split, _), result in zip(jobs, results, strict=True):
+            results = (build_session(f, n, tmp / split / "processed", *params) for split, f, n in jobs)
+            for (split, _, _), result in zip(jobs, results, strict=True):
                 summary[split].append(result)
                 bar.update()
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(build_session, f, tmp / split / "processed", *params) for split, f in jobs]
-                for (split, _), future in zip(jobs, futures, strict=True):
+                futures = [pool.submit(build_session, f, n, tmp / split / "processed", *params) for split, f, n in jobs]
+                for (split, _, _), future in zip(jobs, futures, strict=True):
                     summary[split].append(future.result())
                     bar.update()
     return summary

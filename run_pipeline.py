@@ -1,17 +1,23 @@
 """One command from recordings to a results table.
 
     python run_pipeline.py [--data DIR] [--preset demo] [--device cpu|N] [--force] [--modalities audio,eda,temp]
+                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
-generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration
-and the same upstream outputs (recorded in <work>/pipeline_state.json); `--force` reruns them all.
-On synthetic data the run uses config.DEMO (a cheaper spectrogram and fewer epochs, sized for CPU);
-on a KEMDy20 root it uses the STE_* settings and the GNN defaults of train_val.py (`--profile` picks
-either explicitly, e.g. `--profile demo` for a quick CPU run on another KEMDy20-format folder).
+generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration,
+the same session splits and the same upstream outputs (recorded in a pipeline_state.json); `--force`
+reruns them all. On synthetic data the run uses config.DEMO (a cheaper spectrogram and fewer epochs,
+sized for CPU); on a KEMDy20 root it uses the STE_* settings and the GNN defaults of train_val.py
+(`--profile` picks either explicitly, e.g. `--profile demo` for a quick CPU run on another folder).
+
+`--stacking` says which sessions the encoder is fitted on, relative to the GNN's training sessions
+(see stacking_splits); `--cv K` runs the whole chain once per fold of a session K-fold
+cross-validation (util.cv_splits) under results/<exp>/cv/fold_k/ and summarises the folds
+(cross_validation.py). An interrupted CV run resumes at the fold and stage where it stopped.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
-last line, the path of the run's metrics.json.
+last line, the path of the run's metrics.json (with --cv: of cv/summary.json).
 """
 
 from __future__ import annotations
@@ -21,17 +27,21 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cross_validation
 import generate_graph
 import train_val
-from encoder.core import config, extraction, frames, synthetic, training, util
+from encoder.core import config, extraction, frames, kemdy20, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
 NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "graph_flags": [], "gnn_flags": []}
+STACKING = ("insample", "split", "split-seen")
+DEFAULT_STACKING = "insample"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("demo", "full"), default=None,
                         help="settings: demo = config.DEMO (CPU-sized), full = config.STE_* and train_val defaults; "
                              "default: demo on the synthetic preset, full on a KEMDy20 root")
+    parser.add_argument("--stacking", choices=STACKING, default=DEFAULT_STACKING,
+                        help="insample: the encoder is fitted on the GNN's training sessions; split: on half of "
+                             "them, the GNN trains on the other half only; split-seen: the GNN trains on the "
+                             "encoder's half (the control of the in-sample gap measurement)")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="session K-fold cross-validation over the annotated sessions (K >= 2)")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
     return parser.parse_args(argv)
@@ -60,25 +76,42 @@ def digest(value: Any) -> str:
 class Pipeline:
     """Runs stages in order; a stage runs when its key (configuration + upstream keys) changed."""
 
-    def __init__(self, state_path: Path, force: bool):
+    def __init__(self, state_path: Path, force: bool, label: str = ""):
         self.state_path = state_path
         self.force = force
+        self.label = label
         self.state = util.read_json(state_path) if state_path.is_file() else {}
         self.timings: dict[str, float] = {}
 
     def stage(self, name: str, key: dict[str, Any], outputs: list[Path], run: Callable[[], Any]) -> str:
         stamp = digest(key)
+        tag = f"[{self.label}{' ' if self.label else ''}{name}]"
         if not self.force and self.state.get(name) == stamp and all(p.exists() for p in outputs):
-            print(f"[{name}] up to date, skipped")
+            print(f"{tag} up to date, skipped")
             self.timings[name] = 0.0
             return stamp
-        print(f"[{name}] running")
+        print(f"{tag} running")
         start = time.perf_counter()
         run()
         self.timings[name] = time.perf_counter() - start
         self.state[name] = stamp
         util.write_json(self.state, self.state_path)
         return stamp
+
+
+@dataclass
+class ChainDirs:
+    """Where one run of the chain (the default run, or one CV fold) writes."""
+
+    ste: Path
+    features: Path
+    graphs: Path
+    results: Path
+    exp: str
+
+    @property
+    def metrics(self) -> Path:
+        return self.results / self.exp / "metrics.json"
 
 
 def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
@@ -90,6 +123,64 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
     return config.DEMO_ROOT, {"synthetic": args.preset, "seed": args.seed}, True
 
 
+def stacking_splits(splits: dict[str, Sequence[int]], stacking: str) -> tuple[dict, dict]:
+    """(encoder splits, GNN splits) for a stacking scheme; both share validation and test sessions.
+
+    insample: both train on the training sessions (the encoder's embeddings of its own training
+    sessions are what the GNN learns from). split: the training sessions in time order are dealt
+    alternately into halves A and B; the encoder fits on A, the GNN on B, whose embeddings come from
+    an encoder that never saw them, as validation and test embeddings do. split-seen: the encoder fits
+    on A and the GNN also on A: the control that isolates the effect of seen embeddings."""
+    train = sorted(splits["train"])
+    if stacking == "insample":
+        halves = (train, train)
+    elif len(train) < 2:
+        raise util.DataError(f"--stacking {stacking} needs at least two training sessions, not {train}")
+    else:
+        halves = (train[0::2], train[1::2] if stacking == "split" else train[0::2])
+    shared = {"val": tuple(splits["val"]), "test": tuple(splits["test"])}
+    return {"train": tuple(halves[0]), **shared}, {"train": tuple(halves[1]), **shared}
+
+
+def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
+              dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None) -> Path:
+    """STE_train -> STE_forward -> generate_graph -> train_val for one set of splits; returns metrics.json."""
+    encoder_splits, gnn_splits = stacking_splits(splits, args.stacking)
+    scope = {"splits": gnn_splits, "encoder_splits": encoder_splits, "fold": fold, "stacking": args.stacking}
+    inputs = settings["STE_inputs"]
+    opt = {**settings["STE_optimization_params"], "out_dir": dirs.ste, "seed": args.seed}
+    encoder_key = {"frames": frames_stamp, "inputs": util.merge_settings(config.STE_inputs, inputs),
+                   "optimization": util.merge_settings(config.STE_optimization_params, opt),
+                   "splits": encoder_splits, "fold": fold}
+    best = dirs.ste / "best.pth"
+    encoder_stamp = pipeline.stage(
+        "STE_train", encoder_key, [best],
+        lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt,
+                                       splits=encoder_splits))
+    features_stamp = pipeline.stage(
+        "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
+                        **scope},
+        [dirs.features / "manifest.json", dirs.features / "encoder_metrics.json"],
+        lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
+                                            splits=gnn_splits, encoder_splits=encoder_splits))
+    graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
+    graph_args = generate_graph.parse_args([*graph_flags, "--force"])
+    _, graph_dir = generate_graph.graph_paths(graph_args)
+    graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags, **scope},
+                                  [graph_dir], lambda: generate_graph.build_graphs(graph_args))
+    gnn_flags = [*graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(args.seed),
+                 "--modalities", args.modalities, "--device", "cpu" if args.device == "cpu" else f"cuda:{args.device}",
+                 *settings["gnn_flags"]]
+    pipeline.stage("train_val", {"graphs": graphs_stamp, "flags": gnn_flags, **scope}, [dirs.metrics],
+                   lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
+    return dirs.metrics
+
+
+def annotated_sessions(root: Path) -> list[int]:
+    """Sessions with an annotation file under `root`."""
+    return sorted({kemdy20.session_of_file(path) for path in kemdy20.check_root(root)})
+
+
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
@@ -97,8 +188,6 @@ def main() -> None:
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
     settings = config.DEMO if profile == "demo" else NO_OVERRIDES
-    ste_dir = work / "encoder" / "STE_TRAIN"
-    features_dir = work / "features"
     pipeline = Pipeline(work / STATE_FILE, args.force)
 
     def generate() -> None:
@@ -119,40 +208,45 @@ def main() -> None:
 
     frames_stamp = pipeline.stage("frames", {"data": data_stamp, "max_skip": config.MAX_SKIP_SHARE},
                                   [root / name for name in frames.ARTIFACTS], build)
-
-    inputs = settings["STE_inputs"]
-    opt = {**settings["STE_optimization_params"], "out_dir": ste_dir, "seed": args.seed}
-    encoder_key = {"frames": frames_stamp, "inputs": util.merge_settings(config.STE_inputs, inputs),
-                   "optimization": util.merge_settings(config.STE_optimization_params, opt)}
-    best = ste_dir / "best.pth"
-    encoder_stamp = pipeline.stage(
-        "STE_train", encoder_key, [best],
-        lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt))
-
-    features_stamp = pipeline.stage(
-        "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None},
-        [features_dir / "manifest.json", features_dir / "encoder_metrics.json"],
-        lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=features_dir))
-
-    graph_flags = ["--features_dir", str(features_dir), "--graphs_dir", str(work / "graphs"), *settings["graph_flags"]]
-    graph_args = generate_graph.parse_args([*graph_flags, "--force"])
-    _, graph_dir = generate_graph.graph_paths(graph_args)
-    graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags},
-                                  [graph_dir], lambda: generate_graph.build_graphs(graph_args))
-
     exp = f"{'demo' if is_synthetic else root.name}_{args.modalities.replace(',', '-')}"
-    gnn_flags = [*graph_flags, "--results_dir", str(work / "results"), "--exp", exp, "--seed", str(args.seed),
-                 "--modalities", args.modalities, "--device", "cpu" if args.device == "cpu" else f"cuda:{args.device}",
-                 *settings["gnn_flags"]]
-    metrics_path = work / "results" / exp / "metrics.json"
-    pipeline.stage("train_val", {"graphs": graphs_stamp, "flags": gnn_flags}, [metrics_path],
-                   lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
-
+    if args.stacking != DEFAULT_STACKING:
+        exp += f"_{args.stacking}"
+    if args.cv:
+        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / exp / "cv", started)
+        return
+    dirs = ChainDirs(work / "encoder" / "STE_TRAIN", work / "features", work / "graphs", work / "results", exp)
+    metrics_path = run_chain(args, pipeline, root, frames_stamp, settings, dirs, util.session_splits(), None)
     metrics = util.read_json(metrics_path)
     metrics["metrics_path"] = str(metrics_path)
     print("\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in pipeline.timings.items())
           + f"; total {time.perf_counter() - started:.0f}")
     train_val.print_summary(metrics)
+
+
+def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
+           cv_dir: Path, started: float) -> None:
+    """Every fold end to end (cached per fold and stage), then the summary; its path is the last line."""
+    sessions = annotated_sessions(root)
+    try:
+        folds = [util.cv_splits(sessions, args.cv, k) for k in range(args.cv)]
+    except ValueError as err:
+        raise util.DataError(f"--cv {args.cv}: {err}", root) from None
+    fold_dirs = []
+    for k, splits in enumerate(folds):
+        fold_dir = cv_dir / f"fold_{k}"
+        print(f"\nfold {k}/{args.cv}: train {list(splits['train'])}, val {list(splits['val'])}, "
+              f"test {list(splits['test'])}")
+        fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=f"fold {k}")
+        dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir, "gnn")
+        run_chain(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k)
+        fold_dirs.append(fold_dir)
+        pipeline.timings.update({f"fold {k} {name}": t for name, t in fold_pipeline.timings.items()})
+    summary = cross_validation.summarise(fold_dirs, seed=args.seed)
+    summary_path = cv_dir / cross_validation.SUMMARY_FILE
+    cross_validation.write_summary(summary, summary_path)
+    print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds")
+    print(cross_validation.format_summary(summary))
+    print(summary_path)
 
 
 if __name__ == "__main__":

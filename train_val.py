@@ -17,7 +17,6 @@ metrics.json. `train_and_evaluate(args)` is the importable entry point.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,9 @@ from encoder.core.metrics import (
     classification_metrics,
     format_table,
     majority_baseline,
+    majority_class,
     segment_predictions,
+    write_segment_predictions,
 )
 
 ENCODER_METRICS_FILE = "encoder_metrics.json"
@@ -121,7 +122,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     features_dir, graph_dir = generate_graph.graph_paths(args)
     record = data_loader.read_build_record(graph_dir)
-    notes = [n for n in [data_loader.check_manifest(graph_dir, features_dir, record)] if n]
+    data_loader.check_manifest(graph_dir, features_dir, record)
+    notes: list[str] = []
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
     modalities = args.modalities.split(",") if args.modalities else None
     try:
@@ -139,8 +141,9 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           _encoder_baseline(features_dir, notes), notes, time.time() - started)
-        _write_predictions(test["_segments"], tmp / "predictions_test.csv")
-        _plot_confusion(metrics["test"]["segment"]["confusion"], tmp / "confusion_test.png")
+        write_segment_predictions(*test["_segments"], tmp / "predictions_test.csv")
+        plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
+                       tmp / "confusion_test.png")
         _plot_curves(history, best["epoch"], tmp / "curves.png")
         util.write_json(metrics, tmp / "metrics.json")
         log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
@@ -225,7 +228,8 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         "test": {k: v for k, v in test.items() if not k.startswith("_")},
         "baselines": {
             "majority": {"segment": majority_baseline(train_segments, test_segments),
-                         "node": majority_baseline(train_nodes, test_nodes)},
+                         "node": majority_baseline(train_nodes, test_nodes),
+                         "class": config.EMOTIONS[majority_class(train_segments)]},
             "encoder": encoder,
         },
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
@@ -238,16 +242,8 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
     }
 
 
-def _write_predictions(segments: tuple, path: Path) -> None:
-    seg_ids, seg_targets, seg_pred, seg_probs = segments
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["segment_id", "target", "prediction", *(f"p_{c}" for c in config.EMOTIONS)])
-        for seg, t, p, pr in zip(seg_ids, seg_targets, seg_pred, seg_probs, strict=True):
-            writer.writerow([seg, config.EMOTIONS[t], config.EMOTIONS[p], *(f"{v:.4f}" for v in pr)])
-
-
-def _plot_confusion(confusion: list[list[int]], path: Path) -> None:
+def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
+    """Confusion matrix as a PNG: cells coloured by the share of the true class, labelled with counts."""
     from matplotlib.figure import Figure
 
     counts = np.asarray(confusion)
@@ -265,9 +261,10 @@ def _plot_confusion(confusion: list[list[int]], path: Path) -> None:
                     color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (first listed label)")
-    ax.set_title("Test sessions, segment level")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with util.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
 
 
 def _plot_curves(history: dict[str, list], best_epoch: int, path: Path) -> None:
@@ -295,7 +292,16 @@ def print_summary(metrics: dict[str, Any]) -> None:
     rows.append(("GNN", metrics["test"]["segment"]))
     print(f"test sessions {metrics['splits']['test']}, segment level (best epoch {metrics['best']['epoch']}):")
     print(format_table(rows))
+    print(per_class_line(metrics["test"]["segment"]))
     print(metrics["metrics_path"])
+
+
+def per_class_line(segment: dict[str, Any]) -> str:
+    """GNN per-class F1 with the class's test support, and which macro-F1 is the headline."""
+    parts = [f"{name} {m['f1']:.2f} (n={m['support']})" for name, m in segment["per_class"].items()]
+    return (f"GNN per-class F1 (test support): {', '.join(parts)}\n"
+            f"macro_f1 averages the {len(segment['classes_present'])} classes present in the test truth; "
+            f"over all 7 (absent = 0): {segment['macro_f1_7class']:.4f}")
 
 
 def main() -> None:

@@ -29,7 +29,9 @@ SPLITS: dict[str, tuple[int, ...]] = {
     "val": tuple(range(33, 37)),
     "test": tuple(range(37, 41)),
 }
-# Optional k-fold over sessions: set K_FOLDS > 1 and FOLD to pick the held-out fold (see util.session_splits).
+# Session cross-validation (util.cv_splits): with K_FOLDS > 1 the sessions of SPLITS are cut into K_FOLDS
+# contiguous folds; fold FOLD is the test set, the next fold validation, the rest training.
+# `python run_pipeline.py --cv K` runs every fold end to end and summarises them.
 K_FOLDS = 1
 FOLD = 0
 

@@ -29,6 +29,7 @@ from encoder.core.models import EMBEDDING_DIM, FEATURE_ORDER, STREAM_DIM, infere
 from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
+PREDICTIONS_FILE = "encoder_predictions_test.csv"
 
 
 def extract_features(
@@ -41,23 +42,28 @@ def extract_features(
     forward: dict[str, Any] | None = None,
     splits: dict[str, Sequence[int]] | None = None,
     log: Log | None = print,
+    encoder_splits: dict[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json` and
-    `encoder_metrics.json` under out_dir; return the metrics. The clip length and spectrogram come
-    from the checkpoint (`clip_length`, when given, must match it). `forward` overrides
-    config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir)."""
+    """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json`,
+    `encoder_metrics.json` and `encoder_predictions_test.csv` under out_dir; return the metrics.
+
+    The clip length and spectrogram come from the checkpoint (`clip_length`, when given, must match
+    it). The checkpoint's training and validation sessions must be those of `encoder_splits` (default:
+    `splits`), else util.DataError naming both: features of an encoder fitted on other sessions are
+    never reused. `forward` overrides config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir)."""
     settings = util.merge_settings(config.STE_forward_params, forward)
     runtime = start_runtime(device)
     try:
         return _extract(runtime, clip_length, root, frames, Path(checkpoint or settings["checkpoint"]),
-                        Path(out_dir or settings["out_dir"]), settings, splits, log if runtime.is_main else None)
+                        Path(out_dir or settings["out_dir"]), settings, splits, encoder_splits,
+                        log if runtime.is_main else None)
     finally:
         stop_runtime(runtime)
 
 
 def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frames: Any, ckpt_path: Path,
              out_dir: Path, settings: dict[str, Any], splits: dict[str, Sequence[int]] | None,
-             log: Log | None) -> dict[str, Any]:
+             encoder_splits: dict[str, Sequence[int]] | None, log: Log | None) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
@@ -69,6 +75,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     norm = Normalization.from_dict(state["normalization"])
     root = Path(root or config.STE_inputs["root"])
     splits = util.session_splits(splits)
+    fitted_on = check_encoder_splits(state, encoder_splits or splits, ckpt_path)
     frames = load_frames(root) if frames is None else frames
     table = load_segments(frames, root, splits)
     segments = [s for name in splits for s in sorted(table.by_split.get(name, []), key=lambda s: s.session)]
@@ -83,9 +90,10 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
         report = None
         if runtime.is_main:
             written = {k: v for part in results for k, v in part["written"].items()}
-            test = [p for part in results if (p := part["test"]) is not None]
-            report = test_report(table.by_split.get("train", []), test)
-            manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime)
+            parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
+            report = split_report(table.by_split.get("train", []), parts, fitted_on)
+            manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on)
+            _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
             say(f"features: {sum(written.values())} nodes in {len(written)} sessions → {out_dir}")
@@ -111,7 +119,7 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
         remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps
     buffers: dict[int, list[Predictions]] = {s: [] for s in remaining}
     written: dict[tuple[str, int], int] = {}
-    test_parts: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    parts: dict[str, list[tuple[list[str], np.ndarray, np.ndarray]]] = {}
     progress = "extract" if runtime.is_main and settings["progress"] else None
     for pred in iter_predictions(model, dataset, settings["batch_size"], settings["num_workers"],
                                  runtime.device, bool(settings["amp"]), True, progress):
@@ -125,14 +133,10 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                 done = Predictions.concat(buffers.pop(session))
                 split = segments[done.segment_index[0]].split
                 written[(split, int(session))] = _write_session(staging, split, int(session), segments, done)
-                if split == "test":
-                    test_parts.append(([segments[i].segment_id for i in done.segment_index],
-                                       np.array([segments[i].target for i in done.segment_index]), done.probs))
-    test = None
-    if test_parts:
-        test = ([x for p in test_parts for x in p[0]], np.concatenate([p[1] for p in test_parts]),
-                np.concatenate([p[2] for p in test_parts]))
-    return {"written": written, "test": test}
+                parts.setdefault(split, []).append(([segments[i].segment_id for i in done.segment_index],
+                                                    np.array([segments[i].target for i in done.segment_index]),
+                                                    done.probs))
+    return {"written": written, "parts": parts}
 
 
 def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions) -> int:
@@ -149,24 +153,73 @@ def _write_session(staging: Path, split: str, session: int, segments: list[Segme
     return len(rows)
 
 
-def test_report(train: Sequence[Segment], test_parts: list[tuple]) -> dict[str, Any]:
+def check_encoder_splits(state: dict[str, Any], wanted: dict[str, Sequence[int]], path: Path) -> dict[str, list]:
+    """The training and validation sessions the checkpoint was fitted on; util.DataError naming both
+    sets when they are not `wanted`'s (or when the checkpoint records none)."""
+    stored = state.get("splits")
+    if not isinstance(stored, dict) or "train" not in stored:
+        raise util.DataError("encoder checkpoint records no training splits; retrain it with STE_train.py", path)
+    fitted = {name: sorted(int(s) for s in stored.get(name, [])) for name in ("train", "val")}
+    expected = {name: sorted(int(s) for s in wanted.get(name, [])) for name in ("train", "val")}
+    if fitted != expected:
+        raise util.DataError(f"encoder trained on sessions {fitted}, but the splits in force want an encoder "
+                             f"trained on {expected}; retrain it (run_pipeline.py does so by itself)", path)
+    return fitted
+
+
+def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
+                 fitted_on: dict[str, list[int]]) -> dict[str, Any]:
     """encoder_metrics.json: test metrics (segment = mean of node probabilities) beside the
-    training-majority baseline; `test_parts` are (segment ids, node targets, node probabilities)."""
-    seg_ids = [x for p in test_parts for x in p[0]]
-    targets = np.concatenate([p[1] for p in test_parts]) if test_parts else np.zeros(0, int)
-    probs = np.concatenate([p[2] for p in test_parts]) if test_parts else np.zeros((0, config.NUM_CLASSES))
+    training-majority baseline, plus node and segment metrics of every split with the role its
+    sessions played for the encoder (`encoder_saw`: train, val or none), which measures the in-sample
+    gap. `parts[split]` are (segment ids, node targets, node probabilities) per session."""
+    def joined(chunks: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        return ([x for p in chunks for x in p[0]],
+                np.concatenate([p[1] for p in chunks]) if chunks else np.zeros(0, int),
+                np.concatenate([p[2] for p in chunks]) if chunks else np.zeros((0, config.NUM_CLASSES)))
+
     train_nodes = np.concatenate([np.full(s.n_steps, s.target) for s in train]) if train else np.zeros(0, int)
-    return metrics.encoder_metrics([s.target for s in train], train_nodes, seg_ids, targets, probs)
+    report = metrics.encoder_metrics([s.target for s in train], train_nodes, *joined(parts.get("test", [])))
+    report["splits"] = {}
+    for name, chunks in parts.items():
+        if not chunks:
+            continue
+        seg_ids, targets, probs = joined(chunks)
+        _, seg_targets, seg_pred, _ = metrics.segment_predictions(seg_ids, probs, targets)
+        sessions = sorted({util.parse_segment_id(i)["session"] for i in seg_ids})
+        roles = sorted({_role(s, fitted_on) for s in sessions})
+        report["splits"][name] = {"sessions": sessions, "encoder_saw": roles[0] if len(roles) == 1 else roles,
+                                  "node": metrics.classification_metrics(targets, probs.argmax(axis=1)),
+                                  "segment": metrics.classification_metrics(seg_targets, seg_pred)}
+    return report
+
+
+def _role(session: int, fitted_on: dict[str, list[int]]) -> str:
+    """What the encoder did with a session: trained on it, validated on it, or never saw it."""
+    return next((name for name in ("train", "val") if session in fitted_on[name]), "none")
+
+
+def _write_segment_predictions(chunks: list[tuple], path: Path) -> None:
+    """The encoder's own test predictions per segment (mean of its nodes' probabilities)."""
+    seg_ids = [x for p in chunks for x in p[0]]
+    targets = np.concatenate([p[1] for p in chunks]) if chunks else np.zeros(0, int)
+    probs = np.concatenate([p[2] for p in chunks]) if chunks else np.zeros((0, config.NUM_CLASSES))
+    ids, seg_targets, seg_pred, mean = metrics.segment_predictions(seg_ids, probs, targets)
+    metrics.write_segment_predictions(ids, seg_targets, seg_pred, mean, path)
 
 
 def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[str, int], int],
-              splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime) -> dict:
+              splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime,
+              fitted_on: dict[str, list[int]]) -> dict:
     node_counts: dict[str, dict[str, int]] = {}
     for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
         node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
     return {
         "encoder_checkpoint": str(Path(ckpt_path).resolve()),
-        "encoder_sha256": util.file_sha256(ckpt_path),
+        "encoder_sha256": (sha := util.file_sha256(ckpt_path)),
+        "encoder_splits": fitted_on,
+        "embedded_by": {name: {session: {"encoder_sha256": sha, "encoder_saw": _role(int(session[4:]), fitted_on)}
+                               for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
         "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
         "feature_order": list(FEATURE_ORDER),
@@ -193,4 +246,5 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
         if (staging / target.name).exists():
             os.replace(staging / target.name, target)
     util.write_json(report, out_dir / "encoder_metrics.json")
+    os.replace(staging / PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE)
     util.write_json(manifest, out_dir / "manifest.json")

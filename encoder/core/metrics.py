@@ -4,19 +4,24 @@ encoder-only test report, and the one definition of class weights."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from encoder.core import config
+from encoder.core import config, util
 
 
 def classification_metrics(
     y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str] = config.EMOTIONS
 ) -> dict[str, Any]:
     """Accuracy, macro/weighted/micro F1, per-class precision/recall/F1/support and the confusion
-    matrix (rows = true class, columns = predicted class, in `class_names` order)."""
+    matrix (rows = true class, columns = predicted class, in `class_names` order).
+
+    `macro_f1`, the headline, averages the F1 of the classes present in `y_true` (`classes_present`);
+    `macro_f1_7class` averages over every class in `class_names`, an absent class scoring 0."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = list(range(len(class_names)))
@@ -28,7 +33,9 @@ def classification_metrics(
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "macro_f1_7class": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "classes_present": [class_names[c] for c in np.unique(y_true)],
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "micro_f1": float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0)),
         "per_class": {
@@ -42,6 +49,44 @@ def classification_metrics(
         },
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Mean F1 over the classes present in `y_true` (0.0 for no samples). A prediction of an absent
+    class still costs the recall of the true class; it adds no zero-F1 class to the mean."""
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    if not len(y_true):
+        return 0.0
+    present = np.unique(y_true)
+    size = int(max(y_true.max(), y_pred.max())) + 1
+    confusion = np.bincount(y_true * size + y_pred, minlength=size * size).reshape(size, size)
+    hits = np.diag(confusion)[present]
+    denominator = confusion[present].sum(axis=1) + confusion[:, present].sum(axis=0)
+    return float(np.mean(2 * hits / denominator))
+
+
+def session_bootstrap(groups: Sequence[Any], statistic: Callable[[np.ndarray], float], n_boot: int = 2000,
+                      seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Percentile bootstrap interval of `statistic` that resamples whole groups (sessions), not samples.
+
+    `groups[i]` is the group of sample i; `statistic(indices)` computes the figure on the samples at
+    `indices` (an int array, repeats allowed). Each of `n_boot` resamples draws as many groups as there
+    are, with replacement, and takes all samples of each drawn group. Samples of one session are not
+    independent, so resampling samples would give intervals that are too narrow.
+    Returns {"estimate", "ci95": [low, high], "n_groups", "n_boot", "seed"}; deterministic for a seed."""
+    groups = np.asarray(groups)
+    names, codes = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(len(names))]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(len(names), size=len(names))
+        values[b] = statistic(np.concatenate([members[g] for g in drawn]))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"estimate": float(statistic(np.arange(len(groups)))), "ci95": [float(low), float(high)],
+            "n_groups": len(names), "n_boot": n_boot, "seed": seed}
 
 
 def segment_predictions(
@@ -127,3 +172,34 @@ def format_encoder_metrics(metrics: dict[str, Any]) -> str:
         ("encoder segment", test["segment"]), ("encoder node", test["node"]),
         ("majority segment", majority["segment"]), ("majority node", majority["node"]),
     ], keys=("accuracy", "macro_f1", "weighted_f1", "micro_f1"))
+
+
+PREDICTION_COLUMNS = ("segment_id", "target", "prediction", *(f"p_{c}" for c in config.EMOTIONS))
+
+
+def write_segment_predictions(segment_ids: Sequence[str], targets: Sequence[int], predictions: Sequence[int],
+                              probs: np.ndarray, path: Path) -> None:
+    """One CSV row per segment: its ID, true (first listed) and predicted emotion, and probabilities."""
+    with util.atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PREDICTION_COLUMNS)
+        for seg, t, p, pr in zip(segment_ids, targets, predictions, probs, strict=True):
+            writer.writerow([seg, config.EMOTIONS[t], config.EMOTIONS[p], *(f"{v:.4f}" for v in pr)])
+
+
+def read_segment_predictions(path: Path) -> dict[str, Any]:
+    """A CSV written by write_segment_predictions as arrays: segment_ids, sessions, targets, predictions."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise util.DataError("segment predictions not found", path)
+    table = pd.read_csv(path, dtype={"segment_id": str})
+    missing = [c for c in PREDICTION_COLUMNS[:3] if c not in table.columns]
+    if missing:
+        raise util.DataError(f"not a segment-predictions CSV (no {', '.join(missing)} column)", path)
+    index = {e: k for k, e in enumerate(config.EMOTIONS)}
+    return {"segment_ids": table["segment_id"].to_numpy(),
+            "sessions": np.array([util.parse_segment_id(i)["session"] for i in table["segment_id"]], dtype=int),
+            "targets": table["target"].map(index).to_numpy(dtype=int),
+            "predictions": table["prediction"].map(index).to_numpy(dtype=int)}

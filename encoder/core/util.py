@@ -193,19 +193,40 @@ def parse_segment_id(segment_id: str) -> dict[str, Any]:
 def session_splits(
     splits: dict[str, Sequence[int]] | None = None, k_folds: int | None = None, fold: int | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """Sessions per split. With k_folds > 1 the train+val sessions of `splits` are cut into k folds
-    by session; fold `fold` becomes validation and the rest training. Test sessions never move."""
+    """Sessions per split: `splits` (default config.SPLITS) as they are, or with k_folds > 1
+    (default config.K_FOLDS) fold `fold` of the session cross-validation over all their sessions
+    (cv_splits)."""
     splits = dict(config.SPLITS if splits is None else splits)
     k_folds = config.K_FOLDS if k_folds is None else k_folds
     fold = config.FOLD if fold is None else fold
     if k_folds <= 1:
         return {name: tuple(sessions) for name, sessions in splits.items()}
-    pool = sorted(set(splits["train"]) | set(splits["val"]))
-    if not 0 <= fold < k_folds or k_folds > len(pool):
-        raise ValueError(f"fold {fold} of {k_folds} does not fit {len(pool)} sessions")
-    val = tuple(pool[fold::k_folds])
-    train = tuple(s for s in pool if s not in val)
-    return {"train": train, "val": val, "test": tuple(splits["test"])}
+    return cv_splits(sorted({s for sessions in splits.values() for s in sessions}), k_folds, fold)
+
+
+def cv_folds(sessions: Sequence[int], k_folds: int) -> list[tuple[int, ...]]:
+    """`sessions` sorted and cut into `k_folds` contiguous folds whose sizes differ by at most one
+    (the larger folds first), e.g. 1..40 in 5 folds: 1-8, 9-16, 17-24, 25-32, 33-40."""
+    ordered = sorted({int(s) for s in sessions})
+    if not 2 <= k_folds <= len(ordered):
+        raise ValueError(f"{k_folds} folds do not fit {len(ordered)} sessions (2 to {len(ordered)} folds)")
+    return [tuple(part.tolist()) for part in np.array_split(np.array(ordered), k_folds)]
+
+
+def cv_splits(sessions: Sequence[int], k_folds: int, fold: int) -> dict[str, tuple[int, ...]]:
+    """Fold `fold` of the session cross-validation: its sessions are the test set; validation is the
+    next fold, (fold + 1) mod k_folds, or with two folds the last session of the other fold; training
+    is the rest. Over the folds every session is tested exactly once."""
+    folds = cv_folds(sessions, k_folds)
+    if not 0 <= fold < k_folds:
+        raise ValueError(f"fold {fold} is not one of 0..{k_folds - 1}")
+    test = folds[fold]
+    val = folds[1 - fold][-1:] if k_folds == 2 else folds[(fold + 1) % k_folds]
+    train = tuple(s for f in folds for s in f if s not in test and s not in val)
+    if not train:
+        raise ValueError(f"fold {fold} of {k_folds} leaves no training session ({len(folds[1 - fold])} in the "
+                         "other fold)")
+    return {"train": train, "val": tuple(val), "test": tuple(test)}
 
 
 def split_of_session(session: int, splits: dict[str, Sequence[int]] | None = None) -> str | None:

@@ -1,0 +1,218 @@
+"""Session cross-validation and what makes its numbers trustworthy: folds, the session bootstrap,
+macro-F1 over the classes present, stale state refused, and a two-fold CV on the tiny preset."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cross_validation
+import data_loader
+import generate_graph
+import run_pipeline
+from encoder.core import checkpoints, config, extraction, metrics, util
+from encoder.core.custom_transforms import Normalization
+from encoder.core.models import STEncoder
+from encoder.core.synthetic_nodes import write_synthetic_nodes
+
+TINY_SETTINGS = {
+    "preset": "tiny",
+    "STE_inputs": {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16,
+                   "fmax": None},
+    "STE_optimization_params": {"epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0,
+                                "val_step_stride": 2, "progress": False},
+    "graph_flags": ["--numv", "40"],
+    "gnn_flags": ["--batch_size", "4", "--num_epoch", "2", "--patience", "0", "--channel1", "16", "--channel2", "8"],
+}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------- folds
+
+
+@pytest.mark.parametrize(("sessions", "k"), [(range(1, 41), 5), ([1, 2, 33, 37], 2), ([*range(1, 9), 33, 34, 37, 38], 5),
+                                             (range(1, 11), 3)])
+def test_folds_are_disjoint_and_test_every_session_once(sessions, k) -> None:
+    sessions = list(sessions)
+    folds = [util.cv_splits(sessions, k, fold) for fold in range(k)]
+    tested = [s for f in folds for s in f["test"]]
+    assert sorted(tested) == sorted(sessions)  # every session tested exactly once
+    for f in folds:
+        train, val, test = set(f["train"]), set(f["val"]), set(f["test"])
+        assert train and val and test
+        assert not (train & val or train & test or val & test)
+        assert train | val | test == set(sessions)
+    assert folds == [util.cv_splits(sessions, k, fold) for fold in range(k)]  # deterministic
+
+
+def test_folds_are_contiguous_blocks_and_validation_is_the_next_fold() -> None:
+    assert util.cv_folds(range(1, 41), 5)[1] == tuple(range(9, 17))
+    assert util.cv_splits(range(1, 41), 5, 4) == {"train": tuple(range(9, 33)), "val": tuple(range(1, 9)),
+                                                  "test": tuple(range(33, 41))}
+    assert util.cv_splits([1, 2, 33, 37], 2, 0) == {"train": (33,), "val": (37,), "test": (1, 2)}
+    with pytest.raises(ValueError, match="do not fit"):
+        util.cv_folds([1, 2, 3], 4)
+    with pytest.raises(ValueError, match="no training session"):
+        util.cv_splits([1, 2, 3], 2, 0)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_macro_f1_averages_the_classes_present_in_the_truth() -> None:
+    # truth has classes 0 and 1 only; class 2 is predicted once (a false positive) but is absent.
+    # class 0: tp 2, fp 1 (the 1 predicted as 0), fn 1 (the 0 predicted as 2) -> F1 = 4 / (4 + 1 + 1) = 2/3
+    # class 1: tp 1, fp 0, fn 1 -> F1 = 2 / (2 + 0 + 1) = 2/3
+    y_true = [0, 0, 0, 1, 1]
+    y_pred = [0, 0, 2, 0, 1]
+    m = metrics.classification_metrics(y_true, y_pred)
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1_7class"] == pytest.approx((2 / 3 + 2 / 3) / 7)  # the five absent classes score 0
+    assert m["classes_present"] == ["neutral", "happy"]
+    assert metrics.macro_f1([], []) == 0.0
+
+
+def test_session_bootstrap_worked_by_hand() -> None:
+    # two sessions with statistic = mean of the sample values: session A holds 0s, session B 1s.
+    # A resample draws two sessions with replacement: AA (mean 0), AB or BA (0.5), BB (1); the 95%
+    # percentile interval over many resamples is therefore [0, 1], and the estimate is the full-data mean.
+    groups = np.array(["A", "A", "B", "B"])
+    values = np.array([0.0, 0.0, 1.0, 1.0])
+    result = metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3)
+    assert result["estimate"] == 0.5
+    assert result["ci95"] == [0.0, 1.0]
+    assert result["n_groups"] == 2
+    assert metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3) == result
+
+
+def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimate() -> None:
+    rng = np.random.default_rng(0)
+    session_means = rng.normal(0.5, 0.1, size=40)
+
+    def interval(n_sessions: int) -> dict:
+        groups = np.repeat(np.arange(n_sessions), 10)
+        values = np.repeat(session_means[:n_sessions], 10) + rng.normal(0, 0.01, size=10 * n_sessions)
+        return metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=1000, seed=0)
+
+    few, many = interval(5), interval(40)
+    for result in (few, many):
+        assert result["ci95"][0] <= result["estimate"] <= result["ci95"][1]
+    assert few["ci95"][1] - few["ci95"][0] > many["ci95"][1] - many["ci95"][0]
+
+
+# --------------------------------------------------------------------------- stale state
+
+
+def test_extraction_refuses_an_encoder_fitted_on_other_sessions(tmp_path: Path) -> None:
+    state = checkpoints.encoder_state(STEncoder(), Normalization(0, 1, 0, 1, 0, 1), {"clip_length": 11},
+                                      splits={"train": [1, 2], "val": [33], "test": [37]})
+    path = tmp_path / "best.pth"
+    torch.save(state, path)
+    with pytest.raises(util.DataError, match=r"trained on sessions .*'train': \[1, 2\].* trained on .*\[1\]") as err:
+        extraction.extract_features(11, "cpu", root=tmp_path, checkpoint=path, out_dir=tmp_path / "features",
+                                    splits={"train": (1,), "val": (33,), "test": (37,)}, log=None)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "features" / "manifest.json").exists()
+
+
+DIMS = {"audio": 8, "eda": 4, "temp": 4}
+SPLITS = {"train": (1, 2), "val": (3,), "test": (4,)}
+
+
+def graph_args(features: Path, graphs: Path) -> list[str]:
+    return ["--features_dir", str(features), "--graphs_dir", str(graphs), "--numv", "60"]
+
+
+def test_generate_graph_refuses_node_files_that_do_not_match_the_manifest(tmp_path: Path) -> None:
+    features = tmp_path / "features"
+    write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
+    args = generate_graph.parse_args(graph_args(features, tmp_path / "graphs"))
+    (features / "features_train" / "Sess02.pkl").unlink()
+    with pytest.raises(util.DataError, match=r"do not match the feature manifest's train sessions") as err:
+        generate_graph.build_graphs(args)
+    assert "Sess02.pkl" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "graphs").exists()
+
+    write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
+    path = features / "features_test" / "Sess04.pkl"
+    rows = pickle.loads(path.read_bytes())
+    path.write_bytes(pickle.dumps(rows[:-5]))
+    with pytest.raises(util.DataError, match=rf"{len(rows) - 5} node rows, the feature manifest counted {len(rows)}"):
+        generate_graph.build_graphs(args)
+
+
+def test_missing_feature_manifest_is_an_error(tmp_path: Path) -> None:
+    features = tmp_path / "features"
+    write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
+    graph_dir = generate_graph.build_graphs(generate_graph.parse_args(graph_args(features, tmp_path / "graphs")))
+    record = data_loader.read_build_record(graph_dir)
+    (features / "manifest.json").unlink()
+    with pytest.raises(util.DataError, match="feature manifest missing"):
+        data_loader.check_manifest(graph_dir, features, record)
+    with pytest.raises(util.DataError, match="file not found"):
+        generate_graph.build_graphs(generate_graph.parse_args([*graph_args(features, tmp_path / "g2")]))
+
+
+# --------------------------------------------------------------------------- two-fold CV end to end
+
+
+@pytest.fixture(scope="module")
+def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("cv")
+    data = work / "KEMDy20"
+    shutil.copytree(tiny_raw, data)
+    argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "DEMO", TINY_SETTINGS)
+        patch.setitem(config.STE_forward_params, "num_workers", 0)
+        patch.setitem(config.STE_forward_params, "progress", False)
+        patch.setattr(sys, "argv", argv)
+        yield {"work": work, "argv": argv, "patch": patch, "run": lambda: run_pipeline.main()}
+
+
+def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> None:
+    cv_run["run"]()
+    out = capsys.readouterr().out.strip().splitlines()
+    cv_dir = cv_run["work"] / "results" / "KEMDy20_audio-eda-temp" / "cv"
+    assert out[-1] == str(cv_dir / "summary.json")
+    summary = util.read_json(cv_dir / "summary.json")
+    assert [f["test_sessions"] for f in summary["folds"]] == [[1, 2], [33, 37]]
+    assert [f["val_sessions"] for f in summary["folds"]] == [[37], [2]]
+    assert summary["tested_sessions"] == [1, 2, 33, 37]
+    for fold in summary["folds"]:
+        for name in ("majority", "encoder", "gnn"):
+            assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
+    pooled = summary["pooled"]
+    n_segments = sum(f["n_segments"] for f in summary["folds"])
+    for name in ("majority", "encoder", "gnn", "gnn_minus_encoder"):
+        low, high = pooled[name]["ci95"]
+        assert low <= high
+    for name in ("majority", "encoder", "gnn"):
+        assert pooled[name]["n_segments"] == n_segments
+        assert pooled[name]["ci95"][0] <= pooled[name]["macro_f1"] <= pooled[name]["ci95"][1]
+    assert pooled["gnn_minus_encoder"]["macro_f1"] == pytest.approx(
+        pooled["gnn"]["macro_f1"] - pooled["encoder"]["macro_f1"])
+    assert (cv_dir / "summary.png").is_file() and (cv_dir / "confusion_pooled.png").is_file()
+    # each fold's encoder was fitted on that fold's training sessions, recorded in its manifest
+    for k, fold in enumerate(summary["folds"]):
+        manifest = util.read_json(cv_dir / f"fold_{k}" / "features" / "manifest.json")
+        assert manifest["encoder_splits"]["train"] == fold["train_sessions"]
+        assert {s for roles in manifest["embedded_by"].values() for s in roles} == {
+            f"Sess{s:02d}" for s in fold["train_sessions"] + fold["val_sessions"] + fold["test_sessions"]}
+    states = [util.read_json(cv_dir / f"fold_{k}" / "pipeline_state.json") for k in range(2)]
+    assert states[0]["STE_train"] != states[1]["STE_train"]  # stage keys include the splits and the fold
+
+    # resume: a second run skips every stage; a fold whose GNN results vanished reruns that stage only
+    shutil.rmtree(cv_dir / "fold_1" / "gnn")
+    cv_run["run"]()
+    out = capsys.readouterr().out
+    assert "[fold 1 train_val] running" in out
+    assert out.count("running") == 1
+    assert util.read_json(cv_dir / "summary.json")["folds"] == summary["folds"]
