@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-import cross_validation
 import data_loader
 import generate_graph
 import run_pipeline
