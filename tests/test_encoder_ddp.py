@@ -25,7 +25,7 @@ TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length
 TINY_FLAGS = [arg for key, value in TINY_INPUTS.items() for arg in (f"--{key}", str(value))]
 CLIP_LENGTH, EPOCHS, BATCH_SIZE, SEED = 11, 2, 8, 3  # BATCH_SIZE is per rank, as in STE_train.py
 WORLD_SIZE = 2
-STATE_ATOL = 1e-5  # final weights and BatchNorm statistics, two ranks against the reference (see the test)
+UPDATE_RTOL = 1e-2  # DDP's final state against the one-process reference's, relative to training's update
 
 
 def torchrun(script: Path | str, *args: str) -> subprocess.CompletedProcess:
@@ -92,24 +92,40 @@ def reference_training(root: Path) -> dict:
             "drop_last": drop_last, "segments": len(clips)}
 
 
-def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """Largest absolute difference over the floating-point entries of two state dicts (keys must match)."""
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Two state dicts with the same entries, bit for bit."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def update_error(state: dict[str, torch.Tensor], reference: dict, running_statistics: bool) -> float:
+    """||state - reference final|| / ||reference final - initial|| over the parameters, or over the BatchNorm
+    running statistics: how far from the reference's training a state ended, relative to how far training
+    moved. A norm, not a maximum: Adam divides by the root of the squared gradients, so a rounding-level
+    difference in a near-zero gradient can move a single weight by up to the learning rate."""
+    final, initial = reference["final"], reference["initial"]
+    keys = [k for k in final if final[k].is_floating_point() and ("running_" in k) == running_statistics]
+
+    def flat(d: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([d[k].double().flatten() for k in keys])
+
+    return float((flat(state) - flat(final)).norm() / (flat(final) - flat(initial)).norm())
 
 
 def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path, one_thread):
-    """Two ranks train the model the one-process reference above trains; the tolerance is STATE_ATOL.
+    """Two ranks train the model the one-process reference above trains, within UPDATE_RTOL.
 
-    A plain one-process run (`STE_train.py` without torchrun, batch 2 x 8) trains another model, and no
-    tolerance would make the comparison sound: its BatchNorm normalises over all 16 clips instead of two
+    A plain one-process run (`STE_train.py` without torchrun, --batch_size 16) trains another model, and no
+    tolerance would make that comparison sound: its BatchNorm normalises over all 16 clips instead of two
     halves of 8, its DataLoader shuffles with its own generator instead of DistributedSampler's
     permutation, and its running statistics follow every clip instead of rank 0's half. The reference
-    reproduces those three, so what remains is float rounding: the halves run the same kernels on the
-    same shapes with one thread, and halving a gradient is exact, so the states agree to the bit
-    (measured 0.0). STATE_ATOL = 1e-5 leaves room only for another summation order in the all-reduce
-    or the kernels. Unsynchronised gradients would leave the ranks with different weights (compared
-    bit for bit) and both off the reference by the scale of training itself (weights move by ~2 here)."""
+    reproduces those three, so only float rounding could remain, and none does: the halves run the same
+    kernels on the same shapes with one thread, and halving a gradient is exact, so the states agree to
+    the bit (measured update error 0.0). UPDATE_RTOL = 1e-2 leaves room for another summation order in
+    the all-reduce or the kernels, and is far below what broken synchronisation gives: with the bare
+    model in place of DDP (gradients not all-reduced) each rank's update error is 1.0 for the parameters
+    and 0.30 for the running statistics, and the ranks differ; without the broadcast of rank 0's running
+    statistics after each epoch, rank 1's differ from rank 0's by up to 0.46. Both fail the bit-identity
+    check."""
     out_dir, records = tmp_path / "ste", tmp_path / "records"
     result = torchrun(RECORDER, str(records), str(CLIP_LENGTH), "cpu", "--root", str(tiny_root), "--out_dir",
                       str(out_dir), "--epochs", str(EPOCHS), "--batch_size", str(BATCH_SIZE), "--seed", str(SEED),
@@ -123,8 +139,7 @@ def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path, o
     ranks = [torch.load(records / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
     reference = reference_training(tiny_root)
     # the same seed builds the same encoder on both ranks and in one process
-    for rank in ranks:
-        assert max_difference(rank["initial"], reference["initial"]) == 0.0
+    assert all(identical(rank["initial"], reference["initial"]) for rank in ranks)
     # every epoch, the two ranks' shards partition the training segments, and each rank loads its shard in
     # order, short of its last partial batch (dropped here: 38 segments, 19 per rank, batches of 8)
     kept = reference["segments"] // WORLD_SIZE // BATCH_SIZE * BATCH_SIZE if reference["drop_last"] else None
@@ -132,17 +147,17 @@ def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path, o
         assert sorted(shards[0] + shards[1]) == list(range(reference["segments"]))
         for rank, shard in zip(ranks, shards, strict=True):
             assert [index for e, index in rank["drawn"] if e == epoch] == shard[:kept]
-    # gradients are all-reduced and rank 0's BatchNorm statistics broadcast: both ranks end bit-identical
-    assert max_difference(ranks[0]["final"], ranks[1]["final"]) == 0.0
-    assert all(torch.equal(ranks[0]["final"][k], ranks[1]["final"][k]) for k in ranks[0]["final"])
-    # ... and hold the reference's model, which training moved far from its start
-    assert max_difference(ranks[0]["final"], reference["final"]) <= STATE_ATOL
-    assert max_difference(reference["final"], reference["initial"]) > 1e4 * STATE_ATOL
+    # gradients are all-reduced and rank 0's running statistics broadcast: both ranks end bit-identical ...
+    assert identical(ranks[0]["final"], ranks[1]["final"])
+    # ... holding the reference's model
+    errors = {kind: update_error(ranks[0]["final"], reference, kind == "running statistics")
+              for kind in ("parameters", "running statistics")}
+    assert max(errors.values()) <= UPDATE_RTOL, errors
     # the checkpoint saves that model, and its log has rank 0's loss curve
     saved = load_encoder_checkpoint(out_dir / f"epoch_{EPOCHS:03d}.pth")
-    assert max_difference(saved["model"], ranks[0]["final"]) == 0.0
-    logged = {row["epoch"]: row["loss_total"] for row in saved["log"]}
-    assert logged == pytest.approx(reference["rank0_loss"], rel=1e-6)
+    assert identical(saved["model"], ranks[0]["final"])
+    assert {row["epoch"]: row["loss_total"] for row in saved["log"]} == pytest.approx(reference["rank0_loss"],
+                                                                                      rel=1e-4)
 
     features = tmp_path / "features"
     result = torchrun("STE_forward.py", "11", "cpu", "--root", str(tiny_root), "--checkpoint",
