@@ -11,6 +11,8 @@ Both must give the same embeddings (allclose). The last line printed is
 
 Without --root, the `tiny` synthetic preset is generated in a temporary folder; without
 --checkpoint, an untrained encoder (training-session normalisation) stands in for a trained one.
+Segments come from the pipeline's own `load_segments`, so the ones it skips (wav missing, unreadable
+or empty; no bio rows) are skipped here too and counted on the line before the last.
 """
 
 from __future__ import annotations
@@ -67,26 +69,33 @@ def main() -> None:
     parser.add_argument("--n_mels", type=int, default=config.STE_inputs["n_mels"])
     args = parser.parse_args()
     util.seed_everything(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the segments' wavs are read from it until the end
         root = args.root
         if root is None:
             root = Path(tmp) / "KEMDy20"
             synthetic.make_dataset(root, preset="tiny", seed=0)
             frames.write_frames(frames.build_frames(root), root)
-        table = load_segments(frames.load_frames(root), root)
-        if args.checkpoint is not None:
-            state = checkpoints.load_encoder_checkpoint(args.checkpoint)
-            model = checkpoints.encoder_from_checkpoint(state, args.checkpoint)
-            norm = Normalization.from_dict(state["normalization"])
-            clip_length, params = state["inputs"]["clip_length"], SpectrogramParams.from_dict(state["inputs"])
-        else:
-            params = SpectrogramParams.from_dict({**config.STE_inputs, "sample_rate": args.sample_rate,
-                                                  "hop_length": args.hop_length, "n_mels": args.n_mels})
-            clip_length = args.clip_length
-            model = STEncoder()
-            norm = compute_normalization(table.by_split["train"], clip_length, params)
+        run(args, root)
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    """Embed the first `args.segments` usable test segments both ways, check they agree, print the timings."""
+    table = load_segments(frames.load_frames(root), root)
+    if args.checkpoint is not None:
+        state = checkpoints.load_encoder_checkpoint(args.checkpoint)
+        model = checkpoints.encoder_from_checkpoint(state, args.checkpoint)
+        norm = Normalization.from_dict(state["normalization"])
+        clip_length, params = state["inputs"]["clip_length"], SpectrogramParams.from_dict(state["inputs"])
+    else:
+        params = SpectrogramParams.from_dict({**config.STE_inputs, "sample_rate": args.sample_rate,
+                                              "hop_length": args.hop_length, "n_mels": args.n_mels})
+        clip_length = args.clip_length
+        model = STEncoder()
+        norm = compute_normalization(table.by_split["train"], clip_length, params)
     model.eval()
     segments = table.by_split["test"][: args.segments]
+    if not segments:
+        raise util.DataError("no usable test segment to embed", root)
     n_nodes = sum(s.n_steps for s in segments)
     our_embeddings(model, segments[:1], norm, clip_length, params, args.batch_size, 0)  # warm-up
     started = time.perf_counter()
@@ -98,8 +107,10 @@ def main() -> None:
     max_diff = float(np.abs(ours - reference).max())
     if not np.allclose(ours, reference, rtol=1e-3, atol=1e-4):
         raise SystemExit(f"embeddings disagree: max |ours - reference| = {max_diff:.3g}")
+    report = table.report()
     print(f"{n_nodes} nodes of {len(segments)} segments, clip {clip_length}, {params.sample_rate} Hz, "
-          f"{params.n_mels} mels x {params.clip_frames(clip_length)} frames; max |diff| {max_diff:.2e}")
+          f"{params.n_mels} mels x {params.clip_frames(clip_length)} frames; max |diff| {max_diff:.2e}; "
+          f"skipped {report['skipped']} of {report['considered']} segments {report['skipped_reasons']}")
     print(f"ratio={reference_s / ours_s:.2f} reference_s={reference_s:.2f} ours_s={ours_s:.2f} "
           f"nodes_per_s={n_nodes / ours_s:.1f}")
 

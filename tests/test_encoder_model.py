@@ -1,5 +1,6 @@
 """The three-stream encoder: shapes, parameter counts, the loss on logits, weights and checkpoints."""
 
+import copy
 import math
 
 import pytest
@@ -55,11 +56,70 @@ def test_loss_is_cross_entropy_on_logits():
     assert float(total) == pytest.approx(2 * math.log(2), abs=1e-3)
 
 
-def test_inference_model_gives_the_same_embeddings(model):
-    audio, eda, temp = torch.randn(4, 1, 16, 44), torch.randn(4, 1, 11), torch.randn(4, 1, 11)
+FOLD_RTOL = 1e-5  # of each output's largest magnitude; float32 folding measured at about 1.2e-6
+
+
+def randomise_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every BatchNorm running statistics and an affine map far from identity (seeded): means in
+    [-1, 1], variances in [0.25, 4], scales of 0.5 to 2 with a fifth of them negative, shifts in
+    [-0.5, 0.5]. A fresh model has mean 0, variance 1, scale 1 and shift 0, so a fold that ignored them would pass."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        assert torch.allclose(inference_model(model)(audio, eda, temp).embedding,
-                              model(audio, eda, temp).embedding, atol=1e-4)
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                n = bn.num_features
+                bn.running_mean.uniform_(-1, 1, generator=gen)
+                bn.running_var.uniform_(0.25, 4, generator=gen)
+                sign = torch.where(torch.rand(n, generator=gen) < 0.2, -1.0, 1.0)
+                bn.weight.copy_(torch.empty(n).uniform_(0.5, 2, generator=gen) * sign)
+                bn.bias.uniform_(-0.5, 0.5, generator=gen)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def far_from_identity():
+    """An eval-mode encoder whose BatchNorms are far from identity, and a small batch of inputs."""
+    torch.manual_seed(2)
+    model = randomise_batchnorm(STEncoder(), seed=3)
+    gen = torch.Generator().manual_seed(4)
+    inputs = (torch.randn(4, 1, 16, 44, generator=gen), torch.randn(4, 1, 11, generator=gen),
+              torch.randn(4, 1, 11, generator=gen))
+    with torch.no_grad():
+        return model, inputs, model(*inputs)
+
+
+def fold_error(folded: torch.nn.Module, inputs: tuple, reference: models.EncoderOutput) -> dict[str, float]:
+    """Per output (four heads' logits and the 1536-d embedding): max |folded - reference| / max |reference|."""
+    with torch.no_grad():
+        out = folded(*inputs)
+    return {name: float((a - b).abs().max() / b.abs().max())
+            for name, a, b in zip(reference._fields, out, reference, strict=True)}
+
+
+def test_inference_model_folds_batchnorm_statistics_exactly(one_thread, far_from_identity):
+    model, inputs, reference = far_from_identity
+    folded = inference_model(model)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    errors = fold_error(folded, inputs, reference)
+    assert max(errors.values()) <= FOLD_RTOL, errors
+
+
+@pytest.mark.parametrize(("batchnorm", "affected"), [
+    ("audio.layer2.0.bn1", ("audio", "fused", "embedding")),
+    ("eda.blocks.2.downsample.1", ("eda", "fused", "embedding")),
+    ("temp.stem.1", ("temp", "fused", "embedding")),
+])
+def test_fold_check_detects_one_batchnorm_folded_without_its_statistics(one_thread, far_from_identity, batchnorm,
+                                                                        affected):
+    """The check above has power: a fold that ignores the running statistics of a single BatchNorm
+    (folds it as if mean 0, variance 1) moves every output that depends on it by over 1000 tolerances."""
+    model, inputs, reference = far_from_identity
+    wrong = copy.deepcopy(model)
+    bn = wrong.get_submodule(batchnorm)
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0)
+    errors = fold_error(inference_model(wrong), inputs, reference)
+    assert all(errors[name] > 1000 * FOLD_RTOL for name in affected), errors
 
 
 def test_local_resnet18_weights_load_into_the_audio_stream(tmp_path):

@@ -81,6 +81,15 @@ def broadcast(runtime: Runtime, value: Any) -> Any:
     return box[0]
 
 
+def broadcast_buffers(runtime: Runtime, module: torch.nn.Module) -> None:
+    """Overwrite every rank's buffers of `module` (BatchNorm running statistics) with rank 0's, in place.
+    DistributedDataParallel copies them from rank 0 only before each forward, so after the last training
+    step every other rank still holds the statistics of its own last half-batch."""
+    if runtime.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()

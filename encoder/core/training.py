@@ -32,7 +32,7 @@ from encoder.core.checkpoints import (
 )
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, SegmentDataset, TrainClipDataset, compute_normalization, load_segments
-from encoder.core.distributed import Runtime, barrier, gather, start_runtime, stop_runtime
+from encoder.core.distributed import Runtime, barrier, broadcast_buffers, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
 from encoder.core.models import STEncoder
 from encoder.core.prediction import HEADS, Predictions, autocast, encoder_loss, iter_predictions, node_metrics
@@ -168,6 +168,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
             sampler.set_epoch(epoch)
         losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight,
                                   f"epoch {epoch}/{epochs}" if log and settings["progress"] else None)
+        broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
         val = validate(runtime, model, val_segs, norm, clip_length, params, settings)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
