@@ -184,7 +184,7 @@ def build_report(work: Path, quick: bool) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -201,6 +201,7 @@ def main() -> None:
         print(f"{key:<{width}}  {shown}{note}")
     print(f"failed parts: {', '.join(report['failed_parts']) or 'none'}")
     print(args.out)
+    return 1 if report["failed_parts"] else 0
 
 
 if __name__ == "__main__":
