@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean-demo
+.PHONY: venv demo test lint clean-demo gpu-wheels
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# Wheels that benchmarks/gpu_check.sh installs on the GPU machine (no network there): into build/wheels,
+# which the device tool carries (carry: build/wheels).
+gpu-wheels:
+	bash benchmarks/fetch_gpu_wheels.sh

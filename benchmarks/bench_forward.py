@@ -30,10 +30,13 @@ from encoder.core.custom_transforms import Normalization, SpectrogramParams, cli
 from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
 from encoder.core.models import STEncoder, inference_model
 
+CPU = torch.device("cpu")
+
 
 def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normalization, clip_length: int,
-                         params: SpectrogramParams) -> np.ndarray:
-    """The straightforward way: per node, read the wav, cut the clip, compute its spectrogram, batch 1."""
+                         params: SpectrogramParams, device: torch.device = CPU) -> np.ndarray:
+    """The straightforward way: per node, read the wav, cut the clip, compute its spectrogram, batch 1.
+    `model` must be on `device` (benchmarks/bench_gpu.py times this on a GPU)."""
     out = []
     with torch.no_grad():
         for seg in segments:
@@ -42,9 +45,9 @@ def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normal
                 spec = norm.audio(clip_spectrogram(wav, step, clip_length, params))
                 eda = norm.eda(clip_utils.bio_clips(seg.eda, clip_length, np.array([step])))
                 temp = norm.temp(clip_utils.bio_clips(seg.temp, clip_length, np.array([step])))
-                result = model(torch.from_numpy(spec)[None, None], torch.from_numpy(eda)[None],
-                               torch.from_numpy(temp)[None])
-                out.append(result.embedding[0].numpy())
+                result = model(torch.from_numpy(spec)[None, None].to(device), torch.from_numpy(eda)[None].to(device),
+                               torch.from_numpy(temp)[None].to(device))
+                out.append(result.embedding[0].cpu().numpy())
     return np.stack(out)
 
 
