@@ -158,16 +158,22 @@ def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_ide
 def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_dim: int, numv: int,
                   time_edge: float, cross_identity: str) -> dict[str, Any]:
     """Build and write the graphs of one node file, which must hold the `expected_nodes` rows its
-    feature manifest counted; returns counts for the build record."""
+    feature manifest counted; returns counts for the build record. Runs torch on one thread (with
+    --workers, one session per process) and gives the caller its thread count back: a later stage in the
+    same process (run_pipeline's GNN training) must not depend on whether this stage ran."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    nodes = read_nodes(node_file, feature_dim)
-    if len(nodes["time_s"]) != expected_nodes:
-        raise util.DataError(f"{len(nodes['time_s'])} node rows, the feature manifest counted {expected_nodes}; "
-                             "rerun STE_forward.py", node_file)
-    graphs = edges = 0
-    for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
-        data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
-        graphs, edges = graphs + 1, edges + data.num_edges
+    try:
+        nodes = read_nodes(node_file, feature_dim)
+        if len(nodes["time_s"]) != expected_nodes:
+            raise util.DataError(f"{len(nodes['time_s'])} node rows, the feature manifest counted {expected_nodes}; "
+                                 "rerun STE_forward.py", node_file)
+        graphs = edges = 0
+        for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
+            data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
+            graphs, edges = graphs + 1, edges + data.num_edges
+    finally:
+        torch.set_num_threads(threads)
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
 
 
