@@ -16,6 +16,7 @@ metrics.json. `train_and_evaluate(args)` is the importable entry point.
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 import argparse
 import csv
 import time
