@@ -1,6 +1,6 @@
 """One command from recordings to a results table.
 
-    python run_pipeline.py [--data DIR] [--preset demo] [--device cpu|N] [--force] [--modalities audio,eda,temp]
+    python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
@@ -27,7 +27,7 @@ from typing import Any
 
 import generate_graph
 import train_val
-from encoder.core import config, extraction, frames, synthetic, training, util
+from encoder.core import config, distributed, extraction, frames, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(synthetic.PRESETS), default=config.DEMO["preset"],
                         help="synthetic preset generated when no KEMDy20 is configured")
     parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the synthetic data and of training")
-    parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device index")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--modalities", default="audio,eda,temp",
                         help="modalities the GNN uses (any subset of audio,eda,temp), for ablations")
@@ -94,6 +95,7 @@ def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     work = args.work
+    device = distributed.resolve_device(args.device)
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
     settings = config.DEMO if profile == "demo" else NO_OVERRIDES
@@ -127,12 +129,12 @@ def main() -> None:
     best = ste_dir / "best.pth"
     encoder_stamp = pipeline.stage(
         "STE_train", encoder_key, [best],
-        lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt))
+        lambda: training.train_encoder(device=device, root=root, inputs=inputs, optimization=opt))
 
     features_stamp = pipeline.stage(
         "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None},
         [features_dir / "manifest.json", features_dir / "encoder_metrics.json"],
-        lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=features_dir))
+        lambda: extraction.extract_features(device=device, root=root, checkpoint=best, out_dir=features_dir))
 
     graph_flags = ["--features_dir", str(features_dir), "--graphs_dir", str(work / "graphs"), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
@@ -142,7 +144,7 @@ def main() -> None:
 
     exp = f"{'demo' if is_synthetic else root.name}_{args.modalities.replace(',', '-')}"
     gnn_flags = [*graph_flags, "--results_dir", str(work / "results"), "--exp", exp, "--seed", str(args.seed),
-                 "--modalities", args.modalities, "--device", "cpu" if args.device == "cpu" else f"cuda:{args.device}",
+                 "--modalities", args.modalities, "--device", str(device),
                  *settings["gnn_flags"]]
     metrics_path = work / "results" / exp / "metrics.json"
     pipeline.stage("train_val", {"graphs": graphs_stamp, "flags": gnn_flags}, [metrics_path],

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import data_loader
 import generate_graph
 import models_gnn
-from encoder.core import config, util
+from encoder.core import config, distributed, util
 from encoder.core.metrics import (
     class_weights,
     classification_metrics,
@@ -119,7 +119,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise util.DataError("--num_epoch, --eval_freq and --batch_size must be at least 1")
     util.seed_everything(args.seed)
     started = time.time()
-    device = torch.device(args.device)
+    device = distributed.resolve_device(args.device)
     features_dir, graph_dir = generate_graph.graph_paths(args)
     record = data_loader.read_build_record(graph_dir)
     notes = [n for n in [data_loader.check_manifest(graph_dir, features_dir, record)] if n]
