@@ -9,9 +9,13 @@ selection: validation segment macro-F1 (a segment's prediction = mean of its nod
 probabilities; metric target = the first listed label), evaluated every --eval_freq epochs, with
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
+`--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
+the one `predict.py --online` runs); the default --exp then ends in `_causal`.
+
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
-segment), confusion_test.png (segment level) and curves.png. The last printed line is the path of
-metrics.json. `train_and_evaluate(args)` is the importable entry point.
+segment), confusion_test.png (segment level), curves.png and model/ (model_folder.py: the GNN, the
+encoder its features came from and the settings prediction needs, for `predict.py --model`). The
+last printed line is the path of metrics.json. `train_and_evaluate(args)` is the importable entry point.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tqdm import tqdm
 
 import data_loader
 import generate_graph
+import model_folder
 import models_gnn
 from encoder.core import config, distributed, util
 from encoder.core.metrics import (
@@ -63,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda")
     parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--causal", action="store_true",
+                        help="causal variant: only edges from the past or the same instant (for predict.py --online)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
@@ -127,16 +134,20 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     modalities = args.modalities.split(",") if args.modalities else None
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
-                                 args.dropout).to(device)
+                                 args.dropout, causal=args.causal).to(device)
     except ValueError as err:
         raise util.DataError(str(err), graph_dir / data_loader.BUILD_FILE) from None
-    out = Path(args.results_dir or config.RESULTS_DIR) / (args.exp or graph_dir.name)
+    args.exp = args.exp or graph_dir.name + ("_causal" if args.causal else "")
+    out = Path(args.results_dir or config.RESULTS_DIR) / args.exp
     with util.atomic_dir(out) as tmp:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
         history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
+        manifest = model_folder.feature_manifest(record, features_dir)
+        models_gnn.save_checkpoint(model, tmp / "best.pth", **best, **model_folder.provenance(record, manifest))
+        notes += model_folder.write(tmp, tmp / "best.pth", model.config, record, manifest)
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           _encoder_baseline(features_dir, notes), notes, time.time() - started)

@@ -86,6 +86,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
             test = [p for part in results if (p := part["test"]) is not None]
             report = test_report(table.by_split.get("train", []), test)
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime)
+            manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
             say(f"features: {sum(written.values())} nodes in {len(written)} sessions → {out_dir}")
@@ -94,6 +95,12 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     finally:
         if runtime.is_main and Path(staging).exists():
             shutil.rmtree(staging)
+
+
+def feature_precision(device: torch.device, amp: bool) -> str:
+    """The precision embeddings are computed in: float16 under CUDA autocast when `amp`, else float32
+    (prediction.autocast). Recorded in the manifest so that prediction can embed the same way."""
+    return "float16-autocast" if amp and device.type == "cuda" else "float32"
 
 
 def _made(path: Path) -> Path:
