@@ -62,7 +62,7 @@ import model_folder
 import models_gnn
 import online
 import train_val
-from encoder.core import checkpoints, config, distributed, frames, prediction, util
+from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, util
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
@@ -74,7 +74,6 @@ COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "ang
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
 GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
-FLOAT16 = "float16-autocast"  # extraction.feature_precision of features computed under CUDA autocast
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -179,10 +178,10 @@ def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str
     and a note where this device cannot. Unknown precision (older files): the configured default."""
     if precision is None:
         return {}, None
-    if precision == FLOAT16 and device.type != "cuda":
+    if precision == extraction.FLOAT16 and device.type != "cuda":
         return {"amp": False}, ("the GNN was trained on float16 features (CUDA autocast); embedding in float32 "
                                 "on the CPU")
-    return {"amp": precision == FLOAT16}, None
+    return {"amp": precision == extraction.FLOAT16}, None
 
 
 # --------------------------------------------------------------------------- data and prediction

@@ -342,3 +342,12 @@ def test_new_bad_input_is_a_one_line_error(bad: str, copies: dict[str, Path], mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
     assert not list(tmp_path.glob("pred*"))
+
+
+def test_embedding_precision_follows_the_training_features() -> None:
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert predict.embedding_amp("float32", cuda) == ({"amp": False}, None)  # not the configured amp=True
+    assert predict.embedding_amp(extraction.FLOAT16, cuda) == ({"amp": True}, None)
+    settings, note = predict.embedding_amp(extraction.FLOAT16, cpu)
+    assert settings == {"amp": False} and "float16" in note
+    assert predict.embedding_amp(None, cuda) == ({}, None)  # unrecorded (older files): the configured default

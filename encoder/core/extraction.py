@@ -29,6 +29,7 @@ from encoder.core.models import EMBEDDING_DIM, FEATURE_ORDER, STREAM_DIM, infere
 from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
+FLOAT16 = "float16-autocast"  # feature_precision of embeddings computed under CUDA autocast
 
 
 def extract_features(
@@ -100,7 +101,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
 def feature_precision(device: torch.device, amp: bool) -> str:
     """The precision embeddings are computed in: float16 under CUDA autocast when `amp`, else float32
     (prediction.autocast). Recorded in the manifest so that prediction can embed the same way."""
-    return "float16-autocast" if amp and device.type == "cuda" else "float32"
+    return FLOAT16 if amp and device.type == "cuda" else "float32"
 
 
 def _made(path: Path) -> Path:
