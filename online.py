@@ -24,6 +24,11 @@ Nodes arrive in generate_graph's order (time, then identity, then segment ID) an
 instant at a time: the nodes of one 4 Hz timestamp (both speakers) arrive together, since same-instant
 nodes are each other's in-neighbours.
 
+Threads. One instant is one or two nodes: one encoder pass over so few inputs is too little work to
+share between threads. On the project's 2-core machine, shared with other jobs at the time, a single
+node took 23 ms through the demo encoder on one torch thread and 103 ms on two (the second thread
+mostly waits), so predict.py --online and benchmarks/bench_online.py run the replay on one thread.
+
 Embedding. A node's encoder clip is centred on it: it reads up to clip_length // 2 steps (1.25 s at the
 default 11) of its segment after the node, and the segment's end (edge padding). A live system can
 therefore embed a node at the earliest clip_length // 2 steps after its timestamp, or at its segment's
@@ -172,12 +177,14 @@ class NodeEmbedder:
 @dataclass
 class Arrival:
     """The nodes of one instant of a replay: their (segment, step), their probabilities, the segments
-    that ended at this instant with their mean node probabilities, and the seconds it took."""
+    that ended at this instant with their mean node probabilities, and the seconds it took (from the
+    nodes' arrival to their labels), of which `embed_seconds` in the encoder."""
 
     nodes: list[tuple[Segment, int]]
     probs: np.ndarray
     segments_done: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
+    embed_seconds: float = 0.0
 
 
 def instants(segments: Sequence[Segment]) -> Iterator[list[tuple[Segment, int]]]:
@@ -201,9 +208,10 @@ def replay(embedder: NodeEmbedder, gnn: OnlineGNN, segments: Sequence[Segment]) 
     for nodes in instants(segments):
         started = time.perf_counter()
         features = embedder.embed(nodes)
+        embedded = time.perf_counter()
         logits = gnn.push([seg.ts[step] for seg, step in nodes], [seg.identity for seg, _ in nodes], features)
         probs = functional.softmax(logits, dim=1).cpu().numpy()
-        arrival = Arrival(nodes, probs)
+        arrival = Arrival(nodes, probs, embed_seconds=embedded - started)
         for (seg, step), p in zip(nodes, probs, strict=True):
             sums[seg.segment_id] = sums.get(seg.segment_id, 0.0) + p.astype(np.float64)
             if step == seg.n_steps - 1:

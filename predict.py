@@ -399,6 +399,7 @@ def main() -> None:
     gt, segments, skipped = session_segments(args.session, sessions)
     nodes = None
     if args.online:
+        torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
         amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
         ids, probs, nodes, timing = predict_online(encoder, loaded["encoder_state"], gnn, graphs, segments, device,
                                                    bool(amp))
