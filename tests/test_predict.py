@@ -317,12 +317,14 @@ def test_online_labels_equal_the_causal_model_on_one_unchunked_graph(copies: dic
     np.testing.assert_allclose(segments_out[PROBS].to_numpy(), means.to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", ["malformed_emotion", "malformed_valence", "offline_model_online", "no_model"])
+@pytest.mark.parametrize("bad", ["malformed_emotion", "malformed_valence", "stray_wav", "offline_model_online",
+                                 "no_model"])
 def test_new_bad_input_is_a_one_line_error(bad: str, copies: dict[str, Path], models: dict[str, Path],
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture) -> None:
-    """A malformed (not merely empty) field of an unlabelled annotation, --online with an offline GNN, a
-    folder that is no model folder: exit status 1, one `error:` line naming the file (and row), no CSV."""
+    """A malformed (not merely empty) field of an unlabelled annotation, a wav that names no segment where
+    there is no annotation, --online with an offline GNN, a folder that is no model folder: exit status 1,
+    one `error:` line naming the file (and row), no CSV."""
     root, model, extra = copies["unlabelled"], models["model"], []
     named = ""
     if bad.startswith("malformed"):
@@ -330,6 +332,10 @@ def test_new_bad_input_is_a_one_line_error(bad: str, copies: dict[str, Path], mo
         column, value = (4, "hapy") if bad == "malformed_emotion" else (5, "high")
         named = str(edit_annotation(root, lambda row, f: [*f[:column], value, *f[column + 1:]] if row == 4 else f))
         named += ", row 4"
+    elif bad == "stray_wav":
+        root = shutil.copytree(copies["bare"], tmp_path / "copy")
+        named = str(shutil.copy(next((root / "wav" / f"Session{SESSION}").glob("*.wav")),
+                                root / "wav" / f"Session{SESSION}" / "notes.wav"))
     elif bad == "offline_model_online":
         extra, named = ["--online"], str(models["model"] / "model" / "gnn.pth")
     else:

@@ -162,13 +162,14 @@ def wav_segments(root: Path, skip_sessions: set[int]) -> pd.DataFrame:
     is an error naming it."""
     rows = []
     for path in wav_files(root):
+        session = int(path.parent.name.removeprefix("Session"))  # wav_files lists SessionSS folders only
+        if session in skip_sessions:
+            continue
         match = util.SEGMENT_ID_RE.match(path.stem)
-        folder = _SESSION_DIR_RE.match(path.parent.name)
-        if match is None or folder is None or match.group(1) != folder.group(1):
+        if match is None or int(match.group(1)) != session:
             raise util.DataError(f"wav file name is not a segment ID of {path.parent.name} "
                                  "(SessSS_scriptCC_UserUUUG_KKK.wav)", path)
-        if int(match.group(1)) not in skip_sessions:
-            rows.append((path.stem, int(match.group(1)), match.group(3)))
+        rows.append((path.stem, session, match.group(3)))
     return pd.DataFrame({
         "Numb": pd.array([pd.NA] * len(rows), dtype="Int64"),
         "wav_start": np.full(len(rows), np.nan),
