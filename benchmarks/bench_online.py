@@ -117,7 +117,7 @@ def main() -> None:
         raise SystemExit(f"online and rebuilt probabilities disagree: max |diff| = {diff:.3g}")
     nodes, instants = len(fast["latency"]), sum(1 for _ in online.instants(segments))
     print(f"Sess{args.session}: {nodes} nodes in {instants} instants, {len(segments)} segments; causal GNN, "
-          f"time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}; {torch.get_num_threads()} threads; "
+          f"time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}; torch threads {torch.get_num_threads()}; "
           f"max |ours - reference| {diff:.1e}")
     print(f"reference (graph of the whole past rebuilt per arrival): {line(slow)}; {gnn_part(slow)}")
     print(f"ours (window of at most {fast['window']} nodes): {gnn_part(fast)}; per node, embedding included:")
