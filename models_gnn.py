@@ -21,6 +21,18 @@ Parameters at the default 1536-d input (3 x 512), c1 = 64, c2 = 16, 7 classes:
     SAGEConv out  3 x (16*7 + 7 + 16*7)                  =    693
     total                                                = 139,109
 
+Causal variant (`causal=True`, train_val.py --causal; predict.py --online): every edge it reads goes
+from the past or the same instant, j -> k with t_j <= t_k (in PyG message passing edge (j, k) carries
+j's message to k; edge_attr = sign(t_j - t_k) <= 0). Restricted to those edges the backward and the
+undirected branch would read the same edges, and the forward branch only the same-instant ones, so
+the causal model has two branches:
+    past     edge_attr <= 0  (earlier neighbours within time_edge, same-instant ones, self-loop)
+    instant  edge_attr == 0  (same-instant neighbours, any identity, and the self-loop)
+with the same layers per branch: 126,302 parameters at the default sizes (139,109 minus one branch:
+12,416 + 128 + 32 + 231). Its three message-passing layers each reach at most time_edge seconds back,
+so a node's logits depend on nodes up to 3 x time_edge seconds earlier and on none later: the
+logits of a node are final when it arrives, which online.py uses to label a stream exactly.
+
 SPELL's own model reports 139,365 at the same sizes. The difference, +256, is two changes: SPELL has
 one BatchNorm after the shared SAGEConv where this model has one per branch (2*16 = 32 here x 3 = 96,
 so SPELL has 64 fewer), and SPELL builds a spatial Linear(4 -> 64) for bounding-box inputs that its
@@ -30,6 +42,7 @@ model nor SPELL's layers read a per-edge weight; see generate_graph.py for what 
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,24 +55,33 @@ from torch_geometric.nn import EdgeConv, SAGEConv
 from encoder.core import config, util
 from encoder.core.checkpoints import load_state_dict, read_torch_file, save_torch_file
 
+Pair = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 BRANCHES = ("forward", "backward", "undirected")
+CAUSAL_BRANCHES = ("past", "instant")
 CHECKPOINT_FORMAT = "spell-gnn-1"
 
 
-def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor) -> dict[str, torch.Tensor]:
+def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:
     """Edges of each branch: forward attr >= 0, backward attr <= 0 (ties and self-loops in both),
-    undirected all."""
+    undirected all; causal: past attr <= 0, instant attr == 0 (no edge from a later node)."""
     attr = edge_attr.reshape(-1)
+    if causal:
+        return {"past": edge_index[:, attr <= 0], "instant": edge_index[:, attr == 0]}
     return {"forward": edge_index[:, attr >= 0], "backward": edge_index[:, attr <= 0], "undirected": edge_index}
 
 
 class SPELL(nn.Module):
     """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
-    (insertion order = the manifest's feature_order); `modalities` picks the blocks used."""
+    (insertion order = the manifest's feature_order); `modalities` picks the blocks used; `causal`
+    builds the two-branch variant that reads no edge from a later node (see the module docstring).
+
+    The layers are also callable one by one (`embed`, `edge_layer`, `sage_layer`, `out_layer`) on a
+    bipartite pair (source states, target states), which is how online.py extends the graph by the
+    nodes of one instant without recomputing the others."""
 
     def __init__(self, feature_dims: Mapping[str, int], modalities: Sequence[str] | None = None,
                  channel1: int = 64, channel2: int = 16, dropout: float = 0.2,
-                 num_classes: int = config.NUM_CLASSES):
+                 num_classes: int = config.NUM_CLASSES, causal: bool = False):
         super().__init__()
         self.feature_dims = {str(k): int(v) for k, v in feature_dims.items()}
         chosen = tuple(modalities) if modalities else tuple(self.feature_dims)
@@ -68,6 +90,8 @@ class SPELL(nn.Module):
             raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(self.feature_dims)}")
         self.modalities = tuple(m for m in self.feature_dims if m in chosen)
         self.channel1, self.channel2, self.dropout, self.num_classes = channel1, channel2, dropout, num_classes
+        self.causal = bool(causal)
+        self.branches = CAUSAL_BRANCHES if self.causal else BRANCHES
         starts, offset = {}, 0
         for name, dim in self.feature_dims.items():
             starts[name], offset = offset, offset + dim
@@ -76,31 +100,45 @@ class SPELL(nn.Module):
         self.bn_in = nn.BatchNorm1d(channel1)
         self.edge_convs = nn.ModuleList(
             EdgeConv(nn.Sequential(nn.Linear(2 * channel1, channel1), nn.ReLU(), nn.Linear(channel1, channel1)))
-            for _ in BRANCHES)
-        self.bn_edge = nn.ModuleList(nn.BatchNorm1d(channel1) for _ in BRANCHES)
+            for _ in self.branches)
+        self.bn_edge = nn.ModuleList(nn.BatchNorm1d(channel1) for _ in self.branches)
         self.sage_shared = SAGEConv(channel1, channel2)
-        self.bn_sage = nn.ModuleList(nn.BatchNorm1d(channel2) for _ in BRANCHES)
-        self.sage_out = nn.ModuleList(SAGEConv(channel2, num_classes) for _ in BRANCHES)
+        self.bn_sage = nn.ModuleList(nn.BatchNorm1d(channel2) for _ in self.branches)
+        self.sage_out = nn.ModuleList(SAGEConv(channel2, num_classes) for _ in self.branches)
 
     @property
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (stored in checkpoints)."""
         return {"feature_dims": dict(self.feature_dims), "modalities": list(self.modalities),
                 "channel1": self.channel1, "channel2": self.channel2, "dropout": self.dropout,
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "causal": self.causal}
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
         """Logits [n, num_classes] for node features x [n, D]."""
-        h = sum(self.inputs[m](x[:, a:b]) for m, (a, b) in self.slices.items())
-        h = functional.relu(self.bn_in(h))
+        h = self.embed(x)
         logits = 0
-        for i, edges in enumerate(branch_edges(edge_index, edge_attr).values()):
-            z = functional.relu(self.bn_edge[i](self.edge_convs[i](h, edges)))
-            z = functional.dropout(z, self.dropout, self.training)
-            z = functional.relu(self.bn_sage[i](self.sage_shared(z, edges)))
-            z = functional.dropout(z, self.dropout, self.training)
-            logits = logits + self.sage_out[i](z, edges)
+        for i, edges in enumerate(branch_edges(edge_index, edge_attr, self.causal).values()):
+            z = functional.dropout(self.edge_layer(i, h, edges), self.dropout, self.training)
+            z = functional.dropout(self.sage_layer(i, z, edges), self.dropout, self.training)
+            logits = logits + self.out_layer(i, z, edges)
         return logits
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per node, no edges: the modality Linears summed, BN, ReLU -> [n, channel1]."""
+        h = sum(self.inputs[m](x[:, a:b]) for m, (a, b) in self.slices.items())
+        return functional.relu(self.bn_in(h))
+
+    def edge_layer(self, branch: int, x: Pair, edges: torch.Tensor) -> torch.Tensor:
+        """EdgeConv of `branch`, BN, ReLU; x = states of all nodes, or (sources, targets)."""
+        return functional.relu(self.bn_edge[branch](self.edge_convs[branch](x, edges)))
+
+    def sage_layer(self, branch: int, x: Pair, edges: torch.Tensor) -> torch.Tensor:
+        """The shared SAGEConv, BN of `branch`, ReLU."""
+        return functional.relu(self.bn_sage[branch](self.sage_shared(x, edges)))
+
+    def out_layer(self, branch: int, x: Pair, edges: torch.Tensor) -> torch.Tensor:
+        """The output SAGEConv of `branch`: that branch's logits."""
+        return self.sage_out[branch](x, edges)
 
 
 def save_checkpoint(model: SPELL, path: Path, **extra: Any) -> None:

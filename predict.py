@@ -1,24 +1,49 @@
 """Label every segment of KEMDy20-format sessions with a trained encoder and GNN; draw one timeline per script.
 
-    python predict.py --encoder encoder/STE_TRAIN/best.pth --gnn results/<exp>/best.pth \\
-                      --session encoder/KEMDy20_demo [--sessions 37,38] [--out predictions.csv] [--device cpu|N]
+    python predict.py --model results/<exp> --session DIR [--sessions 37,38] [--out predictions.csv]
+                      [--online] [--device auto|cpu|N]
+    python predict.py --encoder encoder/STE_TRAIN/best.pth --gnn results/<exp>/best.pth --session DIR ...
 
-`--session` is a folder in the KEMDy20 layout (annotation/, wav/, EDA/, TEMP/) holding one or more
-sessions; `--sessions` picks some of them. Its dataframe tables are built in memory (nothing is written
-into it); the annotation supplies the segment IDs and wav spans. Per session, every 4 Hz step of every
-kept segment is embedded by the encoder (1536-d, the batching path of STE_forward), the nodes are cut
-into temporal graphs with the settings the GNN was trained on (numv, time_edge, cross_identity: from
-the checkpoint, else from metrics.json or graph_build.json beside it), the GNN gives each node a softmax
-over the seven emotions, and a segment's probabilities are the mean of its nodes'. Annotation labels
-never reach the models: they only fill the `true` column (the first listed label, the metric target)
-and the strips of the timelines.
+`--model` is a results/<exp> folder of train_val.py (or the model/ folder inside it, wherever it was
+copied): it holds the GNN, the encoder its features came from (both checked by sha256) and the
+settings prediction must reproduce (model_folder.py). The two-checkpoint form reads the graph
+settings and feature precision from the GNN checkpoint (else from a metrics.json or graph_build.json
+beside it). Embeddings are computed in the precision the GNN's training features were (float32, or
+float16 under CUDA autocast; on a CPU always float32, with a note when that differs).
+
+`--session` is a folder in the KEMDy20 layout (wav/, EDA/, TEMP/, and annotation/ where there is one)
+holding one or more sessions; `--sessions` picks some of them. Nothing is written into it. Labels are
+never needed and never reach the models:
+  * an annotation whose label fields (total and per-evaluator emotion, valence, arousal) are empty is
+    read for its segment IDs and wav start/end; labels present in it are only shown (the `true`
+    column, the timelines' strips, the accuracy / macro-F1 line), a malformed field is an error;
+  * a session without annotation/SessSS_eval.csv takes its segments from its wav files
+    (wav/SessionSS/<segment ID>.wav) and the bio rows' segment IDs; its wav start/end are unknown, so
+    start_s/end_s come from the EDA/TEMP timestamps (`time_from` = bio, below).
+Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
+are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
+cross_identity), the GNN gives each node a softmax over the seven emotions, and a segment's
+probabilities are the mean of its nodes'.
+
+`--online` (a GNN trained with `train_val.py --causal`) replays each session's nodes in time order
+instead and labels every node when it arrives from the nodes seen so far, every segment at its last
+node (online.py: exact, equal to the causal model on one unchunked graph of the session; a window of
+time_edge seconds of node states; numv is not used).
 
 Writes (the CSV last, atomically; nothing when the input is bad):
-  <out>                                 segment_id, session, script, identity, start_s, end_s, predicted,
-                                        p_neutral ... p_fear, true (empty where unknown)
-  <out stem>_SessSS_scriptCC.png        beside the CSV, per session and script: the segments along the
-                                        script's wav time, one row per speaker, coloured by the predicted
-                                        emotion, the true label as a thin strip above each bar
+  <out>                                 segment_id, session, script, identity, start_s, end_s, time_from,
+                                        predicted, p_neutral ... p_fear, true (empty where unknown).
+                                        time_from = wav: start_s/end_s are the annotation's wav start/end
+                                        (seconds from the start of the script's recording); = bio: no
+                                        annotated times, start_s/end_s are the seconds of day of the
+                                        segment's first EDA/TEMP row and of its last row + 0.25 s
+  <out stem>_nodes.csv                  with --online: per node in arrival order, session, segment_id,
+                                        identity, time_s (seconds of day), predicted, p_neutral ... p_fear
+  <out stem>_SessSS_scriptCC.png        beside the CSV, per session and script: the segments along time
+                                        (wav time, or time of day from the bio timestamps when a segment
+                                        of the script has no annotated times), one row per speaker,
+                                        coloured by the predicted emotion, the true label as a thin strip
+                                        above each bar
 """
 
 from __future__ import annotations
@@ -30,17 +55,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 import generate_graph
+import model_folder
 import models_gnn
+import online
 import train_val
-from encoder.core import checkpoints, config, distributed, frames, prediction, util
+from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, util
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
-COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "predicted",
+COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true")
+NODE_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
 GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
@@ -49,12 +78,16 @@ GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does n
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoder", type=Path, required=True, help="encoder checkpoint (STE_TRAIN/best.pth)")
-    parser.add_argument("--gnn", type=Path, required=True, help="GNN checkpoint (results/<exp>/best.pth)")
+    parser.add_argument("--model", type=Path, help="results/<exp> of train_val.py, or its model/ folder")
+    parser.add_argument("--encoder", type=Path, help="encoder checkpoint (STE_TRAIN/best.pth), with --gnn")
+    parser.add_argument("--gnn", type=Path, help="GNN checkpoint (results/<exp>/best.pth), with --encoder")
     parser.add_argument("--session", type=Path, required=True, help="folder in the KEMDy20 layout")
     parser.add_argument("--sessions", default=None, help="comma-separated session numbers, e.g. 37,38 (default: all)")
     parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
-    parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device index")
+    parser.add_argument("--online", action="store_true",
+                        help="label nodes as they arrive, from the past only (needs a train_val.py --causal GNN)")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--batch_size", type=int, default=config.STE_forward_params["batch_size"],
                         help="encoder nodes per batch")
     parser.add_argument("--num_workers", type=int, default=config.STE_forward_params["num_workers"],
@@ -84,15 +117,18 @@ def graph_settings(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     if record.is_file():
         candidates.append(util.read_json(record).get("build"))
     for build in candidates:
-        if isinstance(build, dict) and all(k in build for k in GRAPH_KEYS):
+        if isinstance(build, dict) and all(build.get(k) is not None for k in GRAPH_KEYS):
             return {"numv": int(build["numv"]), "time_edge": float(build["time_edge"]),
                     "cross_identity": str(build["cross_identity"])}
     raise util.DataError("no graph settings (numv, time_edge, cross_identity) in the checkpoint nor in a "
                          "metrics.json or graph_build.json beside it", path)
 
 
-def trained_encoder_sha(path: Path) -> str | None:
-    """sha256 of the encoder whose features the GNN was trained on, when its graph folder is still there."""
+def trained_encoder_sha(path: Path, ckpt: dict[str, Any]) -> str | None:
+    """sha256 of the encoder whose features the GNN was trained on: from the checkpoint, else from its
+    graph folder when that is still there."""
+    if ckpt.get("encoder_sha256"):
+        return str(ckpt["encoder_sha256"])
     metrics = path.parent / "metrics.json"
     if not metrics.is_file():
         return None
@@ -109,19 +145,60 @@ def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[
                              f"gives {embedding}", gnn_path)
 
 
+def load_models(args: argparse.Namespace) -> dict[str, Any]:
+    """Encoder checkpoint, GNN, graph settings and feature precision, from --model or --encoder/--gnn."""
+    if args.model is not None and (args.encoder is not None or args.gnn is not None):
+        raise util.DataError("give --model, or --encoder and --gnn, not both")
+    if args.model is None and (args.encoder is None or args.gnn is None):
+        raise util.DataError("give --model results/<exp> (train_val.py's folder), or --encoder and --gnn")
+    folder = model_folder.load(args.model) if args.model is not None else None
+    encoder_path, gnn_path = (folder["encoder_path"], folder["gnn_path"]) if folder else (args.encoder, args.gnn)
+    encoder_state = checkpoints.load_encoder_checkpoint(encoder_path)
+    gnn, ckpt = models_gnn.load_checkpoint(gnn_path, map_location="cpu")
+    notes = []
+    if folder is not None:
+        graphs = graph_settings(folder["manifest_path"], {"graph_build": folder["graph"]})
+        precision = folder.get("feature_precision")
+    else:
+        graphs = graph_settings(gnn_path, ckpt)
+        precision = ckpt.get("feature_precision")
+        trained_on = trained_encoder_sha(gnn_path, ckpt)
+        if trained_on is not None and trained_on != util.file_sha256(encoder_path):
+            notes.append(f"the GNN was trained on features of another encoder checkpoint than {encoder_path}")
+    check_compatible(gnn, gnn_path, encoder_state, encoder_path)
+    if args.online and not gnn.causal:
+        raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
+                             "later nodes", gnn_path)
+    return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
+            "graphs": graphs, "precision": precision, "notes": notes}
+
+
+def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str, Any], str | None]:
+    """encoder settings (config.STE_forward_params' `amp`) that reproduce the training features' precision,
+    and a note where this device cannot. Unknown precision (older files): the configured default."""
+    if precision is None:
+        return {}, None
+    if precision == extraction.FLOAT16 and device.type != "cuda":
+        return {"amp": False}, ("the GNN was trained on float16 features (CUDA autocast); embedding in float32 "
+                                "on the CPU")
+    return {"amp": precision == extraction.FLOAT16}, None
+
+
 # --------------------------------------------------------------------------- data and prediction
 
 
 def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFrame, list[Segment], dict[str, str]]:
-    """Annotation rows (kept segments of the chosen sessions), their usable segments and the skipped ones."""
-    built = frames.build_frames(root)
+    """Segment rows (labelled or not, from the annotation or the wav files) of the chosen sessions,
+    their usable segments and the skipped ones."""
+    built = frames.build_frames(root, labels_required=False)
     available = sorted(int(s) for s in built.gt["session"].unique())
     chosen = available if sessions is None else sessions
     missing = [s for s in chosen if s not in available]
     if missing:
-        raise util.DataError(f"session {missing[0]} has no usable annotated segment here "
-                             f"(sessions: {', '.join(map(str, available))})", root)
-    table = load_segments(built, root, splits={"predict": tuple(chosen)}, wanted=("predict",))
+        raise util.DataError(f"session {missing[0]} has no usable segment here "
+                             f"(sessions: {', '.join(map(str, available)) or 'none'})", root)
+    table = load_segments(built, root, splits={"predict": tuple(chosen)}, wanted=("predict",),
+                          labels_required=False)
     gt = built.gt[built.gt["session"].isin(chosen)].set_index("script")
     return gt, table.by_split["predict"], table.skipped
 
@@ -158,20 +235,60 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
     return ids, np.concatenate(probs)
 
 
-def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame) -> pd.DataFrame:
-    """One row per segment in COLUMNS order, sorted by session, script and start time."""
+def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
+                   graphs: dict[str, Any], segments: list[Segment], device: torch.device,
+                   amp: bool) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
+    their probabilities, the node table (NODE_COLUMNS, arrival order) and latency figures."""
+    ids: list[str] = []
+    probs: list[np.ndarray] = []
+    rows: list[tuple] = []
+    seconds: list[float] = []
+    window = 0
+    for session in sorted({s.session for s in segments}):
+        mine = [s for s in segments if s.session == session]
+        embedder = online.NodeEmbedder(encoder, encoder_state, device, amp)
+        stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"], device)
+        with tqdm(total=sum(s.n_steps for s in mine), desc=f"Sess{session:02d} online", unit="node",
+                  leave=False) as bar:
+            for arrival in online.replay(embedder, stream, mine):
+                for (seg, step), p in zip(arrival.nodes, arrival.probs, strict=True):
+                    rows.append((session, seg.segment_id, seg.identity, float(seg.ts[step]),
+                                 config.EMOTIONS[int(p.argmax())], *p))
+                ids += list(arrival.segments_done)
+                probs += list(arrival.segments_done.values())
+                seconds += [arrival.seconds] * len(arrival.nodes)
+                window = max(window, stream.window)
+                bar.update(len(arrival.nodes))
+    latency = np.asarray(seconds) * 1000
+    timing = {"nodes": len(rows), "window": window, "p50_ms": float(np.percentile(latency, 50)),
+              "p95_ms": float(np.percentile(latency, 95))}
+    return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_COLUMNS)), timing
+
+
+def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment]) -> pd.DataFrame:
+    """One row per segment in COLUMNS order (plus bio_start/bio_end, the times from the bio timestamps,
+    for the timelines), sorted by session, script and start time."""
     parsed = [util.parse_segment_id(i) for i in ids]
     rows = gt.loc[ids]
+    by_id = {s.segment_id: s for s in segments}
+    bio_start = np.array([by_id[i].ts[0] for i in ids])
+    bio_end = np.array([by_id[i].ts[-1] + config.BIO_STEP_S for i in ids])
+    wav_start, wav_end = rows["wav_start"].to_numpy(dtype=float), rows["wav_end"].to_numpy(dtype=float)
+    from_wav = np.isfinite(wav_start) & np.isfinite(wav_end)
     table = pd.DataFrame({
         "segment_id": ids,
         "session": [p["session"] for p in parsed],
         "script": [p["script"] for p in parsed],
         "identity": [p["identity"] for p in parsed],
-        "start_s": rows["wav_start"].to_numpy(dtype=float),
-        "end_s": rows["wav_end"].to_numpy(dtype=float),
+        "start_s": np.where(from_wav, wav_start, bio_start),
+        "end_s": np.where(from_wav, wav_end, bio_end),
+        "time_from": np.where(from_wav, "wav", "bio"),
         "predicted": [config.EMOTIONS[k] for k in probs.argmax(axis=1)],
         **{f"p_{e}": probs[:, k] for k, e in enumerate(config.EMOTIONS)},
         "true": [config.EMOTIONS[int(t)] if pd.notna(t) else "" for t in rows["target"]],
+        "bio_start": bio_start,
+        "bio_end": bio_end,
     })
     return table.sort_values(["session", "script", "start_s", "segment_id"], kind="stable").reset_index(drop=True)
 
@@ -179,29 +296,43 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame) -> pd.
 # --------------------------------------------------------------------------- outputs
 
 
+def _time_of_day(seconds: float, _position: Any = None) -> str:
+    seconds = int(round(seconds)) % 86400
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def plot_timeline(rows: pd.DataFrame, identities: list[str], title: str, path: Path) -> None:
-    """Segments of one script along wav time, one row per speaker: bar = predicted, strip above = true."""
+    """Segments of one script along time, one row per speaker: bar = predicted, strip above = true.
+    Wav time when every segment has annotated times, else time of day from the bio timestamps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
 
-    span = float(rows["end_s"].max()) if len(rows) else 1.0
+    wav = bool((rows["time_from"] == "wav").all())
+    start, end = (rows["start_s"], rows["end_s"]) if wav else (rows["bio_start"], rows["bio_end"])
+    low = 0.0 if wav or not len(rows) else float(start.min())
+    span = (float(end.max()) - low) if len(rows) else 1.0
     fig = Figure(figsize=(min(max(8.0, span / 12), 24.0), 1.2 + 1.0 * len(identities)))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for y, identity in enumerate(identities):
-        mine = rows[rows["identity"] == identity]
-        widths = (mine["end_s"] - mine["start_s"]).to_numpy()
-        ax.barh(y, widths, left=mine["start_s"], height=0.5, color=[COLOURS[p] for p in mine["predicted"]],
+        mine = (rows["identity"] == identity).to_numpy()
+        left, widths = start[mine], (end[mine] - start[mine]).to_numpy()
+        ax.barh(y, widths, left=left, height=0.5, color=[COLOURS[p] for p in rows["predicted"][mine]],
                 edgecolor="black", linewidth=0.4)
-        known = (mine["true"] != "").to_numpy()
-        ax.barh(y - 0.34, widths[known], left=mine["start_s"][known], height=0.12,
-                color=[COLOURS[t] for t in mine["true"][known]], linewidth=0)
+        known = (rows["true"][mine] != "").to_numpy()
+        ax.barh(y - 0.34, widths[known], left=left[known], height=0.12,
+                color=[COLOURS[t] for t in rows["true"][mine][known]], linewidth=0)
     ax.set_yticks(range(len(identities)), identities)
     ax.set_ylim(-0.5, len(identities) - 0.5)
     ax.invert_yaxis()
-    ax.set_xlim(0, span * 1.01)
-    ax.set_xlabel("time in the script's recording (s)")
+    ax.set_xlim(low, low + span * 1.01)
+    if wav:
+        ax.set_xlabel("time in the script's recording (s, annotation wav start/end)")
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(_time_of_day))
+        ax.set_xlabel("time of day (from the EDA/TEMP timestamps: no annotated wav start/end)")
     ax.set_title(f"{title}   (bar: predicted, thin strip above: true label)", fontsize=10)
     handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=e) for e, c in COLOURS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
@@ -210,8 +341,9 @@ def plot_timeline(rows: pd.DataFrame, identities: list[str], title: str, path: P
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def write_outputs(table: pd.DataFrame, out: Path) -> list[Path]:
-    """One timeline PNG per (session, script) beside `out`, then the CSV; returns the PNG paths."""
+def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = None) -> list[Path]:
+    """One timeline PNG per (session, script) beside `out`, the node CSV (online), then the CSV;
+    returns the PNG paths."""
     pngs = []
     for (session, script), rows in table.groupby(["session", "script"], sort=True):
         identities = sorted(table.loc[table["session"] == session, "identity"].unique())
@@ -220,15 +352,32 @@ def write_outputs(table: pd.DataFrame, out: Path) -> list[Path]:
         accuracy = f", accuracy {(scored['predicted'] == scored['true']).mean():.2f}" if len(scored) else ""
         plot_timeline(rows, identities, f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}", path)
         pngs.append(path)
-    with util.atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, columns=list(COLUMNS), float_format="%.6g")
+    if nodes is not None:
+        write_csv(nodes, NODE_COLUMNS, node_csv(out))
+    write_csv(table, COLUMNS, out)
     return pngs
 
 
-def score_line(table: pd.DataFrame) -> str:
+def write_csv(table: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
+    """`columns` of `table`, atomically: probabilities to 6 significant digits, times (seconds of day
+    need more) to 10."""
+    table = table[list(columns)].copy()
+    for name in ("start_s", "end_s", "time_s"):
+        if name in table:
+            table[name] = table[name].map("{:.10g}".format)
+    with util.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def node_csv(out: Path) -> Path:
+    return out.parent / f"{out.stem}_nodes.csv"
+
+
+def score_line(table: pd.DataFrame) -> str | None:
+    """The accuracy / macro-F1 line over the segments with a true label; None when none has one."""
     scored = table[table["true"] != ""]
     if scored.empty:
-        return "no true labels: accuracy not computed"
+        return None
     index = {e: k for k, e in enumerate(config.EMOTIONS)}
     m = classification_metrics(scored["true"].map(index), scored["predicted"].map(index))
     return (f"segment level, {m['n']} segments with a true label (first listed): accuracy {m['accuracy']:.4f}, "
@@ -238,25 +387,43 @@ def score_line(table: pd.DataFrame) -> str:
 def main() -> None:
     args = parse_args()
     sessions = parse_sessions(args.sessions)
+    loaded = load_models(args)
     device = distributed.resolve_device(args.device)
-    encoder_state = checkpoints.load_encoder_checkpoint(args.encoder)
-    gnn, gnn_ckpt = models_gnn.load_checkpoint(args.gnn, map_location="cpu")
-    check_compatible(gnn, args.gnn, encoder_state, args.encoder)
-    graphs = graph_settings(args.gnn, gnn_ckpt)
-    trained_on = trained_encoder_sha(args.gnn)
-    if trained_on is not None and trained_on != util.file_sha256(args.encoder):
-        print(f"note: the GNN was trained on features of another encoder checkpoint than {args.encoder}")
-    encoder = inference_model(checkpoints.encoder_from_checkpoint(encoder_state, args.encoder)).to(device)
+    forward, note = embedding_amp(loaded["precision"], device)
+    for line in [*loaded["notes"], note]:
+        if line:
+            print(f"note: {line}")
+    graphs, gnn = loaded["graphs"], loaded["gnn"].to(device)
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
+    encoder = encoder.to(device)
     gt, segments, skipped = session_segments(args.session, sessions)
-    forward = {"batch_size": args.batch_size, "num_workers": args.num_workers}
-    ids, probs = predict_segments(encoder, encoder_state, gnn.to(device), graphs, segments, device, forward)
-    table = prediction_table(ids, probs, gt)
-    pngs = write_outputs(table, args.out)
+    nodes = None
+    if args.online:
+        torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
+        amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
+        ids, probs, nodes, timing = predict_online(encoder, loaded["encoder_state"], gnn, graphs, segments, device,
+                                                   bool(amp))
+    else:
+        forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
+        ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward)
+    table = prediction_table(ids, probs, gt, segments)
+    pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table.groupby("session").size().items())
-    print(f"predicted {len(table)} segments ({counts}); graphs numv {graphs['numv']}, time_edge "
-          f"{graphs['time_edge']:g} s, {graphs['cross_identity']}"
+    mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
+            else f"graphs numv {graphs['numv']}, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}")
+    print(f"predicted {len(table)} segments ({counts}); {mode}"
           + (f"; skipped {len(skipped)} unusable segments" if skipped else ""))
-    print(score_line(table))
+    bio_times = int((table["time_from"] == "bio").sum())
+    if bio_times:
+        print(f"{bio_times} segments without annotated wav start/end: start_s/end_s from the EDA/TEMP timestamps "
+              "(time_from = bio)")
+    if args.online:
+        print(f"online: {timing['nodes']} nodes labelled as they arrived, at most {timing['window']} nodes kept; "
+              f"per node (embedding included) p50 {timing['p50_ms']:.1f} ms, p95 {timing['p95_ms']:.1f} ms")
+        print(f"node labels: {node_csv(args.out)}")
+    score = score_line(table)
+    if score is not None:
+        print(score)
     print(f"predictions: {args.out}")
     print(f"timelines: {', '.join(str(p) for p in pngs)}")
 

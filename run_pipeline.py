@@ -1,6 +1,6 @@
 """One command from recordings to a results table.
 
-    python run_pipeline.py [--data DIR] [--preset demo] [--device cpu|N] [--force] [--modalities audio,eda,temp]
+    python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
                            [--profile demo|full] [--stacking insample|split|split-seen] [--cv K]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
@@ -35,7 +35,7 @@ from typing import Any
 import cross_validation
 import generate_graph
 import train_val
-from encoder.core import config, extraction, frames, kemdy20, synthetic, training, util
+from encoder.core import config, distributed, extraction, frames, kemdy20, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(synthetic.PRESETS), default=config.DEMO["preset"],
                         help="synthetic preset generated when no KEMDy20 is configured")
     parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the synthetic data and of training")
-    parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device index")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--modalities", default="audio,eda,temp",
                         help="modalities the GNN uses (any subset of audio,eda,temp), for ablations")
@@ -169,7 +170,7 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
     graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags, **scope},
                                   [graph_dir], lambda: generate_graph.build_graphs(graph_args))
     gnn_flags = [*graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(args.seed),
-                 "--modalities", args.modalities, "--device", "cpu" if args.device == "cpu" else f"cuda:{args.device}",
+                 "--modalities", args.modalities, "--device", str(args.device),
                  *settings["gnn_flags"]]
     pipeline.stage("train_val", {"graphs": graphs_stamp, "flags": gnn_flags, **scope}, [dirs.metrics],
                    lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
@@ -185,6 +186,7 @@ def main() -> None:
     args = parse_args()
     started = time.perf_counter()
     work = args.work
+    args.device = distributed.resolve_device(args.device)
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
     settings = config.DEMO if profile == "demo" else NO_OVERRIDES

@@ -9,13 +9,18 @@ selection: validation segment macro-F1 (a segment's prediction = mean of its nod
 probabilities; metric target = the first listed label), evaluated every --eval_freq epochs, with
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
+`--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
+the one `predict.py --online` runs); the default --exp then ends in `_causal`.
+
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
-segment), confusion_test.png (segment level) and curves.png. The last printed line is the path of
-metrics.json. `train_and_evaluate(args)` is the importable entry point.
+segment), confusion_test.png (segment level), curves.png and model/ (model_folder.py: the GNN, the
+encoder its features came from and the settings prediction needs, for `predict.py --model`). The
+last printed line is the path of metrics.json. `train_and_evaluate(args)` is the importable entry point.
 """
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 import argparse
 import time
 from pathlib import Path
@@ -29,8 +34,9 @@ from tqdm import tqdm
 
 import data_loader
 import generate_graph
+import model_folder
 import models_gnn
-from encoder.core import config, util
+from encoder.core import config, distributed, util
 from encoder.core.metrics import (
     class_weights,
     classification_metrics,
@@ -63,7 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda")
     parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--causal", action="store_true",
+                        help="causal variant: only edges from the past or the same instant (for predict.py --online)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
+                             "little from more)")
     return parser.parse_args(argv)
 
 
@@ -114,12 +125,22 @@ def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | 
 
 def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Train, select on validation, evaluate on test, write results/<exp>/; returns metrics.json's
-    content plus `metrics_path`."""
+    content plus `metrics_path`. Torch runs on `args.threads` CPU threads meanwhile (float sums depend
+    on the thread count, so a fixed count gives the same metrics however the calling process was set)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _train_and_evaluate(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.num_epoch < 1 or args.eval_freq < 1 or args.batch_size < 1:
         raise util.DataError("--num_epoch, --eval_freq and --batch_size must be at least 1")
     util.seed_everything(args.seed)
     started = time.time()
-    device = torch.device(args.device)
+    device = distributed.resolve_device(args.device)
     features_dir, graph_dir = generate_graph.graph_paths(args)
     record = data_loader.read_build_record(graph_dir)
     data_loader.check_manifest(graph_dir, features_dir, record)
@@ -128,16 +149,20 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     modalities = args.modalities.split(",") if args.modalities else None
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
-                                 args.dropout).to(device)
+                                 args.dropout, causal=args.causal).to(device)
     except ValueError as err:
         raise util.DataError(str(err), graph_dir / data_loader.BUILD_FILE) from None
-    out = Path(args.results_dir or config.RESULTS_DIR) / (args.exp or graph_dir.name)
+    args.exp = args.exp or graph_dir.name + ("_causal" if args.causal else "")
+    out = Path(args.results_dir or config.RESULTS_DIR) / args.exp
     with util.atomic_dir(out) as tmp:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
         history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
+        manifest = model_folder.feature_manifest(record, features_dir)
+        models_gnn.save_checkpoint(model, tmp / "best.pth", **best, **model_folder.provenance(record, manifest))
+        notes += model_folder.write(tmp, tmp / "best.pth", model.config, record, manifest)
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           _encoder_baseline(features_dir, notes), notes, time.time() - started)

@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import encoder
 from encoder.core import frames, synthetic
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest resets the warning filters around collection and every test: give it encoder's filter
+    (torch_geometric's import-time torch.jit.script FutureWarning, see encoder/__init__.py) as well."""
+    ignored = encoder.IGNORED_WARNING
+    config.addinivalue_line("filterwarnings",
+                            f"ignore:{ignored['message']}:{ignored['category'].__name__}:{ignored['module']}")
 
 
 @pytest.fixture(scope="session")

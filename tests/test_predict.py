@@ -1,10 +1,15 @@
-"""predict.py end to end on the `tiny` preset: a one-epoch encoder, a two-epoch GNN, then the CLI on
-test session 37 (CSV rows, probabilities, true labels, timelines, agreement with train_val's own test
-predictions) and its bad-input errors."""
+"""predict.py end to end on the `tiny` preset: a one-epoch encoder, a two-epoch GNN (and a two-epoch
+causal one), then the CLI on test session 37 (CSV rows, probabilities, true labels, timelines,
+agreement with train_val's own test predictions), on unlabelled and annotation-less copies of it,
+from the one model folder, online, and its bad-input errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import generate_graph
+import model_folder
 import models_gnn
 import predict
 import train_val
-from encoder.core import checkpoints, config, extraction, frames, training, util
+from encoder.core import checkpoints, config, extraction, frames, prediction, training, util
+from encoder.core.models import inference_model
 
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None}
 GRAPH_FLAGS = ["--numv", "40", "--time_edge", "7.2"]
 SESSION = 37  # the tiny preset's test session
 PROBS = [f"p_{e}" for e in config.EMOTIONS]
+ONLINE_SEGMENTS = 6  # segments of the copy replayed online (the replay embeds node by node)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +39,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Encoder (1 epoch) -> features -> graphs -> GNN (2 epochs), all under one temporary folder."""
+    """Encoder (1 epoch) -> features -> graphs -> GNN and causal GNN (2 epochs each), all under one
+    temporary folder."""
     work = tmp_path_factory.mktemp("predict")
     training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
         "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
@@ -39,16 +49,70 @@ def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
                                   out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None)
     flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
     generate_graph.build_graphs(generate_graph.parse_args(flags))
-    train_val.train_and_evaluate(train_val.parse_args([
-        *flags, "--results_dir", str(work / "results"), "--exp", "tiny", "--num_epoch", "2", "--channel1", "16",
-        "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu"]))
-    return {"work": work, "encoder": work / "ste" / "best.pth", "gnn": work / "results" / "tiny" / "best.pth"}
+    for exp, extra in (("tiny", []), ("tiny_causal", ["--causal"])):
+        train_val.train_and_evaluate(train_val.parse_args([
+            *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
+            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra]))
+    return {"work": work, "encoder": work / "ste" / "best.pth", "gnn": work / "results" / "tiny" / "best.pth",
+            "model": work / "results" / "tiny", "causal": work / "results" / "tiny_causal"}
 
 
 def run_predict(*args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "predict.py", "--num_workers", "0", *map(str, args)],
                           cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def predict_in_process(*args: str | Path) -> str:
+    """predict.py's main in this process (an interpreter start spared); returns what it printed."""
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(sys, "argv", ["predict.py", "--num_workers", "0", "--device", "cpu", *map(str, args)])
+        predict.main()
+    return printed.getvalue()
+
+
+def copy_session(source: Path, target: Path, annotation: bool = True, wavs: list[str] | None = None) -> Path:
+    """Session SESSION of `source` alone in a new folder in the KEMDy20 layout: wav, EDA, TEMP and (when
+    `annotation`) its annotation file; `wavs` keeps only those segments' wav files."""
+    folder = f"Session{SESSION}"
+    for modality in ("wav", "EDA", "TEMP"):
+        shutil.copytree(source / modality / folder, target / modality / folder)
+    if wavs is not None:
+        for path in (target / "wav" / folder).iterdir():
+            if path.stem not in wavs:
+                path.unlink()
+    if annotation:
+        (target / "annotation").mkdir()
+        shutil.copy(source / "annotation" / f"Sess{SESSION}_eval.csv", target / "annotation")
+    return target
+
+
+def edit_annotation(root: Path, edit) -> Path:
+    """Rewrite every segment row of root's annotation with `edit(row number from 3, fields)`."""
+    path = root / "annotation" / f"Sess{SESSION}_eval.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [",".join(edit(i, line.split(","))) for i, line in enumerate(lines[2:], start=3)]
+    path.write_text("\n".join([*lines[:2], *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def blank_labels(_row: int, fields: list[str]) -> list[str]:
+    """A new recording's annotation: segment ID and wav start/end, every label field (total and the
+    ten evaluators' emotion, valence, arousal) empty."""
+    return fields[:4] + [""] * (len(fields) - 4)
+
+
+@pytest.fixture(scope="module")
+def copies(tiny_raw: Path, predicted: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Session 37 as a user would bring it: labels left empty, no annotation at all, and (for the online
+    replay) without annotation and with the wavs of its first ONLINE_SEGMENTS segments only."""
+    base = tmp_path_factory.mktemp("copies")
+    unlabelled = copy_session(tiny_raw, base / "unlabelled")
+    edit_annotation(unlabelled, blank_labels)
+    first = predicted["table"]["segment_id"].tolist()[:ONLINE_SEGMENTS]
+    return {"unlabelled": unlabelled, "bare": copy_session(tiny_raw, base / "bare", annotation=False),
+            "short": copy_session(tiny_raw, base / "short", annotation=False, wavs=first)}
 
 
 def listing(root: Path) -> list[tuple[str, int]]:
@@ -75,6 +139,7 @@ def test_csv_has_one_row_per_kept_segment(predicted: dict, tiny_root: Path) -> N
     assert (table["session"] == SESSION).all()
     assert table["script"].tolist() == [util.parse_segment_id(s)["script"] for s in table["segment_id"]]
     assert table["identity"].tolist() == gt["identity"].tolist()
+    assert (table["time_from"] == "wav").all()
     np.testing.assert_allclose(table[["start_s", "end_s"]].to_numpy(), gt[["wav_start", "wav_end"]].to_numpy(),
                                rtol=1e-5)
     probs = table[PROBS].to_numpy()
@@ -152,6 +217,143 @@ def test_feature_mismatch_and_missing_graph_settings(models: dict[str, Path], tm
 
 
 def test_unknown_session_is_an_error(tiny_root: Path) -> None:
-    with pytest.raises(util.DataError, match="session 5 has no usable annotated segment") as err:
+    with pytest.raises(util.DataError, match="session 5 has no usable segment") as err:
         predict.session_segments(tiny_root, [5])
     assert str(tiny_root) in str(err.value)
+
+
+@pytest.mark.parametrize("form", ["unlabelled", "bare"])
+def test_unlabelled_and_annotation_less_copies_predict_like_the_labelled_original(
+        form: str, copies: dict[str, Path], predicted: dict, models: dict[str, Path], tiny_raw: Path) -> None:
+    """Empty label fields, or no annotation at all: the same nodes and the same probabilities as the
+    labelled original, no true labels and nothing about accuracy; without annotation the times come
+    from the bio timestamps and say so."""
+    root = copies[form]
+    original = frames.build_frames(tiny_raw).nodes
+    nodes = frames.build_frames(root, labels_required=False).nodes
+    pd.testing.assert_frame_equal(nodes.reset_index(drop=True),
+                                  original[original["session"] == SESSION].reset_index(drop=True))
+    out = models["work"] / form / "pred.csv"
+    stdout = predict_in_process("--model", models["model"], "--session", root, "--out", out)
+    table = pd.read_csv(out, keep_default_na=False).set_index("segment_id")
+    expected = predicted["table"].set_index("segment_id")
+    assert sorted(table.index) == sorted(expected.index)
+    table = table.loc[expected.index]
+    np.testing.assert_allclose(table[PROBS].to_numpy(), expected[PROBS].to_numpy(), atol=1e-5)
+    assert table["predicted"].tolist() == expected["predicted"].tolist()
+    assert (table["true"] == "").all() and "accuracy" not in stdout and "macro-F1" not in stdout
+    if form == "unlabelled":
+        assert (table["time_from"] == "wav").all()
+        np.testing.assert_allclose(table[["start_s", "end_s"]].to_numpy(), expected[["start_s", "end_s"]].to_numpy())
+    else:
+        assert (table["time_from"] == "bio").all() and "time_from = bio" in stdout
+        first = nodes.groupby("script")["ts"].agg(["min", "max", "size"]).loc[table.index]
+        np.testing.assert_allclose(table["start_s"], first["min"])
+        np.testing.assert_allclose(table["end_s"], first["max"] + config.BIO_STEP_S)
+    assert len(list(out.parent.glob("pred_*.png"))) == table["script"].nunique()
+
+
+def test_training_still_refuses_unlabelled_data(copies: dict[str, Path]) -> None:
+    path = copies["unlabelled"] / "annotation" / f"Sess{SESSION}_eval.csv"
+    with pytest.raises(util.DataError, match="row 3: wav start/end or valence/arousal missing") as err:
+        frames.build_frames(copies["unlabelled"])
+    assert str(path) in str(err.value)
+    with pytest.raises(util.DataError, match="no annotation/SessSS_eval.csv files"):
+        frames.build_frames(copies["bare"])
+
+
+def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = models["model"] / model_folder.FOLDER
+    spec = json.loads((folder / model_folder.MANIFEST).read_text())
+    state = checkpoints.load_encoder_checkpoint(models["encoder"])
+    assert spec["encoder"]["sha256"] == util.file_sha256(models["encoder"]) == util.file_sha256(folder / "encoder.pth")
+    assert spec["gnn"]["sha256"] == util.file_sha256(models["gnn"]) == util.file_sha256(folder / "gnn.pth")
+    assert spec["graph"] == {"numv": 40, "time_edge": 7.2, "cross_identity": "cin"} and spec["causal"] is False
+    assert spec["classes"] == list(config.EMOTIONS) and spec["feature_precision"] == "float32"
+    assert spec["normalization"] == state["normalization"] and spec["clip_length"] == state["inputs"]["clip_length"]
+    assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length"}
+    _, ckpt = models_gnn.load_checkpoint(models["gnn"])
+    assert ckpt["graph_build"]["numv"] == 40 and ckpt["feature_precision"] == "float32"
+    # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
+    moved = tmp_path / "model"
+    shutil.copytree(folder, moved, copy_function=os.link)
+    assert model_folder.load(moved)["encoder_path"] == moved / "encoder.pth"
+    (moved / "encoder.pth").unlink()
+    assert model_folder.load(moved)["encoder_path"] == models["encoder"]
+    (moved / "gnn.pth").unlink()
+    (moved / "gnn.pth").write_bytes(b"another file")
+    with pytest.raises(util.DataError, match="differs from the one the model folder records") as err:
+        model_folder.load(moved)
+    assert str(moved / "gnn.pth") in str(err.value)
+
+
+def test_online_labels_equal_the_causal_model_on_one_unchunked_graph(copies: dict[str, Path],
+                                                                     models: dict[str, Path]) -> None:
+    """predict.py --online replays the nodes one instant at a time; its node probabilities equal the
+    causal GNN's on one graph of all the nodes (numv = all), and a segment's are the mean of its nodes'."""
+    out = models["work"] / "online" / "pred.csv"
+    stdout = predict_in_process("--model", models["causal"], "--session", copies["short"], "--out", out, "--online")
+    assert "labelled as they arrived" in stdout
+    online = pd.read_csv(predict.node_csv(out))
+    segments_out = pd.read_csv(out, keep_default_na=False).set_index("segment_id")
+
+    loaded = model_folder.load(models["causal"])
+    gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
+    state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
+    _, segments, _ = predict.session_segments(copies["short"], None)
+    assert len(segments) == ONLINE_SEGMENTS
+    nodes = predict.session_nodes(segments, prediction.embed_segments(
+        encoder, state, segments, "cpu", {"num_workers": 0, "progress": False}))
+    (graph,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), 7.2, "cin")
+    with torch.no_grad():
+        expected = torch.softmax(gnn.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1).numpy()
+    order = {(s, round(t, 3)): i for i, (s, t) in enumerate(zip(graph.segment_id, graph.time_s.tolist(), strict=True))}
+    rows = [order[(s, round(t, 3))] for s, t in zip(online["segment_id"], online["time_s"], strict=True)]
+    assert sorted(rows) == list(range(len(expected)))  # every node once
+    np.testing.assert_allclose(online[PROBS].to_numpy(), expected[rows], atol=1e-5)
+    assert online["time_s"].is_monotonic_increasing  # arrival order
+    means = online.groupby("segment_id")[PROBS].mean().loc[segments_out.index]
+    np.testing.assert_allclose(segments_out[PROBS].to_numpy(), means.to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["malformed_emotion", "malformed_valence", "stray_wav", "offline_model_online",
+                                 "no_model"])
+def test_new_bad_input_is_a_one_line_error(bad: str, copies: dict[str, Path], models: dict[str, Path],
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """A malformed (not merely empty) field of an unlabelled annotation, a wav that names no segment where
+    there is no annotation, --online with an offline GNN, a folder that is no model folder: exit status 1,
+    one `error:` line naming the file (and row), no CSV."""
+    root, model, extra = copies["unlabelled"], models["model"], []
+    named = ""
+    if bad.startswith("malformed"):
+        root = shutil.copytree(copies["unlabelled"], tmp_path / "copy")
+        column, value = (4, "hapy") if bad == "malformed_emotion" else (5, "high")
+        named = str(edit_annotation(root, lambda row, f: [*f[:column], value, *f[column + 1:]] if row == 4 else f))
+        named += ", row 4"
+    elif bad == "stray_wav":
+        root = shutil.copytree(copies["bare"], tmp_path / "copy")
+        named = str(shutil.copy(next((root / "wav" / f"Session{SESSION}").glob("*.wav")),
+                                root / "wav" / f"Session{SESSION}" / "notes.wav"))
+    elif bad == "offline_model_online":
+        extra, named = ["--online"], str(models["model"] / "model" / "gnn.pth")
+    else:
+        model, named = tmp_path, str(tmp_path)
+    argv = ["predict.py", "--model", str(model), "--session", str(root), "--out", str(tmp_path / "pred.csv"), *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        util.run_cli(predict.main)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0]
+    assert not list(tmp_path.glob("pred*"))
+
+
+def test_embedding_precision_follows_the_training_features() -> None:
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert predict.embedding_amp("float32", cuda) == ({"amp": False}, None)  # not the configured amp=True
+    assert predict.embedding_amp(extraction.FLOAT16, cuda) == ({"amp": True}, None)
+    settings, note = predict.embedding_amp(extraction.FLOAT16, cpu)
+    assert settings == {"amp": False} and "float16" in note
+    assert predict.embedding_amp(None, cuda) == ({}, None)  # unrecorded (older files): the configured default

@@ -41,8 +41,8 @@ class Segment:
     identity: str
     split: str
     wav: Path
-    label: np.ndarray  # float32[7], normalised multi-hot of the listed labels
-    target: int  # first listed label
+    label: np.ndarray  # float32[7], normalised multi-hot of the listed labels (NaN: unlabelled, prediction only)
+    target: int  # first listed label (-1: unlabelled)
     ts: np.ndarray  # float64[n], seconds of day of each 4 Hz step
     eda: np.ndarray  # float64[n]
     temp: np.ndarray  # float64[n]
@@ -81,10 +81,12 @@ def load_segments(
     wanted: Iterable[str] = ("train", "val", "test"),
     sessions: Iterable[int] | None = None,
     max_skip_share: float = config.MAX_SKIP_SHARE,
+    labels_required: bool = True,
 ) -> SegmentTable:
     """Segments of `frames` (gt + entities) in the `wanted` splits (and `sessions`, when given).
     A segment whose wav is missing, unreadable or empty, or that has no bio samples, is skipped and
-    counted; more than `max_skip_share` of them skipped raises util.DataError."""
+    counted; more than `max_skip_share` of them skipped raises util.DataError. With `labels_required`
+    False (prediction) a row without label (emotion_one_hot "") gives label NaN and target -1."""
     splits = util.session_splits() if splits is None else splits
     wanted = set(wanted)
     sessions = None if sessions is None else set(sessions)
@@ -104,9 +106,11 @@ def load_segments(
             table.skipped[segment_id] = f"{reason} ({path})" if reason.startswith("wav") else reason
             continue
         entity = np.asarray(entity, dtype=np.float64)
+        labelled = labels_required or (isinstance(row.emotion_one_hot, str) and row.emotion_one_hot.strip() != "")
+        label = label_vector(row.emotion_one_hot) if labelled else np.full(config.NUM_CLASSES, np.nan, np.float32)
         table.by_split[split].append(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
-                    label_vector(row.emotion_one_hot), int(row.target),
+                    label, int(row.target) if labelled else -1,
                     entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy())
         )
     if table.considered and len(table.skipped) / table.considered > max_skip_share:

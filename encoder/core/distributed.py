@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from encoder.core import util
+
 
 @dataclass
 class Runtime:
@@ -30,17 +32,27 @@ class Runtime:
 
 
 def resolve_device(device: str | int | torch.device) -> torch.device:
-    """'cpu', a CUDA index (int or digits) or a torch.device; CUDA absent → CPU with a warning."""
+    """The one reading of every `--device` value: 'auto' (CUDA device 0 when CUDA is available, else
+    the CPU with a one-line note), 'cpu', 'cuda', a CUDA index (int, digits or 'cuda:N') or a
+    torch.device. A CUDA device asked for where CUDA is absent → CPU with a warning; anything else is
+    a util.DataError."""
     if isinstance(device, torch.device):
         return device
     text = str(device).strip().lower()
     if text == "cpu":
         return torch.device("cpu")
-    index = int(text.removeprefix("cuda:"))
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", 0)
+        print("note: --device auto: CUDA is not available, running on the CPU")
+        return torch.device("cpu")
+    index = text.removeprefix("cuda").removeprefix(":") or "0"
+    if not index.isdigit():
+        raise util.DataError(f"device must be 'auto', 'cpu', 'cuda', a CUDA index or 'cuda:N', not {device!r}")
     if not torch.cuda.is_available():
         warnings.warn(f"CUDA device {index} requested but CUDA is not available; running on CPU", stacklevel=2)
         return torch.device("cpu")
-    return torch.device("cuda", index)
+    return torch.device("cuda", int(index))
 
 
 def start_runtime(device: str | int | torch.device) -> Runtime:

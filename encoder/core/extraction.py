@@ -30,6 +30,7 @@ from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
 PREDICTIONS_FILE = "encoder_predictions_test.csv"
+FLOAT16 = "float16-autocast"  # feature_precision of embeddings computed under CUDA autocast
 
 
 def extract_features(
@@ -93,6 +94,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
             parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
             report = split_report(table.by_split.get("train", []), parts, fitted_on)
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on)
+            manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
@@ -102,6 +104,12 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     finally:
         if runtime.is_main and Path(staging).exists():
             shutil.rmtree(staging)
+
+
+def feature_precision(device: torch.device, amp: bool) -> str:
+    """The precision embeddings are computed in: float16 under CUDA autocast when `amp`, else float32
+    (prediction.autocast). Recorded in the manifest so that prediction can embed the same way."""
+    return FLOAT16 if amp and device.type == "cuda" else "float32"
 
 
 def _made(path: Path) -> Path:

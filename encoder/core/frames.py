@@ -14,6 +14,12 @@ Artifacts, written under the dataset root with the original project's names:
 
 A segment is kept when it has a wav (unless wavs are not checked) and at least one joined EDA/TEMP
 row. Dropped segments are counted by reason; above config.MAX_SKIP_SHARE the stage fails.
+
+Training needs labels: `build_frames` refuses an annotation with empty label fields. Prediction on
+new recordings (`labels_required=False`) accepts them (unknown labels: emotion_one_hot "", target
+<NA>) and sessions without an annotation file, whose segments are then their wav files
+(wav/SessionSS/<segment ID>.wav, kemdy20.wav_segments) with the bio rows' segment IDs; their wav
+start/end are unknown (NaN).
 """
 
 from __future__ import annotations
@@ -83,12 +89,17 @@ def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
     return dict(zip(scripts[starts], np.split(values, starts[1:]), strict=True))
 
 
-def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | None = None) -> Frames:
-    """Read a KEMDy20 root and build every dataframe-stage table in memory (see module docstring)."""
+def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | None = None,
+                 labels_required: bool = True) -> Frames:
+    """Read a KEMDy20 root and build every dataframe-stage table in memory (see module docstring;
+    `labels_required` False: unlabelled rows and sessions without annotation, for prediction only)."""
     root = Path(root)
     max_skip_share = config.MAX_SKIP_SHARE if max_skip_share is None else max_skip_share
-    annotation_files = kemdy20.check_root(root)
-    gt = pd.concat([kemdy20.read_annotation(f) for f in annotation_files], ignore_index=True)
+    annotation_files = kemdy20.check_root(root, require_annotation=labels_required)
+    tables = [kemdy20.read_annotation(f, labels_required) for f in annotation_files]
+    if not labels_required:
+        tables.append(kemdy20.wav_segments(root, {kemdy20.session_of_file(f) for f in annotation_files}))
+    gt = pd.concat([t for t in tables if len(t)] or tables[-1:], ignore_index=True)
     duplicated = gt["script"].duplicated()
     if duplicated.any():
         raise util.DataError(f"segment {gt['script'][duplicated].iloc[0]} is annotated twice", root / "annotation")

@@ -36,14 +36,19 @@ def wav_path(root: Path, segment_id: str) -> Path:
     return Path(root) / "wav" / f"Session{session:02d}" / f"{segment_id}.wav"
 
 
-def check_root(root: Path) -> list[Path]:
-    """The annotation files of a KEMDy20 root; a clear error when the root is missing or empty."""
+def check_root(root: Path, require_annotation: bool = True) -> list[Path]:
+    """The annotation files of a KEMDy20 root; a clear error when the root is missing or empty.
+    With `require_annotation` False (prediction on new recordings) a root without annotation files
+    is fine when it holds segment wavs (wav/SessionSS/*.wav)."""
     root = Path(root)
     if not root.is_dir():
         raise util.DataError("dataset root not found (set KEMDY20_ROOT in encoder/core/config.py or --root)", root)
     files = sorted((root / "annotation").glob(ANNOTATION_GLOB))
-    if not files:
+    if not files and require_annotation:
         raise util.DataError("no annotation/SessSS_eval.csv files: not a KEMDy20 root, or empty", root)
+    if not files and not wav_files(root):
+        raise util.DataError("no annotation/SessSS_eval.csv files and no wav/SessionSS/*.wav files: not a folder "
+                             "in the KEMDy20 layout, or empty", root)
     return files
 
 
@@ -62,9 +67,14 @@ def multi_hot(classes: list[int]) -> np.ndarray:
     return vector
 
 
-def read_annotation(path: Path) -> pd.DataFrame:
+def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
     """One annotation file -> one row per segment: segment ID, session, identity, wav start/end,
-    total emotion (raw string), its multi-hot, the first listed label (`target`), valence, arousal."""
+    total emotion (raw string), its multi-hot, the first listed label (`target`), valence, arousal.
+
+    With `labels_required` False (prediction on new recordings) the label fields (emotion, valence,
+    arousal) and wav start/end may be empty: an unlabelled row has emotion "", emotion_one_hot "",
+    target <NA> (column dtype Int64) and NaN valence/arousal; a row without wav start or end has NaN
+    for both. A field that is present but malformed is an error either way."""
     path = Path(path)
     try:
         table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -94,17 +104,23 @@ def read_annotation(path: Path) -> pd.DataFrame:
     if other.any():
         bad = body[other].iloc[0]
         raise util.DataError(f"segment {bad['script']} belongs to another session", path, int(bad["line"]))
-    numbers = body[["wav_start", "wav_end", "valence", "arousal"]].apply(pd.to_numeric, errors="coerce")
-    bad_rows = numbers.isna().any(axis=1) | (numbers["wav_end"] <= numbers["wav_start"])
-    if bad_rows.any():
-        line = int(body.loc[bad_rows.idxmax(), "line"])
-        raise util.DataError("wav start/end or valence/arousal missing, non-numeric or out of order", path, line)
-    classes = []
-    for raw, line in zip(body["emotion"], body["line"], strict=True):
+    fields = ["wav_start", "wav_end", "valence", "arousal"]
+    numbers = body[fields].apply(pd.to_numeric, errors="coerce")
+    if labels_required:
+        bad_rows = numbers.isna().any(axis=1) | (numbers["wav_end"] <= numbers["wav_start"])
+        if bad_rows.any():
+            line = int(body.loc[bad_rows.idxmax(), "line"])
+            raise util.DataError("wav start/end or valence/arousal missing, non-numeric or out of order", path, line)
+    else:
+        numbers = _optional_numbers(body, numbers, fields, path)
+    emotions = body["emotion"].str.strip()
+    classes: list[list[int] | None] = []
+    for raw, line in zip(emotions, body["line"], strict=True):
         try:
-            classes.append(parse_emotions(raw))
+            classes.append(None if raw == "" and not labels_required else parse_emotions(raw))
         except ValueError as err:
             raise util.DataError(str(err), path, int(line)) from None
+    targets = [c[0] if c is not None else None for c in classes]
     return pd.DataFrame({
         "Numb": pd.to_numeric(body["Numb"], errors="coerce").astype("Int64").to_numpy(),
         "wav_start": numbers["wav_start"].to_numpy(),
@@ -112,11 +128,60 @@ def read_annotation(path: Path) -> pd.DataFrame:
         "script": ids.to_numpy(),
         "session": session,
         "identity": ids.str.extract(util.SEGMENT_ID_RE)[2].to_numpy(),
-        "emotion": body["emotion"].str.strip().to_numpy(),
+        "emotion": emotions.to_numpy(),
         "valence": numbers["valence"].to_numpy(),
         "arousal": numbers["arousal"].to_numpy(),
-        "emotion_one_hot": [" ".join(map(str, multi_hot(c))) for c in classes],
-        "target": np.array([c[0] for c in classes], dtype=np.int64),
+        "emotion_one_hot": [" ".join(map(str, multi_hot(c))) if c is not None else "" for c in classes],
+        "target": (np.array(targets, dtype=np.int64) if labels_required else pd.array(targets, dtype="Int64")),
+    })
+
+
+def _optional_numbers(body: pd.DataFrame, numbers: pd.DataFrame, fields: list[str], path: Path) -> pd.DataFrame:
+    """Numeric fields where empty is allowed (unknown) but a malformed value is an error naming the row;
+    wav start/end are kept only as a pair (either missing: both NaN) and must be in order."""
+    for name in fields:
+        raw = body[name].str.strip()
+        malformed = numbers[name].isna() & (raw != "")
+        if malformed.any():
+            line = int(body.loc[malformed.idxmax(), "line"])
+            raise util.DataError(f"{name.replace('_', ' ')} {raw[malformed].iloc[0]!r} is not a number", path, line)
+    numbers = numbers.copy()
+    partial = numbers["wav_start"].isna() | numbers["wav_end"].isna()
+    numbers.loc[partial, ["wav_start", "wav_end"]] = np.nan
+    disordered = numbers["wav_end"] <= numbers["wav_start"]
+    if disordered.any():
+        line = int(body.loc[disordered.idxmax(), "line"])
+        raise util.DataError("wav end is not after wav start", path, line)
+    return numbers
+
+
+def wav_segments(root: Path, skip_sessions: set[int]) -> pd.DataFrame:
+    """Segment rows from the wav files alone (prediction on recordings without an annotation): one per
+    wav/SessionSS/<segment ID>.wav of a session not in `skip_sessions`, in read_annotation's columns with
+    unknown labels and wav start/end (NaN). A wav whose name is not a segment ID of its session folder
+    is an error naming it."""
+    rows = []
+    for path in wav_files(root):
+        session = int(path.parent.name.removeprefix("Session"))  # wav_files lists SessionSS folders only
+        if session in skip_sessions:
+            continue
+        match = util.SEGMENT_ID_RE.match(path.stem)
+        if match is None or int(match.group(1)) != session:
+            raise util.DataError(f"wav file name is not a segment ID of {path.parent.name} "
+                                 "(SessSS_scriptCC_UserUUUG_KKK.wav)", path)
+        rows.append((path.stem, session, match.group(3)))
+    return pd.DataFrame({
+        "Numb": pd.array([pd.NA] * len(rows), dtype="Int64"),
+        "wav_start": np.full(len(rows), np.nan),
+        "wav_end": np.full(len(rows), np.nan),
+        "script": [r[0] for r in rows],
+        "session": np.array([r[1] for r in rows], dtype=np.int64),
+        "identity": [r[2] for r in rows],
+        "emotion": [""] * len(rows),
+        "valence": np.full(len(rows), np.nan),
+        "arousal": np.full(len(rows), np.nan),
+        "emotion_one_hot": [""] * len(rows),
+        "target": pd.array([pd.NA] * len(rows), dtype="Int64"),
     })
 
 
@@ -175,6 +240,12 @@ def bio_files(root: Path, modality: str) -> list[Path]:
     """All CSVs of one modality under root/<modality>/SessionSS/."""
     folder = Path(root) / modality
     return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.csv"))
+
+
+def wav_files(root: Path) -> list[Path]:
+    """Every root/wav/SessionSS/*.wav, sorted."""
+    folder = Path(root) / "wav"
+    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.wav"))
 
 
 def wav_index(root: Path) -> set[str]:

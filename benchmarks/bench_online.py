@@ -1,0 +1,128 @@
+"""Online labelling, ours against the straightforward way, on one session and one causal model.
+
+* ours (predict.py --online, online.replay): per arrival, the new nodes' layers over a window of
+  time_edge seconds of cached node states (online.OnlineGNN);
+* reference: per arrival, rebuild the graph of the whole past (generate_graph.build_edges over every
+  node so far) and run the causal GNN over all of it, keeping the new nodes' outputs.
+
+Both embed each arriving instant's nodes the same way (online.NodeEmbedder: the node's clip through the
+encoder), label every node when it arrives and must give the same probabilities. A node's latency is the
+time from its arrival to its label: its instant's embedding and GNN step. Nodes arrive every 250 ms per
+speaker, so that is the budget. Torch runs on --threads threads (default 1, as predict.py --online: see
+online.py). The last line printed is `latency_ms_p50=<ours> latency_ms_p95=<ours> nodes_per_s=<ours>`.
+
+    python benchmarks/bench_online.py [--model results/demo_causal] [--root encoder/KEMDy20_demo] [--session 37]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+import generate_graph
+import model_folder
+import models_gnn
+import online
+import predict
+from encoder.core import checkpoints, config, util
+from encoder.core.dataset import Segment
+from encoder.core.models import inference_model
+
+
+def ours(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, segments: list[Segment]) -> dict:
+    stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"])
+    probs, latency, gnn_seconds, window = [], [], [], 0
+    started = time.perf_counter()
+    for arrival in online.replay(embedder, stream, segments):
+        probs.append(arrival.probs)
+        latency += [arrival.seconds] * len(arrival.nodes)
+        gnn_seconds.append(arrival.seconds - arrival.embed_seconds)
+        window = max(window, stream.window)
+    return {"probs": np.concatenate(probs), "latency": np.array(latency), "seconds": time.perf_counter() - started,
+            "gnn": np.array(gnn_seconds), "window": window}
+
+
+def reference(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, segments: list[Segment]) -> dict:
+    """Per arrival: embed, then the causal GNN over the rebuilt graph of every node so far."""
+    codes: dict[str, int] = {}
+    times, identity, features = [], [], []
+    probs, latency, gnn_seconds = [], [], []
+    started = time.perf_counter()
+    with torch.no_grad():
+        for nodes in online.instants(segments):
+            began = time.perf_counter()
+            features.append(embedder.embed(nodes))
+            embedded = time.perf_counter()
+            times += [seg.ts[step] for seg, step in nodes]
+            identity += [codes.setdefault(seg.identity, len(codes)) for seg, _ in nodes]
+            edge_index, edge_attr = generate_graph.build_edges(torch.tensor(times, dtype=torch.float64),
+                                                               torch.tensor(identity), graphs["time_edge"],
+                                                               graphs["cross_identity"])
+            logits = gnn(torch.cat(features), edge_index, edge_attr)[-len(nodes):]
+            probs.append(functional.softmax(logits, dim=1).numpy())
+            for seg, step in nodes:
+                if step == seg.n_steps - 1:
+                    embedder.release(seg.segment_id)
+            done = time.perf_counter()
+            latency += [done - began] * len(nodes)
+            gnn_seconds.append(done - embedded)
+    return {"probs": np.concatenate(probs), "latency": np.array(latency), "seconds": time.perf_counter() - started,
+            "gnn": np.array(gnn_seconds)}
+
+
+def line(result: dict) -> str:
+    ms = result["latency"] * 1000
+    return (f"latency_ms_p50={np.percentile(ms, 50):.1f} latency_ms_p95={np.percentile(ms, 95):.1f} "
+            f"nodes_per_s={len(ms) / result['seconds']:.1f}")
+
+
+def gnn_part(result: dict) -> str:
+    ms = result["gnn"] * 1000
+    return (f"GNN step alone p50 {np.percentile(ms, 50):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms, "
+            f"last {ms[-1]:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=config.RESULTS_DIR / "demo_causal",
+                        help="model folder of a train_val.py --causal run")
+    parser.add_argument("--root", type=Path, default=config.DEMO_ROOT, help="folder in the KEMDy20 layout")
+    parser.add_argument("--session", type=int, default=37, help="session to replay (a demo test session)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    util.seed_everything(0)
+    torch.set_num_threads(args.threads)
+    loaded = model_folder.load(args.model)
+    gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
+    if not gnn.causal:
+        raise util.DataError("not a causal GNN (train_val.py --causal)", loaded["gnn_path"])
+    gnn.eval()
+    state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
+    embedder = online.NodeEmbedder(encoder, state, torch.device("cpu"))
+    graphs = loaded["graph"]
+    _, segments, _ = predict.session_segments(args.root, [args.session])
+    for size in (1, 2):  # warm-up: the encoder's first pass per batch size builds its kernels
+        embedder.embed([(segments[0], 0)] * size)
+    embedder.release(segments[0].segment_id)
+    fast = ours(embedder, gnn, graphs, segments)
+    slow = reference(embedder, gnn, graphs, segments)
+    diff = float(np.abs(fast["probs"] - slow["probs"]).max())
+    if diff > 1e-5:
+        raise SystemExit(f"online and rebuilt probabilities disagree: max |diff| = {diff:.3g}")
+    nodes, instants = len(fast["latency"]), sum(1 for _ in online.instants(segments))
+    print(f"Sess{args.session}: {nodes} nodes in {instants} instants, {len(segments)} segments; causal GNN, "
+          f"time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}; torch threads {torch.get_num_threads()}; "
+          f"max |ours - reference| {diff:.1e}")
+    print(f"reference (graph of the whole past rebuilt per arrival): {line(slow)}; {gnn_part(slow)}")
+    print(f"ours (window of at most {fast['window']} nodes): {gnn_part(fast)}; per node, embedding included:")
+    print(line(fast))
+
+
+if __name__ == "__main__":
+    util.run_cli(main)

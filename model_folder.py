@@ -1,0 +1,148 @@
+"""One model folder: everything predict.py needs, written by train_val.py as results/<exp>/model/.
+
+    model/model.json   what the two checkpoints are (file names and sha256) and what prediction must
+                       reproduce: graph settings (numv, time_edge, cross_identity), causal or not, class
+                       order, the precision the training features were computed in, the feature blocks,
+                       and, copied from the encoder checkpoint for reading, its clip length,
+                       spectrogram settings and training-session normalisation
+    model/gnn.pth      the GNN checkpoint (a hard link of results/<exp>/best.pth)
+    model/encoder.pth  the encoder checkpoint the features came from (the feature manifest's
+                       `encoder_checkpoint`), hard-linked (a copy across file systems) and verified
+                       against the manifest's `encoder_sha256`
+
+When that encoder file is gone or was overwritten since the features were extracted (its sha256
+differs), model.json still names it by path and sha256 and `load` looks for it there; prediction
+refuses any file with another hash. `python predict.py --model results/<exp>` (or the model/ folder
+itself, wherever it was copied) is then the whole command.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from encoder.core import checkpoints, config, util
+
+FORMAT = "kemdy20-model/1"
+FOLDER = "model"
+MANIFEST = "model.json"
+GNN_FILE = "gnn.pth"
+ENCODER_FILE = "encoder.pth"
+
+
+def _link(source: Path, target: Path) -> None:
+    """Hard link `source` as `target`, or copy it where a link is impossible (another file system)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
+    """The feature manifest the graphs of build record `record` came from: features_dir's, else the
+    path the record names, when its sha256 is the recorded one; None when there is none."""
+    for path in (Path(features_dir) / "manifest.json", Path(record.get("feature_manifest") or "")):
+        if path.is_file() and util.file_sha256(path) == record.get("feature_manifest_sha256"):
+            return path
+    return None
+
+
+def provenance(record: dict[str, Any], manifest_path: Path | None) -> dict[str, Any]:
+    """What train_val stores in the GNN checkpoint besides the weights, so that the checkpoint alone
+    says how to feed it: graph settings, class order, feature precision, encoder sha256."""
+    manifest = util.read_json(manifest_path) if manifest_path is not None else {}
+    return {"graph_build": record.get("build"), "classes": list(config.EMOTIONS),
+            "feature_precision": manifest.get("feature_precision"),
+            "encoder_sha256": manifest.get("encoder_sha256") or record.get("encoder_sha256")}
+
+
+def write(results: Path, gnn_checkpoint: Path, gnn_config: dict[str, Any], record: dict[str, Any],
+          manifest_path: Path | None) -> list[str]:
+    """Write results/<exp>/model/ (`results` is the folder being written, e.g. train_val's temporary one)
+    for the GNN checkpoint `gnn_checkpoint` trained on graphs with build record `record`, whose features
+    are described by the feature manifest `manifest_path`. Returns notes for what it could not include."""
+    folder = Path(results) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    _link(gnn_checkpoint, folder / GNN_FILE)
+    manifest = util.read_json(manifest_path) if manifest_path is not None and manifest_path.is_file() else {}
+    encoder: dict[str, Any] = {"file": None, "sha256": manifest.get("encoder_sha256") or record.get("encoder_sha256"),
+                               "source": manifest.get("encoder_checkpoint")}
+    state: dict[str, Any] = {}
+    source = Path(encoder["source"]) if encoder["source"] else None
+    if source is None or encoder["sha256"] is None:
+        notes.append(f"{FOLDER}/: no feature manifest naming the encoder checkpoint; predict.py needs "
+                     "--encoder and --gnn")
+    elif not source.is_file() or util.file_sha256(source) != encoder["sha256"]:
+        notes.append(f"{FOLDER}/: encoder checkpoint {source} is missing or changed since the features were "
+                     f"extracted; model.json names it by sha256 {encoder['sha256'][:12]}... only")
+    else:
+        _link(source, folder / ENCODER_FILE)
+        if util.file_sha256(folder / ENCODER_FILE) != encoder["sha256"]:
+            raise util.DataError("changed while being copied into the model folder", source)
+        encoder["file"] = ENCODER_FILE
+        state = checkpoints.load_encoder_checkpoint(folder / ENCODER_FILE)
+    build = record.get("build") or {}
+    util.write_json({
+        "format": FORMAT,
+        "gnn": {"file": GNN_FILE, "sha256": util.file_sha256(folder / GNN_FILE)},
+        "encoder": encoder,
+        "graph": {k: build.get(k) for k in ("numv", "time_edge", "cross_identity")},
+        "causal": bool(gnn_config.get("causal", False)),
+        "classes": list(config.EMOTIONS),
+        "feature_precision": manifest.get("feature_precision"),
+        "feature_order": record.get("feature_order"),
+        "feature_dims": record.get("feature_dims"),
+        "feature_manifest_sha256": record.get("feature_manifest_sha256"),
+        "clip_length": (state.get("inputs") or {}).get("clip_length", manifest.get("clip_length")),
+        "spectrogram": manifest.get("spectrogram"),
+        "normalization": state.get("normalization"),
+    }, folder / MANIFEST)
+    return notes
+
+
+def find(path: Path) -> Path:
+    """model.json of `path`: a model folder, or a results/<exp> folder holding one."""
+    path = Path(path)
+    for candidate in (path / MANIFEST, path / FOLDER / MANIFEST):
+        if candidate.is_file():
+            return candidate
+    if not path.is_dir():
+        raise util.DataError("model folder not found", path)
+    raise util.DataError(f"no {MANIFEST} here nor in {FOLDER}/ (train_val.py writes results/<exp>/{FOLDER}/); "
+                         "or give --encoder and --gnn", path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a model folder: model.json with `encoder_path` and `gnn_path` resolved and both files checked
+    against their sha256; a missing or altered file, or another class order, is a DataError naming it."""
+    manifest_path = find(path)
+    model = util.read_json(manifest_path)
+    if model.get("format") != FORMAT:
+        raise util.DataError(f"not a model folder manifest (format {model.get('format')!r}, expected {FORMAT!r})",
+                             manifest_path)
+    if list(model.get("classes") or []) != list(config.EMOTIONS):
+        raise util.DataError(f"model trained with classes {model.get('classes')}, this code has "
+                             f"{list(config.EMOTIONS)}", manifest_path)
+    folder = manifest_path.parent
+    gnn = folder / model["gnn"]["file"]
+    _verify(gnn, model["gnn"]["sha256"], "GNN checkpoint")
+    encoder = model["encoder"]
+    candidates = [folder / encoder["file"]] if encoder.get("file") else []
+    candidates += [Path(encoder["source"])] if encoder.get("source") else []
+    found = [p for p in candidates if p.is_file() and encoder.get("sha256")
+             and util.file_sha256(p) == encoder["sha256"]]
+    if not found:
+        looked = ", ".join(map(str, candidates)) or "nowhere (none recorded)"
+        raise util.DataError(f"no encoder checkpoint with sha256 {encoder.get('sha256')} (looked at {looked}); "
+                             "give --encoder and --gnn instead", manifest_path)
+    return {**model, "manifest_path": manifest_path, "gnn_path": gnn, "encoder_path": found[0]}
+
+
+def _verify(path: Path, sha256: str | None, what: str) -> None:
+    if not path.is_file():
+        raise util.DataError(f"{what} missing from the model folder", path)
+    if sha256 is not None and util.file_sha256(path) != sha256:
+        raise util.DataError(f"{what} differs from the one the model folder records (sha256)", path)

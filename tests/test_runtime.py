@@ -1,0 +1,46 @@
+"""What every script shares at start: the one reading of --device (auto, cpu, CUDA indices) and a plain
+import that prints nothing (torch_geometric's import-time torch.jit.script warning filtered, others not)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from encoder.core import config, util
+from encoder.core.distributed import resolve_device
+
+CPU = torch.device("cpu")
+
+
+def test_device_auto_without_cuda_is_the_cpu_with_a_note(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == CPU
+    assert capsys.readouterr().out == "note: --device auto: CUDA is not available, running on the CPU\n"
+    assert resolve_device("cpu") == CPU and resolve_device(CPU) == CPU
+    for asked in ("1", 1, "cuda:1", "cuda"):
+        with pytest.warns(UserWarning, match="requested but CUDA is not available"):
+            assert resolve_device(asked) == CPU
+
+
+def test_device_auto_with_cuda_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == resolve_device("1") == resolve_device(1) == torch.device("cuda", 1)
+    for bad in ("gpu", "cuda:x", "-1"):
+        with pytest.raises(util.DataError, match="device must be 'auto', 'cpu'"):
+            resolve_device(bad)
+
+
+def test_importing_the_scripts_prints_no_torch_jit_warning() -> None:
+    """The filter is exact: another FutureWarning still shows."""
+    code = ("import predict, run_pipeline, train_val, generate_graph, online; import warnings; "
+            "warnings.warn('another FutureWarning', FutureWarning)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=config.REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "<string>:1: FutureWarning: another FutureWarning\n"  # and nothing else
