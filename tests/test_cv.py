@@ -213,5 +213,5 @@ def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> 
     cv_run["run"]()
     out = capsys.readouterr().out
     assert "[fold 1 train_val] running" in out
-    assert out.count("running") == 1
+    assert out.count("] running") == 1
     assert util.read_json(cv_dir / "summary.json")["folds"] == summary["folds"]

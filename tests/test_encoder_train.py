@@ -124,7 +124,14 @@ def test_forward_writes_node_files_manifest_and_metrics(features, trained, tiny_
             assert feature.dtype == np.float32 and feature.shape == (1536,)
             assert time_s in built.entities[segment_id][:, 0]
             assert [r[1] for r in rows] == sorted(r[1] for r in rows)
-    assert set(metrics) == {"test", "baselines"}
+    assert set(metrics) == {"test", "baselines", "splits"}
+    # per split, the role its sessions played for the encoder: the in-sample gap is measured from these
+    assert {name: part["encoder_saw"] for name, part in metrics["splits"].items()} == {
+        "train": "train", "val": "val", "test": "none"}
+    assert metrics["splits"]["test"]["node"] == metrics["test"]["node"]
+    assert manifest["encoder_splits"] == {"train": list(config.SPLITS["train"]), "val": list(config.SPLITS["val"])}
+    assert manifest["embedded_by"]["test"]["Sess37"] == {"encoder_sha256": manifest["encoder_sha256"],
+                                                         "encoder_saw": "none"}
     assert util.read_json(out_dir / "encoder_metrics.json") == util.to_jsonable(metrics)
     test_nodes = sum(manifest["node_counts"]["test"].values())
     assert metrics["test"]["node"]["n"] == metrics["baselines"]["majority"]["node"]["n"] == test_nodes

@@ -134,7 +134,12 @@ def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.Capt
     train_val.print_summary(trained["metrics"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == trained["metrics"]["metrics_path"]
-    assert [line.split()[0] for line in lines[-4:-1]] == ["majority", "encoder", "GNN"]
+    assert [line.split()[0] for line in lines[-6:-3]] == ["majority", "encoder", "GNN"]
+    per_class = trained["metrics"]["test"]["segment"]["per_class"]
+    assert lines[-3] == "GNN per-class F1 (test support): " + ", ".join(
+        f"{name} {m['f1']:.2f} (n={m['support']})" for name, m in per_class.items())
+    present = trained["metrics"]["test"]["segment"]["classes_present"]
+    assert lines[-2].startswith(f"macro_f1 averages the {len(present)} classes present")
 
 
 def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> None:
