@@ -1,6 +1,6 @@
 """Summary of a session K-fold cross-validation run by `run_pipeline.py --cv K`.
 
-Each fold folder (`results/<exp>/cv/fold_k/`) holds the fold's GNN results (`gnn/metrics.json`,
+Each fold folder (`results/<exp>_cvK/fold_k/`) holds the fold's GNN results (`gnn/metrics.json`,
 `gnn/predictions_test.csv`) and the encoder's own test predictions
 (`features/encoder_metrics.json`, `features/encoder_predictions_test.csv`). The summary reports, at
 segment level, for the majority baseline (the fold's training-majority class), the encoder alone and

@@ -13,11 +13,11 @@ sized for CPU); on a KEMDy20 root it uses the STE_* settings and the GNN default
 
 `--stacking` says which sessions the encoder is fitted on, relative to the GNN's training sessions
 (see stacking_splits); `--cv K` runs the whole chain once per fold of a session K-fold
-cross-validation (util.cv_splits) under results/<exp>/cv/fold_k/ and summarises the folds
+cross-validation (util.cv_splits) under results/<exp>_cvK/fold_k/ and summarises the folds
 (cross_validation.py). An interrupted CV run resumes at the fold and stage where it stopped.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
-last line, the path of the run's metrics.json (with --cv: of cv/summary.json).
+last line, the path of the run's metrics.json (with --cv: of results/<exp>_cvK/summary.json).
 """
 
 from __future__ import annotations
@@ -214,7 +214,8 @@ def main() -> None:
     if args.stacking != DEFAULT_STACKING:
         exp += f"_{args.stacking}"
     if args.cv:
-        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / exp / "cv", started)
+        # beside, not inside, results/<exp>/: train_val replaces that folder whole on every single run
+        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / f"{exp}_cv{args.cv}", started)
         return
     dirs = ChainDirs(work / "encoder" / "STE_TRAIN", work / "features", work / "graphs", work / "results", exp)
     metrics_path = run_chain(args, pipeline, root, frames_stamp, settings, dirs, util.session_splits(), None)

@@ -179,7 +179,7 @@ def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> None:
     cv_run["run"]()
     out = capsys.readouterr().out.strip().splitlines()
-    cv_dir = cv_run["work"] / "results" / "KEMDy20_audio-eda-temp" / "cv"
+    cv_dir = cv_run["work"] / "results" / "KEMDy20_audio-eda-temp_cv2"
     assert out[-1] == str(cv_dir / "summary.json")
     summary = util.read_json(cv_dir / "summary.json")
     assert [f["test_sessions"] for f in summary["folds"]] == [[1, 2], [33, 37]]
