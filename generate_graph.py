@@ -162,9 +162,7 @@ def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_d
     feature manifest counted; returns counts for the build record. Runs torch on one thread (with
     --workers, one session per process) and gives the caller its thread count back: a later stage in the
     same process (run_pipeline's GNN training) must not depend on whether this stage ran."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with util.torch_threads(1):
         nodes = read_nodes(node_file, feature_dim)
         if len(nodes["time_s"]) != expected_nodes:
             raise util.DataError(f"{len(nodes['time_s'])} node rows, the feature manifest counted {expected_nodes}; "
@@ -173,8 +171,6 @@ def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_d
         for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
             data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
             graphs, edges = graphs + 1, edges + data.num_edges
-    finally:
-        torch.set_num_threads(threads)
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
 
 

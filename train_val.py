@@ -44,6 +44,7 @@ from encoder.core.metrics import (
     majority_baseline,
     majority_class,
     segment_predictions,
+    segment_targets,
     write_segment_predictions,
 )
 
@@ -107,9 +108,7 @@ def evaluate(pred: dict[str, Any]) -> dict[str, Any]:
 def _segment_targets(graphs: list) -> tuple[np.ndarray, np.ndarray]:
     """Node targets and segment targets (first node of each segment) of a list of graphs."""
     targets = np.concatenate([g.target.numpy() for g in graphs])
-    segments = data_loader.flatten([g.segment_id for g in graphs])
-    _, first = np.unique(np.asarray(segments), return_index=True)
-    return targets, targets[np.sort(first)]
+    return targets, segment_targets(data_loader.flatten([g.segment_id for g in graphs]), targets)
 
 
 def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -127,12 +126,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Train, select on validation, evaluate on test, write results/<exp>/; returns metrics.json's
     content plus `metrics_path`. Torch runs on `args.threads` CPU threads meanwhile (float sums depend
     on the thread count, so a fixed count gives the same metrics however the calling process was set)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with util.torch_threads(args.threads):
         return _train_and_evaluate(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:

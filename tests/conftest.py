@@ -4,10 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 import encoder
-from encoder.core import frames, synthetic
+from encoder.core import frames, synthetic, util
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,7 +41,5 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Path:
 def one_thread() -> Iterator[None]:
     """Torch on one thread for a module: small tensors gain nothing from two, OpenMP threads stall on a
     busy machine, and float sums depend on the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with util.torch_threads(1):
+        yield

@@ -181,18 +181,13 @@ def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
     training-majority baseline, plus node and segment metrics of every split with the role its
     sessions played for the encoder (`encoder_saw`: train, val or none), which measures the in-sample
     gap. `parts[split]` are (segment ids, node targets, node probabilities) per session."""
-    def joined(chunks: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
-        return ([x for p in chunks for x in p[0]],
-                np.concatenate([p[1] for p in chunks]) if chunks else np.zeros(0, int),
-                np.concatenate([p[2] for p in chunks]) if chunks else np.zeros((0, config.NUM_CLASSES)))
-
     train_nodes = np.concatenate([np.full(s.n_steps, s.target) for s in train]) if train else np.zeros(0, int)
-    report = metrics.encoder_metrics([s.target for s in train], train_nodes, *joined(parts.get("test", [])))
+    report = metrics.encoder_metrics([s.target for s in train], train_nodes, *_joined(parts.get("test", [])))
     report["splits"] = {}
     for name, chunks in parts.items():
         if not chunks:
             continue
-        seg_ids, targets, probs = joined(chunks)
+        seg_ids, targets, probs = _joined(chunks)
         _, seg_targets, seg_pred, _ = metrics.segment_predictions(seg_ids, probs, targets)
         sessions = sorted({util.parse_segment_id(i)["session"] for i in seg_ids})
         roles = sorted({_role(s, fitted_on) for s in sessions})
@@ -202,6 +197,13 @@ def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
     return report
 
 
+def _joined(chunks: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-session (segment ids, node targets, node probabilities) chunks joined into one of each."""
+    return ([x for p in chunks for x in p[0]],
+            np.concatenate([p[1] for p in chunks]) if chunks else np.zeros(0, int),
+            np.concatenate([p[2] for p in chunks]) if chunks else np.zeros((0, config.NUM_CLASSES)))
+
+
 def _role(session: int, fitted_on: dict[str, list[int]]) -> str:
     """What the encoder did with a session: trained on it, validated on it, or never saw it."""
     return next((name for name in ("train", "val") if session in fitted_on[name]), "none")
@@ -209,9 +211,7 @@ def _role(session: int, fitted_on: dict[str, list[int]]) -> str:
 
 def _write_segment_predictions(chunks: list[tuple], path: Path) -> None:
     """The encoder's own test predictions per segment (mean of its nodes' probabilities)."""
-    seg_ids = [x for p in chunks for x in p[0]]
-    targets = np.concatenate([p[1] for p in chunks]) if chunks else np.zeros(0, int)
-    probs = np.concatenate([p[2] for p in chunks]) if chunks else np.zeros((0, config.NUM_CLASSES))
+    seg_ids, targets, probs = _joined(chunks)
     ids, seg_targets, seg_pred, mean = metrics.segment_predictions(seg_ids, probs, targets)
     metrics.write_segment_predictions(ids, seg_targets, seg_pred, mean, path)
 

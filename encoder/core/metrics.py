@@ -107,6 +107,12 @@ def segment_predictions(
     return list(uniq[order]), seg_targets, mean.argmax(axis=1), mean
 
 
+def segment_targets(segment_ids: Sequence[str], node_targets: Sequence[int]) -> np.ndarray:
+    """The target of each segment (that of its first node), segments in first-seen order."""
+    _, first = np.unique(np.asarray(segment_ids), return_index=True)
+    return np.asarray(node_targets, dtype=int)[np.sort(first)]
+
+
 def majority_class(train_targets: Sequence[int]) -> int:
     """The most frequent training class (ties go to the lower class index)."""
     counts = np.bincount(np.asarray(train_targets, dtype=int), minlength=config.NUM_CLASSES)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from encoder.core import config, util
-from encoder.core.metrics import encoder_metrics, segment_predictions
+from encoder.core.metrics import encoder_metrics, segment_targets
 
 DEFAULT_DIMS = {"audio": 512, "eda": 512, "temp": 512}
 DEFAULT_SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
@@ -132,8 +132,7 @@ def write_synthetic_nodes(
 
 def _encoder_metrics(readout: dict[str, dict[str, list]]) -> dict[str, Any]:
     train_targets = np.concatenate(readout["train"]["targets"])
-    _, train_segments, _, _ = segment_predictions(readout["train"]["segment_ids"],
-                                                  np.zeros((len(train_targets), 1)), train_targets)
+    train_segments = segment_targets(readout["train"]["segment_ids"], train_targets)
     report = encoder_metrics(train_segments, train_targets, readout["test"]["segment_ids"],
                              np.concatenate(readout["test"]["targets"]), np.concatenate(readout["test"]["probs"]))
     return {**report, "note": "synthetic stand-in: each node read alone against the class prototypes"}
