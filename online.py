@@ -49,7 +49,7 @@ from torch.nn import functional
 
 import generate_graph
 import models_gnn
-from encoder.core import clip_utils, io
+from encoder.core import io
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment
 from encoder.core.prediction import autocast
@@ -159,10 +159,12 @@ class NodeEmbedder:
             if seg.segment_id not in self.wavs:
                 self.wavs[seg.segment_id] = io.read_wav(seg.wav, self.params.sample_rate)
             wav = self.wavs[seg.segment_id]
-            specs.append(self.norm.audio(clip_spectrogram(wav, step, self.clip_length, self.params)))
             steps = np.array([step])
-            edas.append(self.norm.eda(clip_utils.bio_clips(seg.eda, self.clip_length, steps)))
-            temps.append(self.norm.temp(clip_utils.bio_clips(seg.temp, self.clip_length, steps)))
+            offset = int(seg.frame_offsets(self.params, steps)[0])
+            specs.append(self.norm.audio(clip_spectrogram(wav, offset, self.clip_length, self.params)))
+            eda, temp = seg.bio_clips(self.clip_length, steps)
+            edas.append(self.norm.eda(eda))
+            temps.append(self.norm.temp(temp))
         audio = torch.from_numpy(np.stack(specs))[:, None].to(self.device)
         eda = torch.from_numpy(np.concatenate(edas))[:, None].to(self.device)
         temp = torch.from_numpy(np.concatenate(temps))[:, None].to(self.device)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.core import checkpoints, clip_utils, config, frames, io, prediction, synthetic, util
+from encoder.core import checkpoints, config, frames, io, prediction, synthetic, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
 from encoder.core.models import STEncoder, inference_model
@@ -42,9 +42,10 @@ def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normal
         for seg in segments:
             for step in range(seg.n_steps):
                 wav = io.read_wav(seg.wav, params.sample_rate)
-                spec = norm.audio(clip_spectrogram(wav, step, clip_length, params))
-                eda = norm.eda(clip_utils.bio_clips(seg.eda, clip_length, np.array([step])))
-                temp = norm.temp(clip_utils.bio_clips(seg.temp, clip_length, np.array([step])))
+                steps = np.array([step])
+                spec = norm.audio(clip_spectrogram(wav, int(seg.frame_offsets(params, steps)[0]), clip_length, params))
+                eda, temp = seg.bio_clips(clip_length, steps)
+                eda, temp = norm.eda(eda), norm.temp(temp)
                 result = model(torch.from_numpy(spec)[None, None].to(device), torch.from_numpy(eda)[None].to(device),
                                torch.from_numpy(temp)[None].to(device))
                 out.append(result.embedding[0].cpu().numpy())
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
     report = table.report()
     print(f"{n_nodes} nodes of {len(segments)} segments, clip {clip_length}, {params.sample_rate} Hz, "
           f"{params.n_mels} mels x {params.clip_frames(clip_length)} frames; max |diff| {max_diff:.2e}; "
-          f"skipped {report['skipped']} of {report['considered']} segments {report['skipped_reasons']}")
+          f"skipped {report['skipped']} of {report['considered']} segments {report['dropped_reasons']}")
     print(f"ratio={reference_s / ours_s:.2f} reference_s={reference_s:.2f} ours_s={ours_s:.2f} "
           f"nodes_per_s={n_nodes / ours_s:.1f}")
 

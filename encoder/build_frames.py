@@ -1,5 +1,6 @@
 """Dataframe stage: read a KEMDy20 root, write EDA_aug.csv, TEMP_aug.csv, gt_aug.csv,
-all_entity.pickle and ts_script.pickle under it, and print what was kept and dropped.
+all_entity.pickle, ts_script.pickle and frames_report.json under it, and print what was kept and
+dropped (per reason) and which rows were irregular.
 
     python encoder/build_frames.py --root DIR [--no-wav-check]
 """

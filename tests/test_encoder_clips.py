@@ -61,11 +61,12 @@ def test_sliced_segment_spectrogram_equals_each_clips_own():
     params = SpectrogramParams(sample_rate=8000, n_fft=256, win_length=200, hop_length=100, n_mels=24)
     n_steps, clip_length = 9, 5
     wav = rng.standard_normal(n_steps * params.step_samples + 777).astype(np.float32)
-    segment = segment_spectrogram(wav, n_steps, clip_length, params)
+    fps = params.frames_per_step
+    segment = segment_spectrogram(wav, (n_steps - 1) * fps, clip_length, params)
     half = params.n_fft // 2 // params.hop_length + 1
     for step in range(n_steps):
-        own = clip_spectrogram(wav, step, clip_length, params)
-        assert np.allclose(slice_clip(segment, step, clip_length, params), own, atol=1e-3)
+        own = clip_spectrogram(wav, step * fps, clip_length, params)
+        assert np.allclose(slice_clip(segment, step * fps, clip_length, params), own, atol=1e-3)
         # librosa's own spectrogram of the bare clip agrees on the frames whose window stays inside it
         clip = clip_utils.audio_clip(wav, step, clip_length, params.step_samples)
         mel = librosa.feature.melspectrogram(y=clip, sr=params.sample_rate, n_fft=params.n_fft,

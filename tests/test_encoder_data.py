@@ -61,13 +61,27 @@ def test_normalisation_uses_training_sessions_only(tiny_root, tiny_frames, table
 def test_missing_wav_is_counted_and_skipped_and_too_many_fail(tiny_raw, tmp_path):
     root = tmp_path / "KEMDy20"
     shutil.copytree(tiny_raw, root)
+    before = frames.build_frames(root).dropped  # the preset has segments without joined EDA/TEMP rows
+    assert set(before.values()) == {"no_joined_bio_rows"}
+    gone_before = sorted((root / "wav" / "Session01").glob("*.wav"))[-1]
+    gone_before.unlink()  # the dataframe stage drops this one, load_segments the two below
     built = frames.build_frames(root)
+    assert built.dropped == {**before, gone_before.stem: "no_wav"}
     wavs = [kemdy20.wav_path(root, segment_id) for segment_id in built.gt["script"]]
     wavs[0].unlink()
     wavs[1].write_bytes(b"broken")
     table = load_segments(built, root)
     assert set(table.skipped) == {wavs[0].stem, wavs[1].stem}
-    assert table.report()["skipped_reasons"] == {"wav missing": 1, "wav unreadable": 1}
+    report = table.report()
+    n_bio = len(before)
+    assert report["dropped_reasons"] == {"no_joined_bio_rows": n_bio, "no_wav": 1, "wav missing": 1,
+                                         "wav unreadable": 1}
+    assert report["kept"] == len(built.gt) - 2 and report["dropped_by_frames"] == n_bio + 1
+    assert table.summary().endswith(f"dropped {n_bio + 3} ({n_bio} no_joined_bio_rows, 1 no_wav, 1 wav missing, "
+                                    "1 wav unreadable)")
+    elsewhere = load_segments(built, root, sessions=[2])  # the wav deleted first was in session 1
+    assert gone_before.stem not in elsewhere.unusable
+    assert all(util.parse_segment_id(s)["session"] == 2 for s in elsewhere.unusable)
     kept = {s.segment_id for segs in table.by_split.values() for s in segs}
     assert wavs[0].stem not in kept and len(kept) == len(built.gt) - 2
     for path in wavs[2:20]:
@@ -102,7 +116,9 @@ def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
     for k in (0, 5, total - 1):
         seg = segments[seg_index[k]]
         wav = io.read_wav(seg.wav, SMALL.sample_rate)
-        own = norm.audio(clip_spectrogram(wav, int(steps[k]), 11, SMALL))
+        # the tiny preset is on the 4 Hz grid: a node's frame offset is its step times frames_per_step
+        assert seg.frame_offsets(SMALL, steps[k : k + 1])[0] == steps[k] * SMALL.frames_per_step
+        own = norm.audio(clip_spectrogram(wav, int(steps[k]) * SMALL.frames_per_step, 11, SMALL))
         assert np.allclose(audio[k, 0].numpy(), own, atol=1e-4)
         expected = norm.eda(clip_utils.bio_clips(seg.eda, 11, np.array([steps[k]])))[0]
         assert np.allclose(eda[k, 0].numpy(), expected)

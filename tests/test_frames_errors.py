@@ -373,7 +373,7 @@ def test_cli_skips_and_reports_a_few_broken_segments(setup):
     code, out, err, after = run.result()
     assert code == 0, err
     assert f"dropped: 3 without wav, {setup['no_bio'] + 1} without joined EDA/TEMP rows" in out
-    assert "wrote 5 artifacts" in out
+    assert "wrote 6 artifacts" in out
     assert sorted(set(after) - set(run.before)) == sorted(frames.ARTIFACTS)  # no temporary left over
     gt = pd.read_csv(few / "gt_aug.csv")
     assert len(gt) == len(setup["kept"]) - 4

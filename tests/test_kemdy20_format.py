@@ -219,8 +219,15 @@ def test_join_counts_in_report(hand_frames):
     assert r["dropped"] == {"no_wav": 0, "no_joined_bio_rows": 1}
     assert r["bio_rows_in_segments"] == {"EDA": 10, "TEMP": 8, "joined": 7}
     assert r["join_dropped_rows"] == {"EDA_only": 3, "TEMP_only": 1, "not_annotated": 0}
-    assert r["files"]["EDA"] == {"files": 3, "files_without_annotation": 0, "sessions_without_annotation": []}
-    assert r["files"]["TEMP"] == {"files": 2, "files_without_annotation": 1, "sessions_without_annotation": [41]}
+    no_dup = {"duplicate_rows": 0, "conflicting_duplicates": 0}
+    assert r["files"]["EDA"] == {"files": 3, "files_without_annotation": 0, "sessions_without_annotation": [],
+                                 **no_dup}
+    assert r["files"]["TEMP"] == {"files": 2, "files_without_annotation": 1, "sessions_without_annotation": [41],
+                                  **no_dup}
+    # F_001 lost its 57-500 node (EDA only): one gap of one step; its 57-750 node keeps its time
+    assert r["irregular"] == {"duplicate_rows": {"EDA": 0, "TEMP": 0}, "conflicting_duplicates": {"EDA": 0, "TEMP": 0},
+                              "nodes_off_grid": 0, "gaps": 1, "missing_steps": 1, "segments_with_gaps": 1}
+    assert r["dropped_segments"] == {"Sess01_script02_User002M_001": "no_joined_bio_rows"}
     assert r["samples"] == 7
     text = frames.format_report(hand_frames)
     assert "segments kept: 3" in text

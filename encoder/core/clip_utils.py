@@ -1,7 +1,10 @@
 """Clips around a 4 Hz time step (SPEC §3), as index arithmetic on whole arrays.
 
 Bio clip of step i (n samples in the segment): values at i - L//2 … i - L//2 + L - 1, indices
-clamped to [0, n - 1] (edge padding: the first/last sample repeats).
+clamped to [0, n - 1] (edge padding: the first/last sample repeats). `bio_clips_at` is the same
+clip by time, for rows that are not on a regular grid: the series sampled at the node's time
+± k × 0.25 s, linearly interpolated between rows, edge-held beyond the first/last row; on a regular
+grid without gaps it returns exactly what `bio_clips` does.
 
 Audio clip of step i: the wav span that starts (i - L//2) × 0.25 s after the wav's start and lasts
 L × 0.25 s. Where the span runs off the wav, samples are taken by reflecting the index about the
@@ -52,6 +55,15 @@ def bio_clips(values: np.ndarray, clip_length: int, steps: np.ndarray | None = N
     """Edge-padded clips of a 1-D bio series: shape (len(steps), clip_length)."""
     values = np.asarray(values)
     return values[bio_clip_indices(len(values), clip_length, steps)]
+
+
+def bio_clips_at(times: np.ndarray, values: np.ndarray, node_times: np.ndarray, clip_length: int,
+                 step_s: float) -> np.ndarray:
+    """(len(node_times), clip_length) clips of the series (`times`, `values`) (times increasing)
+    sampled at node_time + (k - clip_length // 2) × step_s (see module docstring)."""
+    offsets = (np.arange(clip_length) - clip_length // 2) * step_s
+    query = np.asarray(node_times, dtype=np.float64)[:, None] + offsets[None, :]
+    return np.interp(query, times, values)
 
 
 def audio_clip_start(step: int, clip_length: int, step_samples: int) -> int:

@@ -2,13 +2,15 @@
 
 Frame convention: frame m of a spectrogram that "starts at sample s" is the STFT window centred on
 wav sample s + m × hop (it reads samples s + m·hop - n_fft//2 … + n_fft, reflect-extended past the
-wav's ends; see clip_utils). With hop dividing the 0.25 s step (`frames_per_step` = step / hop), the
-clip of step i (starting at sample (i - L//2) × step) has L × frames_per_step frames, and the
-spectrogram of a whole segment started at sample -(L//2) × step contains every clip's frames:
+wav's ends; see clip_utils). A node's place in the wav is its `frame offset`: its time after the
+segment's origin (the wav's start) in hops, rounded to the nearest hop (`frame_offsets`); a node on
+the 4 Hz grid at step i has offset i × frames_per_step (hop divides the 0.25 s step). Its clip starts
+L//2 steps before it and has L × frames_per_step frames, and the spectrogram of a whole segment
+started at sample -(L//2) × step contains every clip's frames:
 
-    clip_spectrogram(wav, i) == segment_spectrogram(wav, n)[:, i·fps : i·fps + L·fps]
+    clip_spectrogram(wav, o) == segment_spectrogram(wav, last offset)[:, o : o + L·fps]
 
-frame for frame (same windows over the same samples), so one STFT per segment serves all its steps.
+frame for frame (same windows over the same samples), so one STFT per segment serves all its nodes.
 Compared with librosa's own `center=True` spectrogram of the bare clip, the interior frames are
 equal; the first and last ⌈n_fft / 2 / hop⌉ frames differ only in that they read the real audio
 beside the clip instead of a reflection of the clip's own edge.
@@ -90,22 +92,27 @@ def log_mel_frames(wav: np.ndarray, start: int, n_frames: int, params: Spectrogr
     return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
 
 
-def segment_spectrogram(wav: np.ndarray, n_steps: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
-    """Frames covering the clips of all `n_steps` steps of a segment (see module docstring)."""
+def frame_offsets(ts: np.ndarray, origin: float, params: SpectrogramParams) -> np.ndarray:
+    """Frame offset (hops after the segment's origin, rounded) of nodes at times `ts` (seconds)."""
+    offsets = np.rint((np.asarray(ts, dtype=np.float64) - origin) * params.sample_rate / params.hop_length)
+    return offsets.astype(np.int64)
+
+
+def segment_spectrogram(wav: np.ndarray, last_offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    """Frames covering the clips of every node of a segment up to frame offset `last_offset`."""
     start = clip_utils.audio_clip_start(0, clip_length, params.step_samples)
-    n_frames = (n_steps - 1) * params.frames_per_step + params.clip_frames(clip_length)
+    n_frames = int(last_offset) + params.clip_frames(clip_length)
     return log_mel_frames(wav, start, n_frames, params)
 
 
-def clip_spectrogram(wav: np.ndarray, step: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
-    """The (n_mels, clip_length · frames_per_step) spectrogram of one step's clip."""
-    start = clip_utils.audio_clip_start(step, clip_length, params.step_samples)
+def clip_spectrogram(wav: np.ndarray, offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    """The (n_mels, clip_length · frames_per_step) spectrogram of the clip of the node at frame `offset`."""
+    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples) + int(offset) * params.hop_length
     return log_mel_frames(wav, start, params.clip_frames(clip_length), params)
 
 
-def slice_clip(segment_spec: np.ndarray, step: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
-    first = step * params.frames_per_step
-    return segment_spec[:, first : first + params.clip_frames(clip_length)]
+def slice_clip(segment_spec: np.ndarray, offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
+    return segment_spec[:, int(offset) : int(offset) + params.clip_frames(clip_length)]
 
 
 @dataclass(frozen=True)

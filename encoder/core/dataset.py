@@ -6,6 +6,10 @@
   once (not one per step) plus all its bio clips; `node_batches` cuts the clips out and packs them
   into batches of nodes.
 
+A "step" is a node's index inside its segment (its joined EDA/TEMP row). Its clips are placed by the
+node's timestamp, not by that index (frames.py states the rule): the audio clip by its frame offset
+from the segment's origin, the bio clips by sampling each modality's own rows around its time.
+
 Training target: the listed labels as a normalised multi-hot (`label`); metric target: the first
 listed label (`target`).
 """
@@ -13,7 +17,7 @@ listed label (`target`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,11 @@ from encoder.core.custom_transforms import (
     Normalization,
     SpectrogramParams,
     clip_spectrogram,
+    frame_offsets,
     mean_std,
     segment_spectrogram,
 )
-from encoder.core.frames import label_vector
+from encoder.core.frames import label_vector, rows_by_segment, segment_origins
 
 AUDIO_STATS_SEGMENTS = 32  # training segments whose spectrograms give the audio mean/std
 
@@ -43,35 +48,69 @@ class Segment:
     wav: Path
     label: np.ndarray  # float32[7], normalised multi-hot of the listed labels (NaN: unlabelled, prediction only)
     target: int  # first listed label (-1: unlabelled)
-    ts: np.ndarray  # float64[n], seconds of day of each 4 Hz step
-    eda: np.ndarray  # float64[n]
+    ts: np.ndarray  # float64[n], seconds of day of each node (joined EDA/TEMP row)
+    eda: np.ndarray  # float64[n], the node's own EDA value
     temp: np.ndarray  # float64[n]
+    origin: float  # seconds of day of the segment's earliest EDA or TEMP row: the wav's start
+    eda_rows: np.ndarray  # float64[m, 2]: every EDA row of the segment, [ts, value], time-ordered
+    temp_rows: np.ndarray  # float64[k, 2]
 
     @property
     def n_steps(self) -> int:
         return len(self.ts)
 
+    def frame_offsets(self, params: SpectrogramParams, steps: np.ndarray | None = None) -> np.ndarray:
+        """Spectrogram frame offset of each node (or of `steps`) from the segment's origin."""
+        ts = self.ts if steps is None else self.ts[np.asarray(steps, dtype=np.int64)]
+        return frame_offsets(ts, self.origin, params)
+
+    def bio_clips(self, clip_length: int, steps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (EDA, TEMP) clips, each (len(steps), clip_length), of every node or of `steps`."""
+        ts = self.ts if steps is None else self.ts[np.asarray(steps, dtype=np.int64)]
+        return tuple(clip_utils.bio_clips_at(rows[:, 0], rows[:, 1], ts, clip_length, config.BIO_STEP_S)
+                     for rows in (self.eda_rows, self.temp_rows))
+
 
 @dataclass
 class SegmentTable:
-    """Usable segments per split and what was skipped (segment id → reason)."""
+    """Usable segments per split, what this stage skipped (segment id → reason) and what the dataframe
+    stage had already dropped in the same splits (`dropped_before`, segment id → reason)."""
 
     by_split: dict[str, list[Segment]]
     skipped: dict[str, str]
     considered: int
+    dropped_before: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unusable(self) -> dict[str, str]:
+        """Every segment of the chosen sessions that has no prediction: dropped earlier or skipped here."""
+        return {**self.dropped_before, **{k: reason_key(v) for k, v in self.skipped.items()}}
 
     def report(self) -> dict[str, Any]:
         reasons: dict[str, int] = {}
-        for reason in self.skipped.values():
-            key = reason.split(" (")[0]
-            reasons[key] = reasons.get(key, 0) + 1
+        for reason in self.unusable.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
         return {
             "segments": {name: len(segs) for name, segs in self.by_split.items()},
             "nodes": {name: int(sum(s.n_steps for s in segs)) for name, segs in self.by_split.items()},
+            "kept": sum(len(segs) for segs in self.by_split.values()),
             "skipped": len(self.skipped),
-            "skipped_reasons": reasons,
+            "dropped_by_frames": len(self.dropped_before),
+            "dropped_reasons": dict(sorted(reasons.items())),
             "considered": self.considered,
         }
+
+    def summary(self) -> str:
+        """One line: kept per split and every reason a segment was left out, with its count."""
+        report = self.report()
+        kept = ", ".join(f"{name} {n}" for name, n in report["segments"].items())
+        dropped = ", ".join(f"{n} {reason}" for reason, n in report["dropped_reasons"].items())
+        return f"segments kept: {kept}; dropped {len(self.unusable)}" + (f" ({dropped})" if dropped else "")
+
+
+def reason_key(reason: str) -> str:
+    """The reason without its detail: 'wav unreadable (…)' -> 'wav unreadable'."""
+    return reason.split(" (")[0]
 
 
 def load_segments(
@@ -86,11 +125,19 @@ def load_segments(
     """Segments of `frames` (gt + entities) in the `wanted` splits (and `sessions`, when given).
     A segment whose wav is missing, unreadable or empty, or that has no bio samples, is skipped and
     counted; more than `max_skip_share` of them skipped raises util.DataError. With `labels_required`
-    False (prediction) a row without label (emotion_one_hot "") gives label NaN and target -1."""
+    False (prediction) a row without label (emotion_one_hot "") gives label NaN and target -1.
+    Segments of the same splits that the dataframe stage dropped are listed in `dropped_before`."""
     splits = util.session_splits() if splits is None else splits
     wanted = set(wanted)
     sessions = None if sessions is None else set(sessions)
     table = SegmentTable({name: [] for name in splits if name in wanted}, {}, 0)
+    for segment_id, reason in getattr(frames, "dropped", {}).items():
+        session = util.parse_segment_id(segment_id)["session"]
+        if util.split_of_session(session, splits) in wanted and (sessions is None or session in sessions):
+            table.dropped_before[segment_id] = reason
+    eda_rows = rows_by_segment(frames.eda, "EDA_value")
+    temp_rows = rows_by_segment(frames.temp, "TEMP_value")
+    origins = segment_origins(frames.eda, frames.temp)
     for row in frames.gt.itertuples(index=False):
         split = util.split_of_session(int(row.session), splits)
         if split not in wanted or (sessions is not None and int(row.session) not in sessions):
@@ -100,7 +147,7 @@ def load_segments(
         entity = frames.entities.get(segment_id)
         path = kemdy20.wav_path(root, segment_id)
         reason = io.check_wav(path)
-        if entity is None or len(entity) == 0:
+        if entity is None or len(entity) == 0 or segment_id not in eda_rows or segment_id not in temp_rows:
             reason = "no bio samples"
         if reason is not None:
             table.skipped[segment_id] = f"{reason} ({path})" if reason.startswith("wav") else reason
@@ -111,7 +158,8 @@ def load_segments(
         table.by_split[split].append(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
                     label, int(row.target) if labelled else -1,
-                    entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy())
+                    entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy(),
+                    float(origins[segment_id]), eda_rows[segment_id], temp_rows[segment_id])
         )
     if table.considered and len(table.skipped) / table.considered > max_skip_share:
         first_id, first_reason = next(iter(table.skipped.items()))
@@ -134,7 +182,8 @@ def compute_normalization(
     temp = mean_std([s.temp for s in train])
     picks = np.unique(np.linspace(0, len(train) - 1, min(audio_segments, len(train))).round().astype(int))
     specs = [
-        segment_spectrogram(io.read_wav(train[i].wav, params.sample_rate), train[i].n_steps, clip_length, params)
+        segment_spectrogram(io.read_wav(train[i].wav, params.sample_rate), int(train[i].frame_offsets(params)[-1]),
+                            clip_length, params)
         for i in picks
     ]
     audio = mean_std(specs)
@@ -165,19 +214,20 @@ class TrainClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         seg = self.segments[index]
-        step = self.step_of(index)
+        steps = np.array([self.step_of(index)])
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = self.norm.audio(clip_spectrogram(wav, step, self.clip_length, self.params))
-        steps = np.array([step])
-        eda = self.norm.eda(clip_utils.bio_clips(seg.eda, self.clip_length, steps))
-        temp = self.norm.temp(clip_utils.bio_clips(seg.temp, self.clip_length, steps))
+        spec = self.norm.audio(clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length,
+                                                self.params))
+        eda, temp = seg.bio_clips(self.clip_length, steps)
+        eda, temp = self.norm.eda(eda), self.norm.temp(temp)
         return (torch.from_numpy(spec)[None], torch.from_numpy(eda), torch.from_numpy(temp),
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
 
 
 class SegmentDataset(Dataset):
     """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip,
-    its EDA/TEMP clips (n_steps, L) and its index. `step_stride` > 1 keeps every k-th step only."""
+    the frame offset of each step, its EDA/TEMP clips (n_steps, L) and its index. `step_stride` > 1
+    keeps every k-th step only."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
                  params: SpectrogramParams, step_stride: int = 1):
@@ -196,14 +246,17 @@ class SegmentDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         seg = self.segments[index]
         steps = self.steps(index)
+        offsets = seg.frame_offsets(self.params, steps)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = self.norm.audio(segment_spectrogram(wav, seg.n_steps, self.clip_length, self.params))
+        spec = self.norm.audio(segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params))
+        eda, temp = seg.bio_clips(self.clip_length, steps)
         return {
             "index": index,
             "steps": torch.from_numpy(steps),
+            "offsets": torch.from_numpy(offsets),
             "spec": torch.from_numpy(spec),
-            "eda": torch.from_numpy(self.norm.eda(clip_utils.bio_clips(seg.eda, self.clip_length, steps))),
-            "temp": torch.from_numpy(self.norm.temp(clip_utils.bio_clips(seg.temp, self.clip_length, steps))),
+            "eda": torch.from_numpy(self.norm.eda(eda)),
+            "temp": torch.from_numpy(self.norm.temp(temp)),
         }
 
 
@@ -217,10 +270,10 @@ class NodeBatch:
 
 
 def segment_clips(item: dict[str, Any], clip_length: int, params: SpectrogramParams) -> torch.Tensor:
-    """(n, 1, n_mels, clip frames) views of the segment spectrogram, one per step of `item`."""
-    fps = params.frames_per_step
-    windows = item["spec"].unfold(1, params.clip_frames(clip_length), fps)  # (mels, n_steps, frames)
-    return windows[:, item["steps"]].permute(1, 0, 2).unsqueeze(1)
+    """(n, 1, n_mels, clip frames) clips of the segment spectrogram, one per step of `item`, each
+    starting at that step's frame offset."""
+    windows = item["spec"].unfold(1, params.clip_frames(clip_length), 1)  # (mels, start frame, frames)
+    return windows[:, item["offsets"]].permute(1, 0, 2).unsqueeze(1)
 
 
 def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: int,

@@ -79,6 +79,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     fitted_on = check_encoder_splits(state, encoder_splits or splits, ckpt_path)
     frames = load_frames(root) if frames is None else frames
     table = load_segments(frames, root, splits)
+    say(table.summary())
     segments = [s for name in splits for s in sorted(table.by_split.get(name, []), key=lambda s: s.session)]
     sessions = sorted({s.session for s in segments})
     mine = set(sessions[runtime.rank :: runtime.world_size])

@@ -10,10 +10,27 @@ Artifacts, written under the dataset root with the original project's names:
   space-separated 0/1 in config.EMOTIONS order, `target` the index of the first listed label.
 * `all_entity.pickle`: dict segment ID -> float64 array (n, 3) of [ts, EDA, TEMP], time-ordered.
 * `ts_script.pickle`: DataFrame of every (ts, segment) node: `session, ts, identity, script, step`
-  (`step` = index of the sample inside its segment), sorted by session then time.
+  (`step` = index of the node inside its segment), sorted by session then time.
+* `frames_report.json`: what was read, kept and dropped: the counts printed by build_frames.py, every
+  dropped segment with its reason (`dropped_segments`), duplicate, off-grid and missing rows
+  (`irregular`). Later stages repeat the dropped segments of their sessions in their own reports.
 
 A segment is kept when it has a wav (unless wavs are not checked) and at least one joined EDA/TEMP
-row. Dropped segments are counted by reason; above config.MAX_SKIP_SHARE the stage fails.
+row. Dropped segments are counted by reason (and listed, `Frames.dropped`); above config.MAX_SKIP_SHARE
+the stage fails.
+
+Irregular rows (real recordings have them) follow one rule, and every case is counted in the report
+(`irregular`), never silent:
+
+* exact duplicates (same segment and timestamp within one modality) keep the first row in file
+  order; those whose value differs from the kept one are counted again as `conflicting`;
+* a node is a joined EDA/TEMP row and stands at its own timestamp: a row missing in one modality
+  removes that node only (join counts), a row off the 4 Hz grid or after a gap keeps its time;
+* its clips are placed by time, not by row index (dataset.Segment): the audio clip starts at the
+  node's time minus clip_length // 2 steps, measured from the segment's origin (its earliest EDA or
+  TEMP row, the wav's start), and each bio clip samples that modality's own rows at the node's time
+  ± k·0.25 s, linearly interpolated where a row is missing and edge-held beyond the segment's first
+  and last rows. On the regular grid this is exactly the index arithmetic of clip_utils.
 
 Training needs labels: `build_frames` refuses an annotation with empty label fields. Prediction on
 new recordings (`labels_required=False`) accepts them (unknown labels: emotion_one_hot "", target
@@ -34,7 +51,8 @@ from tqdm import tqdm
 
 from encoder.core import config, kemdy20, util
 
-ARTIFACTS = ("EDA_aug.csv", "TEMP_aug.csv", "gt_aug.csv", "all_entity.pickle", "ts_script.pickle")
+ARTIFACTS = ("EDA_aug.csv", "TEMP_aug.csv", "gt_aug.csv", "all_entity.pickle", "ts_script.pickle", "frames_report.json")
+GRID_TOLERANCE_S = 1e-3  # a node within 1 ms of its segment's 4 Hz grid counts as on it
 
 
 @dataclass
@@ -45,6 +63,11 @@ class Frames:
     entities: dict[str, np.ndarray]
     nodes: pd.DataFrame
     report: dict = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> dict[str, str]:
+        """Segment ID -> why the dataframe stage dropped it (`no_wav`, `no_joined_bio_rows`)."""
+        return dict(self.report.get("dropped_segments", {}))
 
 
 def label_vector(emotion_one_hot: str | np.ndarray) -> np.ndarray:
@@ -58,8 +81,9 @@ def label_vector(emotion_one_hot: str | np.ndarray) -> np.ndarray:
 
 
 def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tuple[pd.DataFrame, dict]:
-    """All files of one bio modality, concatenated; files of sessions without annotation are counted
-    and left out."""
+    """All files of one bio modality, concatenated in file order; files of sessions without annotation
+    are counted and left out. Rows repeating a (segment, timestamp) already read are dropped and
+    counted (`duplicate_rows`; `conflicting_duplicates` where the value differs from the kept row's)."""
     files = kemdy20.bio_files(root, modality)
     used = [f for f in files if kemdy20.session_of_file(f) in annotated_sessions]
     extra = sorted({kemdy20.session_of_file(f) for f in files} - annotated_sessions)
@@ -70,8 +94,43 @@ def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tu
             bar.update()
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         {f"{modality}_value": [], "ts": [], "script": []})
+    value = f"{modality}_value"
+    duplicate = table.duplicated(["script", "ts"], keep="first").to_numpy()
+    conflicting = 0
+    if duplicate.any():
+        kept_value = table.groupby(["script", "ts"], sort=False)[value].transform("first").to_numpy()
+        conflicting = int((duplicate & (table[value].to_numpy() != kept_value)).sum())
+        table = table[~duplicate].reset_index(drop=True)
     return table, {"files": len(used), "files_without_annotation": len(files) - len(used),
-                   "sessions_without_annotation": extra}
+                   "sessions_without_annotation": extra, "duplicate_rows": int(duplicate.sum()),
+                   "conflicting_duplicates": conflicting}
+
+
+def segment_origins(eda: pd.DataFrame, temp: pd.DataFrame) -> pd.Series:
+    """Segment ID -> its origin: the earliest timestamp among its EDA and TEMP rows (the wav's start)."""
+    return pd.concat([eda[["script", "ts"]], temp[["script", "ts"]]]).groupby("script")["ts"].min()
+
+
+def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
+    """Nodes off their segment's 4 Hz grid (origin + k·0.25 s, within GRID_TOLERANCE_S) and the steps
+    missing before a segment's first node or between two nodes (gaps)."""
+    if nodes.empty:
+        return {"nodes_off_grid": 0, "gaps": 0, "missing_steps": 0, "segments_with_gaps": 0}
+    ordered = nodes.sort_values(["script", "ts"], kind="stable")
+    ts = ordered["ts"].to_numpy()
+    scripts = ordered["script"].to_numpy()
+    offset = (ts - origins.loc[scripts].to_numpy()) / config.BIO_STEP_S
+    tolerance = GRID_TOLERANCE_S / config.BIO_STEP_S
+    first = np.r_[True, scripts[1:] != scripts[:-1]]
+    step_before = np.where(first, offset, np.diff(offset, prepend=0.0))  # steps since the origin or the last node
+    gap = np.where(first, step_before > tolerance, step_before > 1 + tolerance)
+    missing = np.where(gap, np.rint(step_before) - (~first), 0).clip(min=0)
+    return {
+        "nodes_off_grid": int((np.abs(offset - np.rint(offset)) > tolerance).sum()),
+        "gaps": int(gap.sum()),
+        "missing_steps": int(missing.sum()),
+        "segments_with_gaps": int(len(np.unique(scripts[gap]))),
+    }
 
 
 def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -87,6 +146,19 @@ def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
         return {}
     starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
     return dict(zip(scripts[starts], np.split(values, starts[1:]), strict=True))
+
+
+def rows_by_segment(table: pd.DataFrame, value: str) -> dict[str, np.ndarray]:
+    """Segment ID -> its rows of one modality as float64 [ts, value], time-ordered (one sort, one split)."""
+    if table.empty:
+        return {}
+    scripts = table["script"].to_numpy()
+    ts = table["ts"].to_numpy(dtype=np.float64)
+    order = np.lexsort((ts, scripts))
+    scripts = scripts[order]
+    rows = np.column_stack([ts[order], table[value].to_numpy(dtype=np.float64)[order]])
+    starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
+    return dict(zip(scripts[starts], np.split(rows, starts[1:]), strict=True))
 
 
 def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | None = None,
@@ -114,6 +186,8 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     has_bio = gt["script"].isin(with_bio)
     keep = has_wav & has_bio
     dropped = {"no_wav": int((~has_wav).sum()), "no_joined_bio_rows": int((has_wav & ~has_bio).sum())}
+    reasons = np.where(~has_wav, "no_wav", "no_joined_bio_rows")
+    dropped_segments = {str(k): str(v) for k, v in zip(gt["script"][~keep], reasons[~keep.to_numpy()], strict=True)}
     n_dropped = int((~keep).sum())
     if n_dropped > max_skip_share * len(gt):
         raise util.DataError(
@@ -138,6 +212,8 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     nodes = nodes[["session", "ts", "identity", "script", "step"]]
 
     order = ["script", "ts"]
+    eda_kept = eda[eda["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
+    temp_kept = temp[temp["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
     report = {
         "root": str(root),
         "annotation_files": len(annotation_files),
@@ -150,12 +226,19 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
         "join_dropped_rows": {"EDA_only": len(eda) - len(joined), "TEMP_only": len(temp) - len(joined),
                               "not_annotated": int((~joined["script"].isin(annotated)).sum())},
         "files": {"EDA": eda_info, "TEMP": temp_info},
+        "irregular": {
+            "duplicate_rows": {m: info["duplicate_rows"] for m, info in (("EDA", eda_info), ("TEMP", temp_info))},
+            "conflicting_duplicates": {m: info["conflicting_duplicates"]
+                                       for m, info in (("EDA", eda_info), ("TEMP", temp_info))},
+            **grid_report(nodes, segment_origins(eda_kept, temp_kept)),
+        },
         "samples": len(nodes),
+        "dropped_segments": dropped_segments,
     }
     return Frames(
         gt=gt,
-        eda=eda[eda["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True),
-        temp=temp[temp["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True),
+        eda=eda_kept,
+        temp=temp_kept,
         entities=entities,
         nodes=nodes,
         report=report,
@@ -163,7 +246,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
 
 
 def write_frames(frames: Frames, root: Path) -> list[Path]:
-    """Write the five artifacts under `root`, each atomically."""
+    """Write the six artifacts under `root`, each atomically."""
     root = Path(root)
     written = []
     for name, table in (("EDA_aug.csv", frames.eda), ("TEMP_aug.csv", frames.temp), ("gt_aug.csv", frames.gt)):
@@ -174,6 +257,8 @@ def write_frames(frames: Frames, root: Path) -> list[Path]:
         with util.atomic_path(root / name) as tmp, open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
         written.append(root / name)
+    util.write_json(frames.report, root / "frames_report.json")
+    written.append(root / "frames_report.json")
     return written
 
 
@@ -191,7 +276,7 @@ def load_frames(root: Path) -> Frames:
     with open(root / "ts_script.pickle", "rb") as fh:
         nodes = pickle.load(fh)
     return Frames(gt=gt, eda=pd.read_csv(root / "EDA_aug.csv"), temp=pd.read_csv(root / "TEMP_aug.csv"),
-                  entities=entities, nodes=nodes)
+                  entities=entities, nodes=nodes, report=util.read_json(root / "frames_report.json"))
 
 
 def summary_tables(frames: Frames) -> dict[str, pd.DataFrame]:
@@ -222,6 +307,14 @@ def format_report(frames: Frames) -> str:
         f"joined {r['bio_rows_in_segments']['joined']} (join dropped {r['join_dropped_rows']['EDA_only']} EDA-only, "
         f"{r['join_dropped_rows']['TEMP_only']} TEMP-only rows)",
     ]
+    irregular = r["irregular"]
+    lines.append(
+        f"irregular rows: duplicates dropped EDA {irregular['duplicate_rows']['EDA']}, TEMP "
+        f"{irregular['duplicate_rows']['TEMP']} (of which with another value: "
+        f"{irregular['conflicting_duplicates']['EDA']}, {irregular['conflicting_duplicates']['TEMP']}); "
+        f"nodes off the 4 Hz grid {irregular['nodes_off_grid']}; gaps {irregular['gaps']} in "
+        f"{irregular['segments_with_gaps']} segments ({irregular['missing_steps']} missing steps); "
+        "clips are placed by timestamp")
     for modality in kemdy20.BIO_MODALITIES:
         info = r["files"][modality]
         if info["files_without_annotation"]:
