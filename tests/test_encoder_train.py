@@ -94,6 +94,17 @@ def test_resume_continues_from_the_saved_epoch(trained, tiny_root, tmp_path):
     assert float(resumed[1]["loss_total"]) == pytest.approx(float(straight[1]["loss_total"]), rel=1e-4)
 
 
+def test_resume_with_other_splits_is_refused(tiny_root, tmp_path):
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+                           optimization=tiny_optimization(tmp_path, epochs=1), log=None)
+    moved = {"train": (2,), "val": (33,), "test": (1, 37)}  # the default splits train on 1 and 2
+    with pytest.raises(util.DataError, match="other session splits"):
+        training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+                               optimization=tiny_optimization(tmp_path, epochs=2), splits=moved, resume=True,
+                               log=None)
+    assert [int(r["epoch"]) for r in read_log(tmp_path)] == [1]  # nothing trained, nothing recorded
+
+
 def test_resume_without_checkpoint_is_an_error(tiny_root, tmp_path):
     with pytest.raises(util.DataError, match="resume"):
         training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
