@@ -32,7 +32,11 @@ time_edge seconds of node states; numv is not used).
 
 Writes (the CSV last, atomically; nothing when the input is bad):
   <out>                                 segment_id, session, script, identity, start_s, end_s, time_from,
-                                        predicted, p_neutral ... p_fear, true (empty where unknown).
+                                        predicted, p_neutral ... p_fear, true (empty where unknown),
+                                        reason: one row per annotated (or, without annotation,
+                                        discovered) segment; a segment that could not be labelled
+                                        (no_wav, no_joined_bio_rows, wav unreadable, ...) has empty
+                                        predicted and probabilities and says why in `reason`
                                         time_from = wav: start_s/end_s are the annotation's wav start/end
                                         (seconds from the start of the script's recording); = bio: no
                                         annotated times, start_s/end_s are the seconds of day of the
@@ -68,7 +72,7 @@ from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
-           *(f"p_{e}" for e in config.EMOTIONS), "true")
+           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason")
 NODE_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
@@ -189,9 +193,9 @@ def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str
 
 def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFrame, list[Segment], dict[str, str]]:
     """Segment rows (labelled or not, from the annotation or the wav files) of the chosen sessions,
-    their usable segments and the skipped ones."""
+    kept or not, their usable segments and the unusable ones (segment ID -> reason)."""
     built = frames.build_frames(root, labels_required=False)
-    available = sorted(int(s) for s in built.gt["session"].unique())
+    available = sorted(int(s) for s in built.segments["session"].unique())
     chosen = available if sessions is None else sessions
     missing = [s for s in chosen if s not in available]
     if missing:
@@ -199,8 +203,8 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
                              f"(sessions: {', '.join(map(str, available)) or 'none'})", root)
     table = load_segments(built, root, splits={"predict": tuple(chosen)}, wanted=("predict",),
                           labels_required=False)
-    gt = built.gt[built.gt["session"].isin(chosen)].set_index("script")
-    return gt, table.by_split["predict"], table.skipped
+    gt = built.segments[built.segments["session"].isin(chosen)].set_index("script")
+    return gt, table.by_split["predict"], table.unusable
 
 
 def session_nodes(segments: list[Segment], pred: prediction.Predictions) -> dict[str, Any]:
@@ -266,16 +270,25 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_COLUMNS)), timing
 
 
-def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment]) -> pd.DataFrame:
-    """One row per segment in COLUMNS order (plus bio_start/bio_end, the times from the bio timestamps,
-    for the timelines), sorted by session, script and start time."""
+def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment],
+                     unusable: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per segment of `ids` (predicted) and of `unusable` (no prediction: empty probabilities
+    and its `reason`), in COLUMNS order plus bio_start/bio_end (the times from the bio timestamps, for
+    the timelines), sorted by session, script and start time. An unusable segment without annotated
+    wav times has no start_s/end_s (time_from empty)."""
+    unusable = dict(unusable or {})
+    n_predicted = len(ids)
+    ids = [*ids, *unusable]
+    probs = np.concatenate([probs.reshape(n_predicted, config.NUM_CLASSES),
+                            np.full((len(unusable), config.NUM_CLASSES), np.nan)])
     parsed = [util.parse_segment_id(i) for i in ids]
     rows = gt.loc[ids]
     by_id = {s.segment_id: s for s in segments}
-    bio_start = np.array([by_id[i].ts[0] for i in ids])
-    bio_end = np.array([by_id[i].ts[-1] + config.BIO_STEP_S for i in ids])
+    bio_start = np.array([by_id[i].ts[0] if i in by_id else np.nan for i in ids])
+    bio_end = np.array([by_id[i].ts[-1] + config.BIO_STEP_S if i in by_id else np.nan for i in ids])
     wav_start, wav_end = rows["wav_start"].to_numpy(dtype=float), rows["wav_end"].to_numpy(dtype=float)
     from_wav = np.isfinite(wav_start) & np.isfinite(wav_end)
+    predicted = np.arange(len(ids)) < n_predicted
     table = pd.DataFrame({
         "segment_id": ids,
         "session": [p["session"] for p in parsed],
@@ -283,10 +296,11 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
         "identity": [p["identity"] for p in parsed],
         "start_s": np.where(from_wav, wav_start, bio_start),
         "end_s": np.where(from_wav, wav_end, bio_end),
-        "time_from": np.where(from_wav, "wav", "bio"),
-        "predicted": [config.EMOTIONS[k] for k in probs.argmax(axis=1)],
+        "time_from": np.where(from_wav, "wav", np.where(predicted, "bio", "")),
+        "predicted": [config.EMOTIONS[int(np.argmax(p))] if ok else "" for p, ok in zip(probs, predicted, strict=True)],
         **{f"p_{e}": probs[:, k] for k, e in enumerate(config.EMOTIONS)},
         "true": [config.EMOTIONS[int(t)] if pd.notna(t) else "" for t in rows["target"]],
+        "reason": ["" if ok else unusable[i] for i, ok in zip(ids, predicted, strict=True)],
         "bio_start": bio_start,
         "bio_end": bio_end,
     })
@@ -345,12 +359,16 @@ def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = N
     """One timeline PNG per (session, script) beside `out`, the node CSV (online), then the CSV;
     returns the PNG paths."""
     pngs = []
-    for (session, script), rows in table.groupby(["session", "script"], sort=True):
+    predicted = table[table["predicted"] != ""]
+    for (session, script), rows in predicted.groupby(["session", "script"], sort=True):
         identities = sorted(table.loc[table["session"] == session, "identity"].unique())
         path = out.parent / f"{out.stem}_Sess{session:02d}_script{script:02d}.png"
         scored = rows[rows["true"] != ""]
         accuracy = f", accuracy {(scored['predicted'] == scored['true']).mean():.2f}" if len(scored) else ""
-        plot_timeline(rows, identities, f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}", path)
+        unlabelled = int(((table["session"] == session) & (table["script"] == script)).sum()) - len(rows)
+        missing = f", {unlabelled} without prediction" if unlabelled else ""
+        title = f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}{missing}"
+        plot_timeline(rows, identities, title, path)
         pngs.append(path)
     if nodes is not None:
         write_csv(nodes, NODE_COLUMNS, node_csv(out))
@@ -375,7 +393,7 @@ def node_csv(out: Path) -> Path:
 
 def score_line(table: pd.DataFrame) -> str | None:
     """The accuracy / macro-F1 line over the segments with a true label; None when none has one."""
-    scored = table[table["true"] != ""]
+    scored = table[(table["true"] != "") & (table["predicted"] != "")]
     if scored.empty:
         return None
     index = {e: k for k, e in enumerate(config.EMOTIONS)}
@@ -396,7 +414,7 @@ def main() -> None:
     graphs, gnn = loaded["graphs"], loaded["gnn"].to(device)
     encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
     encoder = encoder.to(device)
-    gt, segments, skipped = session_segments(args.session, sessions)
+    gt, segments, unusable = session_segments(args.session, sessions)
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
@@ -406,13 +424,16 @@ def main() -> None:
     else:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
         ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward)
-    table = prediction_table(ids, probs, gt, segments)
+    table = prediction_table(ids, probs, gt, segments, unusable)
     pngs = write_outputs(table, args.out, nodes)
-    counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table.groupby("session").size().items())
+    counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
     mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
             else f"graphs numv {graphs['numv']}, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}")
-    print(f"predicted {len(table)} segments ({counts}); {mode}"
-          + (f"; skipped {len(skipped)} unusable segments" if skipped else ""))
+    print(f"predicted {len(ids)} of {len(table)} segments ({counts}); {mode}")
+    if unusable:
+        reasons = pd.Series(list(unusable.values())).value_counts().sort_index()
+        print(f"not predicted {len(unusable)} segments (rows with empty probabilities and a reason): "
+              + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
     bio_times = int((table["time_from"] == "bio").sum())
     if bio_times:
         print(f"{bio_times} segments without annotated wav start/end: start_s/end_s from the EDA/TEMP timestamps "

@@ -130,11 +130,18 @@ def predicted(models: dict[str, Path], tiny_root: Path) -> dict:
     return {"out": out, "table": pd.read_csv(out, keep_default_na=False), "stdout": result.stdout}
 
 
-def test_csv_has_one_row_per_kept_segment(predicted: dict, tiny_root: Path) -> None:
+def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path) -> None:
     table = predicted["table"]
     assert list(table.columns) == list(predict.COLUMNS)
-    gt = frames.build_frames(tiny_root).gt
-    gt = gt[gt["session"] == SESSION].set_index("script").loc[table["segment_id"]]
+    built = frames.build_frames(tiny_root)
+    annotated = built.segments[built.segments["session"] == SESSION]
+    assert sorted(table["segment_id"]) == sorted(annotated["script"])
+    unusable = table[table["reason"] != ""]
+    assert dict(zip(unusable["segment_id"], unusable["reason"], strict=True)) == {
+        k: v for k, v in built.dropped.items() if util.parse_segment_id(k)["session"] == SESSION}
+    assert (unusable[[*PROBS, "predicted"]] == "").all().all()
+    table = table[table["reason"] == ""].reset_index(drop=True)
+    gt = built.gt[built.gt["session"] == SESSION].set_index("script").loc[table["segment_id"]]
     assert sorted(table["segment_id"]) == sorted(gt.index) and len(table) == len(gt) > 0
     assert (table["session"] == SESSION).all()
     assert table["script"].tolist() == [util.parse_segment_id(s)["script"] for s in table["segment_id"]]
@@ -142,7 +149,7 @@ def test_csv_has_one_row_per_kept_segment(predicted: dict, tiny_root: Path) -> N
     assert (table["time_from"] == "wav").all()
     np.testing.assert_allclose(table[["start_s", "end_s"]].to_numpy(), gt[["wav_start", "wav_end"]].to_numpy(),
                                rtol=1e-5)
-    probs = table[PROBS].to_numpy()
+    probs = table[PROBS].to_numpy(dtype=float)
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert ((probs >= 0) & (probs <= 1)).all()
     assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in probs.argmax(axis=1)]
@@ -152,11 +159,12 @@ def test_csv_has_one_row_per_kept_segment(predicted: dict, tiny_root: Path) -> N
 def test_agrees_with_train_val_test_predictions(predicted: dict, models: dict[str, Path]) -> None:
     """Session 37 is the tiny preset's test split: train_val already predicted it from the stored
     features; predict.py, embedding in memory, must give the same segment probabilities."""
-    table = predicted["table"].set_index("segment_id")
+    table = predicted["table"]
+    table = table[table["reason"] == ""].set_index("segment_id")
     stored = pd.read_csv(models["gnn"].parent / "predictions_test.csv").set_index("segment_id")
     assert sorted(stored.index) == sorted(table.index)
     stored = stored.loc[table.index]
-    np.testing.assert_allclose(table[PROBS].to_numpy(), stored[PROBS].to_numpy(), atol=2e-4)
+    np.testing.assert_allclose(table[PROBS].to_numpy(dtype=float), stored[PROBS].to_numpy(), atol=2e-4)
     assert table["true"].tolist() == stored["target"].tolist()
 
 
@@ -169,8 +177,31 @@ def test_one_timeline_per_script(predicted: dict) -> None:
     assert not list(out.parent.glob(".*tmp"))
 
 
+def test_a_segment_without_wav_is_a_row_with_its_reason(models: dict[str, Path], tiny_raw: Path,
+                                                         tmp_path: Path) -> None:
+    root = copy_session(tiny_raw, tmp_path / "one_wav_less")
+    annotated = frames.build_frames(root).segments["script"].tolist()
+    gone = sorted((root / "wav" / f"Session{SESSION}").glob("*.wav"))[3]
+    gone.unlink()
+    out = tmp_path / "pred.csv"
+    printed = predict_in_process("--model", models["model"], "--session", root, "--out", out)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert sorted(table["segment_id"]) == sorted(annotated)  # one row per annotated segment, none left out
+    row = table.set_index("segment_id").loc[gone.stem]
+    assert row["reason"] == "no_wav" and row["predicted"] == "" and (row[PROBS] == "").all()
+    assert row["time_from"] == "wav" and row["true"] != ""  # the annotation's times and label stay
+    others = table[table["segment_id"] != gone.stem]
+    counts = others["reason"].value_counts().to_dict()
+    n_predicted = counts.pop("")
+    assert f"predicted {n_predicted} of {len(table)} segments" in printed
+    expected = ", ".join(f"{n} {r}" for r, n in sorted({**counts, "no_wav": 1}.items()))
+    assert f"not predicted {len(table) - n_predicted} segments (rows with empty probabilities and a reason): " \
+           f"{expected}" in printed
+
+
 def test_prints_score_and_paths(predicted: dict) -> None:
     table, stdout = predicted["table"], predicted["stdout"]
+    table = table[table["reason"] == ""]
     accuracy = (table["predicted"] == table["true"]).mean()
     assert f"accuracy {accuracy:.4f}" in stdout and "macro-F1" in stdout
     assert f"predictions: {predicted['out']}" in stdout and "timelines:" in stdout
@@ -239,7 +270,9 @@ def test_unlabelled_and_annotation_less_copies_predict_like_the_labelled_origina
     expected = predicted["table"].set_index("segment_id")
     assert sorted(table.index) == sorted(expected.index)
     table = table.loc[expected.index]
-    np.testing.assert_allclose(table[PROBS].to_numpy(), expected[PROBS].to_numpy(), atol=1e-5)
+    assert table["reason"].tolist() == expected["reason"].tolist()
+    table, expected = table[table["reason"] == ""], expected[expected["reason"] == ""]
+    np.testing.assert_allclose(table[PROBS].to_numpy(dtype=float), expected[PROBS].to_numpy(dtype=float), atol=1e-5)
     assert table["predicted"].tolist() == expected["predicted"].tolist()
     assert (table["true"] == "").all() and "accuracy" not in stdout and "macro-F1" not in stdout
     if form == "unlabelled":

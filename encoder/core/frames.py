@@ -63,6 +63,7 @@ class Frames:
     entities: dict[str, np.ndarray]
     nodes: pd.DataFrame
     report: dict = field(default_factory=dict)
+    segments: pd.DataFrame | None = None  # every annotated (or discovered) segment, kept or not; in memory only
 
     @property
     def dropped(self) -> dict[str, str]:
@@ -194,6 +195,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
             f"{n_dropped} of {len(gt)} annotated segments lack a wav ({dropped['no_wav']}) or joined EDA/TEMP rows "
             f"({dropped['no_joined_bio_rows']}), above MAX_SKIP_SHARE={max_skip_share:g}", root)
 
+    every_segment = gt.reset_index(drop=True)
     gt = gt[keep].reset_index(drop=True)
     kept_ids = set(gt["script"])
     joined_kept = joined[joined["script"].isin(kept_ids)]
@@ -242,6 +244,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
         entities=entities,
         nodes=nodes,
         report=report,
+        segments=every_segment,
     )
 
 
