@@ -114,7 +114,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     if not train_segs or not val_segs:
         raise util.DataError(f"no usable {'training' if not train_segs else 'validation'} segment "
                              f"(splits {dict(splits)})", root)
-    say(f"segments: train {len(train_segs)}, val {len(val_segs)}; skipped {len(table.skipped)}")
+    say(table.summary())
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
     model = STEncoder(weights=inputs.get("weights")).to(device)
@@ -130,6 +130,11 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         state = load_encoder_checkpoint(found[-1])
         if state["inputs"] != signature:
             raise util.DataError(f"--resume: checkpoint made with other inputs {state['inputs']}", found[-1])
+        recorded = {k: [int(s) for s in v] for k, v in (state.get("splits") or {}).items()}
+        if recorded != {k: [int(s) for s in v] for k, v in splits.items()}:
+            raise util.DataError(f"--resume: checkpoint trained with other session splits {recorded}, not "
+                                 f"{ {k: list(v) for k, v in splits.items()} }: start again without --resume",
+                                 found[-1])
         model.load_state_dict(encoder_from_checkpoint(state, found[-1]).state_dict())
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
