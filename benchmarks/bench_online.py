@@ -12,13 +12,23 @@ speaker, so that is the budget. Torch runs on --threads threads (default 1, as p
 online.py). The last line printed is `latency_ms_p50=<ours> latency_ms_p95=<ours> nodes_per_s=<ours>`.
 
     python benchmarks/bench_online.py [--model results/demo_causal] [--root encoder/KEMDy20_demo] [--session 37]
+
+Without --model, it builds one in a temporary folder first (about a minute on 2 CPU cores): the `tiny`
+synthetic preset (seed 0), whose test session is 37, then run_pipeline's chain (dataframes, encoder
+training, extraction, graphs, train_val.py --causal) at the demo's settings (config.DEMO: its spectrogram
+and graph size, the GNN's default width) with one encoder epoch and a few GNN epochs, and replays that
+session of it (unless --root names another data folder). Latency does not depend on how well the model is
+trained, only on its sizes; the tiny preset's session is shorter than the demo's, so the reference (whose
+cost grows with the past) is relatively cheaper there.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +39,19 @@ import model_folder
 import models_gnn
 import online
 import predict
-from encoder.core import checkpoints, config, util
+import run_pipeline
+from encoder.core import checkpoints, config, frames, synthetic, util
 from encoder.core.dataset import Segment
 from encoder.core.models import inference_model
+
+# The model built without --model: the demo's spectrogram, graph and GNN sizes, trained briefly.
+BUILD_SETTINGS: dict[str, Any] = {
+    "STE_inputs": config.DEMO["STE_inputs"],
+    "STE_optimization_params": {**config.DEMO["STE_optimization_params"], "epochs": 1, "scheduler_T_max": 1,
+                                "progress": False},
+    "graph_flags": config.DEMO["graph_flags"],
+    "gnn_flags": ["--causal", "--num_epoch", "3", "--batch_size", "4", "--patience", "0"],
+}
 
 
 def ours(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, segments: list[Segment]) -> dict:
@@ -87,16 +107,44 @@ def gnn_part(result: dict) -> str:
             f"last {ms[-1]:.2f} ms")
 
 
+def build_model(work: Path) -> tuple[Path, Path]:
+    """A causal model folder made from scratch in `work`: the `tiny` preset, its dataframes, then
+    run_pipeline.run_chain with BUILD_SETTINGS on the CPU. Returns (model folder, data root)."""
+    root = work / "KEMDy20"
+    summary = synthetic.make_dataset(root, preset="tiny", seed=0)
+    frames.write_frames(frames.build_frames(root), root)
+    args = run_pipeline.parse_args(["--data", str(root), "--device", "cpu", "--work", str(work)])
+    dirs = run_pipeline.ChainDirs(work / "ste", work / "features", work / "graphs", work / "results", "tiny_causal")
+    pipeline = run_pipeline.Pipeline(work / run_pipeline.STATE_FILE, force=True)
+    run_pipeline.run_chain(args, pipeline, root, "tiny", BUILD_SETTINGS, dirs, util.session_splits(), None)
+    print(f"built a causal model on the tiny preset ({summary['segments']} segments) in "
+          f"{sum(pipeline.timings.values()):.0f} s: {dirs.results / dirs.exp}")
+    return dirs.results / dirs.exp, root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=config.RESULTS_DIR / "demo_causal",
-                        help="model folder of a train_val.py --causal run")
-    parser.add_argument("--root", type=Path, default=config.DEMO_ROOT, help="folder in the KEMDy20 layout")
-    parser.add_argument("--session", type=int, default=37, help="session to replay (a demo test session)")
+    parser.add_argument("--model", type=Path,
+                        help="model folder of a train_val.py --causal run, e.g. results/demo_causal (default: "
+                             "build one on the tiny preset in a temporary folder)")
+    parser.add_argument("--root", type=Path, help="folder in the KEMDy20 layout (default: encoder/KEMDy20_demo "
+                                                  "with --model, else the tiny preset the model was built on)")
+    parser.add_argument("--session", type=int, default=37, help="session to replay (a test session of both the "
+                                                                "demo and the tiny preset)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     util.seed_everything(0)
-    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:  # the built model and the replayed wavs are read from it
+        if args.model is None:
+            args.model, built_root = build_model(Path(tmp))
+            args.root = args.root or built_root
+        args.root = args.root or config.DEMO_ROOT
+        torch.set_num_threads(args.threads)
+        replay(args)
+
+
+def replay(args: argparse.Namespace) -> None:
+    """Both ways on session args.session of args.root with the model folder args.model; prints the figures."""
     loaded = model_folder.load(args.model)
     gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
     if not gnn.causal:

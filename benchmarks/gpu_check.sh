@@ -8,13 +8,18 @@
 # GPU_CHECK_TOTAL_S, 450 s by default, so the call stays under 8 minutes):
 #   install  carried wheels (benchmarks/fetch_gpu_wheels.sh → build/wheels) into a scratch folder put on
 #            PYTHONPATH, with --no-deps: torch, torchvision and torch-geometric stay as the machine has them;
-#            skipped when librosa and soundfile already import
+#            skipped when librosa and soundfile already import; then, in every case, librosa.stft,
+#            librosa.filters.mel and librosa.resample on a tiny array: librosa imports its numba code lazily,
+#            so a numba/numpy mismatch fails here, once, with its message (logs/install.log), not in every part
 #   env      versions and the device (bench_gpu.py env)
-#   tests    pytest -m cuda tests/test_cuda.py (JUnit report → cuda_tests.xml)
+#   tests    pytest -m cuda tests/test_cuda.py -v -rA: one PASSED/FAILED line per test streamed to the log,
+#            which a timed-out run keeps (gpu_report.py reads it when the JUnit report cuda_tests.xml, written
+#            only when pytest ends, is missing)
 #   encoder  extraction nodes/s (fp32, fp16 autocast, batch-1 reference), training clips/s (bench_gpu.py)
 #   gnn      GNN seconds per epoch on ~300k nodes of 1536-d and peak GPU memory (bench_gpu.py)
-#   demo     python run_pipeline.py --device 0 --profile demo --work <scratch> (its `stage times` line);
-#            with GPU_CHECK_QUICK=1 on the `tiny` preset in the scratch folder (--data) instead
+#   demo_data the synthetic `demo` preset, seed 0 (GPU_CHECK_QUICK=1: `tiny`), generated into the scratch folder
+#   demo     python run_pipeline.py --data <that> --profile demo --device 0 --work <scratch> (its `stage times`
+#            line): the repository's demo folder and any configured KEMDy20 are left alone
 #   report   everything into $OUT/gpu_check.json (benchmarks/gpu_report.py), headline figures printed last
 # A failed or timed-out part is recorded and the next one runs; the JSON is written in every case.
 #
@@ -114,6 +119,21 @@ install_wheels() {  # carried wheels into $WORK/site, on PYTHONPATH after the re
     || return 6
 }
 
+warm_librosa() {  # the librosa calls the pipeline makes (spectrogram, mel filters, resampling) on a tiny array
+  timeout 120 "$PY" - <<'PY' || { echo "librosa warm-up failed: the pipeline's spectrograms would fail the same way"; return 7; }
+import numba
+import numpy as np
+import librosa
+
+wav = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+librosa.stft(wav, n_fft=256, hop_length=200, win_length=200, center=False)
+librosa.filters.mel(sr=8000, n_fft=256, n_mels=32, fmax=4000.0)
+librosa.resample(wav, orig_sr=16000, target_sr=8000)
+print(f"librosa warm-up ok (stft, filters.mel, resample): librosa {librosa.__version__}, "
+      f"numba {numba.__version__}, numpy {np.__version__}")
+PY
+}
+
 finish() {  # the report; exit status 0 when every part ran, 1 when one failed, 2 when no report was made
   local t0=$EPOCHREALTIME status
   echo "=== [report]"
@@ -138,11 +158,20 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 # install
 t0=$EPOCHREALTIME
 torch_before=$("$PY" -c "import torch; print(torch.__version__)" 2>/dev/null || echo unavailable)
-install_wheels
+# into a file, not through a pipe: install_wheels must run in this shell to extend PYTHONPATH
+install_wheels >"$WORK/logs/install.log" 2>&1
 rc=$?
+warmup=skipped
+if ((rc == 0)); then
+  warm_librosa >>"$WORK/logs/install.log" 2>&1
+  rc=$?
+  if ((rc == 0)); then warmup=ok; else warmup=failed; fi
+fi
+cat "$WORK/logs/install.log"
 torch_after=$("$PY" -c "import torch; print(torch.__version__)" 2>/dev/null || echo unavailable)
 write_status install "$rc" "$(elapsed_since "$t0")" 60 \
-  ", \"wheels_installed\": \"$INSTALLED\", \"torch_before\": \"$torch_before\", \"torch_after\": \"$torch_after\""
+  ", \"wheels_installed\": \"$INSTALLED\", \"librosa_warmup\": \"$warmup\", \"torch_before\": \"$torch_before\", \
+\"torch_after\": \"$torch_after\""
 echo "=== [install] exit status $rc; torch $torch_before before, $torch_after after"
 
 DEVICE=${GPU_CHECK_DEVICE:-$("$PY" -c "import torch; print(0 if torch.cuda.is_available() else 'cpu')" 2>/dev/null \
@@ -152,26 +181,25 @@ echo "device: $DEVICE"
 if [ "$QUICK" = 1 ]; then
   budgets=(env=60 tests=120 encoder=300 gnn=120 demo_data=60 demo=240)
 else
-  budgets=(env=20 tests=100 encoder=80 gnn=110 demo=120)
+  budgets=(env=20 tests=100 encoder=80 gnn=100 demo_data=20 demo=120)
 fi
 declare -A BUDGET
 for pair in "${budgets[@]}"; do BUDGET[${pair%=*}]=${pair#*=}; done
 
 run_part env "${BUDGET[env]}" "$PY" benchmarks/bench_gpu.py env --out "$WORK/parts/env.json"
-run_part tests "${BUDGET[tests]}" "$PY" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider \
+# -v: each test's PASSED/FAILED streamed to logs/tests.log as it ends, kept when the part is killed
+run_part tests "${BUDGET[tests]}" "$PY" -m pytest -m cuda tests/test_cuda.py -v -rA -p no:cacheprovider \
   --junitxml="$WORK/cuda_tests.xml"
 run_part encoder "${BUDGET[encoder]}" "$PY" benchmarks/bench_gpu.py encoder --device "$DEVICE" "${QUICK_ARGS[@]}" \
   --work "$WORK/encoder" --out "$WORK/parts/encoder.json"
 run_part gnn "${BUDGET[gnn]}" "$PY" benchmarks/bench_gpu.py gnn --device "$DEVICE" "${QUICK_ARGS[@]}" \
   --work "$WORK/gnn" --out "$WORK/parts/gnn.json"
 rm -rf "$WORK/gnn"  # about 4 GB of node files and graphs at full size
-if [ "$QUICK" = 1 ]; then
-  # the tiny preset in the scratch folder: the default data folder (encoder/KEMDy20_demo) is left alone
-  run_part demo_data "${BUDGET[demo_data]}" "$PY" encoder/data/make_synthetic_kemdy20.py \
-    --out "$WORK/demo_data/KEMDy20" --preset tiny
-  run_part demo "${BUDGET[demo]}" "$PY" run_pipeline.py --device "$DEVICE" --profile demo \
-    --data "$WORK/demo_data/KEMDy20" --work "$WORK/demo"
-else
-  run_part demo "${BUDGET[demo]}" "$PY" run_pipeline.py --device "$DEVICE" --profile demo --work "$WORK/demo"
-fi
+# the demo on data of its own in the scratch folder: without --data, run_pipeline.py would regenerate the
+# repository's encoder/KEMDy20_demo, or run on a configured real KEMDy20
+if [ "$QUICK" = 1 ]; then PRESET=tiny; else PRESET=demo; fi
+run_part demo_data "${BUDGET[demo_data]}" "$PY" encoder/data/make_synthetic_kemdy20.py \
+  --out "$WORK/demo_data/KEMDy20" --preset "$PRESET" --seed 0
+run_part demo "${BUDGET[demo]}" "$PY" run_pipeline.py --data "$WORK/demo_data/KEMDy20" --profile demo \
+  --device "$DEVICE" --work "$WORK/demo"
 finish

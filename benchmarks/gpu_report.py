@@ -3,9 +3,11 @@
     python benchmarks/gpu_report.py --work DIR --out gpu_check.json
 
 Reads DIR/status/<part>.json (exit status and seconds of each part, written by gpu_check.sh),
-DIR/parts/<part>.json (bench_gpu.py results), DIR/cuda_tests.xml (pytest's JUnit report) and
-DIR/logs/demo.log (run_pipeline.py's output, for its `stage times (s): ...` line). Standard library only,
-so the report is written even when torch or the project cannot be imported.
+DIR/parts/<part>.json (bench_gpu.py results), DIR/cuda_tests.xml (pytest's JUnit report; when it is
+missing, as pytest writes it only when it ends, the per-test lines of `pytest -v` in DIR/logs/tests.log,
+which a killed run leaves: the test it was killed in counts as failed) and DIR/logs/demo.log
+(run_pipeline.py's output, for its `stage times (s): ...` line). Standard library only, so the report is
+written even when torch or the project cannot be imported.
 
 A headline figure is null, with its reason under `reasons`, when its part failed or did not run, or was
 not measured on CUDA at full size (a CPU or --quick run keeps its own figures under `parts`).
@@ -22,6 +24,16 @@ from pathlib import Path
 from typing import Any
 
 STAGE_TIMES = re.compile(r"stage times \(s\): (?P<stages>.*?); total (?P<total>[0-9.]+)")
+# pytest -v: "tests/test_cuda.py::test_x PASSED   [ 12%]" once the test ends; only "tests/test_cuda.py::test_x "
+# while it runs (so the last line of a killed run); a teardown error adds a line "... ERROR"
+VERBOSE_LINE = re.compile(r"^(?P<id>[^\s:]+\.py::\S+) ?(?P<outcome>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)?"
+                          r"(?: \((?P<reason>.*?)\))?", re.MULTILINE)
+# pytest -rA's short summary: "FAILED tests/test_cuda.py::test_x - AssertionError: ..."
+SUMMARY_LINE = re.compile(r"^(?:FAILED|ERROR) (?P<id>\S+::\S+) - (?P<message>.*)$", re.MULTILINE)
+SUMMARY_SKIP = re.compile(r"^SKIPPED \[\d+\] \S+: (?P<reason>.*)$", re.MULTILINE)
+COLLECTED = re.compile(r"collected (?P<n>\d+) items?(?: / \d+ deselected / (?P<selected>\d+) selected)?")
+OUTCOMES = {"PASSED": "passed", "XPASS": "passed", "FAILED": "failed", "ERROR": "failed", "SKIPPED": "skipped",
+            "XFAIL": "skipped"}
 # headline key -> (part, key in that part's results)
 FIGURES = {
     "extract_nodes_per_s_fp32": ("encoder", "extract_nodes_per_s_fp32"),
@@ -61,10 +73,10 @@ def part_status(status: dict[str, Any] | None) -> str:
 def log_tail(path: Path, lines: int = 15) -> list[str] | None:
     """The last lines of a part's output (progress-bar redraws dropped), for the report of a failed part."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_log(path)
     except OSError:
         return None
-    kept = [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()]
+    kept = [line for line in text.splitlines() if line.strip()]
     return [line[:500] for line in kept[-lines:]]
 
 
@@ -91,7 +103,50 @@ def junit_counts(path: Path) -> dict[str, Any] | None:
             skip_reasons.add(case.find("skipped").get("message", ""))
         else:
             counts["passed"] += 1
-    return {**counts, "failures": failures, "skip_reasons": sorted(skip_reasons)}
+    return {**counts, "failures": failures, "skip_reasons": sorted(skip_reasons), "source": "junit"}
+
+
+def pytest_log_counts(path: Path) -> dict[str, Any] | None:
+    """The counts of junit_counts from the output of `pytest -v -rA`, complete or cut short by a kill: a test
+    whose line has no outcome was running when pytest was killed and counts as failed (`unfinished`); tests
+    collected but never started are `not_run`. None when the log names no test."""
+    try:
+        text = read_log(path)
+    except OSError:
+        return None
+    outcomes: dict[str, str] = {}  # test id -> passed / failed / skipped / unfinished, in the order they ran
+    verbose_reasons: set[str] = set()
+    for match in VERBOSE_LINE.finditer(text):
+        test, outcome = match["id"], OUTCOMES.get(match["outcome"] or "", "unfinished")
+        if outcomes.get(test) in (None, "unfinished") or outcome == "failed":  # a teardown error overrides a pass
+            outcomes[test] = outcome
+        if outcome == "skipped" and match["reason"]:
+            verbose_reasons.add(match["reason"])
+    if not outcomes:
+        return None
+    messages = {m["id"]: m["message"].strip() for m in SUMMARY_LINE.finditer(text)}
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    failures, unfinished = [], []
+    for test, outcome in outcomes.items():
+        if outcome == "unfinished":
+            unfinished.append(test)
+            failures.append(f"{test}: killed while running (no outcome in the log)")
+            outcome = "failed"
+        elif outcome == "failed":
+            failures.append(f"{test}: {messages.get(test, 'failed (no message in the log)')[:300]}")
+        counts[outcome] += 1
+    collected = COLLECTED.search(text)
+    total = None if collected is None else int(collected["selected"] or collected["n"])
+    skip_reasons = {m["reason"].strip() for m in SUMMARY_SKIP.finditer(text)} or verbose_reasons
+    return {**counts, "failures": failures, "skip_reasons": sorted(skip_reasons), "source": "log",
+            "collected": total, "unfinished": unfinished,
+            "not_run": None if total is None else max(total - len(outcomes), 0)}
+
+
+def read_log(path: Path) -> str:
+    """A log's text, progress-bar redraws dropped (what follows the last carriage return of each line)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines())
 
 
 def demo_times(log: Path) -> dict[str, Any] | None:
@@ -118,6 +173,7 @@ def build_report(work: Path, quick: bool) -> dict[str, Any]:
     env = parts.get("env") or {}
     cuda = bool(env.get("cuda_available"))
     reasons: dict[str, str] = {}
+    notes: dict[str, str] = {}  # about figures that are there but partial
     report: dict[str, Any] = {
         "quick": quick,
         "device": env.get("device"),
@@ -128,18 +184,22 @@ def build_report(work: Path, quick: bool) -> dict[str, Any]:
     if not env:
         reasons["device"] = reasons["torch"] = f"env part: {part_status(statuses.get('env'))}"
 
-    tests = junit_counts(work / "cuda_tests.xml")
+    tests = junit_counts(work / "cuda_tests.xml") or pytest_log_counts(work / "logs" / "tests.log")
     report["cuda_tests"] = tests
     if tests is None:
         report["cuda_tests_passed"] = report["cuda_tests_failed"] = None
         reasons["cuda_tests_passed"] = reasons["cuda_tests_failed"] = \
-            f"no pytest report; tests part: {part_status(statuses.get('tests'))}"
+            f"no pytest report nor per-test lines; tests part: {part_status(statuses.get('tests'))}"
     elif not cuda:
         report["cuda_tests_passed"] = report["cuda_tests_failed"] = None
         reasons["cuda_tests_passed"] = reasons["cuda_tests_failed"] = \
             f"no CUDA device: {tests['skipped']} CUDA tests skipped"
     else:
         report["cuda_tests_passed"], report["cuda_tests_failed"] = tests["passed"], tests["failed"]
+        if tests["source"] == "log":
+            notes["cuda_tests_failed"] = (f"from the log, no JUnit report (tests part: "
+                                          f"{part_status(statuses.get('tests'))}): {len(tests['unfinished'])} "
+                                          f"killed while running, {tests['not_run']} never started")
     report["cuda_tests_skipped"] = None if tests is None else tests["skipped"]
 
     demo = demo_times(work / "logs" / "demo.log") or {}
@@ -181,6 +241,7 @@ def build_report(work: Path, quick: bool) -> dict[str, Any]:
     report["failed_parts"] = [name for name, status in statuses.items() if part_status(status) != "ok"
                               and not (status or {}).get("skipped")]
     report["reasons"] = reasons
+    report["notes"] = notes
     return report
 
 
@@ -197,7 +258,8 @@ def main() -> int:
     for key in PRINTED:
         value = report.get(key)
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        note = f"  ({report['reasons'][key]})" if value is None and key in report["reasons"] else ""
+        note = report["reasons"].get(key) if value is None else report["notes"].get(key)
+        note = f"  ({note})" if note else ""
         print(f"{key:<{width}}  {shown}{note}")
     print(f"failed parts: {', '.join(report['failed_parts']) or 'none'}")
     print(args.out)

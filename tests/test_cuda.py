@@ -8,6 +8,11 @@
 * GNN training (train_val.train_and_evaluate) on CUDA follows the CPU run, and a GNN checkpoint written
   on CUDA predicts the same probabilities on CPU.
 
+Each test also checks that CUDA did the work, which the comparisons alone would not notice when a device
+argument were ignored (checkpoints are read onto the CPU in any case): the models are on CUDA when their
+checkpoints are saved, and the step allocated CUDA memory beyond what was already held
+(torch.cuda.max_memory_allocated after torch.cuda.reset_peak_memory_stats), while the CPU runs allocate none.
+
 Tolerances, with what was measured on CPU where a GPU could not be used:
 * embeddings, float16 autocast vs float32: relative error ||a - b|| / ||b|| below EMBED_REL_TOL and every
   node's cosine similarity above EMBED_MIN_COS. Float16 keeps 11 significant bits (unit roundoff 4.9e-4);
@@ -25,8 +30,12 @@ Tolerances, with what was measured on CPU where a GPU could not be used:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,6 +77,35 @@ def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+
+
+@contextlib.contextmanager
+def cuda_allocations() -> Iterator[dict[str, int]]:
+    """Yields a dict whose "bytes", once the block is done, is the peak CUDA memory the block allocated beyond
+    what was allocated before it: 0 for a block that ran on the CPU."""
+    torch.cuda.synchronize(CUDA)
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    held = torch.cuda.memory_allocated(CUDA)
+    used: dict[str, int] = {}
+    yield used
+    torch.cuda.synchronize(CUDA)
+    used["bytes"] = torch.cuda.max_memory_allocated(CUDA) - held
+
+
+@contextlib.contextmanager
+def saved_devices(owner: object, name: str, tensors: Callable[..., Iterable[torch.Tensor]]) -> Iterator[set[str]]:
+    """Wraps the checkpoint writer `owner.name` for the block; yields the set of device types of the tensors
+    (`tensors` of the writer's arguments) that the block's calls were given to save."""
+    seen: set[str] = set()
+    original = getattr(owner, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.update(t.device.type for t in tensors(*args, **kwargs))
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(owner, name, recording)
+        yield seen
 
 
 # --------------------------------------------------------------------------- encoder
@@ -113,11 +151,16 @@ def test_one_amp_training_step_lowers_the_loss() -> None:
     batch = clip_batch(16)
     before = train_mode_loss(model, batch)
     step_loss = math.nan
-    for _ in range(MAX_SCALER_TRIES):
-        # training's own step: autocast forward, encoder_loss, scaler.scale(...).backward(), step, update
-        step_loss = training._train_one_epoch(model, [batch], optimizer, scaler, CUDA, True, None, None)["total"]
-        if optimizer_steps(optimizer):
-            break
+    with cuda_allocations() as used:
+        for _ in range(MAX_SCALER_TRIES):
+            # training's own step: autocast forward, encoder_loss, scaler.scale(...).backward(), step, update
+            step_loss = training._train_one_epoch(model, [batch], optimizer, scaler, CUDA, True, None, None)["total"]
+            if optimizer_steps(optimizer):
+                break
+    assert used["bytes"] > 0, "the training step allocated no CUDA memory"
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    assert all(s.device.type == "cuda" for state in optimizer.state.values() for s in state.values()
+               if isinstance(s, torch.Tensor) and s.dim() > 0), "AdamW's moments are not on CUDA"
     assert optimizer_steps(optimizer) == 1, f"GradScaler skipped {MAX_SCALER_TRIES} steps (inf/NaN gradients)"
     assert math.isfinite(scaler.get_scale()) and scaler.get_scale() > 0
     # the float16 forward of the step saw the weights `before` was measured with
@@ -128,13 +171,30 @@ def test_one_amp_training_step_lowers_the_loss() -> None:
 
 
 @pytest.fixture(scope="module")
-def cuda_checkpoint(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """best.pth of one epoch of the project's training on CUDA with AMP, full spectrogram settings."""
+def cuda_training(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One epoch of the project's training with device=0 and AMP, full spectrogram settings: its best.pth,
+    the device types of the weights it saved, the CUDA memory it allocated and the device it recorded."""
     out_dir = tmp_path_factory.mktemp("ste_cuda")
     optimization = {"epochs": 1, "scheduler_T_max": 1, "batch_size": 16, "num_workers": 2, "amp": True,
                     "out_dir": out_dir, "progress": False}
-    training.train_encoder(device=0, root=tiny_root, optimization=optimization, log=None)
-    return out_dir / "best.pth"
+    with saved_devices(training, "save_torch_file", lambda state, *_: state["model"].values()) as saved, \
+            cuda_allocations() as used:
+        training.train_encoder(device=0, root=tiny_root, optimization=optimization, log=None)
+    recorded = json.loads((out_dir / training.CONFIG_NAME).read_text(encoding="utf-8"))
+    return {"path": out_dir / "best.pth", "saved_on": saved, "cuda_bytes": used["bytes"],
+            "device": recorded["device"]}
+
+
+@pytest.fixture(scope="module")
+def cuda_checkpoint(cuda_training: dict[str, Any]) -> Path:
+    """best.pth of one epoch of the project's training on CUDA with AMP, full spectrogram settings."""
+    return cuda_training["path"]
+
+
+def test_encoder_training_with_device_0_runs_on_cuda(cuda_training: dict[str, Any]) -> None:
+    assert cuda_training["saved_on"] == {"cuda"}, "the weights saved were not on CUDA"
+    assert cuda_training["cuda_bytes"] > 0, "training allocated no CUDA memory"
+    assert cuda_training["device"] == "cuda:0"
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +206,12 @@ def embed(path: Path, segments: list[Segment], device: torch.device, amp: bool) 
     """The extraction path: checkpoint → BatchNorm-folded inference model on `device` → embed_segments."""
     state = checkpoints.load_encoder_checkpoint(path)
     model = inference_model(checkpoints.encoder_from_checkpoint(state, path)).to(device)
-    return prediction.embed_segments(model, state, segments, device, {**FORWARD, "amp": amp})
+    assert {p.device.type for p in model.parameters()} == {device.type}
+    with cuda_allocations() as used:
+        embedded = prediction.embed_segments(model, state, segments, device, {**FORWARD, "amp": amp})
+    # on CUDA the forward passes allocate activations there; on the CPU nothing may touch CUDA
+    assert (used["bytes"] > 0) == (device.type == "cuda"), f"{used['bytes']} B of CUDA memory embedding on {device}"
+    return embedded
 
 
 def test_float16_and_float32_embeddings_agree(cuda_checkpoint: Path, held_out_segments: list[Segment]) -> None:
@@ -166,6 +231,7 @@ def test_autocast_runs_the_encoder_in_float16() -> None:
     audio, eda, temp, _, _ = (x.to(CUDA) for x in clip_batch(4))
     with torch.inference_mode(), prediction.autocast(CUDA, True):
         out = model(audio, eda, temp)
+    assert out.embedding.device.type == "cuda" and out.fused.device.type == "cuda"
     assert out.embedding.dtype == torch.float16 and out.fused.dtype == torch.float16
     with torch.inference_mode(), prediction.autocast(CUDA, False):
         assert model(audio, eda, temp).embedding.dtype == torch.float32
@@ -199,11 +265,25 @@ def gnn_flags(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def gnn_runs(gnn_flags: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """train_and_evaluate on CPU and on CUDA, same seed and flags."""
+    """train_and_evaluate on CPU and on CUDA, same seed and flags; each result with the device types of the
+    weights its checkpoints were saved from (`saved_on`) and the CUDA memory it allocated (`cuda_bytes`)."""
     results = tmp_path_factory.mktemp("gnn_results")
-    return {device: train_val.train_and_evaluate(train_val.parse_args(
-        [*gnn_flags, *GNN_TRAIN_FLAGS, "--results_dir", str(results), "--exp", device.replace(":", ""),
-         "--device", device])) for device in ("cpu", "cuda:0")}
+    runs = {}
+    for device in ("cpu", "cuda:0"):
+        args = train_val.parse_args([*gnn_flags, *GNN_TRAIN_FLAGS, "--results_dir", str(results),
+                                     "--exp", device.replace(":", ""), "--device", device])
+        with saved_devices(models_gnn, "save_checkpoint", lambda model, *_, **__: model.parameters()) as saved, \
+                cuda_allocations() as used:
+            result = train_val.train_and_evaluate(args)
+        runs[device] = {**result, "saved_on": saved, "cuda_bytes": used["bytes"]}
+    return runs
+
+
+def test_gnn_training_with_device_cuda_runs_on_cuda(gnn_runs: dict[str, dict]) -> None:
+    assert gnn_runs["cuda:0"]["saved_on"] == {"cuda"}, "the GNN weights saved were not on CUDA"
+    assert gnn_runs["cuda:0"]["cuda_bytes"] > 0, "GNN training allocated no CUDA memory"
+    assert gnn_runs["cpu"]["saved_on"] == {"cpu"}
+    assert gnn_runs["cpu"]["cuda_bytes"] == 0, "GNN training on the CPU allocated CUDA memory"
 
 
 def test_gnn_training_on_cuda_follows_cpu(gnn_runs: dict[str, dict]) -> None:
@@ -219,10 +299,13 @@ def test_gnn_checkpoint_written_on_cuda_predicts_on_cpu(gnn_runs: dict[str, dict
     assert all(p.device == CPU for p in on_cpu.state_dict().values())
     on_cuda, _ = models_gnn.load_checkpoint(path, map_location=CUDA)
     on_cuda = on_cuda.to(CUDA)
+    assert {p.device.type for p in on_cuda.parameters()} == {"cuda"}
     _, graph_dir = generate_graph.graph_paths(train_val.parse_args(gnn_flags))
     graphs = data_loader.load_split(graph_dir, "test")
     cpu_pred = train_val.predict(on_cpu, graphs, 4, CPU)
-    cuda_pred = train_val.predict(on_cuda, graphs, 4, CUDA)
+    with cuda_allocations() as used:
+        cuda_pred = train_val.predict(on_cuda, graphs, 4, CUDA)
+    assert used["bytes"] > 0, "prediction on CUDA allocated no CUDA memory"
     assert cuda_pred["segment_ids"] == cpu_pred["segment_ids"]
     assert np.array_equal(cuda_pred["targets"], cpu_pred["targets"])
     np.testing.assert_allclose(cuda_pred["probs"], cpu_pred["probs"], atol=GNN_PROB_ATOL)
