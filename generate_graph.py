@@ -22,7 +22,7 @@ build configuration; an up-to-date folder is skipped, one from another manifest 
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import pickle
 from collections.abc import Iterator

@@ -48,6 +48,7 @@ Writes (the CSV last, atomically; nothing when the input is bad):
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 from pathlib import Path
 from typing import Any

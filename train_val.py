@@ -20,7 +20,7 @@ last printed line is the path of metrics.json. `train_and_evaluate(args)` is the
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import time
 from pathlib import Path

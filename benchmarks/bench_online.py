@@ -16,6 +16,7 @@ online.py). The last line printed is `latency_ms_p50=<ours> latency_ms_p95=<ours
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import time
 from pathlib import Path
