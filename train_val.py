@@ -10,7 +10,10 @@ probabilities; metric target = the first listed label), evaluated every --eval_f
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
 `--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
-the one `predict.py --online` runs); the default --exp then ends in `_causal`.
+the one `predict.py --online` runs); the default --exp then ends in `_causal`. It trains on the numv-node
+graphs but is validated and tested on one unchunked graph per session (generate_graph.whole_sessions),
+as the online replay labels it: cutting a session every numv nodes would drop the edges across each cut
+and score a model that never runs.
 
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
 segment), confusion_test.png (segment level), curves.png and model/ (model_folder.py: the GNN, the
@@ -141,6 +144,10 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     data_loader.check_manifest(graph_dir, features_dir, record)
     notes: list[str] = []
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
+    if args.causal:
+        for split in ("val", "test"):
+            graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
+                                                          record["build"]["cross_identity"])
     modalities = args.modalities.split(",") if args.modalities else None
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
@@ -255,6 +262,8 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
         "graphs": {"dir": graph_dir, "build": record.get("build"),
                    "feature_manifest_sha256": record.get("feature_manifest_sha256")},
+        "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if args.causal
+                        else f"graphs of numv = {record['build']['numv']} nodes, as training"),
         "args": vars(args),
         "history": history,
         "notes": notes,
