@@ -70,7 +70,7 @@ from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true")
-NODE_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
+NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
 GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
@@ -240,7 +240,7 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
                    amp: bool) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
     """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
-    their probabilities, the node table (NODE_COLUMNS, arrival order) and latency figures."""
+    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     rows: list[tuple] = []
@@ -264,7 +264,7 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     latency = np.asarray(seconds) * 1000
     timing = {"nodes": len(rows), "window": window, "p50_ms": float(np.percentile(latency, 50)),
               "p95_ms": float(np.percentile(latency, 95))}
-    return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_COLUMNS)), timing
+    return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_CSV_COLUMNS)), timing
 
 
 def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment]) -> pd.DataFrame:
@@ -354,7 +354,7 @@ def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = N
         plot_timeline(rows, identities, f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}", path)
         pngs.append(path)
     if nodes is not None:
-        write_csv(nodes, NODE_COLUMNS, node_csv(out))
+        write_csv(nodes, NODE_CSV_COLUMNS, node_csv(out))
     write_csv(table, COLUMNS, out)
     return pngs
 
