@@ -162,9 +162,7 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
         history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-        manifest = model_folder.feature_manifest(record, features_dir)
-        models_gnn.save_checkpoint(model, tmp / "best.pth", **best, **model_folder.provenance(record, manifest))
-        notes += model_folder.write(tmp, tmp / "best.pth", model.config, record, manifest)
+        notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir))
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           _encoder_baseline(features_dir, notes), notes, time.time() - started)
@@ -260,8 +258,7 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
             "encoder": encoder,
         },
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
-        "graphs": {"dir": graph_dir, "build": record.get("build"),
-                   "feature_manifest_sha256": record.get("feature_manifest_sha256")},
+        "graphs": {"dir": graph_dir, "feature_manifest_sha256": record.get("feature_manifest_sha256")},
         "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if args.causal
                         else f"graphs of numv = {record['build']['numv']} nodes, as training"),
         "args": vars(args),
