@@ -18,7 +18,6 @@ and lists (loadable with `torch.load(weights_only=True)`) that becomes a `torch_
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

@@ -22,10 +22,10 @@ build configuration; an up-to-date folder is skipped, one from another manifest 
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,31 @@ def session_graphs(nodes: dict[str, Any], numv: int, time_edge: float, cross_ide
             session=torch.from_numpy(nodes["session"][idx]),
             segment_id=nodes["segment_id"][idx].tolist(), identity=nodes["identity"][idx].tolist(),
         )
+
+
+def whole_sessions(graphs: Sequence[Data], time_edge: float, cross_identity: str) -> list[Data]:
+    """One graph per session from its `numv`-node graphs: their nodes joined in order and the edges
+    rebuilt over the whole session, i.e. `session_graphs` with numv at least the session's node count.
+    This is the graph a causal model labels online (online.py), with no cut at every numv nodes."""
+    by_session: dict[int, list[Data]] = {}
+    for graph in graphs:
+        sessions = graph.session.unique()
+        if len(sessions) != 1:
+            raise ValueError(f"a graph spans sessions {sessions.tolist()}")
+        by_session.setdefault(int(sessions[0]), []).append(graph)
+    joined = []
+    for parts in by_session.values():
+        nodes = {
+            "session": torch.cat([g.session for g in parts]).numpy(),
+            "time_s": torch.cat([g.time_s for g in parts]).numpy(),
+            "identity": np.array([i for g in parts for i in g.identity], dtype=str),
+            "label": torch.cat([g.y for g in parts]).numpy(),
+            "target": torch.cat([g.target for g in parts]).numpy(),
+            "segment_id": np.array([s for g in parts for s in g.segment_id], dtype=str),
+            "feature": torch.cat([g.x for g in parts]).numpy(),
+        }
+        joined += session_graphs(nodes, len(nodes["time_s"]), time_edge, cross_identity)
+    return joined
 
 
 def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_dim: int, numv: int,

@@ -1,10 +1,13 @@
 """One model folder: everything predict.py needs, written by train_val.py as results/<exp>/model/.
 
-    model/model.json   what the two checkpoints are (file names and sha256) and what prediction must
-                       reproduce: graph settings (numv, time_edge, cross_identity), causal or not, class
-                       order, the precision the training features were computed in, the feature blocks,
-                       and, copied from the encoder checkpoint for reading, its clip length,
-                       spectrogram settings and training-session normalisation
+    model/model.json   the one record of how the GNN was trained and must be fed: the two checkpoints
+                       (file names and sha256; the encoder's is the one whose features trained the GNN),
+                       `graph` = the graph folder's graph_build.json `build` object verbatim (numv,
+                       time_edge, cross_identity, edge_weight, ...), class order, the precision the
+                       training features were computed in, the feature blocks, and, copied from the
+                       encoder checkpoint for reading, its clip length, spectrogram settings and
+                       training-session normalisation. Whether the GNN is causal is its checkpoint's
+                       model configuration (the model is rebuilt from it).
     model/gnn.pth      the GNN checkpoint (a hard link of results/<exp>/best.pth)
     model/encoder.pth  the encoder checkpoint the features came from (the feature manifest's
                        `encoder_checkpoint`), hard-linked (a copy across file systems) and verified
@@ -13,7 +16,9 @@
 When that encoder file is gone or was overwritten since the features were extracted (its sha256
 differs), model.json still names it by path and sha256 and `load` looks for it there; prediction
 refuses any file with another hash. `python predict.py --model results/<exp>` (or the model/ folder
-itself, wherever it was copied) is then the whole command.
+itself, wherever it was copied) is then the whole command; `load_pair` serves the two-checkpoint form
+(`--encoder FILE --gnn results/<exp>/best.pth`) from the same record. Folders written before this
+format (kemdy20-model/1, or a GNN checkpoint without a model folder) are refused: retrain.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 
 from encoder.core import checkpoints, config, util
 
-FORMAT = "kemdy20-model/1"
+FORMAT = "kemdy20-model/2"
+GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
 FOLDER = "model"
 MANIFEST = "model.json"
 GNN_FILE = "gnn.pth"
@@ -49,17 +55,7 @@ def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
     return None
 
 
-def provenance(record: dict[str, Any], manifest_path: Path | None) -> dict[str, Any]:
-    """What train_val stores in the GNN checkpoint besides the weights, so that the checkpoint alone
-    says how to feed it: graph settings, class order, feature precision, encoder sha256."""
-    manifest = util.read_json(manifest_path) if manifest_path is not None else {}
-    return {"graph_build": record.get("build"), "classes": list(config.EMOTIONS),
-            "feature_precision": manifest.get("feature_precision"),
-            "encoder_sha256": manifest.get("encoder_sha256") or record.get("encoder_sha256")}
-
-
-def write(results: Path, gnn_checkpoint: Path, gnn_config: dict[str, Any], record: dict[str, Any],
-          manifest_path: Path | None) -> list[str]:
+def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_path: Path | None) -> list[str]:
     """Write results/<exp>/model/ (`results` is the folder being written, e.g. train_val's temporary one)
     for the GNN checkpoint `gnn_checkpoint` trained on graphs with build record `record`, whose features
     are described by the feature manifest `manifest_path`. Returns notes for what it could not include."""
@@ -68,13 +64,15 @@ def write(results: Path, gnn_checkpoint: Path, gnn_config: dict[str, Any], recor
     notes: list[str] = []
     _link(gnn_checkpoint, folder / GNN_FILE)
     manifest = util.read_json(manifest_path) if manifest_path is not None and manifest_path.is_file() else {}
-    encoder: dict[str, Any] = {"file": None, "sha256": manifest.get("encoder_sha256") or record.get("encoder_sha256"),
+    encoder: dict[str, Any] = {"file": None, "sha256": record.get("encoder_sha256"),
                                "source": manifest.get("encoder_checkpoint")}
     state: dict[str, Any] = {}
     source = Path(encoder["source"]) if encoder["source"] else None
-    if source is None or encoder["sha256"] is None:
+    if encoder["sha256"] is None:
+        notes.append(f"{FOLDER}/: the graph record names no encoder sha256; predict.py will refuse this GNN")
+    elif source is None:
         notes.append(f"{FOLDER}/: no feature manifest naming the encoder checkpoint; predict.py needs "
-                     "--encoder and --gnn")
+                     f"--encoder (sha256 {encoder['sha256'][:12]}...) and --gnn")
     elif not source.is_file() or util.file_sha256(source) != encoder["sha256"]:
         notes.append(f"{FOLDER}/: encoder checkpoint {source} is missing or changed since the features were "
                      f"extracted; model.json names it by sha256 {encoder['sha256'][:12]}... only")
@@ -84,13 +82,11 @@ def write(results: Path, gnn_checkpoint: Path, gnn_config: dict[str, Any], recor
             raise util.DataError("changed while being copied into the model folder", source)
         encoder["file"] = ENCODER_FILE
         state = checkpoints.load_encoder_checkpoint(folder / ENCODER_FILE)
-    build = record.get("build") or {}
     util.write_json({
         "format": FORMAT,
         "gnn": {"file": GNN_FILE, "sha256": util.file_sha256(folder / GNN_FILE)},
         "encoder": encoder,
-        "graph": {k: build.get(k) for k in ("numv", "time_edge", "cross_identity")},
-        "causal": bool(gnn_config.get("causal", False)),
+        "graph": record["build"],
         "classes": list(config.EMOTIONS),
         "feature_precision": manifest.get("feature_precision"),
         "feature_order": record.get("feature_order"),
@@ -103,29 +99,43 @@ def write(results: Path, gnn_checkpoint: Path, gnn_config: dict[str, Any], recor
     return notes
 
 
+def _near(folder: Path) -> Path | None:
+    """model.json in `folder` (a model folder) or in its model/ (a results/<exp> folder); None if neither."""
+    return next((p for p in (folder / MANIFEST, folder / FOLDER / MANIFEST) if p.is_file()), None)
+
+
 def find(path: Path) -> Path:
     """model.json of `path`: a model folder, or a results/<exp> folder holding one."""
     path = Path(path)
-    for candidate in (path / MANIFEST, path / FOLDER / MANIFEST):
-        if candidate.is_file():
-            return candidate
+    if (found := _near(path)) is not None:
+        return found
     if not path.is_dir():
         raise util.DataError("model folder not found", path)
     raise util.DataError(f"no {MANIFEST} here nor in {FOLDER}/ (train_val.py writes results/<exp>/{FOLDER}/); "
                          "or give --encoder and --gnn", path)
 
 
+def read(manifest_path: Path) -> dict[str, Any]:
+    """model.json of this format with its class order and graph settings checked; anything else is a
+    one-line DataError naming the file."""
+    model = util.read_json(manifest_path)
+    if model.get("format") != FORMAT:
+        raise util.DataError(f"model folder of format {model.get('format')!r}, this code reads {FORMAT!r}: "
+                             "retrain with train_val.py", manifest_path)
+    if list(model.get("classes") or []) != list(config.EMOTIONS):
+        raise util.DataError(f"model trained with classes {model.get('classes')}, this code has "
+                             f"{list(config.EMOTIONS)}", manifest_path)
+    graph = model.get("graph")
+    if not isinstance(graph, dict) or any(graph.get(k) is None for k in GRAPH_KEYS):
+        raise util.DataError(f"no graph settings ({', '.join(GRAPH_KEYS)}) in `graph`", manifest_path)
+    return model
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a model folder: model.json with `encoder_path` and `gnn_path` resolved and both files checked
     against their sha256; a missing or altered file, or another class order, is a DataError naming it."""
     manifest_path = find(path)
-    model = util.read_json(manifest_path)
-    if model.get("format") != FORMAT:
-        raise util.DataError(f"not a model folder manifest (format {model.get('format')!r}, expected {FORMAT!r})",
-                             manifest_path)
-    if list(model.get("classes") or []) != list(config.EMOTIONS):
-        raise util.DataError(f"model trained with classes {model.get('classes')}, this code has "
-                             f"{list(config.EMOTIONS)}", manifest_path)
+    model = read(manifest_path)
     folder = manifest_path.parent
     gnn = folder / model["gnn"]["file"]
     _verify(gnn, model["gnn"]["sha256"], "GNN checkpoint")
@@ -139,6 +149,36 @@ def load(path: Path) -> dict[str, Any]:
         raise util.DataError(f"no encoder checkpoint with sha256 {encoder.get('sha256')} (looked at {looked}); "
                              "give --encoder and --gnn instead", manifest_path)
     return {**model, "manifest_path": manifest_path, "gnn_path": gnn, "encoder_path": found[0]}
+
+
+def load_pair(encoder_path: Path, gnn_path: Path) -> dict[str, Any]:
+    """The record of GNN checkpoint `gnn_path` (results/<exp>/best.pth, or gnn.pth of a model folder), with
+    `encoder_path` in place of the recorded encoder: the model.json beside it must record this very GNN
+    file (sha256) and the encoder its features came from, and that encoder must be `encoder_path` (sha256).
+    A GNN whose features' encoder is unknown cannot be checked and is refused too."""
+    gnn_path, encoder_path = Path(gnn_path), Path(encoder_path)
+    if not gnn_path.is_file():
+        raise util.DataError("GNN checkpoint not found", gnn_path)
+    manifest_path = _near(gnn_path.parent)
+    if manifest_path is None:
+        raise util.DataError(f"no {FOLDER}/{MANIFEST} beside this GNN checkpoint: no record of its graph settings nor "
+                             "of the encoder its features came from, so --encoder cannot be checked; retrain with "
+                             "train_val.py", gnn_path)
+    model = read(manifest_path)
+    if util.file_sha256(gnn_path) != model["gnn"]["sha256"]:
+        raise util.DataError(f"{manifest_path} records another GNN checkpoint (sha256 {model['gnn']['sha256']})",
+                             gnn_path)
+    recorded = model["encoder"].get("sha256")
+    if not recorded:
+        raise util.DataError(f"{manifest_path} has no record of the encoder whose features trained this GNN, so "
+                             f"--encoder {encoder_path} cannot be checked; retrain with train_val.py", gnn_path)
+    if not encoder_path.is_file():
+        raise util.DataError("encoder checkpoint not found", encoder_path)
+    actual = util.file_sha256(encoder_path)
+    if actual != recorded:
+        raise util.DataError(f"encoder checkpoint sha256 {actual}, but the GNN {gnn_path} was trained on features "
+                             f"of the encoder with sha256 {recorded}", encoder_path)
+    return {**model, "manifest_path": manifest_path, "gnn_path": gnn_path, "encoder_path": encoder_path}
 
 
 def _verify(path: Path, sha256: str | None, what: str) -> None:

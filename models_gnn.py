@@ -42,7 +42,6 @@ model nor SPELL's layers read a per-edge weight; see generate_graph.py for what 
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any

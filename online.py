@@ -37,7 +37,6 @@ end if sooner; the replay reads the recording, so the latency it measures is the
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field

@@ -6,10 +6,11 @@
 
 `--model` is a results/<exp> folder of train_val.py (or the model/ folder inside it, wherever it was
 copied): it holds the GNN, the encoder its features came from (both checked by sha256) and the
-settings prediction must reproduce (model_folder.py). The two-checkpoint form reads the graph
-settings and feature precision from the GNN checkpoint (else from a metrics.json or graph_build.json
-beside it). Embeddings are computed in the precision the GNN's training features were (float32, or
-float16 under CUDA autocast; on a CPU always float32, with a note when that differs).
+settings prediction must reproduce (model_folder.py). The two-checkpoint form reads the same record,
+the model.json of the GNN's folder, and refuses an encoder other than the one whose features trained
+the GNN (by sha256), or a GNN without that record. Embeddings are computed in the precision the
+GNN's training features were (float32, or float16 under CUDA autocast; on a CPU always float32, with a
+note when that differs).
 
 `--session` is a folder in the KEMDy20 layout (wav/, EDA/, TEMP/, and annotation/ where there is one)
 holding one or more sessions; `--sessions` picks some of them. Nothing is written into it. Labels are
@@ -52,6 +53,7 @@ Writes (the CSV last, atomically; nothing when the input is bad):
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 from pathlib import Path
 from typing import Any
@@ -73,10 +75,9 @@ from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true", "reason")
-NODE_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
+NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
-GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
 
 
@@ -111,36 +112,6 @@ def parse_sessions(text: str | None) -> list[int] | None:
 # --------------------------------------------------------------------------- models
 
 
-def graph_settings(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """numv, time_edge and cross_identity the GNN was trained with: from the checkpoint, else from
-    train_val's metrics.json (`graphs.build`) or a graph_build.json (`build`) beside it."""
-    candidates = [ckpt.get("graph_build")]
-    metrics, record = path.parent / "metrics.json", path.parent / "graph_build.json"
-    if metrics.is_file():
-        candidates.append((util.read_json(metrics).get("graphs") or {}).get("build"))
-    if record.is_file():
-        candidates.append(util.read_json(record).get("build"))
-    for build in candidates:
-        if isinstance(build, dict) and all(build.get(k) is not None for k in GRAPH_KEYS):
-            return {"numv": int(build["numv"]), "time_edge": float(build["time_edge"]),
-                    "cross_identity": str(build["cross_identity"])}
-    raise util.DataError("no graph settings (numv, time_edge, cross_identity) in the checkpoint nor in a "
-                         "metrics.json or graph_build.json beside it", path)
-
-
-def trained_encoder_sha(path: Path, ckpt: dict[str, Any]) -> str | None:
-    """sha256 of the encoder whose features the GNN was trained on: from the checkpoint, else from its
-    graph folder when that is still there."""
-    if ckpt.get("encoder_sha256"):
-        return str(ckpt["encoder_sha256"])
-    metrics = path.parent / "metrics.json"
-    if not metrics.is_file():
-        return None
-    graph_dir = (util.read_json(metrics).get("graphs") or {}).get("dir")
-    record = Path(graph_dir) / "graph_build.json" if graph_dir else None
-    return util.read_json(record).get("encoder_sha256") if record is not None and record.is_file() else None
-
-
 def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path) -> None:
     """The GNN's input blocks must be the encoder's embedding blocks, in the same order."""
     embedding = {str(m): STREAM_DIM for m in encoder_state.get("feature_order", [])}
@@ -155,26 +126,23 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
         raise util.DataError("give --model, or --encoder and --gnn, not both")
     if args.model is None and (args.encoder is None or args.gnn is None):
         raise util.DataError("give --model results/<exp> (train_val.py's folder), or --encoder and --gnn")
-    folder = model_folder.load(args.model) if args.model is not None else None
-    encoder_path, gnn_path = (folder["encoder_path"], folder["gnn_path"]) if folder else (args.encoder, args.gnn)
+    if args.model is not None:
+        folder = model_folder.load(args.model)
+        gnn, _ = models_gnn.load_checkpoint(folder["gnn_path"], map_location="cpu")
+    else:  # the checkpoint first: a file that is no GNN checkpoint is named as such, not as one without a record
+        gnn, _ = models_gnn.load_checkpoint(args.gnn, map_location="cpu")
+        folder = model_folder.load_pair(args.encoder, args.gnn)
+    encoder_path, gnn_path = folder["encoder_path"], folder["gnn_path"]
     encoder_state = checkpoints.load_encoder_checkpoint(encoder_path)
-    gnn, ckpt = models_gnn.load_checkpoint(gnn_path, map_location="cpu")
-    notes = []
-    if folder is not None:
-        graphs = graph_settings(folder["manifest_path"], {"graph_build": folder["graph"]})
-        precision = folder.get("feature_precision")
-    else:
-        graphs = graph_settings(gnn_path, ckpt)
-        precision = ckpt.get("feature_precision")
-        trained_on = trained_encoder_sha(gnn_path, ckpt)
-        if trained_on is not None and trained_on != util.file_sha256(encoder_path):
-            notes.append(f"the GNN was trained on features of another encoder checkpoint than {encoder_path}")
+    graph = folder["graph"]
+    graphs = {"numv": int(graph["numv"]), "time_edge": float(graph["time_edge"]),
+              "cross_identity": str(graph["cross_identity"])}
     check_compatible(gnn, gnn_path, encoder_state, encoder_path)
     if args.online and not gnn.causal:
         raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
                              "later nodes", gnn_path)
     return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
-            "graphs": graphs, "precision": precision, "notes": notes}
+            "graphs": graphs, "precision": folder.get("feature_precision")}
 
 
 def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str, Any], str | None]:
@@ -243,7 +211,7 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
                    amp: bool) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
     """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
-    their probabilities, the node table (NODE_COLUMNS, arrival order) and latency figures."""
+    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     rows: list[tuple] = []
@@ -267,7 +235,7 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     latency = np.asarray(seconds) * 1000
     timing = {"nodes": len(rows), "window": window, "p50_ms": float(np.percentile(latency, 50)),
               "p95_ms": float(np.percentile(latency, 95))}
-    return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_COLUMNS)), timing
+    return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_CSV_COLUMNS)), timing
 
 
 def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment],
@@ -371,7 +339,7 @@ def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = N
         plot_timeline(rows, identities, title, path)
         pngs.append(path)
     if nodes is not None:
-        write_csv(nodes, NODE_COLUMNS, node_csv(out))
+        write_csv(nodes, NODE_CSV_COLUMNS, node_csv(out))
     write_csv(table, COLUMNS, out)
     return pngs
 
@@ -408,9 +376,8 @@ def main() -> None:
     loaded = load_models(args)
     device = distributed.resolve_device(args.device)
     forward, note = embedding_amp(loaded["precision"], device)
-    for line in [*loaded["notes"], note]:
-        if line:
-            print(f"note: {line}")
+    if note:
+        print(f"note: {note}")
     graphs, gnn = loaded["graphs"], loaded["gnn"].to(device)
     encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
     encoder = encoder.to(device)

@@ -22,6 +22,7 @@ last line, the path of the run's metrics.json (with --cv: of results/<exp>_cvK/s
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import hashlib
 import json

@@ -10,7 +10,10 @@ probabilities; metric target = the first listed label), evaluated every --eval_f
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
 `--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
-the one `predict.py --online` runs); the default --exp then ends in `_causal`.
+the one `predict.py --online` runs); the default --exp then ends in `_causal`. It trains on the numv-node
+graphs but is validated and tested on one unchunked graph per session (generate_graph.whole_sessions),
+as the online replay labels it: cutting a session every numv nodes would drop the edges across each cut
+and score a model that never runs.
 
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
 segment), confusion_test.png (segment level), curves.png and model/ (model_folder.py: the GNN, the
@@ -20,7 +23,7 @@ last printed line is the path of metrics.json. `train_and_evaluate(args)` is the
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (before torch_geometric: encoder/__init__.py)
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import time
 from pathlib import Path
@@ -141,6 +144,10 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     data_loader.check_manifest(graph_dir, features_dir, record)
     notes: list[str] = []
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
+    if args.causal:
+        for split in ("val", "test"):
+            graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
+                                                          record["build"]["cross_identity"])
     modalities = args.modalities.split(",") if args.modalities else None
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
@@ -155,9 +162,7 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
         history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-        manifest = model_folder.feature_manifest(record, features_dir)
-        models_gnn.save_checkpoint(model, tmp / "best.pth", **best, **model_folder.provenance(record, manifest))
-        notes += model_folder.write(tmp, tmp / "best.pth", model.config, record, manifest)
+        notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir))
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           _encoder_baseline(features_dir, notes), notes, time.time() - started)
@@ -253,8 +258,9 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
             "encoder": encoder,
         },
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
-        "graphs": {"dir": graph_dir, "build": record.get("build"),
-                   "feature_manifest_sha256": record.get("feature_manifest_sha256")},
+        "graphs": {"dir": graph_dir, "feature_manifest_sha256": record.get("feature_manifest_sha256")},
+        "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if args.causal
+                        else f"graphs of numv = {record['build']['numv']} nodes, as training"),
         "args": vars(args),
         "history": history,
         "notes": notes,

@@ -12,6 +12,7 @@ labels, per-node metadata) is printed as well.
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import tempfile
 import time

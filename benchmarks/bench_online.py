@@ -24,6 +24,7 @@ cost grows with the past) is relatively cheaper there.
 
 from __future__ import annotations
 
+import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import tempfile
 import time

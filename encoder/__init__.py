@@ -1,6 +1,9 @@
-"""The project's package. Importing it installs the one warning filter every script and test needs, so
-the root modules that import torch_geometric import this package first (tests/conftest.py hands the
-same filter to pytest, which resets the filters around collection and each test).
+"""The project's package. Importing it installs the one warning filter every script and test needs. The
+filter is process-wide state, so it is installed where a process starts, before torch_geometric is
+imported: every script that loads torch_geometric (train_val.py, generate_graph.py, predict.py,
+run_pipeline.py, the graph benchmarks) imports this package as its first import; library modules
+(data_loader, models_gnn, online, ...) do not. tests/conftest.py hands the same filter to pytest, which
+resets the filters around collection and each test.
 
 torch_geometric 2.8 calls torch.jit.script at import time (nn/pool/connect/base.py and select/base.py),
 which torch 2.14 answers with `FutureWarning: torch.jit.script is deprecated` on every run: a message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ import data_loader
 import generate_graph
 import models_gnn
 import train_val
-from encoder.core import metrics, util
+from encoder.core import config, metrics, util
 from encoder.core.synthetic_nodes import write_synthetic_nodes
 
 DIMS = {"audio": 16, "eda": 8, "temp": 8}
@@ -161,3 +162,42 @@ def test_bad_graph_input(dataset: dict[str, Path], tmp_path: Path) -> None:
         train_val.train_and_evaluate(args)
     assert str(dataset["graphs"] / "features_100_3_cin_fsimy" / data_loader.BUILD_FILE) in str(err.value)
     assert not (tmp_path / "features_100_3_cin_fsimy").exists()
+
+
+def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict[str, Path], tmp_path: Path) -> None:
+    """`--causal` trains on the 100-node graphs but scores val and test as predict.py --online labels
+    (online.py, equal to one unchunked graph per session): its test probabilities are the model's on one
+    graph of all of a session's nodes, which the cuts every 100 nodes would change."""
+    recorded: list[dict] = []
+    original = train_val.predict
+
+    def recording_predict(*args, **kwargs):
+        recorded.append(original(*args, **kwargs))
+        return recorded[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_val, "predict", recording_predict)
+        result = train_val.train_and_evaluate(train_val.parse_args(
+            train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal")))
+    model, _ = models_gnn.load_checkpoint(tmp_path / "causal" / "best.pth")
+    feature_dim = util.read_json(dataset["features"] / "manifest.json")["feature_dim"]
+
+    def node_probs(numv: int | None) -> np.ndarray:
+        probs = []
+        for session in SPLITS["test"]:
+            nodes = generate_graph.read_nodes(dataset["features"] / "features_test" / f"Sess{session:02d}.pkl",
+                                              feature_dim)
+            for graph in generate_graph.session_graphs(nodes, numv or len(nodes["time_s"]), 3.0, "cin"):
+                with torch.no_grad():
+                    probs.append(torch.softmax(model.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1))
+        return torch.cat(probs).numpy()
+
+    whole, chunked = node_probs(None), node_probs(100)
+    assert np.abs(chunked - whole).max() > 1e-3  # the cuts matter here
+    np.testing.assert_allclose(recorded[-1]["probs"], whole, atol=1e-5)  # the last evaluation: test
+    ids, _, _, means = metrics.segment_predictions(recorded[-1]["segment_ids"], whole, recorded[-1]["targets"])
+    with open(tmp_path / "causal" / "predictions_test.csv", encoding="utf-8") as fh:
+        rows = {row["segment_id"]: row for row in csv.DictReader(fh)}
+    stored = np.array([[float(rows[i][f"p_{e}"]) for e in config.EMOTIONS] for i in ids])
+    np.testing.assert_allclose(stored, means, atol=1e-4)
+    assert result["counts"]["test"]["graphs"] == len(SPLITS["test"]) and "unchunked" in result["eval_graphs"]

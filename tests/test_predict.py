@@ -232,19 +232,22 @@ def test_bad_input_is_a_one_line_error(models: dict[str, Path], tiny_root: Path,
     assert not list(tmp_path.glob("pred*"))
 
 
-def test_feature_mismatch_and_missing_graph_settings(models: dict[str, Path], tmp_path: Path) -> None:
+def test_feature_mismatch_old_model_folders_and_missing_graph_settings(models: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
     state = checkpoints.load_encoder_checkpoint(models["encoder"])
     path = tmp_path / "best.pth"
     models_gnn.save_checkpoint(models_gnn.SPELL({"audio": 16, "eda": 8, "temp": 8}), path, epoch=1)
-    gnn, ckpt = models_gnn.load_checkpoint(path)
+    gnn, _ = models_gnn.load_checkpoint(path)
     with pytest.raises(util.DataError, match="GNN expects node features") as err:
         predict.check_compatible(gnn, path, state, models["encoder"])
     assert str(path) in str(err.value)
-    with pytest.raises(util.DataError, match="no graph settings") as err:
-        predict.graph_settings(path, ckpt)
-    assert str(path) in str(err.value)
-    built = predict.graph_settings(models["gnn"], models_gnn.load_checkpoint(models["gnn"])[1])
-    assert built == {"numv": 40, "time_edge": 7.2, "cross_identity": "cin"}
+    spec = util.read_json(models["model"] / model_folder.FOLDER / model_folder.MANIFEST)
+    for name, edit, message in (("old", {"format": "kemdy20-model/1"}, "retrain with train_val.py"),
+                                ("no_graph", {"graph": {"numv": 40}}, "no graph settings")):
+        util.write_json({**spec, **edit}, tmp_path / name / model_folder.MANIFEST)
+        with pytest.raises(util.DataError, match=message) as err:
+            model_folder.read(tmp_path / name / model_folder.MANIFEST)
+        assert str(tmp_path / name / model_folder.MANIFEST) in str(err.value)
 
 
 def test_unknown_session_is_an_error(tiny_root: Path) -> None:
@@ -301,12 +304,12 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     state = checkpoints.load_encoder_checkpoint(models["encoder"])
     assert spec["encoder"]["sha256"] == util.file_sha256(models["encoder"]) == util.file_sha256(folder / "encoder.pth")
     assert spec["gnn"]["sha256"] == util.file_sha256(models["gnn"]) == util.file_sha256(folder / "gnn.pth")
-    assert spec["graph"] == {"numv": 40, "time_edge": 7.2, "cross_identity": "cin"} and spec["causal"] is False
+    graph_build = util.read_json(Path(util.read_json(models["model"] / "metrics.json")["graphs"]["dir"])
+                                 / "graph_build.json")
+    assert spec["graph"] == graph_build["build"] and spec["graph"]["numv"] == 40  # copied verbatim, the one record
     assert spec["classes"] == list(config.EMOTIONS) and spec["feature_precision"] == "float32"
     assert spec["normalization"] == state["normalization"] and spec["clip_length"] == state["inputs"]["clip_length"]
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length"}
-    _, ckpt = models_gnn.load_checkpoint(models["gnn"])
-    assert ckpt["graph_build"]["numv"] == 40 and ckpt["feature_precision"] == "float32"
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
     moved = tmp_path / "model"
     shutil.copytree(folder, moved, copy_function=os.link)
@@ -390,3 +393,44 @@ def test_embedding_precision_follows_the_training_features() -> None:
     settings, note = predict.embedding_amp(extraction.FLOAT16, cpu)
     assert settings == {"amp": False} and "float16" in note
     assert predict.embedding_amp(None, cuda) == ({}, None)  # unrecorded (older files): the configured default
+
+
+def run_pair(encoder: Path, gnn: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture) -> str:
+    """predict.py --encoder --gnn through its entry point; asserts a one-line error and no output, returns it."""
+    monkeypatch.setattr(sys, "argv", ["predict.py", "--encoder", str(encoder), "--gnn", str(gnn), "--session",
+                                      str(tiny_root), "--sessions", str(SESSION), "--out", str(tmp_path / "pred.csv"),
+                                      "--num_workers", "0", "--device", "cpu"])
+    with pytest.raises(SystemExit) as exited:
+        util.run_cli(predict.main)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not list(tmp_path.glob("pred*"))
+    return err[0]
+
+
+def test_an_encoder_other_than_the_gnns_features_came_from_is_an_error(
+        models: dict[str, Path], tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """--encoder A --gnn B, B trained on features of another encoder: refused, naming both sha256."""
+    other = tmp_path / "other.pth"
+    checkpoints.save_torch_file({**checkpoints.load_encoder_checkpoint(models["encoder"]), "note": "retrained"}, other)
+    error = run_pair(other, models["gnn"], tiny_root, tmp_path, monkeypatch, capsys)
+    assert util.file_sha256(other) in error and util.file_sha256(models["encoder"]) in error
+    assert str(other) in error
+
+
+@pytest.mark.parametrize("record", ["no_model_folder", "no_encoder_hash"])
+def test_a_gnn_without_a_record_of_its_features_encoder_is_an_error(
+        record: str, models: dict[str, Path], tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """A GNN checkpoint without its model.json, or whose model.json names no encoder sha256: the encoder
+    given with it cannot be checked, which is an error too."""
+    gnn = shutil.copy(models["gnn"], tmp_path / "best.pth")
+    if record == "no_encoder_hash":
+        spec = util.read_json(models["model"] / model_folder.FOLDER / model_folder.MANIFEST)
+        spec["encoder"]["sha256"] = None
+        util.write_json(spec, tmp_path / model_folder.FOLDER / model_folder.MANIFEST)
+    error = run_pair(models["encoder"], gnn, tiny_root, tmp_path, monkeypatch, capsys)
+    assert str(gnn) in error and "cannot be checked" in error
