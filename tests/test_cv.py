@@ -62,6 +62,19 @@ def test_folds_are_contiguous_blocks_and_validation_is_the_next_fold() -> None:
         util.cv_splits([1, 2, 3], 2, 0)
 
 
+def test_explicit_splits_are_never_re_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--cv K` is the one CV mechanism: a fold's explicit splits must come back as they are, whatever
+    # config says (a config-level K_FOLDS once re-split them and put a fold's test sessions into training)
+    assert not hasattr(config, "K_FOLDS") and not hasattr(config, "FOLD")
+    fold = {"train": [9, 10, 11], "val": [12], "test": [1, 2]}
+    monkeypatch.setattr(config, "K_FOLDS", 5, raising=False)
+    monkeypatch.setattr(config, "FOLD", 1, raising=False)
+    assert util.session_splits(fold) == {"train": (9, 10, 11), "val": (12,), "test": (1, 2)}
+    monkeypatch.setattr(config, "SPLITS", {"train": (3,), "val": (4,), "test": (5,)})
+    assert util.session_splits() == {"train": (3,), "val": (4,), "test": (5,)}
+    assert util.split_of_session(2, fold) == "test"
+
+
 # --------------------------------------------------------------------------- metrics
 
 

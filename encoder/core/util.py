@@ -204,18 +204,11 @@ def parse_segment_id(segment_id: str) -> dict[str, Any]:
     }
 
 
-def session_splits(
-    splits: dict[str, Sequence[int]] | None = None, k_folds: int | None = None, fold: int | None = None
-) -> dict[str, tuple[int, ...]]:
-    """Sessions per split: `splits` (default config.SPLITS) as they are, or with k_folds > 1
-    (default config.K_FOLDS) fold `fold` of the session cross-validation over all their sessions
-    (cv_splits)."""
-    splits = dict(config.SPLITS if splits is None else splits)
-    k_folds = config.K_FOLDS if k_folds is None else k_folds
-    fold = config.FOLD if fold is None else fold
-    if k_folds <= 1:
-        return {name: tuple(sessions) for name, sessions in splits.items()}
-    return cv_splits(sorted({s for sessions in splits.values() for s in sessions}), k_folds, fold)
+def session_splits(splits: dict[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Sessions per split: `splits` as they are (tuples), or config.SPLITS when None. Never re-split:
+    cross-validation (`run_pipeline.py --cv K`, cv_splits) passes each fold's splits explicitly."""
+    splits = config.SPLITS if splits is None else splits
+    return {name: tuple(sessions) for name, sessions in splits.items()}
 
 
 def cv_folds(sessions: Sequence[int], k_folds: int) -> list[tuple[int, ...]]:
