@@ -6,10 +6,12 @@
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
 generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration,
-the same session splits and the same upstream outputs (recorded in a pipeline_state.json); `--force`
-reruns them all. On synthetic data the run uses config.DEMO (a cheaper spectrogram and fewer epochs,
-sized for CPU); on a KEMDy20 root it uses the STE_* settings and the GNN defaults of train_val.py
-(`--profile` picks either explicitly, e.g. `--profile demo` for a quick CPU run on another folder).
+the same session splits and the same upstream outputs (recorded in a pipeline_state.json); the
+dataframe stage also when the files it reads under the root (annotation, EDA, TEMP, wav) are the same
+by name, size and modification time (kemdy20.fingerprint). `--force` reruns them all. On synthetic data
+the run uses config.DEMO (a cheaper spectrogram and fewer epochs, sized for CPU); on a KEMDy20 root it
+uses the STE_* settings and the GNN defaults of train_val.py (`--profile` picks either explicitly, e.g.
+`--profile demo` for a quick CPU run on another folder).
 
 `--stacking` says which sessions the encoder is fitted on, relative to the GNN's training sessions
 (see stacking_splits); `--cv K` runs the whole chain once per fold of a session K-fold
@@ -143,6 +145,19 @@ def stacking_splits(splits: dict[str, Sequence[int]], stacking: str) -> tuple[di
     return {"train": tuple(halves[0]), **shared}, {"train": tuple(halves[1]), **shared}
 
 
+def frames_stage(pipeline: Pipeline, root: Path, data_stamp: Any) -> str:
+    """The dataframe stage, keyed on the data's identity and on kemdy20.fingerprint of the files it
+    reads, so that files added, removed or edited under the root rebuild the tables."""
+
+    def build() -> None:
+        built = frames.build_frames(root)
+        frames.write_frames(built, root)
+        print(frames.format_report(built))
+
+    key = {"data": data_stamp, "files": kemdy20.fingerprint(root), "max_skip": config.MAX_SKIP_SHARE}
+    return pipeline.stage("frames", key, [root / name for name in frames.ARTIFACTS], build)
+
+
 def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
               dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None) -> Path:
     """STE_train -> STE_forward -> generate_graph -> train_val for one set of splits; returns metrics.json."""
@@ -203,13 +218,7 @@ def main() -> None:
     if is_synthetic:
         data_stamp = pipeline.stage("data", data_key, [root / "annotation"], generate)
 
-    def build() -> None:
-        built = frames.build_frames(root)
-        frames.write_frames(built, root)
-        print(frames.format_report(built))
-
-    frames_stamp = pipeline.stage("frames", {"data": data_stamp, "max_skip": config.MAX_SKIP_SHARE},
-                                  [root / name for name in frames.ARTIFACTS], build)
+    frames_stamp = frames_stage(pipeline, root, data_stamp)
     exp = f"{'demo' if is_synthetic else root.name}_{args.modalities.replace(',', '-')}"
     if args.stacking != DEFAULT_STACKING:
         exp += f"_{args.stacking}"

@@ -3,6 +3,7 @@ macro-F1 over the classes present, stale state refused, and a two-fold CV on the
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import sys
@@ -15,7 +16,7 @@ import torch
 import data_loader
 import generate_graph
 import run_pipeline
-from encoder.core import checkpoints, config, extraction, metrics, util
+from encoder.core import checkpoints, config, extraction, frames, kemdy20, metrics, util
 from encoder.core.custom_transforms import Normalization
 from encoder.core.models import STEncoder
 from encoder.core.synthetic_nodes import write_synthetic_nodes
@@ -132,6 +133,35 @@ def test_extraction_refuses_an_encoder_fitted_on_other_sessions(tmp_path: Path) 
                                     splits={"train": (1,), "val": (33,), "test": (37,)}, log=None)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "features" / "manifest.json").exists()
+
+
+def test_dataframe_stage_reruns_when_the_files_it_reads_change(tiny_raw: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "KEMDy20"
+    shutil.copytree(tiny_raw, root)
+    data_key = {"root": str(root)}  # what a real root's stage key held alone before the fingerprint
+
+    def frames_stage() -> str:
+        pipeline = run_pipeline.Pipeline(tmp_path / "pipeline_state.json", force=False)
+        run_pipeline.frames_stage(pipeline, root, data_key)
+        return capsys.readouterr().out
+
+    assert "[frames] running" in frames_stage()
+    assert "[frames] up to date, skipped" in frames_stage()
+    eda = kemdy20.bio_files(root, "EDA")[0]
+    stat = eda.stat()
+    os.utime(eda, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched (or edited in place)
+    assert "[frames] running" in frames_stage()
+    assert "[frames] up to date, skipped" in frames_stage()
+    extra = root / "EDA" / "Session41" / "Sess41_script01_User081F.csv"  # a new file (of an unannotated session)
+    extra.parent.mkdir()
+    shutil.copy(kemdy20.bio_files(root, "TEMP")[-1], extra)
+    assert "[frames] running" in frames_stage()
+    wav = kemdy20.wav_files(root)[0]
+    wav.unlink()
+    assert "[frames] running" in frames_stage()
+    assert wav.stem not in set(frames.load_frames(root).gt["script"])  # the stale table is gone
+    assert "[frames] up to date, skipped" in frames_stage()
 
 
 DIMS = {"audio": 8, "eda": 4, "temp": 4}
