@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-import train_val
-from encoder.core import config, metrics, util
+from encoder.core import config, extraction, metrics, plots, util
 
 SUMMARY_FILE = "summary.json"
 SYSTEMS = ("majority", "encoder", "gnn")
@@ -38,12 +37,12 @@ def fold_predictions(fold_dir: Path) -> dict[str, Any]:
     """Test segments of one fold with each system's prediction, aligned on the GNN's segment order."""
     gnn_metrics = util.read_json(fold_dir / "gnn" / "metrics.json")
     gnn = metrics.read_segment_predictions(fold_dir / "gnn" / "predictions_test.csv")
-    encoder = metrics.read_segment_predictions(fold_dir / "features" / "encoder_predictions_test.csv")
+    encoder = metrics.read_segment_predictions(fold_dir / "features" / extraction.PREDICTIONS_FILE)
     by_id = dict(zip(encoder["segment_ids"], encoder["predictions"], strict=True))
     missing = [s for s in gnn["segment_ids"] if s not in by_id]
     if missing or len(by_id) != len(gnn["segment_ids"]):
         raise util.DataError(f"encoder and GNN test segments differ (e.g. {missing[:1]}); rerun the fold",
-                             fold_dir / "features" / "encoder_predictions_test.csv")
+                             fold_dir / "features" / extraction.PREDICTIONS_FILE)
     majority = config.EMOTIONS.index(gnn_metrics["baselines"]["majority"]["class"])
     return {
         "segment_ids": gnn["segment_ids"],
@@ -124,7 +123,7 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
     """summary.json, then summary.png and confusion_pooled.png beside it."""
     path = Path(path)
     _plot_folds(summary, path.with_name("summary.png"))
-    train_val.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
+    plots.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
                              path.with_name("confusion_pooled.png"))
     util.write_json(summary, path)
 

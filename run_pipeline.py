@@ -176,7 +176,7 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
     features_stamp = pipeline.stage(
         "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
                         **scope},
-        [dirs.features / "manifest.json", dirs.features / "encoder_metrics.json"],
+        [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits))
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]

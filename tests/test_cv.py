@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -118,6 +119,15 @@ def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimat
     for result in (few, many):
         assert result["ci95"][0] <= result["estimate"] <= result["ci95"][1]
     assert few["ci95"][1] - few["ci95"][0] > many["ci95"][1] - many["ci95"][0]
+
+
+def test_cross_validation_does_not_import_the_gnn_stack() -> None:
+    # the CV summary only reads CSV/JSON and draws figures: no torch_geometric, no train_val
+    repo = Path(__file__).resolve().parents[1]
+    code = "import cross_validation, sys; print('torch_geometric' in sys.modules, 'train_val' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.stdout.split() == ["False", "False"]
 
 
 # --------------------------------------------------------------------------- stale state
