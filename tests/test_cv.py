@@ -3,6 +3,8 @@ macro-F1 over the classes present, stale state refused, and a two-fold CV on the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import shutil
@@ -53,14 +55,29 @@ def test_folds_are_disjoint_and_test_every_session_once(sessions, k) -> None:
     assert folds == [util.cv_splits(sessions, k, fold) for fold in range(k)]  # deterministic
 
 
-def test_folds_are_contiguous_blocks_and_validation_is_the_next_fold() -> None:
+def test_folds_test_contiguous_blocks_and_train_as_much_as_the_default_split() -> None:
     assert util.cv_folds(range(1, 41), 5)[1] == tuple(range(9, 17))
-    assert util.cv_splits(range(1, 41), 5, 4) == {"train": tuple(range(9, 33)), "val": tuple(range(1, 9)),
-                                                  "test": tuple(range(33, 41))}
+    # 40 sessions, 5 folds: test 8; of the other 32, validation round(32 * 4/36) = round(3.56) = 4, evenly spaced
+    # (the middle of each stretch of 8: 0-based positions 4, 12, 20, 28 of the 32); train 28 (default split: 32)
+    for fold in range(5):
+        splits = util.cv_splits(range(1, 41), 5, fold)
+        assert (len(splits["test"]), len(splits["val"]), len(splits["train"])) == (8, 4, 28)
+    rest = list(range(1, 33))  # fold 4 tests 33-40
+    val = (5, 13, 21, 29)
+    assert util.cv_splits(range(1, 41), 5, 4) == {
+        "train": tuple(s for s in rest if s not in val), "val": val, "test": tuple(range(33, 41))}
+    assert util.cv_splits(range(1, 41), 5, 0)["val"] == (13, 21, 29, 37)  # rest 9-40: positions 4, 12, 20, 28
+    # 12 sessions, 5 folds of 3, 3, 2, 2, 2: fold 0 leaves 9, round(9 * 4/36) = 1 validates (position 4)
+    assert util.cv_splits([*range(1, 9), 33, 34, 37, 38], 5, 0) == {
+        "train": (4, 5, 6, 7, 33, 34, 37, 38), "val": (8,), "test": (1, 2, 3)}
+    # 28 sessions, 2 folds: 14 left, round(14 * 4/36) = round(1.56) = 2 validate (positions 3 and 10)
+    assert util.cv_splits(range(1, 29), 2, 1)["val"] == (4, 11)
+    # at least one validation session and one training session
     assert util.cv_splits([1, 2, 33, 37], 2, 0) == {"train": (33,), "val": (37,), "test": (1, 2)}
+    assert util.cv_splits([1, 2, 33, 37], 2, 1) == {"train": (1,), "val": (2,), "test": (33, 37)}
     with pytest.raises(ValueError, match="do not fit"):
         util.cv_folds([1, 2, 3], 4)
-    with pytest.raises(ValueError, match="no training session"):
+    with pytest.raises(ValueError, match="one validation and one training session"):
         util.cv_splits([1, 2, 3], 2, 0)
 
 
@@ -215,43 +232,96 @@ def test_missing_feature_manifest_is_an_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- two-fold CV end to end
 
 
+UNUSABLE_SESSION = 5  # annotated, but its one segment has neither wav nor EDA/TEMP rows: the frames stage drops it
+
+
+def add_unusable_session(root: Path) -> None:
+    """An annotation file for one more session whose only segment has no wav and no bio rows."""
+    lines = (root / "annotation" / "Sess01_eval.csv").read_text(encoding="utf-8").splitlines()
+    row = lines[2].split(",")
+    row[3] = f"Sess{UNUSABLE_SESSION:02d}_script01_User009F_001"
+    (root / "annotation" / f"Sess{UNUSABLE_SESSION:02d}_eval.csv").write_text(
+        "\n".join([*lines[:2], ",".join(row)]) + "\n", encoding="utf-8")
+
+
+ABSENT = ("surprise", "fear")  # relabelled away in the second fold's test sessions (33, 37)
+
+
+def relabel_away(root: Path, sessions: tuple[int, ...], classes: tuple[str, ...]) -> None:
+    """Replace `classes` by neutral in the total evaluation (the label) of every segment of `sessions`."""
+    for session in sessions:
+        path = root / "annotation" / f"Sess{session:02d}_eval.csv"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i in range(2, len(lines)):
+            row = lines[i].split(",")
+            labels = ["neutral" if label in classes else label for label in row[4].split(";")]
+            row[4] = ";".join(dict.fromkeys(labels))
+            lines[i] = ",".join(row)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A two-fold CV of a tiny-preset copy with one annotated session that has no usable segment (and the
+    preset's TEMP-only session 41) and two classes absent from the second fold's test sessions, run once
+    with all modalities; `run(*flags)` runs it again."""
     work = tmp_path_factory.mktemp("cv")
     data = work / "KEMDy20"
     shutil.copytree(tiny_raw, data)
+    add_unusable_session(data)
+    relabel_away(data, (33, 37), ABSENT)
     argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "DEMO", TINY_SETTINGS)
         patch.setitem(config.STE_forward_params, "num_workers", 0)
         patch.setitem(config.STE_forward_params, "progress", False)
-        patch.setattr(sys, "argv", argv)
-        yield {"work": work, "argv": argv, "patch": patch, "run": lambda: run_pipeline.main()}
+
+        def run(*flags: str) -> str:
+            patch.setattr(sys, "argv", [*argv, *flags])
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                run_pipeline.main()
+            return out.getvalue()
+
+        yield {"work": work, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
 
 
-def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> None:
-    cv_run["run"]()
-    out = capsys.readouterr().out.strip().splitlines()
-    cv_dir = cv_run["work"] / "results" / "KEMDy20_audio-eda-temp_cv2"
-    assert out[-1] == str(cv_dir / "summary.json")
-    summary = util.read_json(cv_dir / "summary.json")
-    assert [f["test_sessions"] for f in summary["folds"]] == [[1, 2], [33, 37]]
-    assert [f["val_sessions"] for f in summary["folds"]] == [[37], [2]]
+def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
+    out = cv_run["out"].strip().splitlines()
+    cv_dir = cv_run["cv_dir"]
+    assert out[-1] == str(cv_dir / "summary_audio-eda-temp.json")
+    summary = util.read_json(cv_dir / "summary_audio-eda-temp.json")
+    assert summary["modalities"] == "audio,eda,temp"
+    # folds over the sessions with a usable segment only; session 5 (segment dropped) and 41 (TEMP only) in none
+    assert f"sessions without a usable segment, in no fold: [{UNUSABLE_SESSION}, 41]" in out
+    expected = [{"train": [33], "val": [37], "test": [1, 2]}, {"train": [1], "val": [2], "test": [33, 37]}]
+    for k, (fold, splits) in enumerate(zip(summary["folds"], expected, strict=True)):
+        assert {name: fold[f"{name}_sessions"] for name in splits} == splits
+        assert util.read_json(cv_dir / f"fold_{k}" / "splits.json") == splits  # recorded in the fold's folder
+        assert f"fold {k}/2: train {splits['train']} (1), val {splits['val']} (1), test {splits['test']} (2)" in out
+        assert fold["tested_sessions"] == splits["test"]
+    # a fold whose test sessions lack some classes goes through (macro-F1 over the classes present)
+    assert not set(ABSENT) & set(summary["folds"][1]["classes_present"])
+    assert set(ABSENT) <= set(summary["folds"][0]["classes_present"])
     assert summary["tested_sessions"] == [1, 2, 33, 37]
+    assert summary["not_tested_sessions"] == [UNUSABLE_SESSION, 41]
+    n_segments = sum(f["n_segments"] for f in summary["folds"])
+    assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
+    assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities audio,eda,temp); not tested, "
+            f"no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
     for fold in summary["folds"]:
         for name in ("majority", "encoder", "gnn"):
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
     pooled = summary["pooled"]
-    n_segments = sum(f["n_segments"] for f in summary["folds"])
     for name in ("majority", "encoder", "gnn", "gnn_minus_encoder"):
         low, high = pooled[name]["ci95"]
         assert low <= high
     for name in ("majority", "encoder", "gnn"):
-        assert pooled[name]["n_segments"] == n_segments
+        assert pooled[name]["n_segments"] == n_segments and pooled[name]["n_sessions"] == 4
         assert pooled[name]["ci95"][0] <= pooled[name]["macro_f1"] <= pooled[name]["ci95"][1]
     assert pooled["gnn_minus_encoder"]["macro_f1"] == pytest.approx(
         pooled["gnn"]["macro_f1"] - pooled["encoder"]["macro_f1"])
-    assert (cv_dir / "summary.png").is_file() and (cv_dir / "confusion_pooled.png").is_file()
+    assert (cv_dir / "summary_audio-eda-temp.png").is_file()
+    assert (cv_dir / "confusion_pooled_audio-eda-temp.png").is_file()
     # each fold's encoder was fitted on that fold's training sessions, recorded in its manifest
     for k, fold in enumerate(summary["folds"]):
         manifest = util.read_json(cv_dir / f"fold_{k}" / "features" / "manifest.json")
@@ -261,10 +331,32 @@ def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> 
     states = [util.read_json(cv_dir / f"fold_{k}" / "pipeline_state.json") for k in range(2)]
     assert states[0]["STE_train"] != states[1]["STE_train"]  # stage keys include the splits and the fold
 
-    # resume: a second run skips every stage; a fold whose GNN results vanished reruns that stage only
-    shutil.rmtree(cv_dir / "fold_1" / "gnn")
-    cv_run["run"]()
-    out = capsys.readouterr().out
-    assert "[fold 1 train_val] running" in out
+
+def test_cv_resumes_at_the_missing_stage(cv_run: dict) -> None:
+    # a second run skips every stage; a fold whose GNN results vanished reruns that stage only
+    summary = util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")
+    shutil.rmtree(cv_run["cv_dir"] / "fold_1" / "gnn_audio-eda-temp")
+    out = cv_run["run"]()
+    assert "[fold 1 train_val audio-eda-temp] running" in out
     assert out.count("] running") == 1
-    assert util.read_json(cv_dir / "summary.json")["folds"] == summary["folds"]
+    assert util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")["folds"] == summary["folds"]
+
+
+def test_cv_ablation_reuses_each_folds_encoder_features_and_graphs(cv_run: dict) -> None:
+    cv_dir = cv_run["cv_dir"]
+    out = cv_run["run"]("--modalities", "audio")
+    for k in range(2):
+        for stage in ("STE_train", "STE_forward", "generate_graph"):
+            assert f"[fold {k} {stage}] up to date, skipped" in out
+        assert f"[fold {k} train_val audio] running" in out
+    assert out.count("] running") == 2
+    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_audio.json")
+    audio = util.read_json(cv_dir / "summary_audio.json")
+    assert audio["modalities"] == "audio"
+    assert [f["test_sessions"] for f in audio["folds"]] == [[1, 2], [33, 37]]
+    for k in range(2):
+        assert util.read_json(cv_dir / f"fold_{k}" / "gnn_audio" / "metrics.json")["args"]["modalities"] == "audio"
+    # the all-modality GNNs are still there and still up to date: switching back trains nothing
+    out = cv_run["run"]()
+    assert out.count("] running") == 0
+    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_audio-eda-temp.json")

@@ -249,6 +249,15 @@ def wav_files(root: Path) -> list[Path]:
     return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.wav"))
 
 
+def sessions_present(root: Path) -> set[int]:
+    """Sessions that have an annotation file or a SessionSS folder under wav/, EDA/ or TEMP/."""
+    root = Path(root)
+    found = {session_of_file(p) for p in (root / "annotation").glob(ANNOTATION_GLOB)}
+    for folder in ("wav", *BIO_MODALITIES):
+        found |= {int(m.group(1)) for d in (root / folder).glob("Session*") if (m := _SESSION_DIR_RE.match(d.name))}
+    return found
+
+
 def wav_index(root: Path) -> set[str]:
     """Segment IDs that have a wav file (one directory listing per session)."""
     return {p.stem for p in (Path(root) / "wav").glob("Session*/*.wav")}
