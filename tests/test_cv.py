@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import cross_validation
 import data_loader
 import generate_graph
 import run_pipeline
@@ -145,6 +146,76 @@ def test_cross_validation_does_not_import_the_gnn_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(repo)})
     assert result.stdout.split() == ["False", "False"]
+
+
+def correlated_sessions(n_sessions: int = 20, per_session: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Binary targets whose errors are shared within a session and between two systems: the encoder is
+    right on 85% of an easy session's segments and 15% of a hard one's (half the sessions each); the
+    GNN makes the encoder's predictions but fixes a fifth of its errors, so the two systems err together."""
+    rng = np.random.default_rng(seed)
+    sessions = np.repeat(np.arange(1, n_sessions + 1), per_session)
+    targets = rng.integers(2, size=len(sessions))
+    easy = np.repeat(rng.permutation(n_sessions) < n_sessions // 2, per_session)
+    encoder_right = rng.random(len(sessions)) < np.where(easy, 0.85, 0.15)
+    gnn_right = encoder_right | (rng.random(len(sessions)) < 0.2)
+    return {"sessions": sessions, "targets": targets,
+            "encoder": np.where(encoder_right, targets, 1 - targets), "gnn": np.where(gnn_right, targets, 1 - targets)}
+
+
+def width(interval: dict) -> float:
+    return interval["ci95"][1] - interval["ci95"][0]
+
+
+def test_session_bootstrap_is_wider_than_a_segment_bootstrap_when_sessions_are_correlated() -> None:
+    # 20 sessions of 10 segments, each session all right or all wrong: accuracy 0.5 either way, but only
+    # 20 independent units. Resampling sessions: sd sqrt(0.25 / 20) = 0.11; resampling the 200 segments
+    # as if independent (each its own group): sd sqrt(0.25 / 200) = 0.035, about 3.2 times narrower.
+    sessions = np.repeat(np.arange(20), 10)
+    right = np.repeat(np.arange(20) % 2, 10).astype(float)
+    accuracy = lambda idx: float(right[idx].mean())  # noqa: E731
+    by_session = metrics.session_bootstrap(sessions, accuracy, n_boot=2000, seed=0)
+    by_segment = metrics.session_bootstrap(np.arange(len(sessions)), accuracy, n_boot=2000, seed=0)
+    assert by_session["estimate"] == by_segment["estimate"] == 0.5
+    assert by_session["n_groups"] == 20 and by_segment["n_groups"] == 200
+    assert by_segment["ci95"][1] - by_segment["ci95"][0] == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(200), rel=0.2)
+    assert width(by_session) > 2.5 * width(by_segment)
+
+
+def write_fold(fold_dir: Path, data: dict[str, np.ndarray], test: list[int], rest: list[int], gnn: str) -> None:
+    """A finished CV fold folder as run_pipeline writes it, holding only what cross_validation reads."""
+    mine = np.isin(data["sessions"], test)
+    ids = [f"Sess{s:02d}_script01_User{2 * s - 1:03d}F_{i:03d}" for i, s in enumerate(data["sessions"][mine])]
+    probs = np.full((len(ids), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
+    util.write_json({"train": rest[1:], "val": rest[:1], "test": test}, fold_dir / "splits.json")
+    util.write_json({"baselines": {"majority": {"class": config.EMOTIONS[0]}}}, fold_dir / gnn / "metrics.json")
+    for system, path in (("gnn", fold_dir / gnn / "predictions_test.csv"),
+                         ("encoder", fold_dir / "features" / extraction.PREDICTIONS_FILE)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_segment_predictions(ids, data["targets"][mine], data[system][mine], probs, path)
+
+
+def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlate(tmp_path: Path) -> None:
+    data = correlated_sessions()
+    halves = [list(range(1, 11)), list(range(11, 21))]
+    fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
+    for k, fold_dir in enumerate(fold_dirs):
+        write_fold(fold_dir, data, halves[k], halves[1 - k], cross_validation.gnn_folder("audio"))
+    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=1000)
+    paired = summary["pooled"]["gnn_minus_encoder"]
+    targets = data["targets"]
+    f1 = {name: (lambda idx, y=data[name]: metrics.macro_f1(targets[idx], y[idx])) for name in ("gnn", "encoder")}
+    everything = np.arange(len(targets))
+    assert paired["macro_f1"] == pytest.approx(f1["gnn"](everything) - f1["encoder"](everything))
+    # unpaired: the two systems' sessions resampled independently of each other
+    members = [np.flatnonzero(data["sessions"] == s) for s in range(1, 21)]
+    rng = np.random.default_rng(0)
+    draws = [np.concatenate([members[g] for g in rng.integers(20, size=20)]) for _ in range(2000)]
+    unpaired = np.percentile([f1["gnn"](a) - f1["encoder"](b) for a, b in zip(draws[::2], draws[1::2], strict=True)],
+                             [2.5, 97.5])
+    assert paired["ci95"][0] <= paired["macro_f1"] <= paired["ci95"][1]
+    assert unpaired[0] <= paired["macro_f1"] <= unpaired[1]
+    assert width(paired) < 0.5 * (unpaired[1] - unpaired[0])
+    assert paired["ci95"][0] > 0 > unpaired[0]  # only the paired interval sees that the GNN is better
 
 
 # --------------------------------------------------------------------------- stale state
