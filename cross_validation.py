@@ -1,20 +1,26 @@
 """Summary of a session K-fold cross-validation run by `run_pipeline.py --cv K`.
 
-Each fold folder (`results/<exp>_cvK/fold_k/`) holds the fold's GNN results (`gnn/metrics.json`,
-`gnn/predictions_test.csv`) and the encoder's own test predictions
-(`features/encoder_metrics.json`, `features/encoder_predictions_test.csv`). The summary reports, at
-segment level, for the majority baseline (the fold's training-majority class), the encoder alone and
-the GNN:
+Layout under `results/<data>_cvK/` (see run_pipeline.py): each fold folder `fold_k/` holds the fold's
+assigned sessions (`splits.json`), its encoder, features and graphs (`encoder/`, `features/`,
+`graphs/`, shared by every modality set) and one GNN folder per modality set (`gnn_<modalities>/`,
+e.g. `gnn_audio-eda-temp/`). The summary of one modality set reads `gnn_<modalities>/metrics.json`
+and `predictions_test.csv` and the encoder's own test predictions
+(`features/encoder_predictions_test.csv`) and reports, at segment level, for the majority baseline
+(the fold's training-majority class), the encoder alone and the GNN:
 
-* per fold: accuracy, macro-F1 and weighted-F1 on the fold's test sessions, and mean ± std over folds;
-* pooled: every annotated session is tested exactly once, so the folds' test segments together are
-  the whole dataset; the pooled macro-F1 comes with a 95% bootstrap interval that resamples
-  sessions (metrics.session_bootstrap), and the paired difference GNN − encoder is resampled on the
-  same sessions.
+* per fold: its train/validation/test sessions, the test sessions that have a usable segment, and
+  accuracy, macro-F1 and weighted-F1 on its test segments; mean ± std over folds;
+* pooled: every session with a usable segment is tested exactly once, so the folds' test segments
+  together are the whole usable dataset; the pooled macro-F1 comes with a 95% bootstrap interval that
+  resamples the sessions that have a test segment (metrics.session_bootstrap), and the paired
+  difference GNN − encoder is resampled on the same sessions. A session without a usable segment (no
+  annotated segment with a wav and EDA/TEMP rows, e.g. TEMP only) is in no fold, not counted as tested
+  and never resampled; the summary lists it and says how many sessions and segments the pooled figure
+  covers.
 
-`summary.json` keeps `folds` (one entry per fold: test and validation sessions, per-system metrics)
-and `pooled` (per system: macro_f1, ci95, accuracy, weighted_f1, n_segments; and gnn_minus_encoder).
-Beside it: `summary.png` (per-fold bars with the pooled interval) and `confusion_pooled.png`.
+Written beside the folds: `summary_<modalities>.json` (`folds`, `pooled` per system: macro_f1, ci95,
+accuracy, weighted_f1, n_segments, n_sessions; and gnn_minus_encoder), `summary_<modalities>.png`
+(per-fold bars with the pooled interval) and `confusion_pooled_<modalities>.png`.
 """
 
 from __future__ import annotations
@@ -25,65 +31,95 @@ from typing import Any
 
 import numpy as np
 
-import train_val
-from encoder.core import config, metrics, util
+from encoder.core import config, extraction, metrics, plots, util
 
-SUMMARY_FILE = "summary.json"
+SPLITS_FILE = "splits.json"
+GNN_METRICS_FILE = "metrics.json"  # train_val.py's names inside results/<exp>/
+GNN_PREDICTIONS_FILE = "predictions_test.csv"
 SYSTEMS = ("majority", "encoder", "gnn")
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = 2000
 
 
-def fold_predictions(fold_dir: Path) -> dict[str, Any]:
+def modality_tag(modalities: str) -> str:
+    """`audio,eda` -> `audio-eda`: the modality set in folder and file names."""
+    return modalities.replace(",", "-")
+
+
+def gnn_folder(modalities: str) -> str:
+    """A fold's GNN folder (train_val's --exp) for one modality set."""
+    return f"gnn_{modality_tag(modalities)}"
+
+
+def summary_files(cv_dir: Path, modalities: str) -> dict[str, Path]:
+    """The summary JSON and its two figures for one modality set."""
+    tag = modality_tag(modalities)
+    return {"json": Path(cv_dir) / f"summary_{tag}.json", "folds": Path(cv_dir) / f"summary_{tag}.png",
+            "confusion": Path(cv_dir) / f"confusion_pooled_{tag}.png"}
+
+
+def fold_predictions(fold_dir: Path, gnn: str) -> dict[str, Any]:
     """Test segments of one fold with each system's prediction, aligned on the GNN's segment order."""
-    gnn_metrics = util.read_json(fold_dir / "gnn" / "metrics.json")
-    gnn = metrics.read_segment_predictions(fold_dir / "gnn" / "predictions_test.csv")
-    encoder = metrics.read_segment_predictions(fold_dir / "features" / "encoder_predictions_test.csv")
+    gnn_metrics = util.read_json(fold_dir / gnn / GNN_METRICS_FILE)
+    gnn_pred = metrics.read_segment_predictions(fold_dir / gnn / GNN_PREDICTIONS_FILE)
+    encoder = metrics.read_segment_predictions(fold_dir / "features" / extraction.PREDICTIONS_FILE)
     by_id = dict(zip(encoder["segment_ids"], encoder["predictions"], strict=True))
-    missing = [s for s in gnn["segment_ids"] if s not in by_id]
-    if missing or len(by_id) != len(gnn["segment_ids"]):
+    missing = [s for s in gnn_pred["segment_ids"] if s not in by_id]
+    if missing or len(by_id) != len(gnn_pred["segment_ids"]):
         raise util.DataError(f"encoder and GNN test segments differ (e.g. {missing[:1]}); rerun the fold",
-                             fold_dir / "features" / "encoder_predictions_test.csv")
+                             fold_dir / "features" / extraction.PREDICTIONS_FILE)
     majority = config.EMOTIONS.index(gnn_metrics["baselines"]["majority"]["class"])
     return {
-        "segment_ids": gnn["segment_ids"],
-        "sessions": gnn["sessions"],
-        "targets": gnn["targets"],
-        "predictions": {"majority": np.full(len(gnn["targets"]), majority),
-                        "encoder": np.array([by_id[s] for s in gnn["segment_ids"]], dtype=int),
-                        "gnn": gnn["predictions"]},
-        "splits": gnn_metrics["splits"],
+        "segment_ids": gnn_pred["segment_ids"],
+        "sessions": gnn_pred["sessions"],
+        "targets": gnn_pred["targets"],
+        "predictions": {"majority": np.full(len(gnn_pred["targets"]), majority),
+                        "encoder": np.array([by_id[s] for s in gnn_pred["segment_ids"]], dtype=int),
+                        "gnn": gnn_pred["predictions"]},
     }
 
 
-def summarise(fold_dirs: Sequence[Path], seed: int = config.SEED, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """Per-fold and pooled segment-level figures of a CV run (see the module docstring)."""
+def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEED, n_boot: int = N_BOOT,
+              unusable_sessions: Sequence[int] = ()) -> dict[str, Any]:
+    """Per-fold and pooled segment-level figures of a CV run for one modality set (see the module
+    docstring). `unusable_sessions`: sessions of the data without a usable segment, in no fold."""
     folds, pooled_parts = [], []
-    for k, fold_dir in enumerate(fold_dirs):
-        pred = fold_predictions(Path(fold_dir))
+    for k, fold_dir in enumerate(map(Path, fold_dirs)):
+        assigned = util.read_json(fold_dir / SPLITS_FILE)
+        pred = fold_predictions(fold_dir, gnn_folder(modalities))
+        tested = sorted(int(s) for s in np.unique(pred["sessions"]))
+        stray = sorted(set(tested) - set(assigned["test"]))
+        if stray:
+            raise util.DataError(f"test predictions of sessions {stray}, not this fold's test sessions "
+                                 f"{assigned['test']}; rerun the fold", fold_dir / gnn_folder(modalities))
         scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in SYSTEMS}
-        folds.append({"fold": k, "test_sessions": pred["splits"]["test"], "val_sessions": pred["splits"]["val"],
-                      "train_sessions": pred["splits"]["train"], "n_segments": len(pred["targets"]),
+        folds.append({"fold": k, "train_sessions": assigned["train"], "val_sessions": assigned["val"],
+                      "test_sessions": assigned["test"], "tested_sessions": tested,
+                      "n_segments": len(pred["targets"]),
+                      "classes_present": [config.EMOTIONS[c] for c in np.unique(pred["targets"])],
                       "segment": scores})
         pooled_parts.append(pred)
     sessions = np.concatenate([p["sessions"] for p in pooled_parts])
     targets = np.concatenate([p["targets"] for p in pooled_parts])
     predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in SYSTEMS}
-    tested = sorted(int(s) for s in np.unique(sessions))
+    tested = sorted(int(s) for s in np.unique(sessions))  # the bootstrap's groups: sessions with a test segment
+    assigned_tests = {int(s) for f in folds for s in f["test_sessions"]}
     pooled: dict[str, Any] = {}
     for name in SYSTEMS:
         interval = metrics.session_bootstrap(
             sessions, lambda idx, y=predictions[name]: metrics.macro_f1(targets[idx], y[idx]), n_boot, seed)
         pooled[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"],
                         **{k: v for k, v in _scores(targets, predictions[name]).items() if k != "macro_f1"},
-                        "n_segments": len(targets)}
+                        "n_segments": len(targets), "n_sessions": len(tested)}
     difference = metrics.session_bootstrap(
         sessions, lambda idx: (metrics.macro_f1(targets[idx], predictions["gnn"][idx])
                                - metrics.macro_f1(targets[idx], predictions["encoder"][idx])), n_boot, seed)
-    pooled["gnn_minus_encoder"] = {"macro_f1": difference["estimate"], "ci95": difference["ci95"]}
+    pooled["gnn_minus_encoder"] = {"macro_f1": difference["estimate"], "ci95": difference["ci95"],
+                                   "paired": True}
     gnn_all = metrics.classification_metrics(targets, predictions["gnn"])
     return {
         "k": len(fold_dirs),
+        "modalities": modalities,
         "folds": folds,
         "mean_std": {name: {key: [float(np.mean(v := [f["segment"][name][key] for f in folds])), float(np.std(v))]
                             for key in KEYS} for name in SYSTEMS},
@@ -91,8 +127,9 @@ def summarise(fold_dirs: Sequence[Path], seed: int = config.SEED, n_boot: int = 
         "pooled_gnn": {"per_class": gnn_all["per_class"], "confusion": gnn_all["confusion"],
                        "macro_f1_7class": gnn_all["macro_f1_7class"], "classes_present": gnn_all["classes_present"]},
         "tested_sessions": tested,
-        "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(tested), "seed": seed,
-                      "interval": "percentile, 95%"},
+        "not_tested_sessions": sorted((assigned_tests - set(tested)) | {int(s) for s in unusable_sessions}),
+        "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(tested),
+                      "n_segments": len(targets), "seed": seed, "interval": "percentile, 95%"},
         "metric": "segment level; macro_f1 over the classes present in the evaluated truth",
     }
 
@@ -117,16 +154,21 @@ def format_summary(summary: dict[str, Any]) -> str:
     diff = summary["pooled"]["gnn_minus_encoder"]
     lines.append(f"GNN − encoder (pooled, paired): {diff['macro_f1']:+.4f} [{diff['ci95'][0]:+.4f}, "
                  f"{diff['ci95'][1]:+.4f}] over {summary['bootstrap']['n_sessions']} sessions")
+    not_tested = summary["not_tested_sessions"]
+    lines.append(f"pooled figures cover {summary['bootstrap']['n_sessions']} sessions and "
+                 f"{summary['bootstrap']['n_segments']} segments (modalities {summary['modalities']})"
+                 + (f"; not tested, no usable segment: sessions {not_tested}" if not_tested else ""))
     return "\n".join(lines)
 
 
-def write_summary(summary: dict[str, Any], path: Path) -> None:
-    """summary.json, then summary.png and confusion_pooled.png beside it."""
-    path = Path(path)
-    _plot_folds(summary, path.with_name("summary.png"))
-    train_val.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
-                             path.with_name("confusion_pooled.png"))
-    util.write_json(summary, path)
+def write_summary(summary: dict[str, Any], cv_dir: Path) -> Path:
+    """summary_<modalities>.json, with its two figures beside it (summary_files); returns the JSON's path."""
+    files = summary_files(cv_dir, summary["modalities"])
+    _plot_folds(summary, files["folds"])
+    plots.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
+                         files["confusion"])
+    util.write_json(summary, files["json"])
+    return files["json"]
 
 
 def _plot_folds(summary: dict[str, Any], path: Path) -> None:

@@ -6,18 +6,32 @@
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
 generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration,
-the same session splits and the same upstream outputs (recorded in a pipeline_state.json); `--force`
-reruns them all. On synthetic data the run uses config.DEMO (a cheaper spectrogram and fewer epochs,
-sized for CPU); on a KEMDy20 root it uses the STE_* settings and the GNN defaults of train_val.py
-(`--profile` picks either explicitly, e.g. `--profile demo` for a quick CPU run on another folder).
+the same session splits and the same upstream outputs (recorded in a pipeline_state.json); the
+dataframe stage also when the files it reads under the root (annotation, EDA, TEMP, wav) are the same
+by name, size and modification time (kemdy20.fingerprint). `--force` reruns them all. On synthetic data
+the run uses config.DEMO (a cheaper spectrogram and fewer epochs, sized for CPU); on a KEMDy20 root it
+uses the STE_* settings and the GNN defaults of train_val.py (`--profile` picks either explicitly, e.g.
+`--profile demo` for a quick CPU run on another folder).
 
 `--stacking` says which sessions the encoder is fitted on, relative to the GNN's training sessions
-(see stacking_splits); `--cv K` runs the whole chain once per fold of a session K-fold
-cross-validation (util.cv_splits) under results/<exp>_cvK/fold_k/ and summarises the folds
-(cross_validation.py). An interrupted CV run resumes at the fold and stage where it stopped.
+(see stacking_splits). `--cv K` runs the whole chain once per fold of a session K-fold
+cross-validation over the sessions with a usable segment (util.cv_splits: each fold's sessions are
+tested once, a share of the rest validates as in the default split, the rest trains) and summarises
+the folds (cross_validation.py). Layout, with <data> the data's name (`demo` or the root's folder
+name) and `_<stacking>` appended unless it is the default:
+
+    results/<data>_cvK/fold_k/splits.json                  the fold's train/val/test sessions
+    results/<data>_cvK/fold_k/{encoder,features,graphs}/   shared by every modality set
+    results/<data>_cvK/fold_k/gnn_<modalities>/            one GNN per modality set (train_val.py's folder)
+    results/<data>_cvK/summary_<modalities>.json (.png)    and confusion_pooled_<modalities>.png
+
+so that `--cv K --modalities audio` after a run with all modalities trains only each fold's GNN. Each
+fold has its own stage cache (fold_k/pipeline_state.json): an interrupted CV run resumes at the fold
+and stage where it stopped. The single run keeps results/<data>_<modalities>[_<stacking>]/ and shares
+encoder/STE_TRAIN, features/ and graphs/ across modality sets likewise.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
-last line, the path of the run's metrics.json (with --cv: of results/<exp>_cvK/summary.json).
+last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json).
 """
 
 from __future__ import annotations
@@ -144,6 +158,19 @@ def stacking_splits(splits: dict[str, Sequence[int]], stacking: str) -> tuple[di
     return {"train": tuple(halves[0]), **shared}, {"train": tuple(halves[1]), **shared}
 
 
+def frames_stage(pipeline: Pipeline, root: Path, data_stamp: Any) -> str:
+    """The dataframe stage, keyed on the data's identity and on kemdy20.fingerprint of the files it
+    reads, so that files added, removed or edited under the root rebuild the tables."""
+
+    def build() -> None:
+        built = frames.build_frames(root)
+        frames.write_frames(built, root)
+        print(frames.format_report(built))
+
+    key = {"data": data_stamp, "files": kemdy20.fingerprint(root), "max_skip": config.MAX_SKIP_SHARE}
+    return pipeline.stage("frames", key, [root / name for name in frames.ARTIFACTS], build)
+
+
 def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
               dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None) -> Path:
     """STE_train -> STE_forward -> generate_graph -> train_val for one set of splits; returns metrics.json."""
@@ -162,7 +189,7 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
     features_stamp = pipeline.stage(
         "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
                         **scope},
-        [dirs.features / "manifest.json", dirs.features / "encoder_metrics.json"],
+        [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits))
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
@@ -173,14 +200,11 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
     gnn_flags = [*graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(args.seed),
                  "--modalities", args.modalities, "--device", str(args.device),
                  *settings["gnn_flags"]]
-    pipeline.stage("train_val", {"graphs": graphs_stamp, "flags": gnn_flags, **scope}, [dirs.metrics],
+    # a fold's stage cache holds one GNN per modality set; the single run's keeps one
+    gnn_stage = "train_val" if fold is None else f"train_val {cross_validation.modality_tag(args.modalities)}"
+    pipeline.stage(gnn_stage, {"graphs": graphs_stamp, "flags": gnn_flags, **scope}, [dirs.metrics],
                    lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
     return dirs.metrics
-
-
-def annotated_sessions(root: Path) -> list[int]:
-    """Sessions with an annotation file under `root`."""
-    return sorted({kemdy20.session_of_file(path) for path in kemdy20.check_root(root)})
 
 
 def main() -> None:
@@ -204,20 +228,15 @@ def main() -> None:
     if is_synthetic:
         data_stamp = pipeline.stage("data", data_key, [root / "annotation"], generate)
 
-    def build() -> None:
-        built = frames.build_frames(root)
-        frames.write_frames(built, root)
-        print(frames.format_report(built))
-
-    frames_stamp = pipeline.stage("frames", {"data": data_stamp, "max_skip": config.MAX_SKIP_SHARE},
-                                  [root / name for name in frames.ARTIFACTS], build)
-    exp = f"{'demo' if is_synthetic else root.name}_{args.modalities.replace(',', '-')}"
-    if args.stacking != DEFAULT_STACKING:
-        exp += f"_{args.stacking}"
+    frames_stamp = frames_stage(pipeline, root, data_stamp)
+    data_name = "demo" if is_synthetic else root.name
+    stacking = "" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}"
     if args.cv:
-        # beside, not inside, results/<exp>/: train_val replaces that folder whole on every single run
-        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / f"{exp}_cv{args.cv}", started)
+        # not named after the modalities: every modality set shares a fold's encoder, features and graphs
+        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / f"{data_name}{stacking}_cv{args.cv}",
+               started)
         return
+    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}"
     dirs = ChainDirs(work / "encoder" / "STE_TRAIN", work / "features", work / "graphs", work / "results", exp)
     metrics_path = run_chain(args, pipeline, root, frames_stamp, settings, dirs, util.session_splits(), None)
     metrics = util.read_json(metrics_path)
@@ -229,25 +248,32 @@ def main() -> None:
 
 def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
            cv_dir: Path, started: float) -> None:
-    """Every fold end to end (cached per fold and stage), then the summary; its path is the last line."""
-    sessions = annotated_sessions(root)
+    """Every fold end to end (cached per fold and stage), then the summary of this modality set; its
+    path is the last line. The folds cut the sessions that have a usable segment (frames.kept_sessions);
+    a session without one is named, and left out of every fold."""
+    sessions = frames.kept_sessions(root)
+    unusable = sorted(kemdy20.sessions_present(root) - set(sessions))
+    if unusable:
+        print(f"sessions without a usable segment, in no fold: {unusable}")
     try:
         folds = [util.cv_splits(sessions, args.cv, k) for k in range(args.cv)]
     except ValueError as err:
-        raise util.DataError(f"--cv {args.cv}: {err}", root) from None
+        raise util.DataError(f"--cv {args.cv} over the {len(sessions)} sessions with a usable segment: {err}",
+                             root) from None
     fold_dirs = []
     for k, splits in enumerate(folds):
         fold_dir = cv_dir / f"fold_{k}"
-        print(f"\nfold {k}/{args.cv}: train {list(splits['train'])}, val {list(splits['val'])}, "
-              f"test {list(splits['test'])}")
+        print(f"\nfold {k}/{args.cv}: " + ", ".join(f"{name} {list(splits[name])} ({len(splits[name])})"
+                                                    for name in ("train", "val", "test")))
+        util.write_json(splits, fold_dir / cross_validation.SPLITS_FILE)
         fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=f"fold {k}")
-        dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir, "gnn")
+        dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir,
+                         cross_validation.gnn_folder(args.modalities))
         run_chain(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k)
         fold_dirs.append(fold_dir)
         pipeline.timings.update({f"fold {k} {name}": t for name, t in fold_pipeline.timings.items()})
-    summary = cross_validation.summarise(fold_dirs, seed=args.seed)
-    summary_path = cv_dir / cross_validation.SUMMARY_FILE
-    cross_validation.write_summary(summary, summary_path)
+    summary = cross_validation.summarise(fold_dirs, args.modalities, seed=args.seed, unusable_sessions=unusable)
+    summary_path = cross_validation.write_summary(summary, cv_dir)
     print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds")
     print(cross_validation.format_summary(summary))
     print(summary_path)

@@ -50,6 +50,7 @@ from encoder.core.metrics import (
     segment_targets,
     write_segment_predictions,
 )
+from encoder.core.plots import plot_confusion
 
 ENCODER_METRICS_FILE = "encoder_metrics.json"
 
@@ -266,31 +267,6 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         "notes": notes,
         "seconds": round(seconds, 1),
     }
-
-
-def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
-    """Confusion matrix as a PNG: cells coloured by the share of the true class, labelled with counts."""
-    from matplotlib.figure import Figure
-
-    counts = np.asarray(confusion)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(6.5, 5.5))
-    ax = fig.subplots()
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    ticks = range(len(config.EMOTIONS))
-    ax.set_xticks(ticks, config.EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(ticks, config.EMOTIONS)
-    for i in ticks:
-        for j in ticks:
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (first listed label)")
-    ax.set_title(title)
-    fig.tight_layout()
-    with util.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
 
 
 def _plot_curves(history: dict[str, list], best_epoch: int, path: Path) -> None:

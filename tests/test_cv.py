@@ -3,8 +3,12 @@ macro-F1 over the classes present, stale state refused, and a two-fold CV on the
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import pickle
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+import cross_validation
 import data_loader
 import generate_graph
 import run_pipeline
-from encoder.core import checkpoints, config, extraction, metrics, util
+from encoder.core import checkpoints, config, extraction, frames, kemdy20, metrics, util
 from encoder.core.custom_transforms import Normalization
 from encoder.core.models import STEncoder
 from encoder.core.synthetic_nodes import write_synthetic_nodes
@@ -51,15 +56,43 @@ def test_folds_are_disjoint_and_test_every_session_once(sessions, k) -> None:
     assert folds == [util.cv_splits(sessions, k, fold) for fold in range(k)]  # deterministic
 
 
-def test_folds_are_contiguous_blocks_and_validation_is_the_next_fold() -> None:
+def test_folds_test_contiguous_blocks_and_train_as_much_as_the_default_split() -> None:
     assert util.cv_folds(range(1, 41), 5)[1] == tuple(range(9, 17))
-    assert util.cv_splits(range(1, 41), 5, 4) == {"train": tuple(range(9, 33)), "val": tuple(range(1, 9)),
-                                                  "test": tuple(range(33, 41))}
+    # 40 sessions, 5 folds: test 8; of the other 32, validation round(32 * 4/36) = round(3.56) = 4, evenly spaced
+    # (the middle of each stretch of 8: 0-based positions 4, 12, 20, 28 of the 32); train 28 (default split: 32)
+    for fold in range(5):
+        splits = util.cv_splits(range(1, 41), 5, fold)
+        assert (len(splits["test"]), len(splits["val"]), len(splits["train"])) == (8, 4, 28)
+    rest = list(range(1, 33))  # fold 4 tests 33-40
+    val = (5, 13, 21, 29)
+    assert util.cv_splits(range(1, 41), 5, 4) == {
+        "train": tuple(s for s in rest if s not in val), "val": val, "test": tuple(range(33, 41))}
+    assert util.cv_splits(range(1, 41), 5, 0)["val"] == (13, 21, 29, 37)  # rest 9-40: positions 4, 12, 20, 28
+    # 12 sessions, 5 folds of 3, 3, 2, 2, 2: fold 0 leaves 9, round(9 * 4/36) = 1 validates (position 4)
+    assert util.cv_splits([*range(1, 9), 33, 34, 37, 38], 5, 0) == {
+        "train": (4, 5, 6, 7, 33, 34, 37, 38), "val": (8,), "test": (1, 2, 3)}
+    # 28 sessions, 2 folds: 14 left, round(14 * 4/36) = round(1.56) = 2 validate (positions 3 and 10)
+    assert util.cv_splits(range(1, 29), 2, 1)["val"] == (4, 11)
+    # at least one validation session and one training session
     assert util.cv_splits([1, 2, 33, 37], 2, 0) == {"train": (33,), "val": (37,), "test": (1, 2)}
+    assert util.cv_splits([1, 2, 33, 37], 2, 1) == {"train": (1,), "val": (2,), "test": (33, 37)}
     with pytest.raises(ValueError, match="do not fit"):
         util.cv_folds([1, 2, 3], 4)
-    with pytest.raises(ValueError, match="no training session"):
+    with pytest.raises(ValueError, match="one validation and one training session"):
         util.cv_splits([1, 2, 3], 2, 0)
+
+
+def test_explicit_splits_are_never_re_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--cv K` is the one CV mechanism: a fold's explicit splits must come back as they are, whatever
+    # config says (a config-level K_FOLDS once re-split them and put a fold's test sessions into training)
+    assert not hasattr(config, "K_FOLDS") and not hasattr(config, "FOLD")
+    fold = {"train": [9, 10, 11], "val": [12], "test": [1, 2]}
+    monkeypatch.setattr(config, "K_FOLDS", 5, raising=False)
+    monkeypatch.setattr(config, "FOLD", 1, raising=False)
+    assert util.session_splits(fold) == {"train": (9, 10, 11), "val": (12,), "test": (1, 2)}
+    monkeypatch.setattr(config, "SPLITS", {"train": (3,), "val": (4,), "test": (5,)})
+    assert util.session_splits() == {"train": (3,), "val": (4,), "test": (5,)}
+    assert util.split_of_session(2, fold) == "test"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -106,6 +139,85 @@ def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimat
     assert few["ci95"][1] - few["ci95"][0] > many["ci95"][1] - many["ci95"][0]
 
 
+def test_cross_validation_does_not_import_the_gnn_stack() -> None:
+    # the CV summary only reads CSV/JSON and draws figures: no torch_geometric, no train_val
+    repo = Path(__file__).resolve().parents[1]
+    code = "import cross_validation, sys; print('torch_geometric' in sys.modules, 'train_val' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.stdout.split() == ["False", "False"]
+
+
+def correlated_sessions(n_sessions: int = 20, per_session: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Binary targets whose errors are shared within a session and between two systems: the encoder is
+    right on 85% of an easy session's segments and 15% of a hard one's (half the sessions each); the
+    GNN makes the encoder's predictions but fixes a fifth of its errors, so the two systems err together."""
+    rng = np.random.default_rng(seed)
+    sessions = np.repeat(np.arange(1, n_sessions + 1), per_session)
+    targets = rng.integers(2, size=len(sessions))
+    easy = np.repeat(rng.permutation(n_sessions) < n_sessions // 2, per_session)
+    encoder_right = rng.random(len(sessions)) < np.where(easy, 0.85, 0.15)
+    gnn_right = encoder_right | (rng.random(len(sessions)) < 0.2)
+    return {"sessions": sessions, "targets": targets,
+            "encoder": np.where(encoder_right, targets, 1 - targets), "gnn": np.where(gnn_right, targets, 1 - targets)}
+
+
+def width(interval: dict) -> float:
+    return interval["ci95"][1] - interval["ci95"][0]
+
+
+def test_session_bootstrap_is_wider_than_a_segment_bootstrap_when_sessions_are_correlated() -> None:
+    # 20 sessions of 10 segments, each session all right or all wrong: accuracy 0.5 either way, but only
+    # 20 independent units. Resampling sessions: sd sqrt(0.25 / 20) = 0.11; resampling the 200 segments
+    # as if independent (each its own group): sd sqrt(0.25 / 200) = 0.035, about 3.2 times narrower.
+    sessions = np.repeat(np.arange(20), 10)
+    right = np.repeat(np.arange(20) % 2, 10).astype(float)
+    accuracy = lambda idx: float(right[idx].mean())  # noqa: E731
+    by_session = metrics.session_bootstrap(sessions, accuracy, n_boot=2000, seed=0)
+    by_segment = metrics.session_bootstrap(np.arange(len(sessions)), accuracy, n_boot=2000, seed=0)
+    assert by_session["estimate"] == by_segment["estimate"] == 0.5
+    assert by_session["n_groups"] == 20 and by_segment["n_groups"] == 200
+    assert by_segment["ci95"][1] - by_segment["ci95"][0] == pytest.approx(2 * 1.96 * 0.5 / np.sqrt(200), rel=0.2)
+    assert width(by_session) > 2.5 * width(by_segment)
+
+
+def write_fold(fold_dir: Path, data: dict[str, np.ndarray], test: list[int], rest: list[int], gnn: str) -> None:
+    """A finished CV fold folder as run_pipeline writes it, holding only what cross_validation reads."""
+    mine = np.isin(data["sessions"], test)
+    ids = [f"Sess{s:02d}_script01_User{2 * s - 1:03d}F_{i:03d}" for i, s in enumerate(data["sessions"][mine])]
+    probs = np.full((len(ids), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
+    util.write_json({"train": rest[1:], "val": rest[:1], "test": test}, fold_dir / "splits.json")
+    util.write_json({"baselines": {"majority": {"class": config.EMOTIONS[0]}}}, fold_dir / gnn / "metrics.json")
+    for system, path in (("gnn", fold_dir / gnn / "predictions_test.csv"),
+                         ("encoder", fold_dir / "features" / extraction.PREDICTIONS_FILE)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_segment_predictions(ids, data["targets"][mine], data[system][mine], probs, path)
+
+
+def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlate(tmp_path: Path) -> None:
+    data = correlated_sessions()
+    halves = [list(range(1, 11)), list(range(11, 21))]
+    fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
+    for k, fold_dir in enumerate(fold_dirs):
+        write_fold(fold_dir, data, halves[k], halves[1 - k], cross_validation.gnn_folder("audio"))
+    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=1000)
+    paired = summary["pooled"]["gnn_minus_encoder"]
+    targets = data["targets"]
+    f1 = {name: (lambda idx, y=data[name]: metrics.macro_f1(targets[idx], y[idx])) for name in ("gnn", "encoder")}
+    everything = np.arange(len(targets))
+    assert paired["macro_f1"] == pytest.approx(f1["gnn"](everything) - f1["encoder"](everything))
+    # unpaired: the two systems' sessions resampled independently of each other
+    members = [np.flatnonzero(data["sessions"] == s) for s in range(1, 21)]
+    rng = np.random.default_rng(0)
+    draws = [np.concatenate([members[g] for g in rng.integers(20, size=20)]) for _ in range(2000)]
+    unpaired = np.percentile([f1["gnn"](a) - f1["encoder"](b) for a, b in zip(draws[::2], draws[1::2], strict=True)],
+                             [2.5, 97.5])
+    assert paired["ci95"][0] <= paired["macro_f1"] <= paired["ci95"][1]
+    assert unpaired[0] <= paired["macro_f1"] <= unpaired[1]
+    assert width(paired) < 0.5 * (unpaired[1] - unpaired[0])
+    assert paired["ci95"][0] > 0 > unpaired[0]  # only the paired interval sees that the GNN is better
+
+
 # --------------------------------------------------------------------------- stale state
 
 
@@ -119,6 +231,35 @@ def test_extraction_refuses_an_encoder_fitted_on_other_sessions(tmp_path: Path) 
                                     splits={"train": (1,), "val": (33,), "test": (37,)}, log=None)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "features" / "manifest.json").exists()
+
+
+def test_dataframe_stage_reruns_when_the_files_it_reads_change(tiny_raw: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "KEMDy20"
+    shutil.copytree(tiny_raw, root)
+    data_key = {"root": str(root)}  # what a real root's stage key held alone before the fingerprint
+
+    def frames_stage() -> str:
+        pipeline = run_pipeline.Pipeline(tmp_path / "pipeline_state.json", force=False)
+        run_pipeline.frames_stage(pipeline, root, data_key)
+        return capsys.readouterr().out
+
+    assert "[frames] running" in frames_stage()
+    assert "[frames] up to date, skipped" in frames_stage()
+    eda = kemdy20.bio_files(root, "EDA")[0]
+    stat = eda.stat()
+    os.utime(eda, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched (or edited in place)
+    assert "[frames] running" in frames_stage()
+    assert "[frames] up to date, skipped" in frames_stage()
+    extra = root / "EDA" / "Session41" / "Sess41_script01_User081F.csv"  # a new file (of an unannotated session)
+    extra.parent.mkdir()
+    shutil.copy(kemdy20.bio_files(root, "TEMP")[-1], extra)
+    assert "[frames] running" in frames_stage()
+    wav = kemdy20.wav_files(root)[0]
+    wav.unlink()
+    assert "[frames] running" in frames_stage()
+    assert wav.stem not in set(frames.load_frames(root).gt["script"])  # the stale table is gone
+    assert "[frames] up to date, skipped" in frames_stage()
 
 
 DIMS = {"audio": 8, "eda": 4, "temp": 4}
@@ -162,43 +303,96 @@ def test_missing_feature_manifest_is_an_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- two-fold CV end to end
 
 
+UNUSABLE_SESSION = 5  # annotated, but its one segment has neither wav nor EDA/TEMP rows: the frames stage drops it
+
+
+def add_unusable_session(root: Path) -> None:
+    """An annotation file for one more session whose only segment has no wav and no bio rows."""
+    lines = (root / "annotation" / "Sess01_eval.csv").read_text(encoding="utf-8").splitlines()
+    row = lines[2].split(",")
+    row[3] = f"Sess{UNUSABLE_SESSION:02d}_script01_User009F_001"
+    (root / "annotation" / f"Sess{UNUSABLE_SESSION:02d}_eval.csv").write_text(
+        "\n".join([*lines[:2], ",".join(row)]) + "\n", encoding="utf-8")
+
+
+ABSENT = ("surprise", "fear")  # relabelled away in the second fold's test sessions (33, 37)
+
+
+def relabel_away(root: Path, sessions: tuple[int, ...], classes: tuple[str, ...]) -> None:
+    """Replace `classes` by neutral in the total evaluation (the label) of every segment of `sessions`."""
+    for session in sessions:
+        path = root / "annotation" / f"Sess{session:02d}_eval.csv"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i in range(2, len(lines)):
+            row = lines[i].split(",")
+            labels = ["neutral" if label in classes else label for label in row[4].split(";")]
+            row[4] = ";".join(dict.fromkeys(labels))
+            lines[i] = ",".join(row)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A two-fold CV of a tiny-preset copy with one annotated session that has no usable segment (and the
+    preset's TEMP-only session 41) and two classes absent from the second fold's test sessions, run once
+    with all modalities; `run(*flags)` runs it again."""
     work = tmp_path_factory.mktemp("cv")
     data = work / "KEMDy20"
     shutil.copytree(tiny_raw, data)
+    add_unusable_session(data)
+    relabel_away(data, (33, 37), ABSENT)
     argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "DEMO", TINY_SETTINGS)
         patch.setitem(config.STE_forward_params, "num_workers", 0)
         patch.setitem(config.STE_forward_params, "progress", False)
-        patch.setattr(sys, "argv", argv)
-        yield {"work": work, "argv": argv, "patch": patch, "run": lambda: run_pipeline.main()}
+
+        def run(*flags: str) -> str:
+            patch.setattr(sys, "argv", [*argv, *flags])
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                run_pipeline.main()
+            return out.getvalue()
+
+        yield {"work": work, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
 
 
-def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> None:
-    cv_run["run"]()
-    out = capsys.readouterr().out.strip().splitlines()
-    cv_dir = cv_run["work"] / "results" / "KEMDy20_audio-eda-temp_cv2"
-    assert out[-1] == str(cv_dir / "summary.json")
-    summary = util.read_json(cv_dir / "summary.json")
-    assert [f["test_sessions"] for f in summary["folds"]] == [[1, 2], [33, 37]]
-    assert [f["val_sessions"] for f in summary["folds"]] == [[37], [2]]
+def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
+    out = cv_run["out"].strip().splitlines()
+    cv_dir = cv_run["cv_dir"]
+    assert out[-1] == str(cv_dir / "summary_audio-eda-temp.json")
+    summary = util.read_json(cv_dir / "summary_audio-eda-temp.json")
+    assert summary["modalities"] == "audio,eda,temp"
+    # folds over the sessions with a usable segment only; session 5 (segment dropped) and 41 (TEMP only) in none
+    assert f"sessions without a usable segment, in no fold: [{UNUSABLE_SESSION}, 41]" in out
+    expected = [{"train": [33], "val": [37], "test": [1, 2]}, {"train": [1], "val": [2], "test": [33, 37]}]
+    for k, (fold, splits) in enumerate(zip(summary["folds"], expected, strict=True)):
+        assert {name: fold[f"{name}_sessions"] for name in splits} == splits
+        assert util.read_json(cv_dir / f"fold_{k}" / "splits.json") == splits  # recorded in the fold's folder
+        assert f"fold {k}/2: train {splits['train']} (1), val {splits['val']} (1), test {splits['test']} (2)" in out
+        assert fold["tested_sessions"] == splits["test"]
+    # a fold whose test sessions lack some classes goes through (macro-F1 over the classes present)
+    assert not set(ABSENT) & set(summary["folds"][1]["classes_present"])
+    assert set(ABSENT) <= set(summary["folds"][0]["classes_present"])
     assert summary["tested_sessions"] == [1, 2, 33, 37]
+    assert summary["not_tested_sessions"] == [UNUSABLE_SESSION, 41]
+    n_segments = sum(f["n_segments"] for f in summary["folds"])
+    assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
+    assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities audio,eda,temp); not tested, "
+            f"no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
     for fold in summary["folds"]:
         for name in ("majority", "encoder", "gnn"):
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
     pooled = summary["pooled"]
-    n_segments = sum(f["n_segments"] for f in summary["folds"])
     for name in ("majority", "encoder", "gnn", "gnn_minus_encoder"):
         low, high = pooled[name]["ci95"]
         assert low <= high
     for name in ("majority", "encoder", "gnn"):
-        assert pooled[name]["n_segments"] == n_segments
+        assert pooled[name]["n_segments"] == n_segments and pooled[name]["n_sessions"] == 4
         assert pooled[name]["ci95"][0] <= pooled[name]["macro_f1"] <= pooled[name]["ci95"][1]
     assert pooled["gnn_minus_encoder"]["macro_f1"] == pytest.approx(
         pooled["gnn"]["macro_f1"] - pooled["encoder"]["macro_f1"])
-    assert (cv_dir / "summary.png").is_file() and (cv_dir / "confusion_pooled.png").is_file()
+    assert (cv_dir / "summary_audio-eda-temp.png").is_file()
+    assert (cv_dir / "confusion_pooled_audio-eda-temp.png").is_file()
     # each fold's encoder was fitted on that fold's training sessions, recorded in its manifest
     for k, fold in enumerate(summary["folds"]):
         manifest = util.read_json(cv_dir / f"fold_{k}" / "features" / "manifest.json")
@@ -208,10 +402,32 @@ def test_two_fold_cv_end_to_end(cv_run: dict, capsys: pytest.CaptureFixture) -> 
     states = [util.read_json(cv_dir / f"fold_{k}" / "pipeline_state.json") for k in range(2)]
     assert states[0]["STE_train"] != states[1]["STE_train"]  # stage keys include the splits and the fold
 
-    # resume: a second run skips every stage; a fold whose GNN results vanished reruns that stage only
-    shutil.rmtree(cv_dir / "fold_1" / "gnn")
-    cv_run["run"]()
-    out = capsys.readouterr().out
-    assert "[fold 1 train_val] running" in out
+
+def test_cv_resumes_at_the_missing_stage(cv_run: dict) -> None:
+    # a second run skips every stage; a fold whose GNN results vanished reruns that stage only
+    summary = util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")
+    shutil.rmtree(cv_run["cv_dir"] / "fold_1" / "gnn_audio-eda-temp")
+    out = cv_run["run"]()
+    assert "[fold 1 train_val audio-eda-temp] running" in out
     assert out.count("] running") == 1
-    assert util.read_json(cv_dir / "summary.json")["folds"] == summary["folds"]
+    assert util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")["folds"] == summary["folds"]
+
+
+def test_cv_ablation_reuses_each_folds_encoder_features_and_graphs(cv_run: dict) -> None:
+    cv_dir = cv_run["cv_dir"]
+    out = cv_run["run"]("--modalities", "audio")
+    for k in range(2):
+        for stage in ("STE_train", "STE_forward", "generate_graph"):
+            assert f"[fold {k} {stage}] up to date, skipped" in out
+        assert f"[fold {k} train_val audio] running" in out
+    assert out.count("] running") == 2
+    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_audio.json")
+    audio = util.read_json(cv_dir / "summary_audio.json")
+    assert audio["modalities"] == "audio"
+    assert [f["test_sessions"] for f in audio["folds"]] == [[1, 2], [33, 37]]
+    for k in range(2):
+        assert util.read_json(cv_dir / f"fold_{k}" / "gnn_audio" / "metrics.json")["args"]["modalities"] == "audio"
+    # the all-modality GNNs are still there and still up to date: switching back trains nothing
+    out = cv_run["run"]()
+    assert out.count("] running") == 0
+    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_audio-eda-temp.json")

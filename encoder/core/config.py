@@ -29,11 +29,8 @@ SPLITS: dict[str, tuple[int, ...]] = {
     "val": tuple(range(33, 37)),
     "test": tuple(range(37, 41)),
 }
-# Session cross-validation (util.cv_splits): with K_FOLDS > 1 the sessions of SPLITS are cut into K_FOLDS
-# contiguous folds; fold FOLD is the test set, the next fold validation, the rest training.
-# `python run_pipeline.py --cv K` runs every fold end to end and summarises them.
-K_FOLDS = 1
-FOLD = 0
+# Session cross-validation is `python run_pipeline.py --cv K` (util.cv_splits), which passes each fold's
+# splits explicitly; it keeps the validation share of this split's non-test sessions (4 of 36).
 
 BIO_RATE_HZ = 4  # EDA and TEMP sample rate; one graph node per sample inside a segment
 BIO_STEP_S = 1.0 / BIO_RATE_HZ

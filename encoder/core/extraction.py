@@ -30,6 +30,8 @@ from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
 PREDICTIONS_FILE = "encoder_predictions_test.csv"
+METRICS_FILE = "encoder_metrics.json"
+MANIFEST_FILE = "manifest.json"
 FLOAT16 = "float16-autocast"  # feature_precision of embeddings computed under CUDA autocast
 
 
@@ -247,13 +249,13 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
              report: dict[str, Any]) -> None:
     """Swap the new split folders in, then write metrics and (last) the manifest. The old manifest
     goes first, so an interrupted swap leaves no manifest that vouches for mixed files."""
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     for name in splits:
         target = out_dir / f"features_{name}"
         if target.exists():
             shutil.rmtree(target)
         if (staging / target.name).exists():
             os.replace(staging / target.name, target)
-    util.write_json(report, out_dir / "encoder_metrics.json")
+    util.write_json(report, out_dir / METRICS_FILE)
     os.replace(staging / PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE)
-    util.write_json(manifest, out_dir / "manifest.json")
+    util.write_json(manifest, out_dir / MANIFEST_FILE)

@@ -282,6 +282,14 @@ def load_frames(root: Path) -> Frames:
                   entities=entities, nodes=nodes, report=util.read_json(root / "frames_report.json"))
 
 
+def kept_sessions(root: Path) -> list[int]:
+    """Sessions with at least one kept (usable) segment in the built tables (gt_aug.csv), sorted."""
+    path = Path(root) / "gt_aug.csv"
+    if not path.is_file():
+        raise util.DataError(f"missing {path.name}: run `python encoder/build_frames.py --root {root}` first", path)
+    return sorted(int(s) for s in pd.read_csv(path, usecols=["session"])["session"].unique())
+
+
 def summary_tables(frames: Frames) -> dict[str, pd.DataFrame]:
     """Segments and samples per split and class (by the first listed label)."""
     gt = frames.gt.assign(

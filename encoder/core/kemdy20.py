@@ -6,6 +6,7 @@ the line number in that file (1-based, header and preamble lines included).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -248,6 +249,29 @@ def wav_files(root: Path) -> list[Path]:
     return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.wav"))
 
 
+def sessions_present(root: Path) -> set[int]:
+    """Sessions that have an annotation file or a SessionSS folder under wav/, EDA/ or TEMP/."""
+    root = Path(root)
+    found = {session_of_file(p) for p in (root / "annotation").glob(ANNOTATION_GLOB)}
+    for folder in ("wav", *BIO_MODALITIES):
+        found |= {int(m.group(1)) for d in (root / folder).glob("Session*") if (m := _SESSION_DIR_RE.match(d.name))}
+    return found
+
+
 def wav_index(root: Path) -> set[str]:
     """Segment IDs that have a wav file (one directory listing per session)."""
     return {p.stem for p in (Path(root) / "wav").glob("Session*/*.wav")}
+
+
+def fingerprint(root: Path) -> str:
+    """A digest of every file the dataframe stage reads: annotation/SessSS_eval.csv, EDA and TEMP
+    SessionSS/*.csv and the wav listing, by relative path, size and mtime_ns (one stat per file, no
+    content read), so adding, removing, touching or editing any of them changes it."""
+    root = Path(root)
+    files = sorted((root / "annotation").glob(ANNOTATION_GLOB))
+    files += [p for modality in BIO_MODALITIES for p in bio_files(root, modality)] + wav_files(root)
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

@@ -204,18 +204,11 @@ def parse_segment_id(segment_id: str) -> dict[str, Any]:
     }
 
 
-def session_splits(
-    splits: dict[str, Sequence[int]] | None = None, k_folds: int | None = None, fold: int | None = None
-) -> dict[str, tuple[int, ...]]:
-    """Sessions per split: `splits` (default config.SPLITS) as they are, or with k_folds > 1
-    (default config.K_FOLDS) fold `fold` of the session cross-validation over all their sessions
-    (cv_splits)."""
-    splits = dict(config.SPLITS if splits is None else splits)
-    k_folds = config.K_FOLDS if k_folds is None else k_folds
-    fold = config.FOLD if fold is None else fold
-    if k_folds <= 1:
-        return {name: tuple(sessions) for name, sessions in splits.items()}
-    return cv_splits(sorted({s for sessions in splits.values() for s in sessions}), k_folds, fold)
+def session_splits(splits: dict[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Sessions per split: `splits` as they are (tuples), or config.SPLITS when None. Never re-split:
+    cross-validation (`run_pipeline.py --cv K`, cv_splits) passes each fold's splits explicitly."""
+    splits = config.SPLITS if splits is None else splits
+    return {name: tuple(sessions) for name, sessions in splits.items()}
 
 
 def cv_folds(sessions: Sequence[int], k_folds: int) -> list[tuple[int, ...]]:
@@ -228,19 +221,29 @@ def cv_folds(sessions: Sequence[int], k_folds: int) -> list[tuple[int, ...]]:
 
 
 def cv_splits(sessions: Sequence[int], k_folds: int, fold: int) -> dict[str, tuple[int, ...]]:
-    """Fold `fold` of the session cross-validation: its sessions are the test set; validation is the
-    next fold, (fold + 1) mod k_folds, or with two folds the last session of the other fold; training
-    is the rest. Over the folds every session is tested exactly once."""
+    """Fold `fold` of the session cross-validation: its sessions (cv_folds) are the test set; of the
+    remaining sessions, a share as large as the default split's (config.SPLITS: 4 validation of 36
+    non-test sessions) validates, rounded, at least one, and leaving at least one to train; the rest
+    train. Over the folds every session is tested exactly once, and a fold trains on about as many
+    sessions as the default split (1..40 in 5 folds: test 8, validation round(32 * 4/36) = 4, train 28).
+
+    The validation sessions are evenly spaced over the remaining sessions in sorted order (the middle of
+    each of n_val equal stretches): deterministic, and spread over the whole recording period rather
+    than one contiguous block, so model selection sees sessions from every part of the data the fold
+    trains on instead of the neighbourhood of one fold."""
     folds = cv_folds(sessions, k_folds)
     if not 0 <= fold < k_folds:
         raise ValueError(f"fold {fold} is not one of 0..{k_folds - 1}")
     test = folds[fold]
-    val = folds[1 - fold][-1:] if k_folds == 2 else folds[(fold + 1) % k_folds]
-    train = tuple(s for f in folds for s in f if s not in test and s not in val)
-    if not train:
-        raise ValueError(f"fold {fold} of {k_folds} leaves no training session ({len(folds[1 - fold])} in the "
-                         "other fold)")
-    return {"train": train, "val": tuple(val), "test": tuple(test)}
+    rest = [s for k, part in enumerate(folds) if k != fold for s in part]
+    if len(rest) < 2:
+        raise ValueError(f"fold {fold} of {k_folds} leaves {len(rest)} non-test session(s): one validation and "
+                         "one training session are needed")
+    val_count, non_test = len(config.SPLITS["val"]), len(config.SPLITS["train"]) + len(config.SPLITS["val"])
+    n_val = min(max(1, (2 * len(rest) * val_count + non_test) // (2 * non_test)), len(rest) - 1)  # rounded
+    val = tuple(rest[(2 * i + 1) * len(rest) // (2 * n_val)] for i in range(n_val))
+    train = tuple(s for s in rest if s not in val)
+    return {"train": train, "val": val, "test": tuple(test)}
 
 
 def split_of_session(session: int, splits: dict[str, Sequence[int]] | None = None) -> str | None:
