@@ -14,6 +14,9 @@ and lists (loadable with `torch.load(weights_only=True)`) that becomes a `torch_
     session      int64   [n]
     segment_id   list[str]        per node; after batching a list of per-graph lists
     identity     list[str]        per node; after batching a list of per-graph lists
+
+`speaker_windows` turns graphs back into node sequences for the temporal baseline without a graph
+(models_temporal.py): the same nodes and attributes, no edges.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch_geometric.data import Data, Dataset
 
 from encoder.core import util
@@ -117,3 +122,41 @@ def flatten(per_graph: Sequence[Sequence[Any]] | Sequence[Any]) -> list[Any]:
     if per_graph and isinstance(per_graph[0], list | tuple):
         return [item for graph in per_graph for item in graph]
     return list(per_graph)
+
+
+NODE_TENSORS = ("x", "y", "target", "time_s", "session")  # per-node tensors a window keeps
+NODE_LISTS = ("segment_id", "identity")
+
+
+def speaker_windows(graphs: Sequence[Data], span_s: float) -> list[Data]:
+    """The nodes of `graphs` as one time-sorted sequence per (session, identity), cut into windows: a
+    window starts at a node and holds that speaker's nodes less than `span_s` seconds after it (the
+    next window starts at the first node beyond). Windows come in session, identity and time order,
+    as Data objects with the graphs' node attributes and no edges; ties in time keep the graphs' order."""
+    if span_s <= 0:
+        raise ValueError(f"window span must be positive, got {span_s}")
+    nodes = {k: torch.cat([g[k] for g in graphs]) for k in NODE_TENSORS}
+    lists = {k: np.array(flatten([g[k] for g in graphs]), dtype=str) for k in NODE_LISTS}
+    session, time_s, identity = nodes["session"].numpy(), nodes["time_s"].numpy(), lists["identity"]
+    order = np.lexsort((time_s, identity, session))  # stable: ties keep the graphs' order
+    speaker = np.r_[True, (session[order][1:] != session[order][:-1]) | (identity[order][1:] != identity[order][:-1])]
+    bounds = [*np.flatnonzero(speaker), len(order)]
+    windows: list[Data] = []
+    for first, last in zip(bounds[:-1], bounds[1:], strict=True):
+        times = time_s[order[first:last]]
+        start = 0
+        while start < len(times):
+            end = int(np.searchsorted(times, times[start] + span_s, side="left"))
+            idx = order[first + start:first + end]
+            windows.append(Data(**{k: v[torch.from_numpy(idx)] for k, v in nodes.items()},
+                                **{k: v[idx].tolist() for k, v in lists.items()}))
+            start = end
+    return windows
+
+
+def windows_per_batch(graphs: Sequence[Data], windows: Sequence[Data], graphs_per_batch: int) -> int:
+    """How many windows hold about as many nodes as `graphs_per_batch` graphs (at least one), so that
+    the temporal baseline takes about as many optimiser steps per epoch as the GNN."""
+    nodes_per_graph = sum(g.num_nodes for g in graphs) / max(len(graphs), 1)
+    nodes_per_window = sum(w.num_nodes for w in windows) / max(len(windows), 1)
+    return max(1, round(graphs_per_batch * nodes_per_graph / nodes_per_window))

@@ -69,6 +69,22 @@ def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool
     return {"forward": edge_index[:, attr >= 0], "backward": edge_index[:, attr <= 0], "undirected": edge_index}
 
 
+def modality_slices(feature_dims: Mapping[str, int], modalities: Sequence[str] | None) -> dict[str, tuple[int, int]]:
+    """Column range [start, end) of each chosen modality in node features laid out as `feature_dims`
+    (insertion order = the manifest's feature_order), in that order; all modalities when `modalities`
+    is empty. ValueError for unknown or repeated names. Shared by every model that reads node features."""
+    chosen = tuple(modalities) if modalities else tuple(feature_dims)
+    unknown = [m for m in chosen if m not in feature_dims]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(feature_dims)}")
+    slices, offset = {}, 0
+    for name, dim in feature_dims.items():
+        if name in chosen:
+            slices[name] = (offset, offset + int(dim))
+        offset += int(dim)
+    return slices
+
+
 class SPELL(nn.Module):
     """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
     (insertion order = the manifest's feature_order); `modalities` picks the blocks used; `causal`
@@ -83,18 +99,11 @@ class SPELL(nn.Module):
                  num_classes: int = config.NUM_CLASSES, causal: bool = False):
         super().__init__()
         self.feature_dims = {str(k): int(v) for k, v in feature_dims.items()}
-        chosen = tuple(modalities) if modalities else tuple(self.feature_dims)
-        unknown = [m for m in chosen if m not in self.feature_dims]
-        if unknown or not chosen or len(set(chosen)) != len(chosen):
-            raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(self.feature_dims)}")
-        self.modalities = tuple(m for m in self.feature_dims if m in chosen)
+        self.slices = modality_slices(self.feature_dims, modalities)
+        self.modalities = tuple(self.slices)
         self.channel1, self.channel2, self.dropout, self.num_classes = channel1, channel2, dropout, num_classes
         self.causal = bool(causal)
         self.branches = CAUSAL_BRANCHES if self.causal else BRANCHES
-        starts, offset = {}, 0
-        for name, dim in self.feature_dims.items():
-            starts[name], offset = offset, offset + dim
-        self.slices = {m: (starts[m], starts[m] + self.feature_dims[m]) for m in self.modalities}
         self.inputs = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], channel1) for m in self.modalities})
         self.bn_in = nn.BatchNorm1d(channel1)
         self.edge_convs = nn.ModuleList(
