@@ -1,6 +1,6 @@
 """Train the three-branch GNN on the training sessions' graphs, select the epoch on the validation
-sessions and report the test sessions (node and segment level) beside the majority and
-encoder-only baselines.
+sessions and report the test sessions (node and segment level) beside the majority, encoder-only and
+temporal baselines.
 
     python train_val.py [graph flags as generate_graph.py] [--num_epoch 700] [--exp NAME] ...
 
@@ -15,10 +15,21 @@ graphs but is validated and tested on one unchunked graph per session (generate_
 as the online replay labels it: cutting a session every numv nodes would drop the edges across each cut
 and score a model that never runs.
 
+After the GNN, the temporal baseline without a graph (models_temporal.TemporalGRU; causal with
+`--causal`; skipped with `--no_temporal`) is trained and selected by the same loop on the same nodes,
+splits, modalities, epochs, optimiser and schedule, and scored the same way. Its input is each
+speaker's nodes of a session in time order, cut into windows of 2 x 3 x time_edge seconds
+(data_loader.speaker_windows): the GNN's three message-passing layers reach 3 x time_edge seconds back
+and ahead, so a window spans what the GNN's receptive field spans. A node sees its whole window
+(causal: the part up to itself), on average 3 x time_edge seconds back (and ahead), at most twice
+that, and nothing across a window's cut, as the GNN sees nothing across a graph's cut. A batch holds
+about as many nodes as --batch_size graphs (data_loader.windows_per_batch).
+
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
-segment), confusion_test.png (segment level), curves.png and model/ (model_folder.py: the GNN, the
-encoder its features came from and the settings prediction needs, for `predict.py --model`). The
-last printed line is the path of metrics.json. `train_and_evaluate(args)` is the importable entry point.
+segment), predictions_test_temporal.csv (the temporal baseline's), confusion_test.png (segment
+level), curves.png and model/ (model_folder.py: the GNN, the encoder its features came from and the
+settings prediction needs, for `predict.py --model`). The last printed line is the path of metrics.json.
+`train_and_evaluate(args)` is the importable entry point.
 """
 
 from __future__ import annotations
@@ -26,12 +37,16 @@ from __future__ import annotations
 import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional
+from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
@@ -39,6 +54,7 @@ import data_loader
 import generate_graph
 import model_folder
 import models_gnn
+import models_temporal
 from encoder.core import config, distributed, util
 from encoder.core.metrics import (
     class_weights,
@@ -53,6 +69,31 @@ from encoder.core.metrics import (
 from encoder.core.plots import plot_confusion
 
 ENCODER_METRICS_FILE = "encoder_metrics.json"
+TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
+GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
+
+Logits = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+def gnn_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits of a batch of graphs (models_gnn.SPELL)."""
+    return model(batch.x, batch.edge_index, batch.edge_attr)
+
+
+def temporal_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits of a batch of speaker windows (models_temporal.TemporalGRU)."""
+    return model(batch.x, batch.batch)
+
+
+@dataclass
+class Fit:
+    """What the training loop needs of one model: its inputs per split (graphs, or speaker windows for
+    the temporal baseline), how many of them make a batch, how to get a batch's logits, and a name."""
+
+    data: dict[str, list[Data]]
+    batch_size: int
+    logits: Logits = gnn_logits
+    name: str = "GNN"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=config.SEED)
     parser.add_argument("--causal", action="store_true",
                         help="causal variant: only edges from the past or the same instant (for predict.py --online)")
+    parser.add_argument("--no_temporal", action="store_true",
+                        help="skip the temporal baseline without a graph (a GRU over each speaker's nodes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
@@ -84,13 +127,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def predict(model: models_gnn.SPELL, graphs: list, batch_size: int, device: torch.device) -> dict[str, Any]:
-    """Softmax probabilities, targets, segment IDs and sessions of every node of `graphs`."""
+def predict(model: nn.Module, graphs: list, batch_size: int, device: torch.device,
+            logits: Logits = gnn_logits) -> dict[str, Any]:
+    """Softmax probabilities, targets, segment IDs and sessions of every node of `graphs` (or of
+    speaker windows, with `logits=temporal_logits`)."""
     model.eval()
     probs, targets, segments, sessions = [], [], [], []
     for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
         batch = batch.to(device)
-        probs.append(functional.softmax(model(batch.x, batch.edge_index, batch.edge_attr), dim=1).cpu().numpy())
+        probs.append(functional.softmax(logits(model, batch), dim=1).cpu().numpy())
         targets.append(batch.target.cpu().numpy())
         sessions.append(batch.session.cpu().numpy())
         segments += data_loader.flatten(batch.segment_id)
@@ -161,20 +206,59 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
-        history, best = _train(model, graphs, args, device, tmp / "best.pth", log)
+        history, best = _train(model, Fit(graphs, args.batch_size), args, device,
+                               lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
         models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
         notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir))
         val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
+        log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
+            f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
+        temporal = None
+        if args.no_temporal:
+            notes.append("--no_temporal: temporal baseline not trained")
+        else:
+            temporal, temporal_test = _temporal_baseline(args, record, graphs, device, log)
+            write_segment_predictions(*temporal_test["_segments"], tmp / TEMPORAL_PREDICTIONS_FILE)
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
-                          _encoder_baseline(features_dir, notes), notes, time.time() - started)
+                          {"encoder": _encoder_baseline(features_dir, notes), "temporal": temporal},
+                          notes, time.time() - started)
         write_segment_predictions(*test["_segments"], tmp / "predictions_test.csv")
         plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
                        tmp / "confusion_test.png")
-        _plot_curves(history, best["epoch"], tmp / "curves.png")
+        _plot_curves(history, best["epoch"], tmp / "curves.png", temporal)
         util.write_json(metrics, tmp / "metrics.json")
-        log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
-            f"test segment macro-F1 {metrics['test']['segment']['macro_f1']:.4f}")
     return {**metrics, "metrics_path": str(out / "metrics.json")}
+
+
+def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device,
+                       log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, select and test the temporal baseline on the nodes of `graphs` (see the module docstring);
+    returns its metrics.json entry (baselines.temporal) and its test evaluation."""
+    started = time.time()
+    span = max(2 * GNN_LAYERS * float(record["build"]["time_edge"]), config.BIO_STEP_S)
+    windows = {s: data_loader.speaker_windows(graphs[s], span) for s in data_loader.SPLITS}
+    util.seed_everything(args.seed)  # the same initial weights whatever the GNN's run drew
+    model = models_temporal.TemporalGRU(record["feature_dims"], args.modalities.split(",") if args.modalities else None,
+                                        args.channel1, args.dropout, causal=args.causal).to(device)
+    fit = Fit(windows, data_loader.windows_per_batch(graphs["train"], windows["train"], args.batch_size),
+              temporal_logits, "temporal")
+    log(f"temporal model {model.config}, {util.count_parameters(model)} parameters; windows of {span:g} s, "
+        f"{ {s: len(w) for s, w in windows.items()} }, {fit.batch_size} per batch")
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep_best(_: dict[str, Any]) -> None:
+        kept.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    history, best = _train(model, fit, args, device, keep_best, lambda line: log(f"temporal {line}"))
+    model.load_state_dict(kept)
+    test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits))
+    log(f"temporal best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
+        f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
+    entry = {"segment": test["segment"], "node": test["node"], "best": best,
+             "model": {"config": model.config, "parameters": util.count_parameters(model)},
+             "window_s": span, "windows": {s: len(w) for s, w in windows.items()}, "windows_per_batch": fit.batch_size,
+             "history": history, "seconds": round(time.time() - started, 1)}
+    return entry, test
 
 
 class _Log:
@@ -186,26 +270,28 @@ class _Log:
             fh.write(line + "\n")
 
 
-def _train_epoch(model: models_gnn.SPELL, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                 weight: torch.Tensor | None, device: torch.device) -> float:
-    """One pass over the training graphs; returns the node-weighted mean loss."""
+def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                 weight: torch.Tensor | None, device: torch.device, logits: Logits = gnn_logits) -> float:
+    """One pass over the training graphs (or windows); returns the node-weighted mean loss."""
     model.train()
     total, count = 0.0, 0
     for batch in loader:
         batch = batch.to(device)
         optimizer.zero_grad()
-        logits = model(batch.x, batch.edge_index, batch.edge_attr)
-        loss = functional.cross_entropy(logits, batch.y, weight=weight)  # soft (multi-hot) targets
+        loss = functional.cross_entropy(logits(model, batch), batch.y, weight=weight)  # soft (multi-hot) targets
         loss.backward()
         optimizer.step()
         total, count = total + loss.item() * batch.num_nodes, count + batch.num_nodes
     return total / count
 
 
-def _train(model: models_gnn.SPELL, graphs: dict[str, list], args: argparse.Namespace, device: torch.device,
-           best_path: Path, log: _Log) -> tuple[dict[str, list], dict[str, Any]]:
-    """Train on graphs["train"]; validate on graphs["val"]; keep the best epoch's checkpoint."""
-    loader = DataLoader(graphs["train"], batch_size=args.batch_size, shuffle=True,
+def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.device,
+           keep_best: Callable[[dict[str, Any]], None], log: Callable[[str], None]) -> tuple[dict[str, list],
+                                                                                         dict[str, Any]]:
+    """Train on fit.data["train"]; validate on fit.data["val"]; `keep_best(best)` stores the model at
+    each better validation score (best = {"epoch", "val_segment_macro_f1"})."""
+    graphs = fit.data
+    loader = DataLoader(graphs["train"], batch_size=fit.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max)
@@ -214,21 +300,22 @@ def _train(model: models_gnn.SPELL, graphs: dict[str, list], args: argparse.Name
         weight = torch.from_numpy(class_weights(torch.cat([g.y for g in graphs["train"]]).numpy())).to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
-    with tqdm(range(1, args.num_epoch + 1), desc="epochs", unit="epoch") as bar:
+    with tqdm(range(1, args.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch") as bar:
         for epoch in bar:
-            loss = _train_epoch(model, loader, optimizer, weight, device)
+            loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits)
             scheduler.step()
             history["epoch"].append(epoch)
             history["train_loss"].append(loss)
             line = f"epoch {epoch} train_loss {loss:.4f}"
             if epoch % args.eval_freq == 0 or epoch == args.num_epoch:
-                score = evaluate(predict(model, graphs["val"], args.batch_size, device))["segment"]["macro_f1"]
+                val = evaluate(predict(model, graphs["val"], fit.batch_size, device, fit.logits))
+                score = val["segment"]["macro_f1"]
                 history["val_epoch"].append(epoch)
                 history["val_segment_macro_f1"].append(score)
                 line += f" val_segment_macro_f1 {score:.4f}"
                 if score > best["val_segment_macro_f1"]:
                     best = {"epoch": epoch, "val_segment_macro_f1": score}
-                    models_gnn.save_checkpoint(model, best_path, **best)
+                    keep_best(best)
                 bar.set_postfix(loss=f"{loss:.3f}", val_f1=f"{score:.3f}", best=best["epoch"])
             log(line)
             if args.patience and epoch - best["epoch"] >= args.patience:
@@ -239,7 +326,8 @@ def _train(model: models_gnn.SPELL, graphs: dict[str, list], args: argparse.Name
 
 def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dict[str, list],
             model: models_gnn.SPELL, history: dict, best: dict, val: dict, test: dict,
-            encoder: dict | None, notes: list[str], seconds: float) -> dict[str, Any]:
+            baselines: dict[str, dict | None], notes: list[str], seconds: float) -> dict[str, Any]:
+    """metrics.json; `baselines`: the encoder's and the temporal baseline's entries (None: not reported)."""
     train_nodes, train_segments = _segment_targets(graphs["train"])
     test_nodes, test_segments = _segment_targets(graphs["test"])
     sessions = {s: sorted({int(v) for g in graphs[s] for v in g.session.unique()}) for s in data_loader.SPLITS}
@@ -256,7 +344,7 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
             "majority": {"segment": majority_baseline(train_segments, test_segments),
                          "node": majority_baseline(train_nodes, test_nodes),
                          "class": config.EMOTIONS[majority_class(train_segments)]},
-            "encoder": encoder,
+            **baselines,
         },
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
         "graphs": {"dir": graph_dir, "feature_manifest_sha256": record.get("feature_manifest_sha256")},
@@ -269,16 +357,21 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
     }
 
 
-def _plot_curves(history: dict[str, list], best_epoch: int, path: Path) -> None:
+def _plot_curves(history: dict[str, list], best_epoch: int, path: Path, temporal: dict[str, Any] | None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.5))
     left, right = fig.subplots(1, 2)
-    left.plot(history["epoch"], history["train_loss"])
+    left.plot(history["epoch"], history["train_loss"], label="GNN")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    right.plot(history["val_epoch"], history["val_segment_macro_f1"], marker=".")
-    right.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
+    right.plot(history["val_epoch"], history["val_segment_macro_f1"], marker=".", label="GNN")
+    if temporal is not None:
+        left.plot(temporal["history"]["epoch"], temporal["history"]["train_loss"], label="temporal")
+        left.legend()
+        right.plot(temporal["history"]["val_epoch"], temporal["history"]["val_segment_macro_f1"], marker=".",
+                   label="temporal")
+    right.axvline(best_epoch, color="grey", linestyle="--", label=f"GNN best epoch {best_epoch}")
     right.legend()
     right.set_xlabel("epoch")
     right.set_ylabel("validation segment macro-F1")
@@ -287,10 +380,12 @@ def _plot_curves(history: dict[str, list], best_epoch: int, path: Path) -> None:
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
-    """The segment-level table (majority, encoder, GNN), then the path of metrics.json as last line."""
+    """The segment-level table (majority, encoder, temporal, GNN; a baseline not reported has no row),
+    then the path of metrics.json as last line."""
     rows = [("majority", metrics["baselines"]["majority"]["segment"])]
-    if metrics["baselines"]["encoder"] is not None:
-        rows.append(("encoder", metrics["baselines"]["encoder"]["segment"]))
+    for name in ("encoder", "temporal"):
+        if metrics["baselines"].get(name) is not None:
+            rows.append((name, metrics["baselines"][name]["segment"]))
     rows.append(("GNN", metrics["test"]["segment"]))
     print(f"test sessions {metrics['splits']['test']}, segment level (best epoch {metrics['best']['epoch']}):")
     print(format_table(rows))

@@ -135,7 +135,7 @@ def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.Capt
     train_val.print_summary(trained["metrics"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == trained["metrics"]["metrics_path"]
-    assert [line.split()[0] for line in lines[-6:-3]] == ["majority", "encoder", "GNN"]
+    assert [line.split()[0] for line in lines[-7:-3]] == ["majority", "encoder", "temporal", "GNN"]
     per_class = trained["metrics"]["test"]["segment"]["per_class"]
     assert lines[-3] == "GNN per-class F1 (test support): " + ", ".join(
         f"{name} {m['f1']:.2f} (n={m['support']})" for name, m in per_class.items())
@@ -147,6 +147,8 @@ def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> N
     runs = [train_val.train_and_evaluate(train_val.parse_args(
         train_args(dataset, tmp_path / str(i), "--num_epoch", "2", "--seed", "5"))) for i in range(2)]
     assert runs[0]["history"] == runs[1]["history"] and runs[0]["test"] == runs[1]["test"]
+    temporal = [{k: v for k, v in run["baselines"]["temporal"].items() if k != "seconds"} for run in runs]
+    assert temporal[0] == temporal[1]
 
 
 def test_bad_graph_input(dataset: dict[str, Path], tmp_path: Path) -> None:
@@ -178,7 +180,7 @@ def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_val, "predict", recording_predict)
         result = train_val.train_and_evaluate(train_val.parse_args(
-            train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal")))
+            train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal", "--no_temporal")))
     model, _ = models_gnn.load_checkpoint(tmp_path / "causal" / "best.pth")
     feature_dim = util.read_json(dataset["features"] / "manifest.json")["feature_dim"]
 
