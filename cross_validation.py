@@ -4,23 +4,30 @@ Layout under `results/<data>_cvK/` (see run_pipeline.py): each fold folder `fold
 assigned sessions (`splits.json`), its encoder, features and graphs (`encoder/`, `features/`,
 `graphs/`, shared by every modality set) and one GNN folder per modality set (`gnn_<modalities>/`,
 e.g. `gnn_audio-eda-temp/`). The summary of one modality set reads `gnn_<modalities>/metrics.json`
-and `predictions_test.csv` and the encoder's own test predictions
-(`features/encoder_predictions_test.csv`) and reports, at segment level, for the majority baseline
-(the fold's training-majority class), the encoder alone and the GNN:
+and `predictions_test.csv`, the temporal baseline's `predictions_test_temporal.csv` beside them and
+the encoder's own test predictions (`features/encoder_predictions_test.csv`) and reports, at segment
+level, for the majority baseline (the fold's training-majority class), the encoder alone, the temporal
+baseline without a graph (train_val.py) and the GNN:
 
 * per fold: its train/validation/test sessions, the test sessions that have a usable segment, and
   accuracy, macro-F1 and weighted-F1 on its test segments; mean ± std over folds;
 * pooled: every session with a usable segment is tested exactly once, so the folds' test segments
   together are the whole usable dataset; the pooled macro-F1 comes with a 95% bootstrap interval that
   resamples the sessions that have a test segment (metrics.session_bootstrap), and the paired
-  difference GNN − encoder is resampled on the same sessions. A session without a usable segment (no
-  annotated segment with a wav and EDA/TEMP rows, e.g. TEMP only) is in no fold, not counted as tested
-  and never resampled; the summary lists it and says how many sessions and segments the pooled figure
-  covers.
+  differences GNN − encoder and GNN − temporal are resampled on the same sessions. A session without a
+  usable segment (no annotated segment with a wav and EDA/TEMP rows, e.g. TEMP only) is in no fold, not
+  counted as tested and never resampled; the summary lists it and says how many sessions and segments
+  the pooled figure covers.
 
-Written beside the folds: `summary_<modalities>.json` (`folds`, `pooled` per system: macro_f1, ci95,
-accuracy, weighted_f1, n_segments, n_sessions; and gnn_minus_encoder), `summary_<modalities>.png`
-(per-fold bars with the pooled interval) and `confusion_pooled_<modalities>.png`.
+Fold folders trained before the temporal baseline existed (or with train_val.py --no_temporal) have
+no temporal predictions: if any fold lacks them, the summary leaves the temporal row and GNN − temporal
+out, for every fold (a pooled figure must cover every fold), and says so in `notes` and in the printed
+summary; `systems` lists the rows it has.
+
+Written beside the folds: `summary_<modalities>.json` (`systems`, `folds`, `pooled` per system:
+macro_f1, ci95, accuracy, weighted_f1, n_segments, n_sessions; gnn_minus_encoder and
+gnn_minus_temporal; `notes`), `summary_<modalities>.png` (per-fold bars with the pooled interval) and
+`confusion_pooled_<modalities>.png`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from encoder.core import config, extraction, metrics, plots, util
 SPLITS_FILE = "splits.json"
 GNN_METRICS_FILE = "metrics.json"  # train_val.py's names inside results/<exp>/
 GNN_PREDICTIONS_FILE = "predictions_test.csv"
-SYSTEMS = ("majority", "encoder", "gnn")
+TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
+SYSTEMS = ("majority", "encoder", "temporal", "gnn")
+DIFFERENCES = {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal"}  # paired, pooled
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = 2000
 
@@ -59,40 +68,57 @@ def summary_files(cv_dir: Path, modalities: str) -> dict[str, Path]:
 
 
 def fold_predictions(fold_dir: Path, gnn: str) -> dict[str, Any]:
-    """Test segments of one fold with each system's prediction, aligned on the GNN's segment order."""
+    """Test segments of one fold with each system's prediction, aligned on the GNN's segment order. The
+    temporal baseline's are left out when the fold has none (`predictions` then lacks "temporal")."""
     gnn_metrics = util.read_json(fold_dir / gnn / GNN_METRICS_FILE)
     gnn_pred = metrics.read_segment_predictions(fold_dir / gnn / GNN_PREDICTIONS_FILE)
-    encoder = metrics.read_segment_predictions(fold_dir / "features" / extraction.PREDICTIONS_FILE)
-    by_id = dict(zip(encoder["segment_ids"], encoder["predictions"], strict=True))
-    missing = [s for s in gnn_pred["segment_ids"] if s not in by_id]
-    if missing or len(by_id) != len(gnn_pred["segment_ids"]):
-        raise util.DataError(f"encoder and GNN test segments differ (e.g. {missing[:1]}); rerun the fold",
-                             fold_dir / "features" / extraction.PREDICTIONS_FILE)
+    sources = {"encoder": fold_dir / "features" / extraction.PREDICTIONS_FILE,
+               "temporal": fold_dir / gnn / TEMPORAL_PREDICTIONS_FILE}
+    if not sources["temporal"].is_file():
+        del sources["temporal"]
     majority = config.EMOTIONS.index(gnn_metrics["baselines"]["majority"]["class"])
+    predictions = {"majority": np.full(len(gnn_pred["targets"]), majority)}
+    for name, path in sources.items():
+        predictions[name] = _aligned(metrics.read_segment_predictions(path), gnn_pred["segment_ids"], name, path)
+    predictions["gnn"] = gnn_pred["predictions"]
     return {
         "segment_ids": gnn_pred["segment_ids"],
         "sessions": gnn_pred["sessions"],
         "targets": gnn_pred["targets"],
-        "predictions": {"majority": np.full(len(gnn_pred["targets"]), majority),
-                        "encoder": np.array([by_id[s] for s in gnn_pred["segment_ids"]], dtype=int),
-                        "gnn": gnn_pred["predictions"]},
+        "predictions": predictions,
     }
+
+
+def _aligned(system: dict[str, Any], segment_ids: Sequence[str], name: str, path: Path) -> np.ndarray:
+    """A system's segment predictions in the order of `segment_ids` (the GNN's); DataError when the two
+    hold different segments."""
+    by_id = dict(zip(system["segment_ids"], system["predictions"], strict=True))
+    missing = [s for s in segment_ids if s not in by_id]
+    if missing or len(by_id) != len(segment_ids):
+        raise util.DataError(f"{name} and GNN test segments differ (e.g. {missing[:1]}); rerun the fold", path)
+    return np.array([by_id[s] for s in segment_ids], dtype=int)
 
 
 def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEED, n_boot: int = N_BOOT,
               unusable_sessions: Sequence[int] = ()) -> dict[str, Any]:
     """Per-fold and pooled segment-level figures of a CV run for one modality set (see the module
     docstring). `unusable_sessions`: sessions of the data without a usable segment, in no fold."""
+    preds = [fold_predictions(Path(fold_dir), gnn_folder(modalities)) for fold_dir in fold_dirs]
+    lacking = [str(Path(d) / gnn_folder(modalities)) for d, p in zip(fold_dirs, preds, strict=True)
+               if "temporal" not in p["predictions"]]
+    systems = tuple(name for name in SYSTEMS if name != "temporal" or not lacking)
+    notes = [f"no temporal baseline ({TEMPORAL_PREDICTIONS_FILE}) in {', '.join(lacking)}: trained before it "
+             "existed or with --no_temporal; the temporal row and GNN − temporal are left out (rerun those "
+             "folds' train_val to get them)"] if lacking else []
     folds, pooled_parts = [], []
-    for k, fold_dir in enumerate(map(Path, fold_dirs)):
+    for k, (fold_dir, pred) in enumerate(zip(map(Path, fold_dirs), preds, strict=True)):
         assigned = util.read_json(fold_dir / SPLITS_FILE)
-        pred = fold_predictions(fold_dir, gnn_folder(modalities))
         tested = sorted(int(s) for s in np.unique(pred["sessions"]))
         stray = sorted(set(tested) - set(assigned["test"]))
         if stray:
             raise util.DataError(f"test predictions of sessions {stray}, not this fold's test sessions "
                                  f"{assigned['test']}; rerun the fold", fold_dir / gnn_folder(modalities))
-        scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in SYSTEMS}
+        scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in systems}
         folds.append({"fold": k, "train_sessions": assigned["train"], "val_sessions": assigned["val"],
                       "test_sessions": assigned["test"], "tested_sessions": tested,
                       "n_segments": len(pred["targets"]),
@@ -101,28 +127,30 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         pooled_parts.append(pred)
     sessions = np.concatenate([p["sessions"] for p in pooled_parts])
     targets = np.concatenate([p["targets"] for p in pooled_parts])
-    predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in SYSTEMS}
+    predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in systems}
     tested = sorted(int(s) for s in np.unique(sessions))  # the bootstrap's groups: sessions with a test segment
     assigned_tests = {int(s) for f in folds for s in f["test_sessions"]}
     pooled: dict[str, Any] = {}
-    for name in SYSTEMS:
+    for name in systems:
         interval = metrics.session_bootstrap(
             sessions, lambda idx, y=predictions[name]: metrics.macro_f1(targets[idx], y[idx]), n_boot, seed)
         pooled[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"],
                         **{k: v for k, v in _scores(targets, predictions[name]).items() if k != "macro_f1"},
                         "n_segments": len(targets), "n_sessions": len(tested)}
-    difference = metrics.session_bootstrap(
-        sessions, lambda idx: (metrics.macro_f1(targets[idx], predictions["gnn"][idx])
-                               - metrics.macro_f1(targets[idx], predictions["encoder"][idx])), n_boot, seed)
-    pooled["gnn_minus_encoder"] = {"macro_f1": difference["estimate"], "ci95": difference["ci95"],
-                                   "paired": True}
+    for key, other in DIFFERENCES.items():
+        if other in systems:
+            difference = metrics.session_bootstrap(
+                sessions, lambda idx, y=predictions[other]: (metrics.macro_f1(targets[idx], predictions["gnn"][idx])
+                                                             - metrics.macro_f1(targets[idx], y[idx])), n_boot, seed)
+            pooled[key] = {"macro_f1": difference["estimate"], "ci95": difference["ci95"], "paired": True}
     gnn_all = metrics.classification_metrics(targets, predictions["gnn"])
     return {
         "k": len(fold_dirs),
         "modalities": modalities,
+        "systems": list(systems),
         "folds": folds,
         "mean_std": {name: {key: [float(np.mean(v := [f["segment"][name][key] for f in folds])), float(np.std(v))]
-                            for key in KEYS} for name in SYSTEMS},
+                            for key in KEYS} for name in systems},
         "pooled": pooled,
         "pooled_gnn": {"per_class": gnn_all["per_class"], "confusion": gnn_all["confusion"],
                        "macro_f1_7class": gnn_all["macro_f1_7class"], "classes_present": gnn_all["classes_present"]},
@@ -131,6 +159,7 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(tested),
                       "n_segments": len(targets), "seed": seed, "interval": "percentile, 95%"},
         "metric": "segment level; macro_f1 over the classes present in the evaluated truth",
+        "notes": notes,
     }
 
 
@@ -145,19 +174,22 @@ def format_summary(summary: dict[str, Any]) -> str:
     header += "  mean ± std         pooled macro-F1 [95% CI, sessions resampled]"
     lines = [f"session {summary['k']}-fold CV, segment level, macro-F1 (test sessions per fold: "
              + "; ".join(f"{f['test_sessions']}" for f in summary["folds"]) + ")", header]
-    for name in SYSTEMS:
+    for name in summary["systems"]:
         row = f"{name:10}" + "".join(f"  {f['segment'][name]['macro_f1']:9.4f}" for f in summary["folds"])
         mean, std = summary["mean_std"][name]["macro_f1"]
         low, high = summary["pooled"][name]["ci95"]
         row += f"  {mean:.4f} ± {std:.4f}    {summary['pooled'][name]['macro_f1']:.4f} [{low:.4f}, {high:.4f}]"
         lines.append(row)
-    diff = summary["pooled"]["gnn_minus_encoder"]
-    lines.append(f"GNN − encoder (pooled, paired): {diff['macro_f1']:+.4f} [{diff['ci95'][0]:+.4f}, "
-                 f"{diff['ci95'][1]:+.4f}] over {summary['bootstrap']['n_sessions']} sessions")
+    for key, other in DIFFERENCES.items():
+        if key in summary["pooled"]:
+            diff = summary["pooled"][key]
+            lines.append(f"GNN − {other} (pooled, paired): {diff['macro_f1']:+.4f} [{diff['ci95'][0]:+.4f}, "
+                         f"{diff['ci95'][1]:+.4f}] over {summary['bootstrap']['n_sessions']} sessions")
     not_tested = summary["not_tested_sessions"]
     lines.append(f"pooled figures cover {summary['bootstrap']['n_sessions']} sessions and "
                  f"{summary['bootstrap']['n_segments']} segments (modalities {summary['modalities']})"
                  + (f"; not tested, no usable segment: sessions {not_tested}" if not_tested else ""))
+    lines += [f"note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 
 
@@ -176,12 +208,13 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 
     fig = Figure(figsize=(max(6.0, 1.4 * summary["k"] + 3), 4))
     ax = fig.subplots()
-    width = 0.8 / len(SYSTEMS)
-    colours = {"majority": "#b0b0b0", "encoder": "#4c8bd6", "gnn": "#e07b39"}
+    systems = summary["systems"]
+    width = 0.8 / len(systems)
+    colours = {"majority": "#b0b0b0", "encoder": "#4c8bd6", "temporal": "#59a14f", "gnn": "#e07b39"}
     x = np.arange(summary["k"])
-    for i, name in enumerate(SYSTEMS):
+    for i, name in enumerate(systems):
         values = [f["segment"][name]["macro_f1"] for f in summary["folds"]]
-        ax.bar(x + (i - 1) * width, values, width, color=colours[name], label=name)
+        ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, color=colours[name], label=name)
         pooled = summary["pooled"][name]
         ax.axhspan(*pooled["ci95"], color=colours[name], alpha=0.15)
         ax.axhline(pooled["macro_f1"], color=colours[name], linestyle="--", linewidth=1)

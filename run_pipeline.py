@@ -202,7 +202,9 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
                  *settings["gnn_flags"]]
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     gnn_stage = "train_val" if fold is None else f"train_val {cross_validation.modality_tag(args.modalities)}"
-    pipeline.stage(gnn_stage, {"graphs": graphs_stamp, "flags": gnn_flags, **scope}, [dirs.metrics],
+    # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
+    pipeline.stage(gnn_stage, {"graphs": graphs_stamp, "flags": gnn_flags, **scope},
+                   [dirs.metrics, dirs.metrics.parent / train_val.TEMPORAL_PREDICTIONS_FILE],
                    lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
     return dirs.metrics
 

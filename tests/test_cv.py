@@ -379,18 +379,21 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
     assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities audio,eda,temp); not tested, "
             f"no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
+    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"] and summary["notes"] == []
     for fold in summary["folds"]:
-        for name in ("majority", "encoder", "gnn"):
+        for name in summary["systems"]:
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
     pooled = summary["pooled"]
-    for name in ("majority", "encoder", "gnn", "gnn_minus_encoder"):
+    for name in (*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"):
         low, high = pooled[name]["ci95"]
         assert low <= high
-    for name in ("majority", "encoder", "gnn"):
+    for name in summary["systems"]:
         assert pooled[name]["n_segments"] == n_segments and pooled[name]["n_sessions"] == 4
         assert pooled[name]["ci95"][0] <= pooled[name]["macro_f1"] <= pooled[name]["ci95"][1]
-    assert pooled["gnn_minus_encoder"]["macro_f1"] == pytest.approx(
-        pooled["gnn"]["macro_f1"] - pooled["encoder"]["macro_f1"])
+    for other in ("encoder", "temporal"):
+        assert pooled[f"gnn_minus_{other}"]["macro_f1"] == pytest.approx(
+            pooled["gnn"]["macro_f1"] - pooled[other]["macro_f1"])
+        assert any(line.startswith(f"GNN − {other} (pooled, paired)") for line in out)
     assert (cv_dir / "summary_audio-eda-temp.png").is_file()
     assert (cv_dir / "confusion_pooled_audio-eda-temp.png").is_file()
     # each fold's encoder was fitted on that fold's training sessions, recorded in its manifest
