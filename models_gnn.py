@@ -58,6 +58,9 @@ Pair = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 BRANCHES = ("forward", "backward", "undirected")
 CAUSAL_BRANCHES = ("past", "instant")
 CHECKPOINT_FORMAT = "spell-gnn-1"
+# Blocks a GNN reads only when `modalities` names them: by default it reads the encoder's three streams,
+# as the original model did, whatever else the features carry (the text block, encoder/core/text.py).
+OPT_IN_BLOCKS = ("text",)
 
 
 def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:
@@ -71,7 +74,8 @@ def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool
 
 class SPELL(nn.Module):
     """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
-    (insertion order = the manifest's feature_order); `modalities` picks the blocks used; `causal`
+    (insertion order = the manifest's feature_order); `modalities` picks the blocks used (default: every
+    block except OPT_IN_BLOCKS); `causal`
     builds the two-branch variant that reads no edge from a later node (see the module docstring).
 
     The layers are also callable one by one (`embed`, `edge_layer`, `sage_layer`, `out_layer`) on a
@@ -83,7 +87,7 @@ class SPELL(nn.Module):
                  num_classes: int = config.NUM_CLASSES, causal: bool = False):
         super().__init__()
         self.feature_dims = {str(k): int(v) for k, v in feature_dims.items()}
-        chosen = tuple(modalities) if modalities else tuple(self.feature_dims)
+        chosen = tuple(modalities) if modalities else tuple(m for m in self.feature_dims if m not in OPT_IN_BLOCKS)
         unknown = [m for m in chosen if m not in self.feature_dims]
         if unknown or not chosen or len(set(chosen)) != len(chosen):
             raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(self.feature_dims)}")
