@@ -12,6 +12,12 @@
     model/encoder.pth  the encoder checkpoint the features came from (the feature manifest's
                        `encoder_checkpoint`), hard-linked (a copy across file systems) and verified
                        against the manifest's `encoder_sha256`
+    model/text_block.npz  when the features carry a text block (encoder/core/text.py): the fitted
+                       TF-IDF + SVD beside the feature manifest, hard-linked and verified against the
+                       manifest's `text.sha256`; model.json's `text` is the manifest's record of how it
+                       was made plus its file name. It is there whether or not the GNN reads the block
+                       (its checkpoint's `modalities` say that); prediction vectorises transcripts with
+                       it only for a GNN that reads it.
 
 When that encoder file is gone or was overwritten since the features were extracted (its sha256
 differs), model.json still names it by path and sha256 and `load` looks for it there; prediction
@@ -28,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from encoder.core import checkpoints, config, util
+from encoder.core import checkpoints, config, text, util
 
 FORMAT = "kemdy20-model/2"
 GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
@@ -95,8 +101,23 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "clip_length": (state.get("inputs") or {}).get("clip_length", manifest.get("clip_length")),
         "spectrogram": manifest.get("spectrogram"),
         "normalization": state.get("normalization"),
+        "text": _text_block(folder, manifest_path, manifest, record),
     }, folder / MANIFEST)
     return notes
+
+
+def _text_block(folder: Path, manifest_path: Path | None, manifest: dict[str, Any],
+                record: dict[str, Any]) -> dict[str, Any] | None:
+    """Link the features' text block into the model folder; its record for model.json (None: no block)."""
+    if text.NAME not in (record.get("feature_dims") or {}):
+        return None
+    stored = manifest.get("text") or {}
+    source = Path(manifest_path).parent / text.FILE if manifest_path is not None else None
+    if source is None or not source.is_file() or util.file_sha256(source) != stored.get("sha256"):
+        raise util.DataError("the features carry a text block but its file is missing or differs from the feature "
+                             "manifest's record (sha256); rerun STE_forward.py", source or Path(text.FILE))
+    _link(source, folder / text.FILE)
+    return {**stored, "file": text.FILE}
 
 
 def _near(folder: Path) -> Path | None:
@@ -139,6 +160,7 @@ def load(path: Path) -> dict[str, Any]:
     folder = manifest_path.parent
     gnn = folder / model["gnn"]["file"]
     _verify(gnn, model["gnn"]["sha256"], "GNN checkpoint")
+    _check_text(model, folder, manifest_path)
     encoder = model["encoder"]
     candidates = [folder / encoder["file"]] if encoder.get("file") else []
     candidates += [Path(encoder["source"])] if encoder.get("source") else []
@@ -178,7 +200,22 @@ def load_pair(encoder_path: Path, gnn_path: Path) -> dict[str, Any]:
     if actual != recorded:
         raise util.DataError(f"encoder checkpoint sha256 {actual}, but the GNN {gnn_path} was trained on features "
                              f"of the encoder with sha256 {recorded}", encoder_path)
+    _check_text(model, manifest_path.parent, manifest_path)
     return {**model, "manifest_path": manifest_path, "gnn_path": gnn_path, "encoder_path": encoder_path}
+
+
+def _check_text(model: dict[str, Any], folder: Path, manifest_path: Path) -> None:
+    """Set model["text_path"] to the verified text block when the features carried one (else None)."""
+    model["text_path"] = None
+    if text.NAME not in (model.get("feature_dims") or {}):
+        return
+    record = model.get("text") or {}
+    if not record.get("file"):
+        raise util.DataError("the features carried a text block but model.json has no record of its file",
+                             manifest_path)
+    path = folder / record["file"]
+    _verify(path, record.get("sha256"), "text block")
+    model["text_path"] = path
 
 
 def _verify(path: Path, sha256: str | None, what: str) -> None:

@@ -58,6 +58,9 @@ Pair = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 BRANCHES = ("forward", "backward", "undirected")
 CAUSAL_BRANCHES = ("past", "instant")
 CHECKPOINT_FORMAT = "spell-gnn-1"
+# Blocks a GNN reads only when `modalities` names them: by default it reads the encoder's three streams,
+# as the original model did, whatever else the features carry (the text block, encoder/core/text.py).
+OPT_IN_BLOCKS = ("text",)
 
 
 def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:
@@ -71,9 +74,10 @@ def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool
 
 def modality_slices(feature_dims: Mapping[str, int], modalities: Sequence[str] | None) -> dict[str, tuple[int, int]]:
     """Column range [start, end) of each chosen modality in node features laid out as `feature_dims`
-    (insertion order = the manifest's feature_order), in that order; all modalities when `modalities`
-    is empty. ValueError for unknown or repeated names. Shared by every model that reads node features."""
-    chosen = tuple(modalities) if modalities else tuple(feature_dims)
+    (insertion order = the manifest's feature_order), in that order; every block except OPT_IN_BLOCKS
+    when `modalities` is empty. ValueError for unknown or repeated names. Shared by every model that
+    reads node features."""
+    chosen = tuple(modalities) if modalities else tuple(m for m in feature_dims if m not in OPT_IN_BLOCKS)
     unknown = [m for m in chosen if m not in feature_dims]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         raise ValueError(f"modalities {list(chosen)} must be distinct names from {list(feature_dims)}")
@@ -87,7 +91,8 @@ def modality_slices(feature_dims: Mapping[str, int], modalities: Sequence[str] |
 
 class SPELL(nn.Module):
     """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
-    (insertion order = the manifest's feature_order); `modalities` picks the blocks used; `causal`
+    (insertion order = the manifest's feature_order); `modalities` picks the blocks used (default: every
+    block except OPT_IN_BLOCKS); `causal`
     builds the two-branch variant that reads no edge from a later node (see the module docstring).
 
     The layers are also callable one by one (`embed`, `edge_layer`, `sage_layer`, `out_layer`) on a

@@ -21,6 +21,12 @@ never needed and never reach the models:
   * a session without annotation/SessSS_eval.csv takes its segments from its wav files
     (wav/SessionSS/<segment ID>.wav) and the bio rows' segment IDs; its wav start/end are unknown, so
     start_s/end_s come from the EDA/TEMP timestamps (`time_from` = bio, below).
+A GNN that reads the text block (train_val.py --modalities ...,text) needs the transcripts
+(wav/SessionSS/<segment ID>.txt, read as the dataframe stage reads them): they are vectorised with the
+text block saved in the model folder. A folder with none is an error that says so, as is one where more
+than config.MAX_SKIP_SHARE of the segments lack one; below that share a segment without transcript gets
+the empty transcript's vector, as in training, and the count is printed. A GNN that does not read the
+block needs no transcript (its features' text columns, if any, are NaN: never read, never zero).
 Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
 are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
 cross_identity), the GNN gives each node a softmax over the seven emotions, and a segment's
@@ -68,7 +74,7 @@ import model_folder
 import models_gnn
 import online
 import train_val
-from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, util
+from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, text, util
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
@@ -112,9 +118,13 @@ def parse_sessions(text: str | None) -> list[int] | None:
 # --------------------------------------------------------------------------- models
 
 
-def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path) -> None:
-    """The GNN's input blocks must be the encoder's embedding blocks, in the same order."""
+def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path,
+                     text_dim: int | None = None) -> None:
+    """The GNN's input blocks must be the encoder's embedding blocks, in the same order, then the text
+    block when its features had one (`text_dim`)."""
     embedding = {str(m): STREAM_DIM for m in encoder_state.get("feature_order", [])}
+    if text_dim is not None:
+        embedding[text.NAME] = int(text_dim)
     if list(gnn.feature_dims.items()) != list(embedding.items()):
         raise util.DataError(f"GNN expects node features {gnn.feature_dims}, the encoder {encoder_path} "
                              f"gives {embedding}", gnn_path)
@@ -137,12 +147,38 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
     graph = folder["graph"]
     graphs = {"numv": int(graph["numv"]), "time_edge": float(graph["time_edge"]),
               "cross_identity": str(graph["cross_identity"])}
-    check_compatible(gnn, gnn_path, encoder_state, encoder_path)
+    text_dim = (folder.get("feature_dims") or {}).get(text.NAME)
+    check_compatible(gnn, gnn_path, encoder_state, encoder_path, text_dim)
+    reads_text = text.NAME in gnn.modalities
     if args.online and not gnn.causal:
         raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
                              "later nodes", gnn_path)
     return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
-            "graphs": graphs, "precision": folder.get("feature_precision")}
+            "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
+            "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None}
+
+
+def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: list[Segment],
+                 root: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Per segment the text columns to append to its nodes' embeddings, and a note: None when the GNN's
+    features had no text block; the transcripts' vectors when the GNN reads it (util.DataError when the
+    folder has no transcript, or more than MAX_SKIP_SHARE of the segments lack one); NaN otherwise."""
+    if text_dim is None:
+        return None, None
+    if block is None:
+        return {s.segment_id: np.full(int(text_dim), np.nan, dtype=np.float32) for s in segments}, None
+    without = [s.segment_id for s in segments if s.transcript is None]
+    if len(without) == len(segments):
+        raise util.DataError(f"the model reads the text block, but none of the {len(segments)} segments has a "
+                             "readable transcript (wav/SessionSS/<segment ID>.txt); use a model trained without "
+                             "text", root)
+    if len(without) > config.MAX_SKIP_SHARE * len(segments):
+        raise util.DataError(f"the model reads the text block, but {len(without)} of {len(segments)} segments have "
+                             f"no readable transcript (first: {without[0]}), above MAX_SKIP_SHARE="
+                             f"{config.MAX_SKIP_SHARE:g}", root)
+    note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, as "
+            "in training" if without else None)
+    return text.vectors(block, segments), note
 
 
 def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str, Any], str | None]:
@@ -175,9 +211,15 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
     return gt, table.by_split["predict"], table.unusable
 
 
-def session_nodes(segments: list[Segment], pred: prediction.Predictions) -> dict[str, Any]:
-    """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction)."""
+def session_nodes(segments: list[Segment], pred: prediction.Predictions,
+                  text_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction).
+    `text_columns` (text_vectors) are appended to each node's embedding."""
     n = len(pred.step)
+    feature = pred.features
+    if text_columns is not None:
+        feature = np.concatenate([feature, np.stack([text_columns[segments[i].segment_id]
+                                                     for i in pred.segment_index])], axis=1)
     return {
         "session": np.array([segments[i].session for i in pred.segment_index], dtype=np.int64),
         "time_s": np.array([segments[i].ts[s] for i, s in zip(pred.segment_index, pred.step, strict=True)]),
@@ -185,19 +227,21 @@ def session_nodes(segments: list[Segment], pred: prediction.Predictions) -> dict
         "label": np.zeros((n, config.NUM_CLASSES), dtype=np.float32),
         "target": np.zeros(n, dtype=np.int64),
         "segment_id": np.array([segments[i].segment_id for i in pred.segment_index], dtype=str),
-        "feature": np.ascontiguousarray(pred.features, dtype=np.float32),
+        "feature": np.ascontiguousarray(feature, dtype=np.float32),
     }
 
 
 def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                      graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                     forward: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+                     forward: dict[str, Any], text_columns: dict[str, np.ndarray] | None = None
+                     ) -> tuple[list[str], np.ndarray]:
     """Segment IDs and their mean node probabilities, one session at a time (bounded memory)."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
-        nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward))
+        nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward),
+                              text_columns)
         built = list(generate_graph.session_graphs(nodes, graphs["numv"], graphs["time_edge"],
                                                    graphs["cross_identity"]))
         out = train_val.predict(gnn, built, GNN_BATCH, device)
@@ -209,7 +253,8 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
 
 def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                   amp: bool) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
+                   amp: bool, text_columns: dict[str, np.ndarray] | None = None
+                   ) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
     """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
     their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures."""
     ids: list[str] = []
@@ -220,6 +265,8 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
         embedder = online.NodeEmbedder(encoder, encoder_state, device, amp)
+        if text_columns is not None:
+            embedder = _WithText(embedder, text_columns)
         stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"], device)
         with tqdm(total=sum(s.n_steps for s in mine), desc=f"Sess{session:02d} online", unit="node",
                   leave=False) as bar:
@@ -236,6 +283,21 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     timing = {"nodes": len(rows), "window": window, "p50_ms": float(np.percentile(latency, 50)),
               "p95_ms": float(np.percentile(latency, 95))}
     return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_CSV_COLUMNS)), timing
+
+
+class _WithText:
+    """A NodeEmbedder whose embeddings get their segment's text columns appended."""
+
+    def __init__(self, embedder: online.NodeEmbedder, columns: dict[str, np.ndarray]):
+        self.embedder, self.columns = embedder, columns
+
+    def embed(self, nodes: list[tuple[Segment, int]]) -> torch.Tensor:
+        features = self.embedder.embed(nodes)
+        extra = torch.from_numpy(np.stack([self.columns[seg.segment_id] for seg, _ in nodes]))
+        return torch.cat([features, extra.to(features.device)], dim=1)
+
+    def release(self, segment_id: str) -> None:
+        self.embedder.release(segment_id)
 
 
 def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment],
@@ -382,15 +444,19 @@ def main() -> None:
     encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
     encoder = encoder.to(device)
     gt, segments, unusable = session_segments(args.session, sessions)
+    text_columns, text_note = text_vectors(loaded["text_block"], loaded["text_dim"], segments, args.session)
+    if text_note:
+        print(f"note: {text_note}")
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
         amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
         ids, probs, nodes, timing = predict_online(encoder, loaded["encoder_state"], gnn, graphs, segments, device,
-                                                   bool(amp))
+                                                   bool(amp), text_columns)
     else:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
-        ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward)
+        ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward,
+                                      text_columns)
     table = prediction_table(ids, probs, gt, segments, unusable)
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())

@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--modalities", default="audio,eda,temp",
-                        help="modalities the GNN uses (any subset of audio,eda,temp), for ablations")
+                        help="modalities the GNN uses (any subset of audio,eda,temp,text), for ablations")
     parser.add_argument("--profile", choices=("demo", "full"), default=None,
                         help="settings: demo = config.DEMO (CPU-sized), full = config.STE_* and train_val defaults; "
                              "default: demo on the synthetic preset, full on a KEMDy20 root")
@@ -188,7 +188,7 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
                                        splits=encoder_splits))
     features_stamp = pipeline.stage(
         "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
-                        **scope},
+                        "text": config.TEXT, **scope},
         [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits))

@@ -113,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop after this many epochs without a better validation score (0: never)")
     parser.add_argument("--class_weight", action="store_true", help="weight classes by inverse frequency")
     parser.add_argument("--modalities", default=None,
-                        help="comma-separated subset of the manifest's feature_order, e.g. audio,eda")
+                        help="comma-separated subset of the manifest's feature_order, e.g. audio,eda or "
+                             "audio,eda,temp,text (default: all but text)")
     parser.add_argument("--seed", type=int, default=config.SEED)
     parser.add_argument("--causal", action="store_true",
                         help="causal variant: only edges from the past or the same instant (for predict.py --online)")

@@ -82,6 +82,20 @@ STE_forward_params = {
     "progress": True,
 }
 
+# The `text` feature block (encoder/core/text.py): each segment's transcript as a `dim`-d vector, a
+# character n-gram TF-IDF fitted on the training sessions' transcripts, reduced by truncated SVD. It is
+# extracted with the embeddings (STE_forward.py) whenever the training sessions have transcripts and
+# appended to every node's feature as the last block; the GNN reads it only when --modalities names it.
+TEXT = {
+    "analyzer": "char_wb",  # character n-grams inside word boundaries (Hangul syllables are characters)
+    "ngram_range": (1, 3),
+    "min_df": 2,  # an n-gram must occur in at least this many training transcripts
+    "max_features": 20000,  # the most frequent n-grams kept
+    "sublinear_tf": True,  # 1 + log(tf)
+    "dim": 64,  # size of the block (SVD directions); fewer training documents or n-grams: zero-padded
+    "seed": SEED,  # TruncatedSVD's random_state
+}
+
 # ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.

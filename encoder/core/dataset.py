@@ -54,6 +54,7 @@ class Segment:
     origin: float  # seconds of day of the segment's earliest EDA or TEMP row: the wav's start
     eda_rows: np.ndarray  # float64[m, 2]: every EDA row of the segment, [ts, value], time-ordered
     temp_rows: np.ndarray  # float64[k, 2]
+    transcript: str | None = None  # its words, marks stripped (frames.py); None: no readable transcript
 
     @property
     def n_steps(self) -> int:
@@ -159,7 +160,8 @@ def load_segments(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
                     label, int(row.target) if labelled else -1,
                     entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy(),
-                    float(origins[segment_id]), eda_rows[segment_id], temp_rows[segment_id])
+                    float(origins[segment_id]), eda_rows[segment_id], temp_rows[segment_id],
+                    _transcript(row))
         )
     if table.considered and len(table.skipped) / table.considered > max_skip_share:
         first_id, first_reason = next(iter(table.skipped.items()))
@@ -169,6 +171,14 @@ def load_segments(
             Path(root),
         )
     return table
+
+
+def _transcript(row: Any) -> str | None:
+    """The transcript of a gt row; None when the dataframe stage found none it could read."""
+    if getattr(row, "transcript_status", "missing") != "ok":
+        return None
+    text = row.transcript
+    return text if isinstance(text, str) else ""
 
 
 def compute_normalization(

@@ -2,6 +2,14 @@
 per session for the graph stage (`features_{split}/SessSS.pkl`, rows in util.NODE_COLUMNS order),
 with `manifest.json` and the encoder's own test report `encoder_metrics.json`.
 
+The `text` block (text.py) is always extracted when the training sessions have transcripts: it is
+cheap (a TF-IDF and a projection per segment) and keeps one feature folder for every modality set, so
+`--modalities ...,text` needs no second extraction. It is fitted on the training sessions'
+transcripts, saved as `text_block.npz` beside the manifest and appended to every node's feature as the
+last block ([audio 512 | EDA 512 | TEMP 512 | text dim]); the manifest's `text` records how it was
+made (settings, file sha256, sessions it was fitted on, segments without transcript, seconds taken) or,
+when the training sessions have no transcript with a word, why there is no text block.
+
 Under `torchrun` (WORLD_SIZE > 1) the sessions are sharded over the ranks; rank 0 gathers and writes.
 Files are staged in a temporary folder and swapped in at the end, the manifest last.
 """
@@ -12,6 +20,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, metrics, util
+from encoder.core import config, metrics, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, SegmentDataset, load_segments
@@ -46,6 +55,7 @@ def extract_features(
     splits: dict[str, Sequence[int]] | None = None,
     log: Log | None = print,
     encoder_splits: dict[str, Sequence[int]] | None = None,
+    text: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json`,
     `encoder_metrics.json` and `encoder_predictions_test.csv` under out_dir; return the metrics.
@@ -53,20 +63,22 @@ def extract_features(
     The clip length and spectrogram come from the checkpoint (`clip_length`, when given, must match
     it). The checkpoint's training and validation sessions must be those of `encoder_splits` (default:
     `splits`), else util.DataError naming both: features of an encoder fitted on other sessions are
-    never reused. `forward` overrides config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir)."""
+    never reused. `forward` overrides config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir),
+    `text` config.TEXT (the text block's settings)."""
     settings = util.merge_settings(config.STE_forward_params, forward)
     runtime = start_runtime(device)
     try:
         return _extract(runtime, clip_length, root, frames, Path(checkpoint or settings["checkpoint"]),
                         Path(out_dir or settings["out_dir"]), settings, splits, encoder_splits,
-                        log if runtime.is_main else None)
+                        log if runtime.is_main else None, util.merge_settings(config.TEXT, text))
     finally:
         stop_runtime(runtime)
 
 
 def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frames: Any, ckpt_path: Path,
              out_dir: Path, settings: dict[str, Any], splits: dict[str, Sequence[int]] | None,
-             encoder_splits: dict[str, Sequence[int]] | None, log: Log | None) -> dict[str, Any]:
+             encoder_splits: dict[str, Sequence[int]] | None, log: Log | None,
+             text_settings: dict[str, Any]) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
@@ -88,19 +100,27 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     staging = broadcast(runtime, tempfile.mkdtemp(prefix=".staging-", dir=_made(out_dir))
                         if runtime.is_main else None)
     try:
-        local = _extract_sessions(runtime, model, [s for s in segments if s.session in mine], norm,
-                                  signature["clip_length"], params, settings, Path(staging))
+        block, text_record = broadcast(runtime, fit_text_block(table, text_settings, Path(staging))
+                                       if runtime.is_main else None)
+        mine_segments = [s for s in segments if s.session in mine]
+        started = time.perf_counter()
+        text_vectors = text.vectors(block, mine_segments) if block is not None else None
+        text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
+        local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
+                                  Path(staging), text_vectors)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
             written = {k: v for part in results for k, v in part["written"].items()}
             parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
             report = split_report(table.by_split.get("train", []), parts, fitted_on)
-            manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on)
+            manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on,
+                                 text_record)
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
+            say(text_line(text_record))
             say(f"features: {sum(written.values())} nodes in {len(written)} sessions → {out_dir}")
         barrier(runtime)
         return broadcast(runtime, report)
@@ -122,8 +142,9 @@ def _made(path: Path) -> Path:
 
 def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[Segment], norm: Normalization,
                       clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
-                      staging: Path) -> dict[str, Any]:
-    """Embed every step of `segments` (grouped by session) and write one node file per session."""
+                      staging: Path, text_vectors: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Embed every step of `segments` (grouped by session) and write one node file per session, the
+    segment's text vector appended to each node's embedding when `text_vectors` are given."""
     dataset = SegmentDataset(segments, norm, clip_length, params)
     remaining = {}
     for seg in segments:
@@ -143,17 +164,21 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
             if remaining[session] == 0:
                 done = Predictions.concat(buffers.pop(session))
                 split = segments[done.segment_index[0]].split
-                written[(split, int(session))] = _write_session(staging, split, int(session), segments, done)
+                written[(split, int(session))] = _write_session(staging, split, int(session), segments, done,
+                                                                text_vectors)
                 parts.setdefault(split, []).append(([segments[i].segment_id for i in done.segment_index],
                                                     np.array([segments[i].target for i in done.segment_index]),
                                                     done.probs))
     return {"written": written, "parts": parts}
 
 
-def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions) -> int:
+def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions,
+                   text_vectors: dict[str, np.ndarray] | None = None) -> int:
     rows = []
     for i, step, feature in zip(pred.segment_index, pred.step, pred.features, strict=True):
         seg = segments[i]
+        if text_vectors is not None:
+            feature = np.concatenate([feature, text_vectors[seg.segment_id]])
         rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
                      seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
     rows.sort(key=lambda r: (r[1], r[5]))
@@ -221,7 +246,7 @@ def _write_segment_predictions(chunks: list[tuple], path: Path) -> None:
 
 def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[str, int], int],
               splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime,
-              fitted_on: dict[str, list[int]]) -> dict:
+              fitted_on: dict[str, list[int]], text_record: dict[str, Any]) -> dict:
     node_counts: dict[str, dict[str, int]] = {}
     for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
         node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
@@ -233,9 +258,11 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
                                for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
         "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
-        "feature_order": list(FEATURE_ORDER),
-        "feature_dims": dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
-        "feature_dim": EMBEDDING_DIM,
+        "feature_order": list(FEATURE_ORDER) + [text.NAME] * text_record["built"],
+        "feature_dims": {**dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
+                         **({text.NAME: text_record["dim"]} if text_record["built"] else {})},
+        "feature_dim": EMBEDDING_DIM + (text_record["dim"] if text_record["built"] else 0),
+        "text": text_record,
         "splits": {name: sorted(int(s[4:]) for s in node_counts[name]) for name in splits if name in node_counts},
         "node_counts": node_counts,
         "node_columns": list(util.NODE_COLUMNS),
@@ -250,6 +277,9 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     """Swap the new split folders in, then write metrics and (last) the manifest. The old manifest
     goes first, so an interrupted swap leaves no manifest that vouches for mixed files."""
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    (out_dir / text.FILE).unlink(missing_ok=True)
+    if (staging / text.FILE).exists():
+        os.replace(staging / text.FILE, out_dir / text.FILE)
     for name in splits:
         target = out_dir / f"features_{name}"
         if target.exists():
@@ -259,3 +289,34 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     util.write_json(report, out_dir / METRICS_FILE)
     os.replace(staging / PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE)
     util.write_json(manifest, out_dir / MANIFEST_FILE)
+
+
+def fit_text_block(table: Any, settings: dict[str, Any], staging: Path) -> tuple[text.TextBlock | None, dict]:
+    """Fit the text block on the training segments' transcripts and save it in `staging`; returns it
+    (None when the training transcripts hold no n-gram) and the manifest's `text` record."""
+    started = time.perf_counter()
+    train = table.by_split.get("train", [])
+    without = {name: sum(s.transcript is None for s in segs) for name, segs in table.by_split.items()}
+    record: dict[str, Any] = {"built": False, "segments_without_transcript": without,
+                              "fitted_on_sessions": sorted({s.session for s in train})}
+    block = text.TextBlock.fit(text.documents(train), settings)
+    if block is None:
+        record["reason"] = (f"none of the {len(train)} training segments has a transcript with a word "
+                            "(wav/SessionSS/<segment ID>.txt); no text block")
+        return None, record
+    block.save(staging / text.FILE)
+    record.update(built=True, file=text.FILE, sha256=util.file_sha256(staging / text.FILE),
+                  documents=len(text.documents(train)), **block.describe(),
+                  fit_seconds=round(time.perf_counter() - started, 3))
+    return block, record
+
+
+def text_line(record: dict[str, Any]) -> str:
+    """One line on the text block for the extraction log."""
+    without = ", ".join(f"{name} {n}" for name, n in record["segments_without_transcript"].items())
+    if not record["built"]:
+        return f"text block: not built: {record['reason']}"
+    return (f"text block: {record['dim']}-d from {record['ngrams']} character n-grams of {record['documents']} "
+            f"training transcripts ({record['directions']} SVD directions, {record['explained_variance']:.1%} of "
+            f"the TF-IDF variance), fitted in {record['fit_seconds']:.2f} s, vectors in "
+            f"{record['vector_seconds']:.2f} s; segments without transcript (empty-transcript vector): {without}")

@@ -5,9 +5,11 @@ Artifacts, written under the dataset root with the original project's names:
 * `EDA_aug.csv`, `TEMP_aug.csv`: columns `EDA_value|TEMP_value, ts, script` — the bio rows of every
   kept segment (`ts` in seconds of day, `script` the segment ID), sorted by segment then time.
 * `gt_aug.csv`: one row per kept segment: `Numb, wav_start, wav_end, script, session, identity, emotion,
-  valence, arousal, emotion_one_hot, target, split, n_samples`. `emotion` is the raw total evaluation
-  (`neutral;happy` on a tie), `emotion_one_hot` the multi-hot of the listed labels as seven
-  space-separated 0/1 in config.EMOTIONS order, `target` the index of the first listed label.
+  valence, arousal, emotion_one_hot, target, transcript, transcript_status, split, n_samples`. `emotion`
+  is the raw total evaluation (`neutral;happy` on a tie), `emotion_one_hot` the multi-hot of the listed
+  labels as seven space-separated 0/1 in config.EMOTIONS order, `target` the index of the first listed
+  label, `transcript` the segment's words (wav/SessionSS/<segment ID>.txt read and its transcription
+  marks stripped: kemdy20.read_transcript) and `transcript_status` `ok`, `missing` or `undecodable`.
 * `all_entity.pickle`: dict segment ID -> float64 array (n, 3) of [ts, EDA, TEMP], time-ordered.
 * `ts_script.pickle`: DataFrame of every (ts, segment) node: `session, ts, identity, script, step`
   (`step` = index of the node inside its segment), sorted by session then time.
@@ -16,7 +18,10 @@ Artifacts, written under the dataset root with the original project's names:
   (`irregular`). Later stages repeat the dropped segments of their sessions in their own reports.
 
 A segment is kept when it has a wav (unless wavs are not checked) and at least one joined EDA/TEMP
-row. Dropped segments are counted by reason (and listed, `Frames.dropped`); above config.MAX_SKIP_SHARE
+row. A missing or undecodable transcript does not drop it: it is kept with an empty transcript, and
+the report counts and lists it (`transcripts`: read per encoding, missing, undecodable, marks stripped
+per kind, `segments_without_transcript` with the reason) over the kept segments.
+Dropped segments are counted by reason (and listed, `Frames.dropped`); above config.MAX_SKIP_SHARE
 the stage fails.
 
 Irregular rows (real recordings have them) follow one rule, and every case is counted in the report
@@ -195,6 +200,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
             f"{n_dropped} of {len(gt)} annotated segments lack a wav ({dropped['no_wav']}) or joined EDA/TEMP rows "
             f"({dropped['no_joined_bio_rows']}), above MAX_SKIP_SHARE={max_skip_share:g}", root)
 
+    gt, transcripts = add_transcripts(gt, root)
     every_segment = gt.reset_index(drop=True)
     gt = gt[keep].reset_index(drop=True)
     kept_ids = set(gt["script"])
@@ -236,6 +242,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
         },
         "samples": len(nodes),
         "dropped_segments": dropped_segments,
+        "transcripts": transcript_report(transcripts[keep.to_numpy()]),
     }
     return Frames(
         gt=gt,
@@ -246,6 +253,29 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
         report=report,
         segments=every_segment,
     )
+
+
+def add_transcripts(gt: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`gt` with each segment's transcript read (kemdy20.read_transcript) in columns `transcript` and
+    `transcript_status`, and per segment how it was read (`encoding`, `marks`) for transcript_report."""
+    read = [kemdy20.read_transcript(root, segment_id) for segment_id in gt["script"]]
+    details = pd.DataFrame({"script": gt["script"].to_numpy(), "status": [r[1] for r in read],
+                            "encoding": [r[2] for r in read], "marks": [r[3] for r in read]})
+    return gt.assign(transcript=[r[0] for r in read], transcript_status=[r[1] for r in read]), details
+
+
+def transcript_report(details: pd.DataFrame) -> dict:
+    """Counts of add_transcripts' `details` (of the kept segments) and the segments without a transcript."""
+    status = details["status"]
+    missing = (status != "ok").to_numpy()
+    return {
+        "read": int((~missing).sum()),
+        "encodings": {e: int((details["encoding"] == e).sum()) for e in kemdy20.TRANSCRIPT_ENCODINGS},
+        "missing": int((status == "missing").sum()),
+        "undecodable": int((status == "undecodable").sum()),
+        "marks_stripped": {kind: int(sum(m[kind] for m in details["marks"])) for kind in kemdy20.TRANSCRIPT_MARKS},
+        "segments_without_transcript": dict(zip(details["script"][missing], status[missing], strict=True)),
+    }
 
 
 def write_frames(frames: Frames, root: Path) -> list[Path]:
@@ -272,8 +302,13 @@ def load_frames(root: Path) -> Frames:
     if missing:
         raise util.DataError(f"missing {missing[0]}: run `python encoder/build_frames.py --root {root}` first",
                              root / missing[0])
-    gt = pd.read_csv(root / "gt_aug.csv", dtype={"emotion_one_hot": str, "split": str, "script": str})
+    gt = pd.read_csv(root / "gt_aug.csv", dtype={"emotion_one_hot": str, "split": str, "script": str,
+                                                 "transcript": str, "transcript_status": str})
     gt["split"] = gt["split"].where(gt["split"].notna(), None)
+    if "transcript" not in gt:
+        raise util.DataError("gt_aug.csv has no transcript column (built by an older version): rerun "
+                             f"`python encoder/build_frames.py --root {root}`", root / "gt_aug.csv")
+    gt["transcript"] = gt["transcript"].fillna("").astype(str)
     with open(root / "all_entity.pickle", "rb") as fh:
         entities = pickle.load(fh)
     with open(root / "ts_script.pickle", "rb") as fh:
@@ -331,6 +366,13 @@ def format_report(frames: Frames) -> str:
         if info["files_without_annotation"]:
             lines.append(f"{modality}: {info['files_without_annotation']} files of sessions without annotation "
                          f"left out (sessions {', '.join(map(str, info['sessions_without_annotation']))})")
+    text = r.get("transcripts")
+    if text is not None:
+        marks = ", ".join(f"{kind} {n}" for kind, n in text["marks_stripped"].items() if n) or "none"
+        lines.append(f"transcripts of kept segments: {text['read']} read ("
+                     + ", ".join(f"{n} {e}" for e, n in text["encodings"].items())
+                     + f"), {text['missing']} missing, {text['undecodable']} undecodable (kept with an empty "
+                     f"transcript); marks stripped: {marks}")
     lines.append(f"samples (4 Hz nodes): {r['samples']}")
     tables = summary_tables(frames)
     lines += ["", "segments per split and class:", tables["segments"].to_string(),

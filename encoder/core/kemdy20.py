@@ -2,6 +2,33 @@
 
 Every reader checks its input and raises util.DataError naming the file and, where it applies,
 the line number in that file (1-based, header and preamble lines included).
+
+Transcripts (`wav/SessionSS/<segment ID>.txt`, `read_transcript`) are the exception: a missing or
+undecodable transcript is not an error (the segment's audio and bio signals are fine); the reader says
+which (`status`) and the dataframe stage keeps the segment with an empty transcript and counts it.
+
+Encoding: KEMDy20 writes cp949, but a transcript edited or re-saved elsewhere may be UTF-8. The bytes
+are tried as strict UTF-8 first, then as cp949, because the two mistakes are not symmetric. UTF-8
+Hangul (three bytes, lead 0xEA-0xED, two continuation bytes 0x80-0xBF) lies almost entirely inside
+cp949's two-byte ranges (lead 0x81-0xFE, trail 0x41-0xFE), so cp949 first would "decode" many UTF-8
+files into wrong Hanja/Hangul without an error (13% of random 1-4-syllable strings did). UTF-8 is
+self-checking and rejects cp949 Hangul, except where cp949 pairs happen to form two-byte UTF-8
+sequences (lead 0xC2-0xDF, trail 0x80-0xBF: cp949 `천` = C3 B5 reads as UTF-8 `õ`; about 1% of random
+1-4-syllable strings). Those land in U+0080-U+07FF (Latin-1 accents, Greek, Cyrillic, ...), which
+Korean transcripts do not use, so a UTF-8 reading with a character in that range is set aside for the
+cp949 reading when the bytes are valid cp949 too. A leading UTF-8 byte-order mark is dropped. Bytes
+valid in neither are `undecodable`.
+
+Transcription marks (KEMDy20 follows the ETRI/KsponSpeech conventions) are stripped to plain words,
+in this order, each occurrence counted by kind (`TRANSCRIPT_MARKS`):
+  dual        `(A)/(B)`: orthographic A and pronounced B of one word -> A
+  noise       a tag `b/` breath, `l/` laughter, `n/` noise, `o/` other sound, `u/` unintelligible
+              (one of these letters, alone or at the start of a word, then `/`) -> removed
+  slash       any other `/` (fillers and interjections such as `음/`, `어/`) -> removed, word kept
+  plus        `+` (repeated or broken-off word) -> removed, word kept
+  star        `*` (word not clearly heard) -> removed, word kept
+  parenthesis `(` or `)` left over (not a dual form) -> removed, text inside kept
+Whitespace is then collapsed. Nothing else is changed (punctuation such as `.`, `?`, `,` is kept).
 """
 
 from __future__ import annotations
@@ -35,6 +62,67 @@ def wav_path(root: Path, segment_id: str) -> Path:
     """Where the wav of a segment lives: root/wav/SessionSS/<segment_id>.wav."""
     session = util.parse_segment_id(segment_id)["session"]
     return Path(root) / "wav" / f"Session{session:02d}" / f"{segment_id}.wav"
+
+
+TRANSCRIPT_ENCODINGS = ("utf-8", "cp949")  # tried in this order; see the module docstring
+TRANSCRIPT_STATUSES = ("ok", "missing", "undecodable")
+TRANSCRIPT_MARKS = ("dual", "noise", "slash", "plus", "star", "parenthesis")
+_DUAL_RE = re.compile(r"\(([^()/]*)\)\s*/\s*\(([^()]*)\)")
+_NOISE_RE = re.compile(r"(?<![^\s(])[blnou]/")
+_TWO_BYTE_UTF8_RANGE = re.compile("[\u0080-\u07ff]")
+
+
+def transcript_path(root: Path, segment_id: str) -> Path:
+    """Where the transcript of a segment lives: root/wav/SessionSS/<segment_id>.txt."""
+    return wav_path(root, segment_id).with_suffix(".txt")
+
+
+def decode_transcript(data: bytes) -> tuple[str | None, str | None]:
+    """(text, encoding) of transcript bytes: strict UTF-8 unless that reading holds a character of
+    U+0080-U+07FF and the bytes are valid cp949 as well, else cp949; (None, None) when neither decodes.
+    The module docstring explains the order."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    readings = {}
+    for encoding in TRANSCRIPT_ENCODINGS:
+        try:
+            readings[encoding] = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    utf8 = readings.get("utf-8")
+    if utf8 is not None and not (_TWO_BYTE_UTF8_RANGE.search(utf8) and "cp949" in readings):
+        return utf8, "utf-8"
+    if "cp949" in readings:
+        return readings["cp949"], "cp949"
+    return None, None
+
+
+def clean_transcript(text: str) -> tuple[str, dict[str, int]]:
+    """`text` with its transcription marks stripped to plain words (rule in the module docstring) and
+    the number of marks of each kind (TRANSCRIPT_MARKS) removed."""
+    counts = dict.fromkeys(TRANSCRIPT_MARKS, 0)
+    text, counts["dual"] = _DUAL_RE.subn(r"\1", text)
+    text, counts["noise"] = _NOISE_RE.subn(" ", text)
+    for kind, mark in (("slash", "/"), ("plus", "+"), ("star", "*")):
+        counts[kind] = text.count(mark)
+        text = text.replace(mark, " " if kind == "slash" else "")
+    counts["parenthesis"] = text.count("(") + text.count(")")
+    text = text.replace("(", " ").replace(")", " ")
+    return " ".join(text.split()), counts
+
+
+def read_transcript(root: Path, segment_id: str) -> tuple[str, str, str | None, dict[str, int]]:
+    """A segment's transcript: (plain text, status, encoding, marks removed). status is `ok`, `missing`
+    (no readable file) or `undecodable` (neither UTF-8 nor cp949); the text is "" unless `ok`."""
+    path = transcript_path(root, segment_id)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "", "missing", None, dict.fromkeys(TRANSCRIPT_MARKS, 0)
+    text, encoding = decode_transcript(data)
+    if text is None:
+        return "", "undecodable", None, dict.fromkeys(TRANSCRIPT_MARKS, 0)
+    plain, marks = clean_transcript(text)
+    return plain, "ok", encoding, marks
 
 
 def check_root(root: Path, require_annotation: bool = True) -> list[Path]:
@@ -249,6 +337,12 @@ def wav_files(root: Path) -> list[Path]:
     return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.wav"))
 
 
+def transcript_files(root: Path) -> list[Path]:
+    """Every root/wav/SessionSS/*.txt, sorted."""
+    folder = Path(root) / "wav"
+    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.txt"))
+
+
 def sessions_present(root: Path) -> set[int]:
     """Sessions that have an annotation file or a SessionSS folder under wav/, EDA/ or TEMP/."""
     root = Path(root)
@@ -265,11 +359,13 @@ def wav_index(root: Path) -> set[str]:
 
 def fingerprint(root: Path) -> str:
     """A digest of every file the dataframe stage reads: annotation/SessSS_eval.csv, EDA and TEMP
-    SessionSS/*.csv and the wav listing, by relative path, size and mtime_ns (one stat per file, no
-    content read), so adding, removing, touching or editing any of them changes it."""
+    SessionSS/*.csv, the wav listing and the transcripts (wav/SessionSS/*.txt), by relative path, size
+    and mtime_ns (one stat per file, no content read), so adding, removing, touching or editing any of
+    them changes it."""
     root = Path(root)
     files = sorted((root / "annotation").glob(ANNOTATION_GLOB))
     files += [p for modality in BIO_MODALITIES for p in bio_files(root, modality)] + wav_files(root)
+    files += transcript_files(root)
     digest = hashlib.sha256()
     for path in files:
         stat = path.stat()

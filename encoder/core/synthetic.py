@@ -12,6 +12,14 @@ The state shapes three signals, none of which is enough on its own:
 * TEMP: a slow drift that relaxes towards a small emotion-dependent offset (vasoconstriction in
   fear/anger), quantised to 0.01 °C.
 
+Transcripts (wav/SessionSS/<segment ID>.txt, cp949) carry the emotion weakly: the utterance's 3-8
+filler words are drawn as before from KOREAN_WORDS (which mixes neutral and emotional words), then each
+word is replaced, with probability TEXT_EMOTION_SHARE (0.3), by a word typical of the utterance's true
+emotion (EMOTION_WORDS). So about a third of the words point to the emotion and the rest are noise: the
+words alone should not be enough, like each of the other signals. The replacements come from their own
+random stream per session (a third child of the session's seed), so the wav, EDA, TEMP and annotation
+files are byte for byte those of the generator before transcripts carried emotion.
+
 Annotators vote with noise; ties are written as `a;b`. Everything is drawn from one seed, per
 session, so the same seed gives the same bytes.
 """
@@ -66,6 +74,27 @@ KOREAN_WORDS = (
     "나요", "조금", "무서웠어요", "슬픈", "이야기네요", "우리", "같이", "가요", "그", "사람은",
     "항상", "늦어요", "괜찮아요", "맛있는", "음식을", "먹고", "싶어요", "정말요", "놀랐어요",
 )
+
+
+# Words typical of each emotion (config.EMOTIONS order) that replace filler words of a transcript.
+EMOTION_WORDS = (
+    ("그렇군요", "네", "알겠습니다", "보통이에요", "그냥", "회의", "일정", "확인했어요"),  # neutral
+    ("기뻐요", "행복해요", "신나요", "좋아요", "최고예요", "웃겨요", "즐거워요", "고마워요"),  # happy
+    ("깜짝", "어머", "정말요", "세상에", "놀랐어요", "갑자기", "대박", "설마"),  # surprise
+    ("화가", "짜증나요", "어이없어요", "그만해", "답답해요", "열받아요", "싫어요", "왜그래"),  # angry
+    ("슬퍼요", "눈물이", "우울해요", "외로워요", "힘들어요", "그리워요", "속상해요", "미안해요"),  # sad
+    ("역겨워요", "더러워요", "징그러워요", "토할", "불쾌해요", "싫다", "냄새", "끔찍해요"),  # disqust
+    ("무서워요", "겁나요", "떨려요", "불안해요", "두려워요", "위험해요", "도망가", "소름"),  # fear
+)
+TEXT_EMOTION_SHARE = 0.3  # chance that a transcript word is replaced by one of its emotion's words
+
+
+def transcript_words(filler: np.ndarray, state: int, rng: np.random.Generator) -> list[str]:
+    """The words of a transcript: each filler word, or with probability TEXT_EMOTION_SHARE a word of
+    EMOTION_WORDS[state] (drawn from `rng`, the session's text stream)."""
+    replace = rng.random(len(filler)) < TEXT_EMOTION_SHARE
+    typical = rng.choice(EMOTION_WORDS[state], size=len(filler))
+    return [str(t) if r else str(f) for f, t, r in zip(filler, typical, replace, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -333,9 +362,12 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
 
     plans = []
     for session, ss in zip(spec.sessions, seeds, strict=False):
-        bio_seed, audio_seed = ss.spawn(2)  # audio draws apart, so --no-wav leaves the rest unchanged
+        # audio draws apart, so --no-wav leaves the rest unchanged; the third child (transcript words) leaves
+        # the first two as they were (SeedSequence children are numbered)
+        bio_seed, audio_seed, text_seed = ss.spawn(3)
         rng = np.random.default_rng(bio_seed)
         audio_rng = np.random.default_rng(audio_seed)
+        text_rng = np.random.default_rng(text_seed)
         names = participants(session, rng)
         speakers = [
             {"f0": (rng.uniform(170, 240) if n.endswith("F") else rng.uniform(95, 140)),
@@ -349,7 +381,7 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         for script in range(1, spec.scripts + 1):
             utts, length = schedule_script(session, script, names, spec, prior, rng)
             scripts.append((script, utts, length))
-        plans.append((session, rng, audio_rng, names, speakers, scripts))
+        plans.append((session, rng, audio_rng, text_rng, names, speakers, scripts))
 
     # Bio files missing for one modality, drawn from training sessions only.
     missing: dict[tuple[int, int, int], str] = {}
@@ -362,7 +394,8 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
     force_every_class([u for p in plans for _, utts, _ in p[-1] for u in utts], split_of, usable, rng_global)
 
     n_segments = n_wavs = 0
-    for session, rng, audio_rng, names, speakers, scripts in tqdm(plans, desc=f"synthetic {preset}", unit="session"):
+    for session, rng, audio_rng, text_rng, names, speakers, scripts in tqdm(plans, desc=f"synthetic {preset}",
+                                                                            unit="session"):
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         all_utts = [u for _, utts, _ in scripts for u in utts]
         n_segments += len(all_utts)
@@ -399,7 +432,8 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
                 for u in utts:
                     audio = synthesize_speech(u.end - u.start, u.state, u.intensity, speakers[u.speaker], audio_rng)
                     sf.write(folder / f"{u.segment_id}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-                    words = audio_rng.choice(KOREAN_WORDS, size=int(audio_rng.integers(3, 9)))
+                    filler = audio_rng.choice(KOREAN_WORDS, size=int(audio_rng.integers(3, 9)))
+                    words = transcript_words(filler, u.state, text_rng)
                     (folder / f"{u.segment_id}.txt").write_bytes((" ".join(words) + "\n").encode("cp949"))
                     n_wavs += 1
 

@@ -1,0 +1,118 @@
+"""Transcripts and the text feature block: decoding (UTF-8 and cp949), transcription marks, the
+dataframe stage's count of missing/undecodable transcripts, the synthetic transcripts' emotion words
+(with the other signals byte-identical to the previous generator), and the text block itself."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from encoder.core import config, frames, kemdy20, synthetic, text
+
+# sha256 over (relative path, sha256 of content) of every .wav and .csv file (annotation, EDA, TEMP) of
+# the tiny preset, seed 0, computed with the generator before transcripts carried emotion words
+# (commit 069467f). Depends on the pinned numpy/scipy producing the same floats.
+TINY_SIGNALS_SHA256 = "bdf3a2591cfec6e42c97cd5ddb724e9bcbf6163f88ec575d3e60a752a3fa9a0b"
+
+
+def signals_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".wav", ".csv")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("words", ["오늘 날씨가 정말 좋네요", "천", "징", "화가 나요", "안녕 ·", "음... 그래요?"])
+def test_transcript_decodes_from_cp949_and_utf8(words: str) -> None:
+    """`천` (C3 B5) and `징` (C2 A1) in cp949 are valid UTF-8 (`õ`, `¡`): the guard reads them as cp949."""
+    for encoding in ("cp949", "utf-8"):
+        try:
+            data = words.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        assert kemdy20.decode_transcript(data)[0] == words, encoding
+    assert kemdy20.decode_transcript(b"\xef\xbb\xbf" + words.encode("utf-8")) == (words, "utf-8")
+
+
+def test_undecodable_transcript() -> None:
+    assert kemdy20.decode_transcript(b"\xff\xff\xfe\x80") == (None, None)
+
+
+def test_random_korean_round_trips_in_both_encodings() -> None:
+    rng = np.random.default_rng(0)
+    syllables = [chr(c) for c in range(0xAC00, 0xD7A4)]
+    for _ in range(3000):
+        words = " ".join("".join(rng.choice(syllables, size=rng.integers(1, 4))) for _ in range(rng.integers(1, 4)))
+        for encoding in ("cp949", "utf-8"):
+            assert kemdy20.decode_transcript(words.encode(encoding)) == (words, encoding)
+
+
+def test_transcription_marks_are_stripped_and_counted() -> None:
+    plain, marks = kemdy20.clean_transcript("b/ (그래서)/(그래서) 어/ 나는 l/ 정말+ 좋아* (웃음) n/ o/ u/ 끝.")
+    assert plain == "그래서 어 나는 정말 좋아 웃음 끝."
+    assert marks == {"dual": 1, "noise": 5, "slash": 1, "plus": 1, "star": 1, "parenthesis": 2}
+    no_marks = dict.fromkeys(kemdy20.TRANSCRIPT_MARKS, 0)
+    assert kemdy20.clean_transcript("  그냥   말이에요  ") == ("그냥 말이에요", no_marks)
+
+
+def test_frames_count_missing_and_undecodable_transcripts(tiny_raw: Path, tmp_path: Path) -> None:
+    root = tmp_path / "KEMDy20"
+    shutil.copytree(tiny_raw, root)
+    txts = kemdy20.transcript_files(root)
+    txts[0].unlink()
+    txts[1].write_bytes(b"\xff\xff\xfe\x80")
+    txts[2].write_bytes("l/ 정말+ 좋아요".encode())
+    built = frames.build_frames(root)
+    report = built.report["transcripts"]
+    kept = set(built.gt["script"])
+    expected_missing = {p.stem: status for p, status in ((txts[0], "missing"), (txts[1], "undecodable"))
+                        if p.stem in kept}
+    assert report["segments_without_transcript"] == expected_missing
+    assert report["missing"] + report["undecodable"] == len(expected_missing)
+    assert report["read"] == len(built.gt) - len(expected_missing)
+    assert report["encodings"]["utf-8"] == int(txts[2].stem in kept)
+    gt = built.gt.set_index("script")
+    for segment_id, status in expected_missing.items():  # kept, empty, with the reason
+        assert (gt.loc[segment_id, "transcript"], gt.loc[segment_id, "transcript_status"]) == ("", status)
+    if txts[2].stem in kept:
+        assert gt.loc[txts[2].stem, "transcript"] == "정말 좋아요"
+        assert report["marks_stripped"]["noise"] == 1
+    assert "transcripts of kept segments" in frames.format_report(built)
+    frames.write_frames(built, root)
+    back = frames.load_frames(root).gt
+    assert list(back["transcript"]) == list(built.gt["transcript"])
+    assert "transcript" in pd.read_csv(root / "gt_aug.csv").columns
+
+
+def test_synthetic_signals_unchanged_by_the_emotion_words(tiny_raw: Path) -> None:
+    assert signals_digest(tiny_raw) == TINY_SIGNALS_SHA256
+
+
+def test_synthetic_transcripts_carry_the_emotion_weakly(tiny_root: Path) -> None:
+    gt = frames.load_frames(tiny_root).gt
+    assert (gt["transcript_status"] == "ok").all()
+    typical = [{w for w in synthetic.EMOTION_WORDS[t]} for t in gt["target"]]
+    words = [t.split() for t in gt["transcript"]]
+    share = sum(sum(w in typ for w in ws) for ws, typ in zip(words, typical, strict=True)) / sum(map(len, words))
+    assert 0.15 < share < 0.6  # about TEXT_EMOTION_SHARE, plus filler words that happen to be typical
+    assert all(3 <= len(ws) <= 8 for ws in words)
+
+
+def test_text_block_fixed_size_saved_and_reloaded(tmp_path: Path) -> None:
+    docs = ["오늘 날씨가 정말 좋네요", "화가 나요 진짜", "슬퍼요 눈물이", "무서워요 떨려요", "기뻐요 행복해요"]
+    block = text.TextBlock.fit(docs, {"dim": 8, "min_df": 1})
+    vectors = block.transform([*docs, "", "처음 보는 말"])
+    assert vectors.shape == (7, 8) and vectors.dtype == np.float32
+    assert not vectors[5].any()  # the empty transcript: the zero vector
+    np.testing.assert_allclose(np.linalg.norm(vectors[:5], axis=1), 1, atol=1e-6)
+    assert block.describe()["directions"] <= len(docs)  # fewer documents than dim: zero-padded
+    block.save(tmp_path / text.FILE)
+    again = text.TextBlock.load(tmp_path / text.FILE)
+    np.testing.assert_array_equal(again.transform(docs), vectors[:5])
+    assert text.TextBlock.fit(["", "  "]) is None
+    assert config.TEXT["dim"] == text.TextBlock.fit(docs * 20, {"min_df": 1}).dim
