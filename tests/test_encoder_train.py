@@ -115,8 +115,10 @@ def test_forward_writes_node_files_manifest_and_metrics(features, trained, tiny_
     out_dir, metrics = features
     built = frames.load_frames(tiny_root)
     manifest = util.read_json(out_dir / "manifest.json")
-    assert manifest["feature_order"] == ["audio", "eda", "temp"]
-    assert manifest["feature_dims"] == {"audio": 512, "eda": 512, "temp": 512} and manifest["feature_dim"] == 1536
+    dim = 1536 + config.TEXT["dim"]  # the three 512-d streams and the transcripts' text block
+    assert manifest["feature_order"] == ["audio", "eda", "temp", "text"]
+    assert manifest["feature_dims"] == {"audio": 512, "eda": 512, "temp": 512, "text": config.TEXT["dim"]}
+    assert manifest["feature_dim"] == dim
     assert manifest["encoder_sha256"] == util.file_sha256(trained[0] / "best.pth")
     assert manifest["clip_length"] == 11 and manifest["spectrogram"]["n_mels"] == 16
     splits = util.session_splits()
@@ -132,7 +134,7 @@ def test_forward_writes_node_files_manifest_and_metrics(features, trained, tiny_
             assert len(rows[0]) == len(util.NODE_COLUMNS)
             assert sess == session and segment_id.startswith(f"Sess{session:02d}_") and identity in segment_id
             assert label.dtype == np.float32 and label.shape == (7,) and label.sum() == pytest.approx(1)
-            assert feature.dtype == np.float32 and feature.shape == (1536,)
+            assert feature.dtype == np.float32 and feature.shape == (dim,)
             assert time_s in built.entities[segment_id][:, 0]
             assert [r[1] for r in rows] == sorted(r[1] for r in rows)
     assert set(metrics) == {"test", "baselines", "splits"}
