@@ -18,6 +18,11 @@
                        was made plus its file name. It is there whether or not the GNN reads the block
                        (its checkpoint's `modalities` say that); prediction vectorises transcripts with
                        it only for a GNN that reads it.
+    model.json's `pretrained`  when the features carry pretrained blocks (encoder/core/pretrained.py: `lm`,
+                       `ssl`): the feature manifest's record of each, with the model folder's path and
+                       sha256 (pretrained.folder_sha256). The folders themselves are not copied (hundreds
+                       of MB); predict.py looks for each at its recorded path (or the --text_model /
+                       --speech_model it is given) and refuses a folder with another sha256.
 
 When that encoder file is gone or was overwritten since the features were extracted (its sha256
 differs), model.json still names it by path and sha256 and `load` looks for it there; prediction
@@ -34,7 +39,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from encoder.core import checkpoints, config, text, util
+from encoder.core import checkpoints, config, pretrained, text, util
 
 FORMAT = "kemdy20-model/2"
 GRAPH_KEYS = ("numv", "time_edge", "cross_identity")
@@ -102,6 +107,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "spectrogram": manifest.get("spectrogram"),
         "normalization": state.get("normalization"),
         "text": _text_block(folder, manifest_path, manifest, record),
+        "pretrained": _pretrained(manifest_path, manifest, record),
     }, folder / MANIFEST)
     return notes
 
@@ -118,6 +124,21 @@ def _text_block(folder: Path, manifest_path: Path | None, manifest: dict[str, An
                              "manifest's record (sha256); rerun STE_forward.py", source or Path(text.FILE))
     _link(source, folder / text.FILE)
     return {**stored, "file": text.FILE}
+
+
+def _pretrained(manifest_path: Path | None, manifest: dict[str, Any], record: dict[str, Any]
+                ) -> dict[str, dict[str, Any]]:
+    """The feature manifest's record of each pretrained block the features carry (folder path and sha256)."""
+    stored = manifest.get("pretrained") or {}
+    records = {}
+    for name in pretrained.NAMES:
+        if name in (record.get("feature_dims") or {}):
+            if not (stored.get(name) or {}).get("sha256"):
+                raise util.DataError(f"the features carry a `{name}` block but the feature manifest has no "
+                                     "record of its model folder; rerun STE_forward.py",
+                                     manifest_path or Path("manifest.json"))
+            records[name] = stored[name]
+    return records
 
 
 def _near(folder: Path) -> Path | None:

@@ -59,8 +59,9 @@ BRANCHES = ("forward", "backward", "undirected")
 CAUSAL_BRANCHES = ("past", "instant")
 CHECKPOINT_FORMAT = "spell-gnn-1"
 # Blocks a GNN reads only when `modalities` names them: by default it reads the encoder's three streams,
-# as the original model did, whatever else the features carry (the text block, encoder/core/text.py).
-OPT_IN_BLOCKS = ("text",)
+# as the original model did, whatever else the features carry (the text block, encoder/core/text.py, and
+# the pretrained blocks, encoder/core/pretrained.py).
+OPT_IN_BLOCKS = ("text", "lm", "ssl")
 
 
 def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
     python predict.py --model results/<exp> --session DIR [--sessions 37,38] [--out predictions.csv]
                       [--online] [--device auto|cpu|N]
     python predict.py --encoder encoder/STE_TRAIN/best.pth --gnn results/<exp>/best.pth --session DIR ...
+    python predict.py --model results/<exp> --session DIR --text_model DIR --speech_model DIR
 
 `--model` is a results/<exp> folder of train_val.py (or the model/ folder inside it, wherever it was
 copied): it holds the GNN, the encoder its features came from (both checked by sha256) and the
@@ -27,6 +28,11 @@ text block saved in the model folder. A folder with none is an error that says s
 than config.MAX_SKIP_SHARE of the segments lack one; below that share a segment without transcript gets
 the empty transcript's vector, as in training, and the count is printed. A GNN that does not read the
 block needs no transcript (its features' text columns, if any, are NaN: never read, never zero).
+Pretrained blocks (encoder/core/pretrained.py, `lm` and `ssl`) that the GNN reads are computed from the
+model folders model.json records by path and sha256, or from `--text_model DIR` / `--speech_model DIR`:
+a folder whose sha256 differs from the recorded one is refused, naming both hashes. The `lm` block
+needs the transcripts as the text block does; the `ssl` block runs the speech model once per segment
+wav. A pretrained block the GNN does not read needs no folder (NaN columns, as above).
 Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
 are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
 cross_identity), the GNN gives each node a softmax over the seven emotions, and a segment's
@@ -74,7 +80,7 @@ import model_folder
 import models_gnn
 import online
 import train_val
-from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, text, util
+from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, pretrained, text, util
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
@@ -103,6 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="encoder nodes per batch")
     parser.add_argument("--num_workers", type=int, default=config.STE_forward_params["num_workers"],
                         help="encoder data-loading processes")
+    parser.add_argument("--text_model", type=Path, default=None,
+                        help="language model folder for the `lm` block (default: the path model.json records)")
+    parser.add_argument("--speech_model", type=Path, default=None,
+                        help="speech model folder for the `ssl` block (default: the path model.json records)")
     return parser.parse_args(argv)
 
 
@@ -119,12 +129,13 @@ def parse_sessions(text: str | None) -> list[int] | None:
 
 
 def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path,
-                     text_dim: int | None = None) -> None:
+                     text_dim: int | None = None, pretrained_dims: dict[str, int] | None = None) -> None:
     """The GNN's input blocks must be the encoder's embedding blocks, in the same order, then the text
-    block when its features had one (`text_dim`)."""
+    block when its features had one (`text_dim`), then the pretrained blocks they had (`pretrained_dims`)."""
     embedding = {str(m): STREAM_DIM for m in encoder_state.get("feature_order", [])}
     if text_dim is not None:
         embedding[text.NAME] = int(text_dim)
+    embedding.update({name: int(dim) for name, dim in (pretrained_dims or {}).items()})
     if list(gnn.feature_dims.items()) != list(embedding.items()):
         raise util.DataError(f"GNN expects node features {gnn.feature_dims}, the encoder {encoder_path} "
                              f"gives {embedding}", gnn_path)
@@ -147,15 +158,68 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
     graph = folder["graph"]
     graphs = {"numv": int(graph["numv"]), "time_edge": float(graph["time_edge"]),
               "cross_identity": str(graph["cross_identity"])}
-    text_dim = (folder.get("feature_dims") or {}).get(text.NAME)
-    check_compatible(gnn, gnn_path, encoder_state, encoder_path, text_dim)
+    feature_dims = folder.get("feature_dims") or {}
+    text_dim = feature_dims.get(text.NAME)
+    pretrained_dims = {name: int(feature_dims[name]) for name in pretrained.NAMES if name in feature_dims}
+    check_compatible(gnn, gnn_path, encoder_state, encoder_path, text_dim, pretrained_dims)
     reads_text = text.NAME in gnn.modalities
     if args.online and not gnn.causal:
         raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
                              "later nodes", gnn_path)
     return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
             "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
-            "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None}
+            "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None,
+            "pretrained_dims": pretrained_dims, "pretrained": pretrained_blocks(args, folder, gnn, pretrained_dims)}
+
+
+def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: models_gnn.SPELL,
+                      dims: dict[str, int]) -> dict[str, pretrained.PretrainedBlock]:
+    """The pretrained blocks the GNN reads, loaded (on the CPU) from --text_model / --speech_model or the
+    folder model.json records, each checked against the recorded sha256."""
+    records = folder.get("pretrained") or {}
+    blocks = {}
+    for name in dims:
+        if name not in gnn.modalities:
+            continue
+        record = records.get(name) or {}
+        path = getattr(args, pretrained.SETTING[name], None) or record.get("folder")
+        if not path:
+            raise util.DataError(f"the GNN reads the `{name}` block but model.json records no model folder for it",
+                                 folder["manifest_path"])
+        blocks[name] = pretrained.load_block(name, path, record, "cpu")
+    return blocks
+
+
+def pretrained_columns(blocks: dict[str, pretrained.PretrainedBlock], dims: dict[str, int], segments: list[Segment],
+                       root: Path) -> list[dict[str, np.ndarray]]:
+    """Per pretrained block of the features (in order), its columns per segment: the block's own for a
+    block the GNN reads (the `lm` block with the text block's transcript checks), NaN otherwise."""
+    parts = []
+    for name, dim in dims.items():
+        if name not in blocks:
+            parts.append({s.segment_id: np.full(dim, np.nan, dtype=np.float32) for s in segments})
+            continue
+        if name == pretrained.TEXT:
+            check_transcripts(segments, root, f"the `{name}` block")
+        parts.append(blocks[name].columns(segments))
+    return parts
+
+
+def join_columns(segments: list[Segment], parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """Segment ID -> the columns appended to its nodes' embeddings: the blocks of `parts` side by side,
+    [dim] when every block has one vector per segment, else [n_steps, dim]; None when there is none."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    joined = {}
+    for seg in segments:
+        values = [p[seg.segment_id] for p in parts]
+        if all(v.ndim == 1 for v in values):
+            joined[seg.segment_id] = np.concatenate(values)
+        else:
+            joined[seg.segment_id] = np.concatenate([np.broadcast_to(v, (seg.n_steps, len(v))) if v.ndim == 1 else v
+                                                     for v in values], axis=1)
+    return joined
 
 
 def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: list[Segment],
@@ -167,18 +231,25 @@ def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: l
         return None, None
     if block is None:
         return {s.segment_id: np.full(int(text_dim), np.nan, dtype=np.float32) for s in segments}, None
-    without = [s.segment_id for s in segments if s.transcript is None]
-    if len(without) == len(segments):
-        raise util.DataError(f"the model reads the text block, but none of the {len(segments)} segments has a "
-                             "readable transcript (wav/SessionSS/<segment ID>.txt); use a model trained without "
-                             "text", root)
-    if len(without) > config.MAX_SKIP_SHARE * len(segments):
-        raise util.DataError(f"the model reads the text block, but {len(without)} of {len(segments)} segments have "
-                             f"no readable transcript (first: {without[0]}), above MAX_SKIP_SHARE="
-                             f"{config.MAX_SKIP_SHARE:g}", root)
+    without = check_transcripts(segments, root, "the text block")
     note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, as "
             "in training" if without else None)
     return text.vectors(block, segments), note
+
+
+def check_transcripts(segments: list[Segment], root: Path, what: str) -> list[str]:
+    """The segments without a readable transcript; util.DataError when all, or more than MAX_SKIP_SHARE,
+    lack one (a model that reads `what` needs them)."""
+    without = [s.segment_id for s in segments if s.transcript is None]
+    if len(without) == len(segments):
+        raise util.DataError(f"the model reads {what}, but none of the {len(segments)} segments has a "
+                             "readable transcript (wav/SessionSS/<segment ID>.txt); use a model trained without "
+                             "text", root)
+    if len(without) > config.MAX_SKIP_SHARE * len(segments):
+        raise util.DataError(f"the model reads {what}, but {len(without)} of {len(segments)} segments have "
+                             f"no readable transcript (first: {without[0]}), above MAX_SKIP_SHARE="
+                             f"{config.MAX_SKIP_SHARE:g}", root)
+    return without
 
 
 def embedding_amp(precision: str | None, device: torch.device) -> tuple[dict[str, Any], str | None]:
@@ -214,12 +285,14 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
 def session_nodes(segments: list[Segment], pred: prediction.Predictions,
                   text_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction).
-    `text_columns` (text_vectors) are appended to each node's embedding."""
+    `text_columns` (text_vectors, or join_columns: [dim] per segment or [n_steps, dim]) are appended to
+    each node's embedding."""
     n = len(pred.step)
     feature = pred.features
     if text_columns is not None:
-        feature = np.concatenate([feature, np.stack([text_columns[segments[i].segment_id]
-                                                     for i in pred.segment_index])], axis=1)
+        feature = np.concatenate([feature, np.stack([
+            extraction.node_column(text_columns[segments[i].segment_id], int(s))
+            for i, s in zip(pred.segment_index, pred.step, strict=True)])], axis=1)
     return {
         "session": np.array([segments[i].session for i in pred.segment_index], dtype=np.int64),
         "time_s": np.array([segments[i].ts[s] for i, s in zip(pred.segment_index, pred.step, strict=True)]),
@@ -286,14 +359,15 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
 
 
 class _WithText:
-    """A NodeEmbedder whose embeddings get their segment's text columns appended."""
+    """A NodeEmbedder whose embeddings get their segment's text (and pretrained) columns appended."""
 
     def __init__(self, embedder: online.NodeEmbedder, columns: dict[str, np.ndarray]):
         self.embedder, self.columns = embedder, columns
 
     def embed(self, nodes: list[tuple[Segment, int]]) -> torch.Tensor:
         features = self.embedder.embed(nodes)
-        extra = torch.from_numpy(np.stack([self.columns[seg.segment_id] for seg, _ in nodes]))
+        extra = torch.from_numpy(np.stack([extraction.node_column(self.columns[seg.segment_id], step)
+                                           for seg, step in nodes]))
         return torch.cat([features, extra.to(features.device)], dim=1)
 
     def release(self, segment_id: str) -> None:
@@ -447,6 +521,10 @@ def main() -> None:
     text_columns, text_note = text_vectors(loaded["text_block"], loaded["text_dim"], segments, args.session)
     if text_note:
         print(f"note: {text_note}")
+    for block in loaded["pretrained"].values():
+        block.to(device)
+    text_columns = join_columns(segments, [text_columns, *pretrained_columns(
+        loaded["pretrained"], loaded["pretrained_dims"], segments, args.session)])
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)

@@ -2,6 +2,10 @@
 
     python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
                            [--profile demo|full] [--stacking insample|split|split-seen] [--cv K]
+                           [--text_model DIR] [--speech_model DIR]
+
+`--text_model` / `--speech_model` (default config.PRETRAINED: off) add the pretrained `lm` / `ssl`
+feature blocks (encoder/core/pretrained.py) from local model folders; `--modalities ...,lm,ssl` reads them.
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
@@ -50,7 +54,7 @@ from typing import Any
 import cross_validation
 import generate_graph
 import train_val
-from encoder.core import config, distributed, extraction, frames, kemdy20, synthetic, training, util
+from encoder.core import config, distributed, extraction, frames, kemdy20, pretrained, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
@@ -70,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     parser.add_argument("--modalities", default="audio,eda,temp",
-                        help="modalities the GNN uses (any subset of audio,eda,temp,text), for ablations")
+                        help="modalities the GNN uses (any subset of audio,eda,temp,text,lm,ssl; lm and ssl "
+                             "need --text_model / --speech_model), for ablations")
     parser.add_argument("--profile", choices=("demo", "full"), default=None,
                         help="settings: demo = config.DEMO (CPU-sized), full = config.STE_* and train_val defaults; "
                              "default: demo on the synthetic preset, full on a KEMDy20 root")
@@ -80,6 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "encoder's half (the control of the in-sample gap measurement)")
     parser.add_argument("--cv", type=int, default=0, metavar="K",
                         help="session K-fold cross-validation over the annotated sessions (K >= 2)")
+    parser.add_argument("--text_model", type=Path, default=config.PRETRAINED["text_model"],
+                        help="local language model folder for the `lm` block (transformers format)")
+    parser.add_argument("--speech_model", type=Path, default=config.PRETRAINED["speech_model"],
+                        help="local speech SSL model folder (wav2vec2/HuBERT/WavLM) for the `ssl` block")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
     return parser.parse_args(argv)
@@ -186,12 +195,16 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
         "STE_train", encoder_key, [best],
         lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt,
                                        splits=encoder_splits))
+    models = {"text_model": args.text_model, "speech_model": args.speech_model}
+    features_key = {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
+                    "text": config.TEXT, **scope}
+    if args.text_model or args.speech_model:  # keys of runs without pretrained blocks stay as they were
+        features_key["pretrained"] = pretrained.settings_key(util.merge_settings(config.PRETRAINED, models))
     features_stamp = pipeline.stage(
-        "STE_forward", {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
-                        "text": config.TEXT, **scope},
+        "STE_forward", features_key,
         [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
-                                            splits=gnn_splits, encoder_splits=encoder_splits))
+                                            splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models))
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
     _, graph_dir = generate_graph.graph_paths(graph_args)

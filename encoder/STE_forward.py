@@ -2,6 +2,7 @@
 report the encoder's own test metrics, the "no graph" baseline.
 
     python STE_forward.py <clip_length> <device>        e.g. python STE_forward.py 11 0
+    python STE_forward.py 11 0 --text_model DIR --speech_model DIR   also the pretrained lm / ssl blocks
     torchrun --nproc_per_node=N STE_forward.py 11 0     sessions sharded over N processes
 
 Writes <features_dir>/features_{train,val,test}/SessSS.pkl, manifest.json and encoder_metrics.json.
@@ -24,6 +25,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--num_workers", type=int)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--text_model", type=Path,
+                        help="local language model folder for the `lm` block (default: config.PRETRAINED, off)")
+    parser.add_argument("--speech_model", type=Path,
+                        help="local speech SSL model folder for the `ssl` block (default: config.PRETRAINED, off)")
     return parser.parse_args()
 
 
@@ -39,6 +44,8 @@ def main() -> None:
         out_dir=args.features_dir,
         forward={k: v for k, v in (("batch_size", args.batch_size), ("num_workers", args.num_workers))
                  if v is not None},
+        pretrained={k: v for k, v in (("text_model", args.text_model), ("speech_model", args.speech_model))
+                    if v is not None},
     )
 
 

@@ -96,6 +96,20 @@ TEXT = {
     "seed": SEED,  # TruncatedSVD's random_state
 }
 
+# Optional pretrained encoders from local folders (encoder/core/pretrained.py), off by default (None). A
+# folder saved by `transformers` (save_pretrained, or a model repository downloaded by the user): the
+# `lm` block from `text_model` (AutoModel + AutoTokenizer, each transcript mean-pooled), the `ssl` block
+# from `speech_model` (wav2vec2/HuBERT/WavLM: AutoModel + AutoFeatureExtractor, one forward pass per
+# segment wav, frames averaged over each node's clip window). STE_forward.py / run_pipeline.py
+# --text_model DIR --speech_model DIR set them; extraction appends the blocks after the text block, and
+# the GNN reads them only when --modalities names them (lm, ssl). Nothing is ever downloaded.
+PRETRAINED = {
+    "text_model": None,  # folder of a Korean language model, e.g. a download of klue/roberta-base
+    "speech_model": None,  # folder of a speech SSL model, e.g. a download of facebook/wav2vec2-base
+    "max_text_tokens": 128,  # a transcript is truncated to this many tokens (special tokens included)
+    "text_batch_size": 32,  # transcripts per language-model forward pass
+}
+
 # ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.

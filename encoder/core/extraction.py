@@ -10,6 +10,12 @@ last block ([audio 512 | EDA 512 | TEMP 512 | text dim]); the manifest's `text` 
 made (settings, file sha256, sessions it was fitted on, segments without transcript, seconds taken) or,
 when the training sessions have no transcript with a word, why there is no text block.
 
+The pretrained blocks (pretrained.py: `lm` from a language model folder, `ssl` from a speech model
+folder, config.PRETRAINED / --text_model, --speech_model) are extracted only when their folder is set,
+and appended after the text block in that order (lm, then ssl); the manifest's `pretrained` records
+each (folder, its sha256, hidden size, pooling, forward passes, seconds). They are computed one session
+at a time, when the session's embeddings are written.
+
 Under `torchrun` (WORLD_SIZE > 1) the sessions are sharded over the ranks; rank 0 gathers and writes.
 Files are staged in a temporary folder and swapped in at the end, the manifest last.
 """
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, metrics, text, util
+from encoder.core import config, metrics, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, SegmentDataset, load_segments
@@ -56,6 +62,7 @@ def extract_features(
     log: Log | None = print,
     encoder_splits: dict[str, Sequence[int]] | None = None,
     text: dict[str, Any] | None = None,
+    pretrained: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json`,
     `encoder_metrics.json` and `encoder_predictions_test.csv` under out_dir; return the metrics.
@@ -64,13 +71,14 @@ def extract_features(
     it). The checkpoint's training and validation sessions must be those of `encoder_splits` (default:
     `splits`), else util.DataError naming both: features of an encoder fitted on other sessions are
     never reused. `forward` overrides config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir),
-    `text` config.TEXT (the text block's settings)."""
+    `text` config.TEXT (the text block's settings), `pretrained` config.PRETRAINED (the lm/ssl folders)."""
     settings = util.merge_settings(config.STE_forward_params, forward)
     runtime = start_runtime(device)
     try:
         return _extract(runtime, clip_length, root, frames, Path(checkpoint or settings["checkpoint"]),
                         Path(out_dir or settings["out_dir"]), settings, splits, encoder_splits,
-                        log if runtime.is_main else None, util.merge_settings(config.TEXT, text))
+                        log if runtime.is_main else None, util.merge_settings(config.TEXT, text),
+                        util.merge_settings(config.PRETRAINED, pretrained))
     finally:
         stop_runtime(runtime)
 
@@ -78,7 +86,7 @@ def extract_features(
 def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frames: Any, ckpt_path: Path,
              out_dir: Path, settings: dict[str, Any], splits: dict[str, Sequence[int]] | None,
              encoder_splits: dict[str, Sequence[int]] | None, log: Log | None,
-             text_settings: dict[str, Any]) -> dict[str, Any]:
+             text_settings: dict[str, Any], pretrained_settings: dict[str, Any]) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
@@ -91,6 +99,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     root = Path(root or config.STE_inputs["root"])
     splits = util.session_splits(splits)
     fitted_on = check_encoder_splits(state, encoder_splits or splits, ckpt_path)
+    blocks = pretrained.load_blocks(pretrained_settings, runtime.device, signature["clip_length"])
     frames = load_frames(root) if frames is None else frames
     table = load_segments(frames, root, splits)
     say(table.summary())
@@ -107,7 +116,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
         text_vectors = text.vectors(block, mine_segments) if block is not None else None
         text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
         local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
-                                  Path(staging), text_vectors)
+                                  Path(staging), text_vectors, blocks)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
@@ -115,12 +124,15 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
             parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
             report = split_report(table.by_split.get("train", []), parts, fitted_on)
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on,
-                                 text_record)
+                                 text_record, pretrained_records(blocks, results))
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
             say(text_line(text_record))
+            for name, record in manifest["pretrained"].items():
+                say(f"{name} block: {record['dim']}-d from {record['folder']} ({record['model_type']}), "
+                    f"{record['forward_passes']} forward passes in {record['seconds']:.2f} s")
             say(f"features: {sum(written.values())} nodes in {len(written)} sessions → {out_dir}")
         barrier(runtime)
         return broadcast(runtime, report)
@@ -142,9 +154,11 @@ def _made(path: Path) -> Path:
 
 def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[Segment], norm: Normalization,
                       clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
-                      staging: Path, text_vectors: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                      staging: Path, text_vectors: dict[str, np.ndarray] | None = None,
+                      blocks: Sequence[pretrained.PretrainedBlock] = ()) -> dict[str, Any]:
     """Embed every step of `segments` (grouped by session) and write one node file per session, the
-    segment's text vector appended to each node's embedding when `text_vectors` are given."""
+    segment's text vector appended to each node's embedding when `text_vectors` are given, then the
+    pretrained `blocks`' columns, computed per session."""
     dataset = SegmentDataset(segments, norm, clip_length, params)
     remaining = {}
     for seg in segments:
@@ -165,20 +179,26 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                 done = Predictions.concat(buffers.pop(session))
                 split = segments[done.segment_index[0]].split
                 written[(split, int(session))] = _write_session(staging, split, int(session), segments, done,
-                                                                text_vectors)
+                                                                text_vectors, blocks)
                 parts.setdefault(split, []).append(([segments[i].segment_id for i in done.segment_index],
                                                     np.array([segments[i].target for i in done.segment_index]),
                                                     done.probs))
-    return {"written": written, "parts": parts}
+    return {"written": written, "parts": parts,
+            "blocks": {b.name: {"seconds": b.seconds, "forward_passes": b.forward_passes} for b in blocks}}
 
 
 def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions,
-                   text_vectors: dict[str, np.ndarray] | None = None) -> int:
+                   text_vectors: dict[str, np.ndarray] | None = None,
+                   blocks: Sequence[pretrained.PretrainedBlock] = ()) -> int:
+    mine = [segments[i] for i in np.unique(pred.segment_index)]
+    columns = [block.columns(mine) for block in blocks]
     rows = []
     for i, step, feature in zip(pred.segment_index, pred.step, pred.features, strict=True):
         seg = segments[i]
         if text_vectors is not None:
             feature = np.concatenate([feature, text_vectors[seg.segment_id]])
+        if columns:
+            feature = np.concatenate([feature, *(node_column(c[seg.segment_id], step) for c in columns)])
         rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
                      seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
     rows.sort(key=lambda r: (r[1], r[5]))
@@ -246,7 +266,8 @@ def _write_segment_predictions(chunks: list[tuple], path: Path) -> None:
 
 def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[str, int], int],
               splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime,
-              fitted_on: dict[str, list[int]], text_record: dict[str, Any]) -> dict:
+              fitted_on: dict[str, list[int]], text_record: dict[str, Any],
+              pretrained_record: dict[str, dict[str, Any]]) -> dict:
     node_counts: dict[str, dict[str, int]] = {}
     for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
         node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
@@ -258,11 +279,14 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
                                for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
         "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
-        "feature_order": list(FEATURE_ORDER) + [text.NAME] * text_record["built"],
+        "feature_order": list(FEATURE_ORDER) + [text.NAME] * text_record["built"] + list(pretrained_record),
         "feature_dims": {**dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
-                         **({text.NAME: text_record["dim"]} if text_record["built"] else {})},
-        "feature_dim": EMBEDDING_DIM + (text_record["dim"] if text_record["built"] else 0),
+                         **({text.NAME: text_record["dim"]} if text_record["built"] else {}),
+                         **{name: r["dim"] for name, r in pretrained_record.items()}},
+        "feature_dim": (EMBEDDING_DIM + (text_record["dim"] if text_record["built"] else 0)
+                        + sum(r["dim"] for r in pretrained_record.values())),
         "text": text_record,
+        "pretrained": pretrained_record,
         "splits": {name: sorted(int(s[4:]) for s in node_counts[name]) for name in splits if name in node_counts},
         "node_counts": node_counts,
         "node_columns": list(util.NODE_COLUMNS),
@@ -289,6 +313,22 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     util.write_json(report, out_dir / METRICS_FILE)
     os.replace(staging / PREDICTIONS_FILE, out_dir / PREDICTIONS_FILE)
     util.write_json(manifest, out_dir / MANIFEST_FILE)
+
+
+def node_column(values: np.ndarray, step: int) -> np.ndarray:
+    """A node's columns of a block: the segment's vector ([dim]) or the node's row of [n_steps, dim]."""
+    return values[step] if values.ndim == 2 else values
+
+
+def pretrained_records(blocks: Sequence[pretrained.PretrainedBlock], results: Sequence[dict[str, Any]]
+                       ) -> dict[str, dict[str, Any]]:
+    """The manifest's `pretrained`: per block its description, forward passes and seconds summed over ranks."""
+    records = {}
+    for block in blocks:
+        done = [part["blocks"][block.name] for part in results]
+        records[block.name] = {**block.describe(), "forward_passes": sum(d["forward_passes"] for d in done),
+                               "seconds": round(sum(d["seconds"] for d in done), 3)}
+    return records
 
 
 def fit_text_block(table: Any, settings: dict[str, Any], staging: Path) -> tuple[text.TextBlock | None, dict]:
