@@ -27,7 +27,15 @@ summary; `systems` lists the rows it has.
 Written beside the folds: `summary_<modalities>.json` (`systems`, `folds`, `pooled` per system:
 macro_f1, ci95, accuracy, weighted_f1, n_segments, n_sessions; gnn_minus_encoder and
 gnn_minus_temporal; `notes`), `summary_<modalities>.png` (per-fold bars with the pooled interval) and
-`confusion_pooled_<modalities>.png`.
+`confusion_pooled_<modalities>.png`. A GNN folder suffix `_seedS` (a seed's GNN on the first seed's
+encoders, run_pipeline.py --keep_encoder) carries over to the summary files' names.
+
+Across seeds (run_pipeline.py --seeds N): `seeds_summary` gives per system and paired difference the
+pooled macro-F1 of each seed, their mean and sample sd, and each seed's own pooled interval. Modality
+ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-empty subset of the
+modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
+intervals and the GNN's paired difference to the GNN on all modalities (`gnn_minus_all`, the same
+session bootstrap as gnn_minus_encoder: `paired_difference`); `ablation<suffix>.json` and `.png`.
 """
 
 from __future__ import annotations
@@ -286,7 +294,7 @@ def format_seeds(summary: dict[str, Any]) -> str:
     what = "GNN and temporal baseline retrained" if summary["keep_encoder"] else "whole chain retrained"
     lines = [f"{len(seeds)} seeds {seeds} ({what}), pooled segment macro-F1 (modalities {summary['modalities']})",
              f"{'':20}  mean ± sd (seeds)     per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
-             f"first seed's pooled [95% CI]"]
+             f"first seed's estimate [95% CI, sessions resampled]"]
     for name, row in summary["macro_f1"].items():
         label = name.replace("_minus_", " − ") if name in DIFFERENCES else name
         sign = "+" if name in DIFFERENCES else ""

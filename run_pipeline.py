@@ -1,7 +1,8 @@
 """One command from recordings to a results table.
 
     python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
-                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K]
+                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K [--ablation]]
+                           [--seeds N [--keep_encoder]] [--class_weight]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
@@ -30,8 +31,36 @@ fold has its own stage cache (fold_k/pipeline_state.json): an interrupted CV run
 and stage where it stopped. The single run keeps results/<data>_<modalities>[_<stacking>]/ and shares
 encoder/STE_TRAIN, features/ and graphs/ across modality sets likewise.
 
+`--seeds N` trains with the seeds S0 = --seed, S0 + 1, ..., S0 + N - 1 (the synthetic data keeps --seed)
+and reports, per system and paired difference, the mean and sample sd over seeds of the pooled
+macro-F1 beside each seed's pooled session-bootstrap interval (cross_validation.seeds_summary). S0 keeps
+the one-seed layout above, so N = 1 is the plain run and its caches serve as S0 of a larger N. Each
+other seed S retrains the whole chain in a tree of its own, or with `--keep_encoder` only the GNN and
+its temporal baseline, on S0's encoder, features and graphs:
+
+    results/<data>_cvK/seed_S/fold_k/...                   seed S's CV tree (its own stage caches)
+    results/<data>_cvK/seed_S/summary_<modalities>.json    its summary
+    results/<data>_cvK/fold_k/gnn_<modalities>_seedS/      --keep_encoder: seed S's GNN on S0's fold encoder
+    results/<data>_cvK/summary_<modalities>_seedS.json     its summary (stage "train_val <mod> seed S")
+    results/<data>_cvK/seeds_<modalities>[_keep_encoder].json    mean ± sd over seeds
+    results/seed_S/{encoder,features,graphs,<exp>}/        the single run's seed S (own pipeline_state.json)
+    results/<exp>_seedS/                                   the single run's seed S with --keep_encoder
+    results/seeds_<exp>[_keep_encoder].json                the single run's mean ± sd (intervals over the
+                                                           test sessions of the default split)
+
+`--cv K --ablation` trains the GNN and its temporal baseline on every non-empty subset of --modalities
+(2^n - 1) from each fold's one encoder, features and graphs, writes every subset's summary and
+results/<data>_cvK/ablation.json (.png): per subset the pooled macro-F1 with its interval and the
+paired difference to the GNN on all of --modalities (cross_validation.ablation_summary); with several
+seeds, one per seed (seed_S/ablation.json, or ablation_seedS.json with --keep_encoder).
+`--class_weight` weights the classes by inverse frequency in the encoder's and the GNN's loss (and the
+temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
+results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
+features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
+
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
-last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json).
+last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
+with --ablation: of ablation.json; with several seeds: of the seeds summary).
 """
 
 from __future__ import annotations
@@ -276,13 +305,14 @@ def main() -> None:
 
     frames_stamp = frames_stage(pipeline, root, data_stamp)
     data_name = "demo" if is_synthetic else root.name
-    variant = ("" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}") + ("_cw" if args.class_weight else "")
+    stacking = "" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}"
+    weighted = "_cw" if args.class_weight else ""
     if args.cv:
         # not named after the modalities: every modality set shares a fold's encoder, features and graphs
-        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / f"{data_name}{variant}_cv{args.cv}",
-               started)
+        cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{weighted}"
+        run_cv(args, pipeline, root, frames_stamp, settings, cv_dir, started)
         return
-    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{variant}"
+    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{weighted}"
     run_single(args, pipeline, root, frames_stamp, settings, exp, started)
 
 
