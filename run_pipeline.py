@@ -356,13 +356,11 @@ def run_single(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_
           + f"; total {time.perf_counter() - started:.0f}")
     per_seed = []
     for seed, dirs, metrics_path in runs:
-        metrics = util.read_json(metrics_path)
-        metrics["metrics_path"] = str(metrics_path)
+        if len(runs) > 1:
+            print(f"\nseed {seed}:")
+        train_val.print_summary({**util.read_json(metrics_path), "metrics_path": str(metrics_path)})
         if len(runs) == 1:
-            train_val.print_summary(metrics)
             return
-        print(f"\nseed {seed}:")
-        train_val.print_summary(metrics)
         pred = cross_validation.fold_predictions(dirs.results, dirs.exp, dirs.features)
         per_seed.append({"seed": seed, "modalities": args.modalities, "metrics_path": str(metrics_path),
                          "pooled": cross_validation.pooled_figures(pred["sessions"], pred["targets"],
@@ -393,7 +391,8 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
         raise util.DataError(f"--cv {args.cv} over the {len(sessions)} sessions with a usable segment: {err}",
                              root) from None
     modality_sets = cross_validation.modality_subsets(args.modalities) if args.ablation else [args.modalities]
-    first, reports, per_seed, paths = args.seed, [], [], []
+    first, reports, per_seed = args.seed, [], []
+    last: Path | None = None  # the path printed last
     for seed in seed_list(args):
         own_tree = seed != first and not args.keep_encoder  # seed S's whole chain under seed_S/
         seed_dir = cv_dir / f"seed_{seed}" if own_tree else cv_dir
@@ -418,28 +417,27 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
             pipeline.timings.update({f"{label} {name}": t for name, t in fold_pipeline.timings.items()})
         summaries = {m: cross_validation.summarise(fold_dirs, m, seed=first, unusable_sessions=unusable, suffix=suffix)
                      for m in modality_sets}
-        paths = [cross_validation.write_summary(summaries[m], seed_dir) for m in modality_sets]
-        paths = [paths[modality_sets.index(args.modalities)]]
+        written = {m: cross_validation.write_summary(summaries[m], seed_dir) for m in modality_sets}
+        last = written[args.modalities]
         reports.append((f"\nseed {seed}:\n" if args.seeds > 1 else "")
                        + cross_validation.format_summary(summaries[args.modalities]))
         if args.ablation:
             ablation = cross_validation.ablation_summary(fold_dirs, summaries, args.modalities, seed=first,
                                                          suffix=suffix)
-            paths.append(cross_validation.write_ablation(ablation, seed_dir))
+            last = cross_validation.write_ablation(ablation, seed_dir)
             reports.append(cross_validation.format_ablation(ablation))
-        per_seed.append({**summaries[args.modalities], "seed": seed, "summary": str(paths[0])})
+        per_seed.append({**summaries[args.modalities], "seed": seed, "summary": str(written[args.modalities])})
     print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds"
           + (f" and {args.seeds} seeds" if args.seeds > 1 else ""))
     print("\n".join(reports))
     if args.seeds > 1:
         summary = cross_validation.seeds_summary(per_seed, seed_list(args), args.keep_encoder)
         summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
-        path = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}"
+        last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}"
                          f"{'_keep_encoder' if args.keep_encoder else ''}.json")
-        util.write_json(summary, path)
+        util.write_json(summary, last)
         print("\n" + cross_validation.format_seeds(summary))
-        paths = [path]
-    print(paths[-1])
+    print(last)
 
 
 if __name__ == "__main__":
