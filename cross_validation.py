@@ -27,11 +27,20 @@ summary; `systems` lists the rows it has.
 Written beside the folds: `summary_<modalities>.json` (`systems`, `folds`, `pooled` per system:
 macro_f1, ci95, accuracy, weighted_f1, n_segments, n_sessions; gnn_minus_encoder and
 gnn_minus_temporal; `notes`), `summary_<modalities>.png` (per-fold bars with the pooled interval) and
-`confusion_pooled_<modalities>.png`.
+`confusion_pooled_<modalities>.png`. A GNN folder suffix `_seedS` (a seed's GNN on the first seed's
+encoders, run_pipeline.py --keep_encoder) carries over to the summary files' names.
+
+Across seeds (run_pipeline.py --seeds N): `seeds_summary` gives per system and paired difference the
+pooled macro-F1 of each seed, their mean and sample sd, and each seed's own pooled interval. Modality
+ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-empty subset of the
+modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
+intervals and the GNN's paired difference to the GNN on all modalities (`gnn_minus_all`, the same
+session bootstrap as gnn_minus_encoder: `paired_difference`); `ablation<suffix>.json` and `.png`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,24 +64,28 @@ def modality_tag(modalities: str) -> str:
     return modalities.replace(",", "-")
 
 
-def gnn_folder(modalities: str) -> str:
-    """A fold's GNN folder (train_val's --exp) for one modality set."""
-    return f"gnn_{modality_tag(modalities)}"
+def gnn_folder(modalities: str, suffix: str = "") -> str:
+    """A fold's GNN folder (train_val's --exp) for one modality set; `suffix` `_seedS`: seed S's GNN on
+    the first seed's fold encoder (run_pipeline.py --keep_encoder)."""
+    return f"gnn_{modality_tag(modalities)}{suffix}"
 
 
-def summary_files(cv_dir: Path, modalities: str) -> dict[str, Path]:
-    """The summary JSON and its two figures for one modality set."""
-    tag = modality_tag(modalities)
+def summary_files(cv_dir: Path, modalities: str, suffix: str = "") -> dict[str, Path]:
+    """The summary JSON and its two figures for one modality set (and GNN folder suffix)."""
+    tag = modality_tag(modalities) + suffix
     return {"json": Path(cv_dir) / f"summary_{tag}.json", "folds": Path(cv_dir) / f"summary_{tag}.png",
             "confusion": Path(cv_dir) / f"confusion_pooled_{tag}.png"}
 
 
-def fold_predictions(fold_dir: Path, gnn: str) -> dict[str, Any]:
+def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None) -> dict[str, Any]:
     """Test segments of one fold with each system's prediction, aligned on the GNN's segment order. The
-    temporal baseline's are left out when the fold has none (`predictions` then lacks "temporal")."""
+    temporal baseline's are left out when the fold has none (`predictions` then lacks "temporal").
+    `features_dir`: where the encoder's test predictions are (default fold_dir/features)."""
+    fold_dir = Path(fold_dir)
     gnn_metrics = util.read_json(fold_dir / gnn / GNN_METRICS_FILE)
     gnn_pred = metrics.read_segment_predictions(fold_dir / gnn / GNN_PREDICTIONS_FILE)
-    sources = {"encoder": fold_dir / "features" / extraction.PREDICTIONS_FILE,
+    features_dir = fold_dir / "features" if features_dir is None else Path(features_dir)
+    sources = {"encoder": features_dir / extraction.PREDICTIONS_FILE,
                "temporal": fold_dir / gnn / TEMPORAL_PREDICTIONS_FILE}
     if not sources["temporal"].is_file():
         del sources["temporal"]
@@ -100,11 +113,13 @@ def _aligned(system: dict[str, Any], segment_ids: Sequence[str], name: str, path
 
 
 def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEED, n_boot: int = N_BOOT,
-              unusable_sessions: Sequence[int] = ()) -> dict[str, Any]:
+              unusable_sessions: Sequence[int] = (), suffix: str = "") -> dict[str, Any]:
     """Per-fold and pooled segment-level figures of a CV run for one modality set (see the module
-    docstring). `unusable_sessions`: sessions of the data without a usable segment, in no fold."""
-    preds = [fold_predictions(Path(fold_dir), gnn_folder(modalities)) for fold_dir in fold_dirs]
-    lacking = [str(Path(d) / gnn_folder(modalities)) for d, p in zip(fold_dirs, preds, strict=True)
+    docstring). `unusable_sessions`: sessions of the data without a usable segment, in no fold;
+    `suffix`: of the GNN folders read (gnn_folder) and of the summary files written (summary_files)."""
+    gnn = gnn_folder(modalities, suffix)
+    preds = [fold_predictions(Path(fold_dir), gnn) for fold_dir in fold_dirs]
+    lacking = [str(Path(d) / gnn) for d, p in zip(fold_dirs, preds, strict=True)
                if "temporal" not in p["predictions"]]
     systems = tuple(name for name in SYSTEMS if name != "temporal" or not lacking)
     notes = [f"no temporal baseline ({TEMPORAL_PREDICTIONS_FILE}) in {', '.join(lacking)}: trained before it "
@@ -117,7 +132,7 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         stray = sorted(set(tested) - set(assigned["test"]))
         if stray:
             raise util.DataError(f"test predictions of sessions {stray}, not this fold's test sessions "
-                                 f"{assigned['test']}; rerun the fold", fold_dir / gnn_folder(modalities))
+                                 f"{assigned['test']}; rerun the fold", fold_dir / gnn)
         scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in systems}
         folds.append({"fold": k, "train_sessions": assigned["train"], "val_sessions": assigned["val"],
                       "test_sessions": assigned["test"], "tested_sessions": tested,
@@ -130,23 +145,12 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
     predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in systems}
     tested = sorted(int(s) for s in np.unique(sessions))  # the bootstrap's groups: sessions with a test segment
     assigned_tests = {int(s) for f in folds for s in f["test_sessions"]}
-    pooled: dict[str, Any] = {}
-    for name in systems:
-        interval = metrics.session_bootstrap(
-            sessions, lambda idx, y=predictions[name]: metrics.macro_f1(targets[idx], y[idx]), n_boot, seed)
-        pooled[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"],
-                        **{k: v for k, v in _scores(targets, predictions[name]).items() if k != "macro_f1"},
-                        "n_segments": len(targets), "n_sessions": len(tested)}
-    for key, other in DIFFERENCES.items():
-        if other in systems:
-            difference = metrics.session_bootstrap(
-                sessions, lambda idx, y=predictions[other]: (metrics.macro_f1(targets[idx], predictions["gnn"][idx])
-                                                             - metrics.macro_f1(targets[idx], y[idx])), n_boot, seed)
-            pooled[key] = {"macro_f1": difference["estimate"], "ci95": difference["ci95"], "paired": True}
+    pooled = pooled_figures(sessions, targets, predictions, n_boot, seed)
     gnn_all = metrics.classification_metrics(targets, predictions["gnn"])
     return {
         "k": len(fold_dirs),
         "modalities": modalities,
+        "suffix": suffix,
         "systems": list(systems),
         "folds": folds,
         "mean_std": {name: {key: [float(np.mean(v := [f["segment"][name][key] for f in folds])), float(np.std(v))]
@@ -161,6 +165,34 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         "metric": "segment level; macro_f1 over the classes present in the evaluated truth",
         "notes": notes,
     }
+
+
+def pooled_figures(sessions: np.ndarray, targets: np.ndarray, predictions: dict[str, np.ndarray],
+                   n_boot: int = N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
+    """Per system (the keys of `predictions`, which holds "gnn"): macro-F1 with its session-bootstrap
+    interval, accuracy, weighted-F1 and what they cover; and the paired DIFFERENCES to the GNN."""
+    n_sessions = len(np.unique(sessions))
+    pooled: dict[str, Any] = {}
+    for name, y in predictions.items():
+        interval = metrics.session_bootstrap(
+            sessions, lambda idx, y=y: metrics.macro_f1(targets[idx], y[idx]), n_boot, seed)
+        pooled[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"],
+                        **{k: v for k, v in _scores(targets, y).items() if k != "macro_f1"},
+                        "n_segments": len(targets), "n_sessions": n_sessions}
+    for key, other in DIFFERENCES.items():
+        if other in predictions:
+            pooled[key] = paired_difference(sessions, targets, predictions["gnn"], predictions[other], n_boot, seed)
+    return pooled
+
+
+def paired_difference(sessions: np.ndarray, targets: np.ndarray, first: np.ndarray, second: np.ndarray,
+                      n_boot: int = N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
+    """Macro-F1 of `first` minus that of `second` on the same segments, with a 95% interval from one
+    session bootstrap that resamples the same sessions for both (paired)."""
+    difference = metrics.session_bootstrap(
+        sessions, lambda idx: metrics.macro_f1(targets[idx], first[idx]) - metrics.macro_f1(targets[idx], second[idx]),
+        n_boot, seed)
+    return {"macro_f1": difference["estimate"], "ci95": difference["ci95"], "paired": True}
 
 
 def _scores(targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -195,7 +227,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_summary(summary: dict[str, Any], cv_dir: Path) -> Path:
     """summary_<modalities>.json, with its two figures beside it (summary_files); returns the JSON's path."""
-    files = summary_files(cv_dir, summary["modalities"])
+    files = summary_files(cv_dir, summary["modalities"], summary.get("suffix", ""))
     _plot_folds(summary, files["folds"])
     plots.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
                          files["confusion"])
@@ -223,6 +255,133 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("segment macro-F1 (test)")
     ax.set_title("Per-fold bars; dashed line and band: pooled estimate and 95% session-bootstrap interval",
                  fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with util.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep_encoder: bool) -> dict[str, Any]:
+    """Across training seeds: per system and paired difference present in every seed, the pooled
+    macro-F1 of each seed, their mean and sample sd (n − 1), and each seed's pooled 95% interval.
+    `per_seed`: one summary per seed (summarise's, or any dict with `systems`, `pooled`, `modalities`)."""
+    if len(per_seed) != len(seeds) or len(seeds) < 2:
+        raise ValueError(f"a seeds summary needs one summary per seed and at least two seeds, not {list(seeds)}")
+    names = [n for n in (*SYSTEMS, *DIFFERENCES) if all(n in s["pooled"] for s in per_seed)]
+    rows = {}
+    for name in names:
+        values = [float(s["pooled"][name]["macro_f1"]) for s in per_seed]
+        rows[name] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)), "per_seed": values,
+                      "ci95_per_seed": [s["pooled"][name]["ci95"] for s in per_seed]}
+    return {
+        "seeds": list(seeds),
+        "keep_encoder": keep_encoder,
+        "modalities": per_seed[0]["modalities"],
+        "systems": [n for n in names if n in SYSTEMS],
+        "macro_f1": rows,
+        "statistic": "pooled segment macro-F1 of each seed; mean and sample sd (n − 1) over seeds; ci95_per_seed: "
+                     "each seed's 95% session-bootstrap interval (printed: the first seed's)",
+    }
+
+
+def format_seeds(summary: dict[str, Any]) -> str:
+    """One row per system and paired difference: mean ± sd over seeds, the per-seed values and the first
+    seed's pooled interval."""
+    seeds = summary["seeds"]
+    what = "GNN and temporal baseline retrained" if summary["keep_encoder"] else "whole chain retrained"
+    lines = [f"{len(seeds)} seeds {seeds} ({what}), pooled segment macro-F1 (modalities {summary['modalities']})",
+             f"{'':20}  mean ± sd (seeds)     per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
+             f"first seed's estimate [95% CI, sessions resampled]"]
+    for name, row in summary["macro_f1"].items():
+        label = name.replace("_minus_", " − ") if name in DIFFERENCES else name
+        sign = "+" if name in DIFFERENCES else ""
+        low, high = row["ci95_per_seed"][0]
+        lines.append(f"{label:20}  {row['mean']:{sign}.4f} ± {row['sd']:.4f}    "
+                     + " ".join(f"{v:{sign}8.4f}" for v in row["per_seed"])
+                     + f"  {row['per_seed'][0]:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def modality_subsets(modalities: str) -> list[str]:
+    """Every non-empty subset of a modality set, smallest first, in the set's order (2^n − 1 of them)."""
+    names = modalities.split(",")
+    return [",".join(c) for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+
+
+def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, Any]], full: str,
+                     n_boot: int = N_BOOT, seed: int = config.SEED, suffix: str = "") -> dict[str, Any]:
+    """Per modality subset (the keys of `summaries`, summarise's for each): the GNN's and the temporal
+    baseline's pooled macro-F1 with their intervals, and the GNN's paired difference to the GNN on all
+    modalities (`full`), resampling the same sessions as gnn_minus_encoder does."""
+    def pooled_gnn(modalities: str) -> list[dict[str, Any]]:
+        return [fold_predictions(Path(d), gnn_folder(modalities, suffix)) for d in fold_dirs]
+
+    reference = pooled_gnn(full)
+    sessions = np.concatenate([p["sessions"] for p in reference])
+    targets = np.concatenate([p["targets"] for p in reference])
+    y_full = np.concatenate([p["predictions"]["gnn"] for p in reference])
+    rows = []
+    for modalities, summary in summaries.items():
+        y = np.concatenate([
+            _aligned({"segment_ids": p["segment_ids"], "predictions": p["predictions"]["gnn"]}, ref["segment_ids"],
+                     f"GNN on {modalities}", Path(d) / gnn_folder(modalities, suffix))
+            for d, p, ref in zip(fold_dirs, pooled_gnn(modalities), reference, strict=True)])
+        pooled = summary["pooled"]
+        rows.append({"modalities": modalities,
+                     "gnn": {k: pooled["gnn"][k] for k in ("macro_f1", "ci95")},
+                     "temporal": {k: pooled["temporal"][k] for k in ("macro_f1", "ci95")} if "temporal" in pooled
+                     else None,
+                     "gnn_minus_all": paired_difference(sessions, targets, y, y_full, n_boot, seed)})
+    return {"k": len(fold_dirs), "modalities": full, "suffix": suffix, "rows": rows,
+            "bootstrap": summaries[full]["bootstrap"],
+            "metric": "pooled segment macro-F1; gnn_minus_all: paired, the GNN on the subset minus the GNN on "
+                      f"{full}, sessions resampled"}
+
+
+def format_ablation(ablation: dict[str, Any]) -> str:
+    """One row per modality subset: GNN and temporal pooled macro-F1 [95% CI] and GNN − all [95% CI]."""
+    lines = [f"modality ablation, session {ablation['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
+             f"resampled] over {ablation['bootstrap']['n_sessions']} sessions",
+             f"{'GNN input':20}  {'GNN':25}  {'temporal':25}  GNN − GNN on {ablation['modalities']} (paired)"]
+    for row in ablation["rows"]:
+        cells = []
+        for entry, sign in ((row["gnn"], ""), (row["temporal"], ""), (row["gnn_minus_all"], "+")):
+            cells.append("-" if entry is None else
+                         f"{entry['macro_f1']:{sign}.4f} [{entry['ci95'][0]:{sign}.4f}, {entry['ci95'][1]:{sign}.4f}]")
+        lines.append(f"{row['modalities']:20}  {cells[0]:25}  {cells[1]:25}  {cells[2]}")
+    return "\n".join(lines)
+
+
+def write_ablation(ablation: dict[str, Any], cv_dir: Path) -> Path:
+    """ablation<suffix>.json and its bar plot ablation<suffix>.png in cv_dir; returns the JSON's path."""
+    path = Path(cv_dir) / f"ablation{ablation['suffix']}.json"
+    _plot_ablation(ablation, path.with_suffix(".png"))
+    util.write_json(ablation, path)
+    return path
+
+
+def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    rows = ablation["rows"]
+    fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4))
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    for offset, (system, colour) in zip((-0.2, 0.2), (("gnn", "#e07b39"), ("temporal", "#59a14f")), strict=True):
+        kept = [i for i, r in enumerate(rows) if r[system] is not None]
+        values = np.array([rows[i][system]["macro_f1"] for i in kept])
+        intervals = np.array([rows[i][system]["ci95"] for i in kept]).reshape(-1, 2)
+        ax.bar(x[kept] + offset, values, 0.4, color=colour, label=system,
+               yerr=np.abs(intervals.T - values), capsize=3)
+    ax.set_xticks(x, [r["modalities"].replace(",", "\n") for r in rows], fontsize=8)
+    ax.set_ylabel("pooled segment macro-F1 (test)")
+    ax.set_title("Modality ablation: pooled estimate and 95% session-bootstrap interval", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with util.atomic_path(path) as tmp:

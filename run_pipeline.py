@@ -1,8 +1,8 @@
 """One command from recordings to a results table.
 
     python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
-                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K]
-                           [--text_model DIR] [--speech_model DIR]
+                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K [--ablation]]
+                           [--seeds N [--keep_encoder]] [--class_weight] [--text_model DIR] [--speech_model DIR]
 
 `--text_model` / `--speech_model` (default config.PRETRAINED: off) add the pretrained `lm` / `ssl`
 feature blocks (encoder/core/pretrained.py) from local model folders; `--modalities ...,lm,ssl` reads them.
@@ -34,8 +34,36 @@ fold has its own stage cache (fold_k/pipeline_state.json): an interrupted CV run
 and stage where it stopped. The single run keeps results/<data>_<modalities>[_<stacking>]/ and shares
 encoder/STE_TRAIN, features/ and graphs/ across modality sets likewise.
 
+`--seeds N` trains with the seeds S0 = --seed, S0 + 1, ..., S0 + N - 1 (the synthetic data keeps --seed)
+and reports, per system and paired difference, the mean and sample sd over seeds of the pooled
+macro-F1 beside each seed's pooled session-bootstrap interval (cross_validation.seeds_summary). S0 keeps
+the one-seed layout above, so N = 1 is the plain run and its caches serve as S0 of a larger N. Each
+other seed S retrains the whole chain in a tree of its own, or with `--keep_encoder` only the GNN and
+its temporal baseline, on S0's encoder, features and graphs:
+
+    results/<data>_cvK/seed_S/fold_k/...                   seed S's CV tree (its own stage caches)
+    results/<data>_cvK/seed_S/summary_<modalities>.json    its summary
+    results/<data>_cvK/fold_k/gnn_<modalities>_seedS/      --keep_encoder: seed S's GNN on S0's fold encoder
+    results/<data>_cvK/summary_<modalities>_seedS.json     its summary (stage "train_val <mod> seed S")
+    results/<data>_cvK/seeds_<modalities>[_keep_encoder].json    mean ± sd over seeds
+    results/seed_S/{encoder,features,graphs,<exp>}/        the single run's seed S (own pipeline_state.json)
+    results/<exp>_seedS/                                   the single run's seed S with --keep_encoder
+    results/seeds_<exp>[_keep_encoder].json                the single run's mean ± sd (intervals over the
+                                                           test sessions of the default split)
+
+`--cv K --ablation` trains the GNN and its temporal baseline on every non-empty subset of --modalities
+(2^n - 1) from each fold's one encoder, features and graphs, writes every subset's summary and
+results/<data>_cvK/ablation.json (.png): per subset the pooled macro-F1 with its interval and the
+paired difference to the GNN on all of --modalities (cross_validation.ablation_summary); with several
+seeds, one per seed (seed_S/ablation.json, or ablation_seedS.json with --keep_encoder).
+`--class_weight` weights the classes by inverse frequency in the encoder's and the GNN's loss (and the
+temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
+results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
+features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
+
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
-last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json).
+last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
+with --ablation: of ablation.json; with several seeds: of the seeds summary).
 """
 
 from __future__ import annotations
@@ -47,7 +75,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +117,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="local language model folder for the `lm` block (transformers format)")
     parser.add_argument("--speech_model", type=Path, default=config.PRETRAINED["speech_model"],
                         help="local speech SSL model folder (wav2vec2/HuBERT/WavLM) for the `ssl` block")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train with the N seeds --seed ... --seed+N-1 and report mean ± sd over them")
+    parser.add_argument("--keep_encoder", action="store_true",
+                        help="with --seeds: every seed's GNN and temporal baseline on the first seed's encoder, "
+                             "features and graphs (only they are retrained)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="with --cv: the GNN and its temporal baseline on every non-empty subset of "
+                             "--modalities, from the same fold encoders; writes ablation.json")
+    parser.add_argument("--class_weight", action="store_true",
+                        help="inverse-frequency class weights in the encoder's and the GNN's loss; results "
+                             "folder names end in _cw")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.keep_encoder and args.seeds < 2:
+        parser.error("--keep_encoder needs --seeds N with N >= 2")
+    if args.ablation and not args.cv:
+        parser.error("--ablation needs --cv K")
+    return args
 
 
 def digest(value: Any) -> str:
@@ -181,12 +227,32 @@ def frames_stage(pipeline: Pipeline, root: Path, data_stamp: Any) -> str:
 
 
 def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
-              dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None) -> Path:
-    """STE_train -> STE_forward -> generate_graph -> train_val for one set of splits; returns metrics.json."""
+              dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None, seed: int | None = None) -> Path:
+    """STE_train -> STE_forward -> generate_graph -> train_val for one set of splits; returns metrics.json.
+    `seed`: of the training (default args.seed)."""
+    seed = args.seed if seed is None else seed
+    upstream = run_upstream(args, pipeline, root, frames_stamp, settings, dirs, splits, fold, seed)
+    return run_gnn(args, pipeline, settings, dirs, upstream, args.modalities, seed)
+
+
+@dataclass
+class Upstream:
+    """What the GNN stage needs of the stages before it: the graph flags and the graphs' stage key."""
+
+    graph_flags: list[str]
+    graphs_stamp: str
+    scope: dict[str, Any]
+    fold: int | None
+
+
+def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str,
+                 settings: dict[str, Any], dirs: ChainDirs, splits: dict[str, Sequence[int]], fold: int | None,
+                 seed: int) -> Upstream:
+    """STE_train -> STE_forward -> generate_graph, the stages every modality set shares."""
     encoder_splits, gnn_splits = stacking_splits(splits, args.stacking)
     scope = {"splits": gnn_splits, "encoder_splits": encoder_splits, "fold": fold, "stacking": args.stacking}
     inputs = settings["STE_inputs"]
-    opt = {**settings["STE_optimization_params"], "out_dir": dirs.ste, "seed": args.seed}
+    opt = {**settings["STE_optimization_params"], "out_dir": dirs.ste, "seed": seed}
     encoder_key = {"frames": frames_stamp, "inputs": util.merge_settings(config.STE_inputs, inputs),
                    "optimization": util.merge_settings(config.STE_optimization_params, opt),
                    "splits": encoder_splits, "fold": fold}
@@ -210,13 +276,19 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
     _, graph_dir = generate_graph.graph_paths(graph_args)
     graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags, **scope},
                                   [graph_dir], lambda: generate_graph.build_graphs(graph_args))
-    gnn_flags = [*graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(args.seed),
-                 "--modalities", args.modalities, "--device", str(args.device),
-                 *settings["gnn_flags"]]
+    return Upstream(graph_flags, graphs_stamp, scope, fold)
+
+
+def run_gnn(args: argparse.Namespace, pipeline: Pipeline, settings: dict[str, Any], dirs: ChainDirs,
+            upstream: Upstream, modalities: str, seed: int, stage_suffix: str = "") -> Path:
+    """train_val (the GNN and its temporal baseline) on one modality set, into dirs.results/dirs.exp;
+    `stage_suffix` tells apart GNN stages that share a stage cache (a seed's on the first seed's encoder)."""
+    gnn_flags = [*upstream.graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(seed),
+                 "--modalities", modalities, "--device", str(args.device), *settings["gnn_flags"]]
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
-    gnn_stage = "train_val" if fold is None else f"train_val {cross_validation.modality_tag(args.modalities)}"
+    stage = "train_val" if upstream.fold is None else f"train_val {cross_validation.modality_tag(modalities)}"
     # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
-    pipeline.stage(gnn_stage, {"graphs": graphs_stamp, "flags": gnn_flags, **scope},
+    pipeline.stage(stage + stage_suffix, {"graphs": upstream.graphs_stamp, "flags": gnn_flags, **upstream.scope},
                    [dirs.metrics, dirs.metrics.parent / train_val.TEMPORAL_PREDICTIONS_FILE],
                    lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
     return dirs.metrics
@@ -229,7 +301,7 @@ def main() -> None:
     args.device = distributed.resolve_device(args.device)
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
-    settings = config.DEMO if profile == "demo" else NO_OVERRIDES
+    settings = with_class_weight(config.DEMO if profile == "demo" else NO_OVERRIDES, args.class_weight)
     pipeline = Pipeline(work / STATE_FILE, args.force)
 
     def generate() -> None:
@@ -246,26 +318,81 @@ def main() -> None:
     frames_stamp = frames_stage(pipeline, root, data_stamp)
     data_name = "demo" if is_synthetic else root.name
     stacking = "" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}"
+    weighted = "_cw" if args.class_weight else ""
     if args.cv:
         # not named after the modalities: every modality set shares a fold's encoder, features and graphs
-        run_cv(args, pipeline, root, frames_stamp, settings, work / "results" / f"{data_name}{stacking}_cv{args.cv}",
-               started)
+        cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{weighted}"
+        run_cv(args, pipeline, root, frames_stamp, settings, cv_dir, started)
         return
-    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}"
-    dirs = ChainDirs(work / "encoder" / "STE_TRAIN", work / "features", work / "graphs", work / "results", exp)
-    metrics_path = run_chain(args, pipeline, root, frames_stamp, settings, dirs, util.session_splits(), None)
-    metrics = util.read_json(metrics_path)
-    metrics["metrics_path"] = str(metrics_path)
+    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{weighted}"
+    run_single(args, pipeline, root, frames_stamp, settings, exp, started)
+
+
+def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str, Any]:
+    """`settings` with inverse-frequency class weights in the encoder's and the GNN's loss when asked
+    (both stage keys change with them)."""
+    if not class_weight:
+        return settings
+    return {**settings, "STE_optimization_params": {**settings["STE_optimization_params"], "class_weight": True},
+            "gnn_flags": [*settings["gnn_flags"], "--class_weight"]}
+
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    """The training seeds: --seed, --seed + 1, ..., --seed + N - 1."""
+    return [args.seed + i for i in range(args.seeds)]
+
+
+def run_single(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
+               exp: str, started: float) -> None:
+    """The default split, once per seed (see the module docstring for where a seed writes); prints each
+    seed's table and, with several seeds, their mean ± sd; the last line is the path of metrics.json
+    (several seeds: of results/seeds_<exp>[_keep_encoder].json)."""
+    work, first = args.work, args.seed
+    runs = []
+    for seed in seed_list(args):
+        seed_pipeline, stage_suffix = pipeline, ""
+        dirs = ChainDirs(work / "encoder" / "STE_TRAIN", work / "features", work / "graphs", work / "results", exp)
+        if seed != first and args.keep_encoder:
+            dirs, stage_suffix = replace(dirs, exp=f"{exp}_seed{seed}"), f" seed {seed}"
+        elif seed != first:
+            seed_work = work / "results" / f"seed_{seed}"
+            seed_pipeline = Pipeline(seed_work / STATE_FILE, args.force, label=f"seed {seed}")
+            dirs = ChainDirs(seed_work / "encoder", seed_work / "features", seed_work / "graphs", seed_work, exp)
+        upstream = run_upstream(args, seed_pipeline, root, frames_stamp, settings, dirs, util.session_splits(), None,
+                                first if args.keep_encoder else seed)
+        metrics_path = run_gnn(args, seed_pipeline, settings, dirs, upstream, args.modalities, seed, stage_suffix)
+        if seed_pipeline is not pipeline:
+            pipeline.timings.update({f"seed {seed} {name}": t for name, t in seed_pipeline.timings.items()})
+        runs.append((seed, dirs, metrics_path))
     print("\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in pipeline.timings.items())
           + f"; total {time.perf_counter() - started:.0f}")
-    train_val.print_summary(metrics)
+    per_seed = []
+    for seed, dirs, metrics_path in runs:
+        if len(runs) > 1:
+            print(f"\nseed {seed}:")
+        train_val.print_summary({**util.read_json(metrics_path), "metrics_path": str(metrics_path)})
+        if len(runs) == 1:
+            return
+        pred = cross_validation.fold_predictions(dirs.results, dirs.exp, dirs.features)
+        per_seed.append({"seed": seed, "modalities": args.modalities, "metrics_path": str(metrics_path),
+                         "pooled": cross_validation.pooled_figures(pred["sessions"], pred["targets"],
+                                                                   pred["predictions"], seed=first)})
+    summary = cross_validation.seeds_summary(per_seed, seed_list(args), args.keep_encoder)
+    summary["per_seed"] = per_seed
+    path = work / "results" / f"seeds_{exp}{'_keep_encoder' if args.keep_encoder else ''}.json"
+    util.write_json(summary, path)
+    print("\n" + cross_validation.format_seeds(summary))
+    print(path)
 
 
 def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
            cv_dir: Path, started: float) -> None:
-    """Every fold end to end (cached per fold and stage), then the summary of this modality set; its
-    path is the last line. The folds cut the sessions that have a usable segment (frames.kept_sessions);
-    a session without one is named, and left out of every fold."""
+    """Every fold end to end (cached per fold and stage) for every seed, then the summary of each
+    modality set (with --ablation: of every subset of --modalities, and the ablation table), and with
+    several seeds their mean ± sd. The last line is the path of the summary of --modalities (with
+    --ablation: of ablation.json; with several seeds: of seeds_<modalities>[_keep_encoder].json). The
+    folds cut the sessions that have a usable segment (frames.kept_sessions); a session without one is
+    named, and left out of every fold."""
     sessions = frames.kept_sessions(root)
     unusable = sorted(kemdy20.sessions_present(root) - set(sessions))
     if unusable:
@@ -275,23 +402,54 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
     except ValueError as err:
         raise util.DataError(f"--cv {args.cv} over the {len(sessions)} sessions with a usable segment: {err}",
                              root) from None
-    fold_dirs = []
-    for k, splits in enumerate(folds):
-        fold_dir = cv_dir / f"fold_{k}"
-        print(f"\nfold {k}/{args.cv}: " + ", ".join(f"{name} {list(splits[name])} ({len(splits[name])})"
-                                                    for name in ("train", "val", "test")))
-        util.write_json(splits, fold_dir / cross_validation.SPLITS_FILE)
-        fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=f"fold {k}")
-        dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir,
-                         cross_validation.gnn_folder(args.modalities))
-        run_chain(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k)
-        fold_dirs.append(fold_dir)
-        pipeline.timings.update({f"fold {k} {name}": t for name, t in fold_pipeline.timings.items()})
-    summary = cross_validation.summarise(fold_dirs, args.modalities, seed=args.seed, unusable_sessions=unusable)
-    summary_path = cross_validation.write_summary(summary, cv_dir)
-    print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds")
-    print(cross_validation.format_summary(summary))
-    print(summary_path)
+    modality_sets = cross_validation.modality_subsets(args.modalities) if args.ablation else [args.modalities]
+    first, reports, per_seed = args.seed, [], []
+    last: Path | None = None  # the path printed last
+    for seed in seed_list(args):
+        own_tree = seed != first and not args.keep_encoder  # seed S's whole chain under seed_S/
+        seed_dir = cv_dir / f"seed_{seed}" if own_tree else cv_dir
+        suffix = f"_seed{seed}" if seed != first and args.keep_encoder else ""
+        fold_dirs = []
+        for k, splits in enumerate(folds):
+            fold_dir = seed_dir / f"fold_{k}"
+            seed_note = f" seed {seed}" if own_tree else ""
+            label = f"fold {k}{seed_note}"
+            print(f"\nfold {k}/{args.cv}{seed_note}: " + ", ".join(f"{name} {list(splits[name])} ({len(splits[name])})"
+                                                                  for name in ("train", "val", "test")))
+            util.write_json(splits, fold_dir / cross_validation.SPLITS_FILE)
+            fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=label)
+            dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir, "")
+            upstream = run_upstream(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k,
+                                    first if args.keep_encoder else seed)
+            for modalities in modality_sets:
+                gnn_dirs = replace(dirs, exp=cross_validation.gnn_folder(modalities, suffix))
+                run_gnn(args, fold_pipeline, settings, gnn_dirs, upstream, modalities, seed,
+                        f" seed {seed}" if suffix else "")
+            fold_dirs.append(fold_dir)
+            pipeline.timings.update({f"{label} {name}": t for name, t in fold_pipeline.timings.items()})
+        summaries = {m: cross_validation.summarise(fold_dirs, m, seed=first, unusable_sessions=unusable, suffix=suffix)
+                     for m in modality_sets}
+        written = {m: cross_validation.write_summary(summaries[m], seed_dir) for m in modality_sets}
+        last = written[args.modalities]
+        reports.append((f"\nseed {seed}:\n" if args.seeds > 1 else "")
+                       + cross_validation.format_summary(summaries[args.modalities]))
+        if args.ablation:
+            ablation = cross_validation.ablation_summary(fold_dirs, summaries, args.modalities, seed=first,
+                                                         suffix=suffix)
+            last = cross_validation.write_ablation(ablation, seed_dir)
+            reports.append(cross_validation.format_ablation(ablation))
+        per_seed.append({**summaries[args.modalities], "seed": seed, "summary": str(written[args.modalities])})
+    print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds"
+          + (f" and {args.seeds} seeds" if args.seeds > 1 else ""))
+    print("\n".join(reports))
+    if args.seeds > 1:
+        summary = cross_validation.seeds_summary(per_seed, seed_list(args), args.keep_encoder)
+        summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
+        last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}"
+                         f"{'_keep_encoder' if args.keep_encoder else ''}.json")
+        util.write_json(summary, last)
+        print("\n" + cross_validation.format_seeds(summary))
+    print(last)
 
 
 if __name__ == "__main__":

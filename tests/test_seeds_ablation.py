@@ -1,0 +1,187 @@
+"""run_pipeline.py --seeds, --keep_encoder, --cv --ablation and --class_weight on a two-fold CV of the
+tiny preset: seeds give different runs and a mean ± sd that a hand computation reproduces, the ablation
+table has every non-empty modality subset with a zero paired difference for all modalities, and cached
+stages stay cached per seed and per class weighting."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cv import TINY_SETTINGS
+
+import cross_validation
+import run_pipeline
+from encoder.core import config, util
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ALL = "audio-eda-temp"
+
+
+def test_modality_subsets_are_every_non_empty_subset() -> None:
+    assert cross_validation.modality_subsets("audio,eda,temp") == [
+        "audio", "eda", "temp", "audio,eda", "audio,temp", "eda,temp", "audio,eda,temp"]
+    assert len(cross_validation.modality_subsets("audio,eda,temp,text")) == 2**4 - 1
+    assert cross_validation.modality_subsets("audio") == ["audio"]
+
+
+@pytest.mark.parametrize("flags", [["--keep_encoder"], ["--seeds", "1", "--keep_encoder"], ["--ablation"],
+                                   ["--seeds", "0"]])
+def test_flags_that_cannot_work_are_refused(flags: list[str]) -> None:
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        run_pipeline.parse_args(flags)
+
+
+@pytest.fixture(scope="module")
+def seeded(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A two-fold CV of a tiny-preset copy with two seeds, each with its own encoders; `run(*flags)`
+    runs run_pipeline.py --cv 2 again on the same folders."""
+    work = tmp_path_factory.mktemp("seeds")
+    data = work / "KEMDy20"
+    shutil.copytree(tiny_raw, data)
+    argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "DEMO", TINY_SETTINGS)
+        patch.setitem(config.STE_forward_params, "num_workers", 0)
+        patch.setitem(config.STE_forward_params, "progress", False)
+
+        def run(*flags: str) -> str:
+            patch.setattr(sys, "argv", [*argv, *flags])
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                run_pipeline.main()
+            return out.getvalue()
+
+        yield {"cv_dir": work / "results" / "KEMDy20_cv2", "out": run("--seeds", "2"), "run": run,
+               "seeds": [config.SEED, config.SEED + 1]}
+
+
+def probabilities(path: Path) -> np.ndarray:
+    table = pd.read_csv(path)
+    return table[[c for c in table.columns if c.startswith("p_")]].to_numpy()
+
+
+def test_seeds_give_different_runs_and_their_mean_and_sd(seeded: dict) -> None:
+    cv_dir, (first, second) = seeded["cv_dir"], seeded["seeds"]
+    out = seeded["out"].strip().splitlines()
+    seeds_path = cv_dir / f"seeds_{ALL}.json"
+    assert out[-1] == str(seeds_path)
+    # the first seed keeps the one-seed layout; the second has a whole CV tree of its own under seed_S/
+    trees = {first: cv_dir, second: cv_dir / f"seed_{second}"}
+    for seed, tree in trees.items():
+        for k in range(2):
+            assert (tree / f"fold_{k}" / "encoder" / "best.pth").is_file()
+            opt = util.read_json(tree / f"fold_{k}" / "encoder" / "ste_encoder_config.json")["optimization"]
+            assert opt["seed"] == seed
+            args = util.read_json(tree / f"fold_{k}" / f"gnn_{ALL}" / "metrics.json")["args"]
+            assert args["seed"] == seed
+    assert f"fold 0/2 seed {second}: train [33] (1), val [37] (1), test [1, 2] (2)" in out
+    assert f"[fold 1 seed {second} train_val {ALL}] running" in out
+    for k in range(2):
+        gnn = [probabilities(trees[s] / f"fold_{k}" / f"gnn_{ALL}" / "predictions_test.csv") for s in trees]
+        assert gnn[0].shape == gnn[1].shape and not np.allclose(gnn[0], gnn[1])  # different runs
+    # mean and sample sd over seeds of each seed's pooled macro-F1, by hand from the per-seed summaries
+    per_seed = [util.read_json(trees[s] / f"summary_{ALL}.json")["pooled"] for s in trees]
+    summary = util.read_json(seeds_path)
+    assert summary["seeds"] == [first, second] and summary["keep_encoder"] is False
+    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"]
+    assert set(summary["macro_f1"]) == {*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"}
+    for name, row in summary["macro_f1"].items():
+        a, b = (p[name]["macro_f1"] for p in per_seed)
+        assert row["per_seed"] == [a, b]
+        assert row["mean"] == pytest.approx((a + b) / 2)
+        assert row["sd"] == pytest.approx(abs(a - b) / np.sqrt(2))  # sample sd of two values
+        assert row["ci95_per_seed"] == [p[name]["ci95"] for p in per_seed]
+    assert [p["summary"] for p in summary["per_seed"]] == [str(trees[s] / f"summary_{ALL}.json") for s in trees]
+    assert any(line.startswith("gnn − encoder ") for line in out)
+
+
+def test_a_second_run_of_the_seeds_retrains_nothing(seeded: dict) -> None:
+    out = seeded["run"]("--seeds", "2")
+    assert out.count("] running") == 0
+    assert out.count("up to date, skipped") == 1 + 2 * 2 * 4  # frames, then 4 stages per fold and seed
+
+
+def test_keep_encoder_retrains_only_the_gnn(seeded: dict) -> None:
+    cv_dir, second = seeded["cv_dir"], seeded["seeds"][1]
+    out = seeded["run"]("--seeds", "2", "--keep_encoder")
+    for k in range(2):
+        for stage in ("STE_train", "STE_forward", "generate_graph", f"train_val {ALL}"):
+            assert f"[fold {k} {stage}] up to date, skipped" in out  # the first seed's, reused
+        assert f"[fold {k} train_val {ALL} seed {second}] running" in out
+        metrics = util.read_json(cv_dir / f"fold_{k}" / f"gnn_{ALL}_seed{second}" / "metrics.json")
+        assert metrics["args"]["seed"] == second
+        assert metrics["args"]["features_dir"] == str(cv_dir / f"fold_{k}" / "features")
+    assert out.count("] running") == 2
+    assert out.strip().splitlines()[-1] == str(cv_dir / f"seeds_{ALL}_keep_encoder.json")
+    summary = util.read_json(cv_dir / f"seeds_{ALL}_keep_encoder.json")
+    assert summary["keep_encoder"] is True
+    assert summary["macro_f1"]["encoder"]["sd"] == 0  # one encoder for both seeds
+    assert summary["macro_f1"]["gnn"]["per_seed"][0] == util.read_json(
+        cv_dir / f"summary_{ALL}.json")["pooled"]["gnn"]["macro_f1"]
+    assert summary["macro_f1"]["gnn"]["per_seed"][1] == util.read_json(
+        cv_dir / f"summary_{ALL}_seed{second}.json")["pooled"]["gnn"]["macro_f1"]
+
+
+def test_cv_ablation_has_every_subset_and_a_zero_difference_for_all_modalities(seeded: dict) -> None:
+    cv_dir = seeded["cv_dir"]
+    out = seeded["run"]("--ablation", "--modalities", "audio,eda")
+    subsets = ["audio", "eda", "audio,eda"]
+    for k in range(2):
+        for stage in ("STE_train", "STE_forward", "generate_graph"):
+            assert f"[fold {k} {stage}] up to date, skipped" in out
+    assert out.count("] running") == 2 * len(subsets)
+    assert out.strip().splitlines()[-1] == str(cv_dir / "ablation.json")
+    ablation = util.read_json(cv_dir / "ablation.json")
+    assert ablation["modalities"] == "audio,eda"
+    assert [row["modalities"] for row in ablation["rows"]] == subsets
+    for row in ablation["rows"]:
+        pooled = util.read_json(cv_dir / f"summary_{row['modalities'].replace(',', '-')}.json")["pooled"]
+        assert row["gnn"] == {"macro_f1": pooled["gnn"]["macro_f1"], "ci95": pooled["gnn"]["ci95"]}
+        assert row["temporal"] == {"macro_f1": pooled["temporal"]["macro_f1"], "ci95": pooled["temporal"]["ci95"]}
+        assert row["gnn_minus_all"]["paired"] is True
+        assert row["gnn_minus_all"]["macro_f1"] == pytest.approx(
+            row["gnn"]["macro_f1"] - ablation["rows"][-1]["gnn"]["macro_f1"])
+        low, high = row["gnn_minus_all"]["ci95"]
+        assert low <= row["gnn_minus_all"]["macro_f1"] <= high
+    assert ablation["rows"][-1]["gnn_minus_all"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
+    assert ablation["bootstrap"]["n_sessions"] == 4
+    assert (cv_dir / "ablation.png").is_file()
+    assert any(line.startswith("audio,eda ") and "+0.0000 [+0.0000, +0.0000]" in line for line in out.splitlines())
+
+
+def test_class_weights_get_their_own_folder(seeded: dict) -> None:
+    cv_dir = seeded["cv_dir"]
+    weighted = cv_dir.with_name("KEMDy20_cv2_cw")
+    out = seeded["run"]("--class_weight")
+    assert out.strip().splitlines()[-1] == str(weighted / f"summary_{ALL}.json")
+    assert out.count("] running") == 2 * 4  # nothing shared with the unweighted folds
+    for k in range(2):
+        opt = util.read_json(weighted / f"fold_{k}" / "encoder" / "ste_encoder_config.json")["optimization"]
+        assert opt["class_weight"] is True
+        assert util.read_json(weighted / f"fold_{k}" / f"gnn_{ALL}" / "metrics.json")["args"]["class_weight"] is True
+        assert util.read_json(cv_dir / f"fold_{k}" / f"gnn_{ALL}" / "metrics.json")["args"]["class_weight"] is False
+    assert seeded["run"]().count("] running") == 0  # the unweighted run's cache is intact
+
+
+def test_single_run_seeds_on_one_encoder(seeded: dict) -> None:
+    # the default split (train 1, 2; validation 33; test 37): the first seed's chain, then seed 1's GNN on it
+    results, second = seeded["cv_dir"].parent, seeded["seeds"][1]
+    out = seeded["run"]("--cv", "0", "--seeds", "2", "--keep_encoder")
+    exp = f"KEMDy20_{ALL}"
+    assert "[STE_train] running" in out and f"[train_val seed {second}] running" in out
+    assert out.strip().splitlines()[-1] == str(results / f"seeds_{exp}_keep_encoder.json")
+    summary = util.read_json(results / f"seeds_{exp}_keep_encoder.json")
+    for seed, run in zip(seeded["seeds"], summary["per_seed"], strict=True):
+        path = results / (exp if seed != second else f"{exp}_seed{second}") / "metrics.json"
+        metrics = util.read_json(path)
+        assert run["metrics_path"] == str(path) and metrics["args"]["seed"] == seed
+        assert run["pooled"]["gnn"]["macro_f1"] == pytest.approx(metrics["test"]["segment"]["macro_f1"])
+        assert run["pooled"]["gnn"]["n_sessions"] == 1
+    assert summary["macro_f1"]["gnn"]["per_seed"] == [r["pooled"]["gnn"]["macro_f1"] for r in summary["per_seed"]]
