@@ -10,6 +10,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -341,6 +342,14 @@ def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     shutil.copytree(tiny_raw, data)
     add_unusable_session(data)
     relabel_away(data, (33, 37), ABSENT)
+    with cv_runner(data, work) as run:
+        yield {"work": work, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
+
+
+@contextlib.contextmanager
+def cv_runner(data: Path, work: Path) -> Iterator[Callable[..., str]]:
+    """`run(*flags)`: run_pipeline.py --cv 2 on `data` into `work` with the tiny settings, in this
+    process; returns what it printed."""
     argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(config, "DEMO", TINY_SETTINGS)
@@ -353,7 +362,7 @@ def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                 run_pipeline.main()
             return out.getvalue()
 
-        yield {"work": work, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
+        yield run
 
 
 def test_two_fold_cv_end_to_end(cv_run: dict) -> None:

@@ -28,14 +28,19 @@ TRAIN_FLAGS = ["--channel1", "16", "--channel2", "8", "--lr", "0.01", "--batch_s
 def dataset(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gnn")
     write_synthetic_nodes(root / "features", SPLITS, nodes_per_session=400, feature_dims=DIMS, seed=0, snr=2.0)
-    flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *GRAPH_FLAGS]
+    return graphs_of(root)
+
+
+def graphs_of(root: Path, graph_flags: list[str] = GRAPH_FLAGS) -> dict[str, Path]:
+    """Graphs of the node files in root/features, in root/graphs."""
+    flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *graph_flags]
     generate_graph.build_graphs(generate_graph.parse_args(flags))
     return {"root": root, "features": root / "features", "graphs": root / "graphs"}
 
 
-def train_args(data: dict[str, Path], results: Path, *extra: str) -> list[str]:
+def train_args(data: dict[str, Path], results: Path, *extra: str, graph_flags: list[str] = GRAPH_FLAGS) -> list[str]:
     return ["--features_dir", str(data["features"]), "--graphs_dir", str(data["graphs"]),
-            "--results_dir", str(results), *GRAPH_FLAGS, *TRAIN_FLAGS, *extra]
+            "--results_dir", str(results), *graph_flags, *TRAIN_FLAGS, *extra]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,22 +38,41 @@ ONLINE_SEGMENTS = 6  # segments of the copy replayed online (the replay embeds n
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def tiny_encoder(tiny_root: Path, work: Path) -> Path:
+    """A one-epoch encoder on the tiny preset: work/ste/best.pth."""
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
+        "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
+        "progress": False, "val_step_stride": 2})
+    return work / "ste" / "best.pth"
+
+
+def tiny_features(tiny_root: Path, work: Path, **extra: Any) -> Path:
+    """Features of work/ste/best.pth in work/features (`extra`: more extract_features arguments)."""
+    extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
+                                out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None,
+                                **extra)
+    return work / "features"
+
+
+def tiny_gnns(work: Path, runs: dict[str, list[str]]) -> None:
+    """Graphs of work/features, then one 2-epoch GNN per run (exp name -> extra train_val flags) in
+    work/results/<exp>."""
+    flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
+    generate_graph.build_graphs(generate_graph.parse_args(flags))
+    for exp, extra in runs.items():
+        train_val.train_and_evaluate(train_val.parse_args([
+            *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
+            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra]))
+
+
 @pytest.fixture(scope="module")
 def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Encoder (1 epoch) -> features -> graphs -> GNN and causal GNN (2 epochs each), all under one
     temporary folder."""
     work = tmp_path_factory.mktemp("predict")
-    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
-        "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
-        "progress": False, "val_step_stride": 2})
-    extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
-                                  out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None)
-    flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
-    for exp, extra in (("tiny", []), ("tiny_causal", ["--causal"])):
-        train_val.train_and_evaluate(train_val.parse_args([
-            *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
-            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra]))
+    tiny_encoder(tiny_root, work)
+    tiny_features(tiny_root, work)
+    tiny_gnns(work, {"tiny": [], "tiny_causal": ["--causal"]})
     return {"work": work, "encoder": work / "ste" / "best.pth", "gnn": work / "results" / "tiny" / "best.pth",
             "model": work / "results" / "tiny", "causal": work / "results" / "tiny_causal"}
 

@@ -17,11 +17,16 @@ import generate_graph
 import model_folder
 import models_gnn
 import predict
-import train_val
-from encoder.core import config, extraction, frames, text, training, util
-from tests.test_predict import GRAPH_FLAGS, SESSION, TINY_INPUTS, copy_session, predict_in_process
-
-PROBS = [f"p_{e}" for e in config.EMOTIONS]
+from encoder.core import config, extraction, frames, text, util
+from tests.test_predict import (
+    PROBS,
+    SESSION,
+    copy_session,
+    predict_in_process,
+    tiny_encoder,
+    tiny_features,
+    tiny_gnns,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,17 +36,9 @@ def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """Encoder (1 epoch) -> features with the text block -> graphs -> a GNN reading audio and text and
     one with the default modalities (2 epochs each)."""
     work = tmp_path_factory.mktemp("predict_text")
-    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
-        "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
-        "progress": False, "val_step_stride": 2})
-    extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
-                                out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None)
-    flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
-    for exp, extra in (("text", ["--modalities", "audio,text"]), ("plain", [])):
-        train_val.train_and_evaluate(train_val.parse_args([
-            *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
-            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra]))
+    tiny_encoder(tiny_root, work)
+    tiny_features(tiny_root, work)
+    tiny_gnns(work, {"text": ["--modalities", "audio,text"], "plain": []})
     return {"work": work, "features": work / "features", "text": work / "results" / "text",
             "plain": work / "results" / "plain"}
 

@@ -16,12 +16,18 @@ import torch
 import generate_graph
 import model_folder
 import models_gnn
-import train_val
-from encoder.core import config, extraction, frames, io, pretrained, training, util
+from encoder.core import config, extraction, frames, io, pretrained, util
 from encoder.core.dataset import load_segments
-from tests.test_predict import GRAPH_FLAGS, SESSION, TINY_INPUTS, copy_session, predict_in_process
+from tests.test_predict import (
+    PROBS,
+    SESSION,
+    copy_session,
+    predict_in_process,
+    tiny_encoder,
+    tiny_features,
+    tiny_gnns,
+)
 
-PROBS = [f"p_{e}" for e in config.EMOTIONS]
 HIDDEN = 32
 SPEECH_RATE = 8000  # the feature extractor's sampling_rate; the tiny preset's wavs are resampled to it
 
@@ -70,9 +76,7 @@ def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     gt = frames.load_frames(tiny_root).gt
     lm = make_text_model(work / "lm", [t for t in gt["transcript"] if isinstance(t, str)])
     ssl = make_speech_model(work / "ssl")
-    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None, optimization={
-        "epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0, "out_dir": work / "ste",
-        "progress": False, "val_step_stride": 2})
+    tiny_encoder(tiny_root, work)
     calls: list[int] = []
     forward = transformers.Wav2Vec2Model.forward
 
@@ -82,15 +86,8 @@ def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(transformers.Wav2Vec2Model, "forward", counted)
-        extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
-                                    out_dir=work / "features", forward={"num_workers": 0, "progress": False},
-                                    log=None, pretrained={"text_model": lm, "speech_model": ssl})
-    flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
-    train_val.train_and_evaluate(train_val.parse_args([
-        *flags, "--results_dir", str(work / "results"), "--exp", "pre", "--num_epoch", "2", "--channel1", "16",
-        "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu",
-        "--modalities", "audio,ssl,lm"]))
+        tiny_features(tiny_root, work, pretrained={"text_model": lm, "speech_model": ssl})
+    tiny_gnns(work, {"pre": ["--modalities", "audio,ssl,lm"]})
     return {"work": work, "features": work / "features", "results": work / "results" / "pre", "lm": lm, "ssl": ssl,
             "calls": calls}
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_cv import TINY_SETTINGS
+from test_cv import cv_runner
 
 import cross_validation
 import run_pipeline
@@ -46,18 +45,7 @@ def seeded(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("seeds")
     data = work / "KEMDy20"
     shutil.copytree(tiny_raw, data)
-    argv = ["run_pipeline.py", "--data", str(data), "--profile", "demo", "--cv", "2", "--work", str(work)]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(config, "DEMO", TINY_SETTINGS)
-        patch.setitem(config.STE_forward_params, "num_workers", 0)
-        patch.setitem(config.STE_forward_params, "progress", False)
-
-        def run(*flags: str) -> str:
-            patch.setattr(sys, "argv", [*argv, *flags])
-            with contextlib.redirect_stdout(io.StringIO()) as out:
-                run_pipeline.main()
-            return out.getvalue()
-
+    with cv_runner(data, work) as run:
         yield {"cv_dir": work / "results" / "KEMDy20_cv2", "out": run("--seeds", "2"), "run": run,
                "seeds": [config.SEED, config.SEED + 1]}
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_gnn
 import torch
 from test_cv import correlated_sessions, width, write_fold
+from test_gnn import graphs_of
 from torch_geometric.data import Data
 
 import cross_validation
 import data_loader
-import generate_graph
 import models_temporal
 import train_val
 from encoder.core import config, metrics, synthetic_nodes, util
@@ -25,7 +26,6 @@ DIMS = {"audio": 6, "eda": 2, "temp": 2}
 SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
 CLASSES = 3  # the planted rule uses neutral, happy and surprise
 GRAPH_FLAGS = ["--numv", "100", "--time_edge", "4"]
-TRAIN_FLAGS = ["--channel1", "16", "--channel2", "8", "--lr", "0.01", "--batch_size", "4", "--patience", "0"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,14 +61,11 @@ def planted(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(synthetic_nodes, "session_nodes", marker_session)
         synthetic_nodes.write_synthetic_nodes(root / "features", SPLITS, nodes_per_session=300, feature_dims=DIMS)
-    flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
-    return {"root": root, "features": root / "features", "graphs": root / "graphs"}
+    return graphs_of(root, GRAPH_FLAGS)
 
 
 def train_args(data: dict[str, Path], results: Path, *extra: str) -> list[str]:
-    return ["--features_dir", str(data["features"]), "--graphs_dir", str(data["graphs"]),
-            "--results_dir", str(results), *GRAPH_FLAGS, *TRAIN_FLAGS, *extra]
+    return test_gnn.train_args(data, results, *extra, graph_flags=GRAPH_FLAGS)
 
 
 @pytest.fixture(scope="module")
