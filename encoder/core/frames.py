@@ -142,27 +142,18 @@ def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
 def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
     """Segment ID -> its time-ordered [ts, EDA, TEMP] rows, with one sort and one split (no
     per-segment filtering)."""
-    scripts = joined["script"].to_numpy()
-    ts = joined["ts"].to_numpy()
-    order = np.lexsort((ts, scripts))
-    scripts = scripts[order]
-    values = np.column_stack([ts[order], joined["EDA_value"].to_numpy()[order],
-                              joined["TEMP_value"].to_numpy()[order]])
-    if len(scripts) == 0:
-        return {}
-    starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
-    return dict(zip(scripts[starts], np.split(values, starts[1:]), strict=True))
+    return rows_by_segment(joined, "EDA_value", "TEMP_value")
 
 
-def rows_by_segment(table: pd.DataFrame, value: str) -> dict[str, np.ndarray]:
-    """Segment ID -> its rows of one modality as float64 [ts, value], time-ordered (one sort, one split)."""
+def rows_by_segment(table: pd.DataFrame, *values: str) -> dict[str, np.ndarray]:
+    """Segment ID -> its rows as float64 [ts, *values], time-ordered (one sort, one split)."""
     if table.empty:
         return {}
     scripts = table["script"].to_numpy()
     ts = table["ts"].to_numpy(dtype=np.float64)
     order = np.lexsort((ts, scripts))
     scripts = scripts[order]
-    rows = np.column_stack([ts[order], table[value].to_numpy(dtype=np.float64)[order]])
+    rows = np.column_stack([ts[order], *(table[v].to_numpy(dtype=np.float64)[order] for v in values)])
     starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
     return dict(zip(scripts[starts], np.split(rows, starts[1:]), strict=True))
 
