@@ -325,22 +325,28 @@ def read_bio(path: Path, modality: str) -> pd.DataFrame:
                          "script": table["script"].to_numpy()[inside]})
 
 
+def session_folders(root: Path, folder: str) -> list[Path]:
+    """root/<folder>/SessionSS/ folders (exactly two digits), sorted."""
+    return sorted(d for d in (Path(root) / folder).glob("Session*") if _SESSION_DIR_RE.match(d.name))
+
+
+def _session_files(root: Path, folder: str, pattern: str) -> list[Path]:
+    return sorted(p for d in session_folders(root, folder) for p in d.glob(pattern))
+
+
 def bio_files(root: Path, modality: str) -> list[Path]:
     """All CSVs of one modality under root/<modality>/SessionSS/."""
-    folder = Path(root) / modality
-    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.csv"))
+    return _session_files(root, modality, "*.csv")
 
 
 def wav_files(root: Path) -> list[Path]:
     """Every root/wav/SessionSS/*.wav, sorted."""
-    folder = Path(root) / "wav"
-    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.wav"))
+    return _session_files(root, "wav", "*.wav")
 
 
 def transcript_files(root: Path) -> list[Path]:
     """Every root/wav/SessionSS/*.txt, sorted."""
-    folder = Path(root) / "wav"
-    return sorted(p for d in folder.glob("Session*") if _SESSION_DIR_RE.match(d.name) for p in d.glob("*.txt"))
+    return _session_files(root, "wav", "*.txt")
 
 
 def sessions_present(root: Path) -> set[int]:
@@ -348,7 +354,7 @@ def sessions_present(root: Path) -> set[int]:
     root = Path(root)
     found = {session_of_file(p) for p in (root / "annotation").glob(ANNOTATION_GLOB)}
     for folder in ("wav", *BIO_MODALITIES):
-        found |= {int(m.group(1)) for d in (root / folder).glob("Session*") if (m := _SESSION_DIR_RE.match(d.name))}
+        found |= {int(d.name.removeprefix("Session")) for d in session_folders(root, folder)}
     return found
 
 
