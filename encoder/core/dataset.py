@@ -34,7 +34,7 @@ from encoder.core.custom_transforms import (
     mean_std,
     segment_spectrogram,
 )
-from encoder.core.frames import label_vector, rows_by_segment, segment_origins
+from encoder.core.frames import label_vector, rows_by_segment
 
 AUDIO_STATS_SEGMENTS = 32  # training segments whose spectrograms give the audio mean/std
 
@@ -51,7 +51,6 @@ class Segment:
     ts: np.ndarray  # float64[n], seconds of day of each node (joined EDA/TEMP row)
     eda: np.ndarray  # float64[n], the node's own EDA value
     temp: np.ndarray  # float64[n]
-    origin: float  # seconds of day of the segment's earliest EDA or TEMP row: the wav's start
     eda_rows: np.ndarray  # float64[m, 2]: every EDA row of the segment, [ts, value], time-ordered
     temp_rows: np.ndarray  # float64[k, 2]
     transcript: str | None = None  # its words, marks stripped (frames.py); None: no readable transcript
@@ -59,6 +58,11 @@ class Segment:
     @property
     def n_steps(self) -> int:
         return len(self.ts)
+
+    @property
+    def origin(self) -> float:
+        """Seconds of day of the segment's earliest EDA or TEMP row: the wav's start."""
+        return float(min(self.eda_rows[0, 0], self.temp_rows[0, 0]))
 
     def frame_offsets(self, params: SpectrogramParams, steps: np.ndarray | None = None) -> np.ndarray:
         """Spectrogram frame offset of each node (or of `steps`) from the segment's origin."""
@@ -132,13 +136,12 @@ def load_segments(
     wanted = set(wanted)
     sessions = None if sessions is None else set(sessions)
     table = SegmentTable({name: [] for name in splits if name in wanted}, {}, 0)
-    for segment_id, reason in getattr(frames, "dropped", {}).items():
+    for segment_id, reason in frames.dropped.items():
         session = util.parse_segment_id(segment_id)["session"]
         if util.split_of_session(session, splits) in wanted and (sessions is None or session in sessions):
             table.dropped_before[segment_id] = reason
     eda_rows = rows_by_segment(frames.eda, "EDA_value")
     temp_rows = rows_by_segment(frames.temp, "TEMP_value")
-    origins = segment_origins(frames.eda, frames.temp)
     for row in frames.gt.itertuples(index=False):
         split = util.split_of_session(int(row.session), splits)
         if split not in wanted or (sessions is not None and int(row.session) not in sessions):
@@ -160,7 +163,7 @@ def load_segments(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
                     label, int(row.target) if labelled else -1,
                     entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy(),
-                    float(origins[segment_id]), eda_rows[segment_id], temp_rows[segment_id],
+                    eda_rows[segment_id], temp_rows[segment_id],
                     _transcript(row))
         )
     if table.considered and len(table.skipped) / table.considered > max_skip_share:
