@@ -205,23 +205,6 @@ def pretrained_columns(blocks: dict[str, pretrained.PretrainedBlock], dims: dict
     return parts
 
 
-def join_columns(segments: list[Segment], parts: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
-    """Segment ID -> the columns appended to its nodes' embeddings: the blocks of `parts` side by side,
-    [dim] when every block has one vector per segment, else [n_steps, dim]; None when there is none."""
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    joined = {}
-    for seg in segments:
-        values = [p[seg.segment_id] for p in parts]
-        if all(v.ndim == 1 for v in values):
-            joined[seg.segment_id] = np.concatenate(values)
-        else:
-            joined[seg.segment_id] = np.concatenate([np.broadcast_to(v, (seg.n_steps, len(v))) if v.ndim == 1 else v
-                                                     for v in values], axis=1)
-    return joined
-
-
 def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: list[Segment],
                  root: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Per segment the text columns to append to its nodes' embeddings, and a note: None when the GNN's
@@ -523,7 +506,7 @@ def main() -> None:
         print(f"note: {text_note}")
     for block in loaded["pretrained"].values():
         block.to(device)
-    text_columns = join_columns(segments, [text_columns, *pretrained_columns(
+    text_columns = extraction.segment_columns(segments, [text_columns, *pretrained_columns(
         loaded["pretrained"], loaded["pretrained_dims"], segments, args.session)])
     nodes = None
     if args.online:

@@ -40,7 +40,7 @@ from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, Spec
 from encoder.core.dataset import Segment, SegmentDataset, load_segments
 from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
-from encoder.core.models import EMBEDDING_DIM, FEATURE_ORDER, STREAM_DIM, inference_model
+from encoder.core.models import FEATURE_ORDER, STREAM_DIM, inference_model
 from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
@@ -191,14 +191,12 @@ def _write_session(staging: Path, split: str, session: int, segments: list[Segme
                    text_vectors: dict[str, np.ndarray] | None = None,
                    blocks: Sequence[pretrained.PretrainedBlock] = ()) -> int:
     mine = [segments[i] for i in np.unique(pred.segment_index)]
-    columns = [block.columns(mine) for block in blocks]
+    extra = segment_columns(mine, [text_vectors, *(block.columns(mine) for block in blocks)])
     rows = []
     for i, step, feature in zip(pred.segment_index, pred.step, pred.features, strict=True):
         seg = segments[i]
-        if text_vectors is not None:
-            feature = np.concatenate([feature, text_vectors[seg.segment_id]])
-        if columns:
-            feature = np.concatenate([feature, *(node_column(c[seg.segment_id], step) for c in columns)])
+        if extra is not None:
+            feature = np.concatenate([feature, node_column(extra[seg.segment_id], step)])
         rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
                      seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
     rows.sort(key=lambda r: (r[1], r[5]))
@@ -268,6 +266,9 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
               splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime,
               fitted_on: dict[str, list[int]], text_record: dict[str, Any],
               pretrained_record: dict[str, dict[str, Any]]) -> dict:
+    feature_dims = {**dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
+                    **({text.NAME: text_record["dim"]} if text_record["built"] else {}),
+                    **{name: r["dim"] for name, r in pretrained_record.items()}}
     node_counts: dict[str, dict[str, int]] = {}
     for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
         node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
@@ -279,12 +280,9 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
                                for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
         "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
-        "feature_order": list(FEATURE_ORDER) + [text.NAME] * text_record["built"] + list(pretrained_record),
-        "feature_dims": {**dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
-                         **({text.NAME: text_record["dim"]} if text_record["built"] else {}),
-                         **{name: r["dim"] for name, r in pretrained_record.items()}},
-        "feature_dim": (EMBEDDING_DIM + (text_record["dim"] if text_record["built"] else 0)
-                        + sum(r["dim"] for r in pretrained_record.values())),
+        "feature_order": list(feature_dims),
+        "feature_dims": feature_dims,
+        "feature_dim": sum(feature_dims.values()),
         "text": text_record,
         "pretrained": pretrained_record,
         "splits": {name: sorted(int(s[4:]) for s in node_counts[name]) for name in splits if name in node_counts},
@@ -315,6 +313,26 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     util.write_json(manifest, out_dir / MANIFEST_FILE)
 
 
+def segment_columns(segments: Sequence[Segment], parts: Sequence[dict[str, np.ndarray] | None]
+                    ) -> dict[str, np.ndarray] | None:
+    """Segment ID -> the columns appended to its nodes' embeddings after the encoder's: the blocks of
+    `parts` side by side (each segment ID -> [dim] or [n_steps, dim]), [dim] when every block has one
+    vector per segment, else [n_steps, dim]; None when there is none. Extraction and prediction both
+    append them with node_column."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    joined = {}
+    for seg in segments:
+        values = [p[seg.segment_id] for p in parts]
+        if all(v.ndim == 1 for v in values):
+            joined[seg.segment_id] = np.concatenate(values)
+        else:
+            joined[seg.segment_id] = np.concatenate([np.broadcast_to(v, (seg.n_steps, len(v))) if v.ndim == 1 else v
+                                                     for v in values], axis=1)
+    return joined
+
+
 def node_column(values: np.ndarray, step: int) -> np.ndarray:
     """A node's columns of a block: the segment's vector ([dim]) or the node's row of [n_steps, dim]."""
     return values[step] if values.ndim == 2 else values
@@ -339,14 +357,15 @@ def fit_text_block(table: Any, settings: dict[str, Any], staging: Path) -> tuple
     without = {name: sum(s.transcript is None for s in segs) for name, segs in table.by_split.items()}
     record: dict[str, Any] = {"built": False, "segments_without_transcript": without,
                               "fitted_on_sessions": sorted({s.session for s in train})}
-    block = text.TextBlock.fit(text.documents(train), settings)
+    documents = text.documents(train)
+    block = text.TextBlock.fit(documents, settings)
     if block is None:
         record["reason"] = (f"none of the {len(train)} training segments has a transcript with a word "
                             "(wav/SessionSS/<segment ID>.txt); no text block")
         return None, record
     block.save(staging / text.FILE)
     record.update(built=True, file=text.FILE, sha256=util.file_sha256(staging / text.FILE),
-                  documents=len(text.documents(train)), **block.describe(),
+                  documents=len(documents), **block.describe(),
                   fit_seconds=round(time.perf_counter() - started, 3))
     return block, record
 
