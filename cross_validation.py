@@ -48,11 +48,9 @@ from typing import Any
 import numpy as np
 
 from encoder.core import config, extraction, metrics, plots, util
+from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE, TEMPORAL_PREDICTIONS_FILE
 
 SPLITS_FILE = "splits.json"
-GNN_METRICS_FILE = "metrics.json"  # train_val.py's names inside results/<exp>/
-GNN_PREDICTIONS_FILE = "predictions_test.csv"
-TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
 SYSTEMS = ("majority", "encoder", "temporal", "gnn")
 DIFFERENCES = {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal"}  # paired, pooled
 KEYS = ("accuracy", "macro_f1", "weighted_f1")

@@ -47,6 +47,11 @@ FOLDER = "model"
 MANIFEST = "model.json"
 GNN_FILE = "gnn.pth"
 ENCODER_FILE = "encoder.pth"
+# What train_val.py writes beside model/ in results/<exp>/, named once here for the modules that read
+# it without importing train_val (and torch_geometric): cross_validation.py, run_pipeline.py.
+GNN_METRICS_FILE = "metrics.json"
+GNN_PREDICTIONS_FILE = "predictions_test.csv"
+TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
 
 
 def _link(source: Path, target: Path) -> None:

@@ -81,6 +81,7 @@ from typing import Any
 
 import cross_validation
 import generate_graph
+import model_folder
 import train_val
 from encoder.core import config, distributed, extraction, frames, kemdy20, pretrained, synthetic, training, util
 
@@ -182,7 +183,7 @@ class ChainDirs:
 
     @property
     def metrics(self) -> Path:
-        return self.results / self.exp / "metrics.json"
+        return self.results / self.exp / model_folder.GNN_METRICS_FILE
 
 
 def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
@@ -289,7 +290,7 @@ def run_gnn(args: argparse.Namespace, pipeline: Pipeline, settings: dict[str, An
     stage = "train_val" if upstream.fold is None else f"train_val {cross_validation.modality_tag(modalities)}"
     # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
     pipeline.stage(stage + stage_suffix, {"graphs": upstream.graphs_stamp, "flags": gnn_flags, **upstream.scope},
-                   [dirs.metrics, dirs.metrics.parent / train_val.TEMPORAL_PREDICTIONS_FILE],
+                   [dirs.metrics, dirs.metrics.parent / model_folder.TEMPORAL_PREDICTIONS_FILE],
                    lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
     return dirs.metrics
 

@@ -55,7 +55,7 @@ import generate_graph
 import model_folder
 import models_gnn
 import models_temporal
-from encoder.core import config, distributed, util
+from encoder.core import config, distributed, extraction, util
 from encoder.core.metrics import (
     class_weights,
     classification_metrics,
@@ -67,9 +67,8 @@ from encoder.core.metrics import (
     write_segment_predictions,
 )
 from encoder.core.plots import plot_confusion
+from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE, TEMPORAL_PREDICTIONS_FILE
 
-ENCODER_METRICS_FILE = "encoder_metrics.json"
-TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
 GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
 
 Logits = Callable[[nn.Module, Batch], torch.Tensor]
@@ -162,7 +161,7 @@ def _segment_targets(graphs: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | None:
-    path = features_dir / ENCODER_METRICS_FILE
+    path = features_dir / extraction.METRICS_FILE
     if not path.is_file():
         notes.append(f"no {path}: encoder-only baseline not reported")
         return None
@@ -223,12 +222,12 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), "temporal": temporal},
                           notes, time.time() - started)
-        write_segment_predictions(*test["_segments"], tmp / "predictions_test.csv")
+        write_segment_predictions(*test["_segments"], tmp / GNN_PREDICTIONS_FILE)
         plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
                        tmp / "confusion_test.png")
         _plot_curves(history, best["epoch"], tmp / "curves.png", temporal)
-        util.write_json(metrics, tmp / "metrics.json")
-    return {**metrics, "metrics_path": str(out / "metrics.json")}
+        util.write_json(metrics, tmp / GNN_METRICS_FILE)
+    return {**metrics, "metrics_path": str(out / GNN_METRICS_FILE)}
 
 
 def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device,
