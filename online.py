@@ -51,6 +51,7 @@ import models_gnn
 from encoder.core import io
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment
+from encoder.core.participant import InputOptions, OnlineParticipants, audio_input, bio_inputs
 from encoder.core.prediction import autocast
 
 
@@ -139,13 +140,18 @@ class OnlineGNN:
 class NodeEmbedder:
     """The encoder's embedding of single nodes as they arrive: the node's clip spectrogram (its own STFT,
     equal to the slice of the segment spectrogram that batch extraction uses) and its bio clips, one
-    forward pass per instant. A segment's wav is read at its first node and released at its last."""
+    forward pass per instant. A segment's wav is read at its first node and released at its last.
+    With the checkpoint's participant options on (participant_norm, eda_components) the participant's
+    statistics and EDA components come from what has arrived by the node's clip end only
+    (participant.OnlineParticipants), where batch extraction uses the whole session."""
 
     def __init__(self, model: torch.nn.Module, state: dict[str, Any], device: torch.device, amp: bool = False):
         self.model = model.eval()
         self.norm = Normalization.from_dict(state["normalization"])
         self.params = SpectrogramParams.from_dict(state["inputs"])
         self.clip_length = int(state["inputs"]["clip_length"])
+        self.options = InputOptions.from_inputs(state["inputs"])
+        self.participants = OnlineParticipants(self.params, self.options, self.clip_length)
         self.device = device
         self.amp = amp
         self.wavs: dict[str, np.ndarray] = {}
@@ -160,13 +166,15 @@ class NodeEmbedder:
             wav = self.wavs[seg.segment_id]
             steps = np.array([step])
             offset = int(seg.frame_offsets(self.params, steps)[0])
-            specs.append(self.norm.audio(clip_spectrogram(wav, offset, self.clip_length, self.params)))
-            eda, temp = seg.bio_clips(self.clip_length, steps)
-            edas.append(self.norm.eda(eda))
-            temps.append(self.norm.temp(temp))
+            seen = self.participants.view(seg, step, wav)
+            specs.append(audio_input(seen, clip_spectrogram(wav, offset, self.clip_length, self.params), self.norm,
+                                     self.options))
+            eda, temp = bio_inputs(seen, steps, self.norm, self.options)
+            edas.append(eda)
+            temps.append(temp)
         audio = torch.from_numpy(np.stack(specs))[:, None].to(self.device)
-        eda = torch.from_numpy(np.concatenate(edas))[:, None].to(self.device)
-        temp = torch.from_numpy(np.concatenate(temps))[:, None].to(self.device)
+        eda = torch.from_numpy(np.concatenate(edas)).to(self.device)
+        temp = torch.from_numpy(np.concatenate(temps)).to(self.device)
         with torch.inference_mode(), autocast(self.device, self.amp):
             out = self.model(audio, eda, temp)
         return out.embedding.float()

@@ -60,6 +60,10 @@ seeds, one per seed (seed_S/ablation.json, or ablation_seedS.json with --keep_en
 temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
 results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
 features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
+The encoder input options `--bio_clip_length N`, `--participant_norm` and `--eda_components`
+(encoder/core/participant.py; config.STE_inputs holds their defaults) retrain the encoder likewise;
+the folder names get `_bioN`, `_pnorm`, `_edac` before any `_cw` (results/demo_cv5_pnorm/), so that
+`python cross_validation.py --compare results/demo_cv5 results/demo_cv5_pnorm` pairs them fold by fold.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
@@ -129,6 +133,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--class_weight", action="store_true",
                         help="inverse-frequency class weights in the encoder's and the GNN's loss; results "
                              "folder names end in _cw")
+    parser.add_argument("--bio_clip_length", type=int, default=None, metavar="STEPS",
+                        help="EDA/TEMP clip length in 4 Hz steps, apart from the audio clip (e.g. 41 ≈ 10 s); "
+                             "default config.STE_inputs; folder names get _bioSTEPS")
+    parser.add_argument("--participant_norm", action="store_true",
+                        help="standardise spectrogram, EDA and TEMP per participant and session from the "
+                             "participant's own signal (encoder/core/participant.py); folder names get _pnorm")
+    parser.add_argument("--eda_components", action="store_true",
+                        help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; folder names "
+                             "get _edac")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
     args = parser.parse_args(argv)
@@ -138,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--keep_encoder needs --seeds N with N >= 2")
     if args.ablation and not args.cv:
         parser.error("--ablation needs --cv K")
+    if args.bio_clip_length is not None and args.bio_clip_length < 1:
+        parser.error("--bio_clip_length must be at least 1")
     return args
 
 
@@ -303,6 +318,7 @@ def main() -> None:
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
     settings = with_class_weight(config.DEMO if profile == "demo" else NO_OVERRIDES, args.class_weight)
+    settings, options_tag = with_input_options(settings, args)
     pipeline = Pipeline(work / STATE_FILE, args.force)
 
     def generate() -> None:
@@ -319,7 +335,7 @@ def main() -> None:
     frames_stamp = frames_stage(pipeline, root, data_stamp)
     data_name = "demo" if is_synthetic else root.name
     stacking = "" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}"
-    weighted = "_cw" if args.class_weight else ""
+    weighted = options_tag + ("_cw" if args.class_weight else "")
     if args.cv:
         # not named after the modalities: every modality set shares a fold's encoder, features and graphs
         cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{weighted}"
@@ -336,6 +352,23 @@ def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str,
         return settings
     return {**settings, "STE_optimization_params": {**settings["STE_optimization_params"], "class_weight": True},
             "gnn_flags": [*settings["gnn_flags"], "--class_weight"]}
+
+
+def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """`settings` with the encoder input options asked for on the command line (participant.py), and
+    the tag they add to the results folder names (`_bioN`, `_pnorm`, `_edac`; empty when none)."""
+    chosen: dict[str, Any] = {}
+    if args.bio_clip_length is not None:
+        chosen["bio_clip_length"] = args.bio_clip_length
+    if args.participant_norm:
+        chosen["participant_norm"] = True
+    if args.eda_components:
+        chosen["eda_components"] = True
+    if not chosen:
+        return settings, ""
+    tag = (f"_bio{args.bio_clip_length}" if args.bio_clip_length is not None else "") \
+        + ("_pnorm" if args.participant_norm else "") + ("_edac" if args.eda_components else "")
+    return {**settings, "STE_inputs": {**settings["STE_inputs"], **chosen}}, tag
 
 
 def seed_list(args: argparse.Namespace) -> list[int]:

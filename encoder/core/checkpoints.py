@@ -20,6 +20,7 @@ from torch import nn
 from encoder.core import config, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.models import FEATURE_ORDER, STEncoder
+from encoder.core.participant import InputOptions
 
 ENCODER_FORMAT = "ste_encoder/1"
 # What torch.load(weights_only=True) raises for a file that is not a torch file: unreadable, empty,
@@ -68,9 +69,10 @@ def load_state_dict(model: nn.Module, stored: Mapping[str, torch.Tensor], path: 
 
 
 def input_signature(inputs: dict[str, Any]) -> dict[str, Any]:
-    """What an encoder checkpoint's features depend on: clip length and spectrogram parameters."""
+    """What an encoder checkpoint's features depend on: clip length, spectrogram parameters and the
+    input options (participant.InputOptions: bio clip length, participant normalisation, EDA components)."""
     spec = SpectrogramParams.from_dict(inputs).to_dict()
-    return {"clip_length": int(inputs["clip_length"]), **spec}
+    return {"clip_length": int(inputs["clip_length"]), **spec, **InputOptions.from_inputs(inputs).signature()}
 
 
 def encoder_state(model: STEncoder, norm: Normalization, signature: dict[str, Any], epoch: int = 0,
@@ -89,7 +91,8 @@ def load_encoder_checkpoint(path: Path) -> dict[str, Any]:
 
 def encoder_from_checkpoint(state: dict[str, Any], path: Path) -> STEncoder:
     """Build the encoder and load the checkpoint's weights; another model shape → util.DataError."""
-    model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)))
+    model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)),
+                      eda_channels=InputOptions.from_inputs(state["inputs"]).eda_channels)
     load_state_dict(model, state["model"], path, "encoder")
     return model
 

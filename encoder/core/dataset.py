@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from encoder.core import clip_utils, config, io, kemdy20, util
+from encoder.core import clip_utils, config, io, kemdy20, participant, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpectrogramParams,
@@ -35,6 +35,7 @@ from encoder.core.custom_transforms import (
     segment_spectrogram,
 )
 from encoder.core.frames import label_vector, rows_by_segment
+from encoder.core.participant import InputOptions
 
 AUDIO_STATS_SEGMENTS = 32  # training segments whose spectrograms give the audio mean/std
 
@@ -54,6 +55,8 @@ class Segment:
     eda_rows: np.ndarray  # float64[m, 2]: every EDA row of the segment, [ts, value], time-ordered
     temp_rows: np.ndarray  # float64[k, 2]
     transcript: str | None = None  # its words, marks stripped (frames.py); None: no readable transcript
+    participant: participant.ParticipantStats | None = None  # participant.attach (participant_norm, eda_components)
+    eda_parts: np.ndarray | None = None  # float64[m, 3] components of eda_rows (participant.attach, eda_components)
 
     @property
     def n_steps(self) -> int:
@@ -185,18 +188,24 @@ def _transcript(row: Any) -> str | None:
 
 
 def compute_normalization(
-    train: Sequence[Segment], clip_length: int, params: SpectrogramParams, audio_segments: int = AUDIO_STATS_SEGMENTS
+    train: Sequence[Segment], clip_length: int, params: SpectrogramParams, audio_segments: int = AUDIO_STATS_SEGMENTS,
+    options: InputOptions | None = None,
 ) -> Normalization:
     """Mean/std of EDA and TEMP over every training sample, and of the log-mel values over the
-    spectrograms of up to `audio_segments` evenly spaced training segments. Training data only."""
+    spectrograms of up to `audio_segments` evenly spaced training segments. Training data only; with
+    `options.participant_norm` of the participant-standardised values (segments attached first)."""
     if not train:
         raise util.DataError("no usable training segment to estimate the normalisation from")
-    eda = mean_std([s.eda for s in train])
-    temp = mean_std([s.temp for s in train])
+    options = options or InputOptions(clip_length)
+    values = [participant.node_values(s, options) for s in train]
+    eda = mean_std([v[0] for v in values])
+    temp = mean_std([v[1] for v in values])
     picks = np.unique(np.linspace(0, len(train) - 1, min(audio_segments, len(train))).round().astype(int))
+    unit = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
     specs = [
-        segment_spectrogram(io.read_wav(train[i].wav, params.sample_rate), int(train[i].frame_offsets(params)[-1]),
-                            clip_length, params)
+        participant.audio_input(train[i], segment_spectrogram(io.read_wav(train[i].wav, params.sample_rate),
+                                                              int(train[i].frame_offsets(params)[-1]), clip_length,
+                                                              params), unit, options)
         for i in picks
     ]
     audio = mean_std(specs)
@@ -207,12 +216,13 @@ class TrainClipDataset(Dataset):
     """One clip per segment, centred on a step drawn anew each epoch (`set_epoch`)."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, seed: int):
+                 params: SpectrogramParams, seed: int, options: InputOptions | None = None):
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
         self.params = params
         self.seed = seed
+        self.options = options or InputOptions(clip_length)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -229,26 +239,27 @@ class TrainClipDataset(Dataset):
         seg = self.segments[index]
         steps = np.array([self.step_of(index)])
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = self.norm.audio(clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length,
-                                                self.params))
-        eda, temp = seg.bio_clips(self.clip_length, steps)
-        eda, temp = self.norm.eda(eda), self.norm.temp(temp)
-        return (torch.from_numpy(spec)[None], torch.from_numpy(eda), torch.from_numpy(temp),
+        spec = clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length, self.params)
+        spec = participant.audio_input(seg, spec, self.norm, self.options)
+        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
+        return (torch.from_numpy(spec)[None], torch.from_numpy(eda[0]), torch.from_numpy(temp[0]),
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
 
 
 class SegmentDataset(Dataset):
     """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip,
-    the frame offset of each step, its EDA/TEMP clips (n_steps, L) and its index. `step_stride` > 1
-    keeps every k-th step only."""
+    the frame offset of each step, its EDA clips (n_steps, eda channels, L) and TEMP clips
+    (n_steps, 1, L), L = options.bio_clip_length, and its index. `step_stride` > 1 keeps every k-th
+    step only."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, step_stride: int = 1):
+                 params: SpectrogramParams, step_stride: int = 1, options: InputOptions | None = None):
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
         self.params = params
         self.step_stride = step_stride
+        self.options = options or InputOptions(clip_length)
 
     def steps(self, index: int) -> np.ndarray:
         return np.arange(0, self.segments[index].n_steps, self.step_stride)
@@ -261,22 +272,23 @@ class SegmentDataset(Dataset):
         steps = self.steps(index)
         offsets = seg.frame_offsets(self.params, steps)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = self.norm.audio(segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params))
-        eda, temp = seg.bio_clips(self.clip_length, steps)
+        spec = participant.audio_input(seg, segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params),
+                                       self.norm, self.options)
+        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {
             "index": index,
             "steps": torch.from_numpy(steps),
             "offsets": torch.from_numpy(offsets),
             "spec": torch.from_numpy(spec),
-            "eda": torch.from_numpy(self.norm.eda(eda)),
-            "temp": torch.from_numpy(self.norm.temp(temp)),
+            "eda": torch.from_numpy(eda),
+            "temp": torch.from_numpy(temp),
         }
 
 
 @dataclass
 class NodeBatch:
     audio: torch.Tensor  # (B, 1, n_mels, clip frames)
-    eda: torch.Tensor  # (B, 1, L)
+    eda: torch.Tensor  # (B, eda channels, L)
     temp: torch.Tensor  # (B, 1, L)
     segment_index: np.ndarray  # (B,) index into the dataset's segments
     step: np.ndarray  # (B,) step of each node inside its segment
@@ -322,5 +334,5 @@ def _take(parts: list, count: int) -> NodeBatch:
             parts[0] = tuple(x[need:] for x in part)
             need = 0
     audio, eda, temp, seg, step = zip(*taken, strict=True)
-    return NodeBatch(torch.cat(audio).contiguous(), torch.cat(eda).unsqueeze(1), torch.cat(temp).unsqueeze(1),
+    return NodeBatch(torch.cat(audio).contiguous(), torch.cat(eda), torch.cat(temp),
                      np.concatenate(seg), np.concatenate(step))

@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, metrics, pretrained, text, util
+from encoder.core import config, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, SegmentDataset, load_segments
 from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
 from encoder.core.models import FEATURE_ORDER, STREAM_DIM, inference_model
+from encoder.core.participant import InputOptions
 from encoder.core.prediction import Predictions, iter_predictions
 
 Log = Callable[[str], None]
@@ -112,11 +113,13 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
         block, text_record = broadcast(runtime, fit_text_block(table, text_settings, Path(staging))
                                        if runtime.is_main else None)
         mine_segments = [s for s in segments if s.session in mine]
+        options = InputOptions.from_inputs(signature)
+        participant.attach(mine_segments, params, options)  # a rank holds whole sessions, so whole participants
         started = time.perf_counter()
         text_vectors = text.vectors(block, mine_segments) if block is not None else None
         text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
         local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
-                                  Path(staging), text_vectors, blocks)
+                                  Path(staging), text_vectors, blocks, options)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
@@ -155,11 +158,12 @@ def _made(path: Path) -> Path:
 def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[Segment], norm: Normalization,
                       clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
                       staging: Path, text_vectors: dict[str, np.ndarray] | None = None,
-                      blocks: Sequence[pretrained.PretrainedBlock] = ()) -> dict[str, Any]:
+                      blocks: Sequence[pretrained.PretrainedBlock] = (),
+                      options: InputOptions | None = None) -> dict[str, Any]:
     """Embed every step of `segments` (grouped by session) and write one node file per session, the
     segment's text vector appended to each node's embedding when `text_vectors` are given, then the
     pretrained `blocks`' columns, computed per session."""
-    dataset = SegmentDataset(segments, norm, clip_length, params)
+    dataset = SegmentDataset(segments, norm, clip_length, params, options=options)
     remaining = {}
     for seg in segments:
         remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps

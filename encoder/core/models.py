@@ -121,12 +121,14 @@ class Head(nn.Module):
 
 
 class STEncoder(nn.Module):
-    """Three streams, three auxiliary heads and a fused head over the concatenated 3 × 128 vectors."""
+    """Three streams, three auxiliary heads and a fused head over the concatenated 3 × 128 vectors.
+    `eda_channels`: input channels of the EDA stream (4 with the EDA components, encoder/core/participant.py)."""
 
-    def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None):
+    def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None,
+                 eda_channels: int = 1):
         super().__init__()
         self.audio = audio_resnet18(weights)
-        self.eda = ResNet1d()
+        self.eda = ResNet1d(in_channels=eda_channels)
         self.temp = ResNet1d()
         self.audio_head = Head(num_classes)
         self.eda_head = Head(num_classes)
@@ -134,7 +136,7 @@ class STEncoder(nn.Module):
         self.fused = nn.Linear(HEAD_DIM * len(FEATURE_ORDER), num_classes)
 
     def forward(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor) -> EncoderOutput:
-        """audio (B, 1, n_mels, frames), eda and temp (B, 1, clip_length)."""
+        """audio (B, 1, n_mels, frames), eda (B, eda_channels, L) and temp (B, 1, L), L the bio clip length."""
         pooled = [self.audio(audio), self.eda(eda), self.temp(temp)]
         heads = [self.audio_head, self.eda_head, self.temp_head]
         hidden, logits = zip(*(head(x) for head, x in zip(heads, pooled, strict=True)), strict=True)

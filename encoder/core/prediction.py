@@ -14,11 +14,12 @@ from torch.nn import functional
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from encoder.core import config, metrics, util
+from encoder.core import config, metrics, participant, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, SegmentDataset, node_batches
 from encoder.core.distributed import resolve_device
 from encoder.core.models import EncoderOutput
+from encoder.core.participant import InputOptions
 
 HEADS = ("audio", "eda", "temp", "fused")
 
@@ -108,12 +109,17 @@ def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequ
     """Embedding (1536-d) and fused-head probabilities of every step of `segments`, in memory: the
     batching path of STE_forward without its files. `model` is the encoder of checkpoint `state`
     (e.g. inference_model(model_from_checkpoint(state, path))) on `device`; `forward` overrides
-    config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order."""
+    config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order.
+    With the checkpoint's participant options on, each participant's statistics come from its segments
+    among `segments` (participant.attach)."""
     if not segments:
         raise ValueError("no segments to embed")
     settings = util.merge_settings(config.STE_forward_params, forward)
+    params = SpectrogramParams.from_dict(state["inputs"])
+    options = InputOptions.from_inputs(state["inputs"])
+    participant.attach(segments, params, options)
     dataset = SegmentDataset(list(segments), Normalization.from_dict(state["normalization"]),
-                             int(state["inputs"]["clip_length"]), SpectrogramParams.from_dict(state["inputs"]))
+                             int(state["inputs"]["clip_length"]), params, options=options)
     return Predictions.concat(list(iter_predictions(
         model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
         bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))

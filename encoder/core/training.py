@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from encoder.core import config, metrics, util
+from encoder.core import config, metrics, participant, util
 from encoder.core.checkpoints import (
     encoder_from_checkpoint,
     encoder_state,
@@ -35,6 +35,7 @@ from encoder.core.dataset import Segment, SegmentDataset, TrainClipDataset, comp
 from encoder.core.distributed import Runtime, barrier, broadcast_buffers, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
 from encoder.core.models import STEncoder
+from encoder.core.participant import InputOptions
 from encoder.core.prediction import HEADS, Predictions, autocast, encoder_loss, iter_predictions, node_metrics
 
 LOG_NAME = "ste_encoder_logs.csv"
@@ -47,12 +48,12 @@ Log = Callable[[str], None]
 
 def validate(
     runtime: Runtime, model: torch.nn.Module, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-    params: SpectrogramParams, settings: dict[str, Any],
+    params: SpectrogramParams, settings: dict[str, Any], options: InputOptions | None = None,
 ) -> dict[str, Any]:
     """Eval-mode validation over a fixed node set, sharded over ranks and gathered on every rank."""
     shard = list(range(runtime.rank, len(segments), runtime.world_size))
     dataset = SegmentDataset([segments[i] for i in shard], norm, clip_length, params,
-                             int(settings.get("val_step_stride", 1)))
+                             int(settings.get("val_step_stride", 1)), options)
     parts = list(iter_predictions(model, dataset, settings["batch_size"], settings["num_workers"],
                                   runtime.device, settings["amp"],
                                   progress="validate" if runtime.is_main and settings["progress"] else None))
@@ -115,9 +116,11 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         raise util.DataError(f"no usable {'training' if not train_segs else 'validation'} segment "
                              f"(splits {dict(splits)})", root)
     say(table.summary())
+    options = InputOptions.from_inputs(inputs)
+    participant.attach([*train_segs, *val_segs], params, options)
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
-    model = STEncoder(weights=inputs.get("weights")).to(device)
+    model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -144,7 +147,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         rows = [dict(row) for row in state["log"]]  # the log travels in the checkpoint: a kill loses no row
         say(f"resuming from {found[-1]} (epoch {state['epoch']})")
     else:
-        norm = compute_normalization(train_segs, clip_length, params)
+        norm = compute_normalization(train_segs, clip_length, params, options=options)
     weight = None
     if settings["class_weight"]:
         labels = np.stack([s.label for s in train_segs])
@@ -152,7 +155,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     net: torch.nn.Module = model
     if runtime.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]))
+    train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
     sampler = DistributedSampler(train_set, shuffle=True, seed=int(settings["seed"])) if runtime.distributed else None
     generator = torch.Generator()
     per_rank = len(train_set) // runtime.world_size
@@ -174,7 +177,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight,
                                   f"epoch {epoch}/{epochs}" if log and settings["progress"] else None)
         broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
-        val = validate(runtime, model, val_segs, norm, clip_length, params, settings)
+        val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         improved = val["segment"]["macro_f1"] > best["val_macro_f1"]

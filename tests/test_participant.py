@@ -1,0 +1,180 @@
+"""Encoder input options (encoder/core/participant.py): per-participant normalisation computed from that
+participant's own signal only (offline: the whole session; online: what has arrived), a bio clip length
+of its own, the NeuroKit2 EDA components, and a checkpoint that carries the options to extraction."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import online
+from encoder.core import checkpoints, extraction, frames, io, participant, training, util
+from encoder.core.custom_transforms import Normalization, SpectrogramParams, segment_spectrogram
+from encoder.core.dataset import SegmentDataset, TrainClipDataset, load_segments
+from encoder.core.models import STEncoder
+from encoder.core.participant import InputOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = SpectrogramParams(sample_rate=8000, n_fft=256, win_length=200, hop_length=200, n_mels=32, fmax=4000.0)
+UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+ALL_ON = InputOptions(bio_clip_length=41, participant_norm=True, eda_components=True)
+
+
+@pytest.fixture(scope="module")
+def session(tiny_root: Path) -> list:
+    """The segments of one session of the tiny preset (two participants)."""
+    table = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (1,)}, wanted=("x",))
+    return table.by_split["x"]
+
+
+def fresh(segments: list) -> list:
+    return [replace(s, participant=None, eda_parts=None) for s in segments]
+
+
+def test_participant_statistics_are_that_participants_own(session: list) -> None:
+    segments = fresh(session)
+    participant.attach(segments, SMALL, ALL_ON)
+    groups = participant.by_participant(segments)
+    assert len(groups) == 2
+    for group in groups.values():
+        eda = np.concatenate([s.eda_rows[:, 1] for s in group])  # the tiny preset repeats no timestamp
+        temp = np.concatenate([s.temp_rows[:, 1] for s in group])
+        frames_ = np.concatenate([participant.wav_frames(io.read_wav(s.wav, SMALL.sample_rate), SMALL) for s in group])
+        stats = group[0].participant
+        assert all(s.participant is stats for s in group)
+        assert stats.eda_mean == pytest.approx(eda.mean()) and stats.eda_std == pytest.approx(eda.std())
+        assert stats.temp_mean == pytest.approx(temp.mean()) and stats.temp_std == pytest.approx(temp.std())
+        np.testing.assert_allclose(stats.mel_mean, frames_.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(stats.mel_std, frames_.std(axis=0), rtol=1e-5)
+    # the other participant's signal changed tenfold: this participant's statistics and inputs unchanged
+    first, other = list(groups)
+    changed = fresh(session)
+    for seg in changed:
+        if participant.participant_key(seg) == other:
+            seg.eda_rows = seg.eda_rows * [1.0, 10.0]
+            seg.temp_rows = seg.temp_rows + [0.0, 5.0]
+    participant.attach(changed, SMALL, ALL_ON)
+    mine = [s for s in changed if participant.participant_key(s) == first]
+    before = [s for s in segments if participant.participant_key(s) == first]
+    assert mine[0].participant.eda_mean == before[0].participant.eda_mean
+    for a, b in zip(mine, before, strict=True):
+        steps = np.arange(a.n_steps)
+        for x, y in zip(participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON),
+                        strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert [s for s in changed if participant.participant_key(s) == other][0].participant.eda_mean != pytest.approx(
+        [s for s in segments if participant.participant_key(s) == other][0].participant.eda_mean)
+
+
+def test_participant_norm_removes_a_participants_offset_and_scale(session: list) -> None:
+    """Two copies of one participant's segments, one with EDA × 3 + 2: standardised, the clips agree."""
+    group = next(iter(participant.by_participant(fresh(session)).values()))
+    shifted = [replace(s, identity="Other", eda=s.eda * 3.0 + 2.0, eda_rows=s.eda_rows * [1.0, 3.0] + [0.0, 2.0])
+               for s in group]
+    options = InputOptions(11, participant_norm=True)
+    participant.attach([*group, *shifted], SMALL, options)
+    for a, b in zip(group, shifted, strict=True):
+        steps = np.arange(a.n_steps)
+        np.testing.assert_allclose(participant.bio_inputs(a, steps, UNIT, options)[0],
+                                   participant.bio_inputs(b, steps, UNIT, options)[0], atol=1e-5)
+        np.testing.assert_allclose(participant.node_values(a, options)[0], participant.node_values(b, options)[0],
+                                   atol=1e-9)
+
+
+def test_options_off_change_nothing(session: list) -> None:
+    """Without options the datasets give exactly the old inputs: norm.eda/temp of the raw clips."""
+    norm = Normalization(-20.0, 10.0, 2.0, 0.5, 33.0, 0.2)
+    item = SegmentDataset(session[:1], norm, 11, SMALL)[0]
+    eda, temp = session[0].bio_clips(11)
+    np.testing.assert_array_equal(item["eda"].numpy(), norm.eda(eda)[:, None])
+    np.testing.assert_array_equal(item["temp"].numpy(), norm.temp(temp)[:, None])
+    assert session[0].participant is None
+
+
+def test_bio_clip_length_is_apart_from_the_audio_clip(session: list) -> None:
+    segments = fresh(session[:3])
+    participant.attach(segments, SMALL, ALL_ON)
+    item = SegmentDataset(segments, UNIT, 11, SMALL, options=ALL_ON)[0]
+    n = segments[0].n_steps
+    assert item["eda"].shape == (n, 4, 41) and item["temp"].shape == (n, 1, 41)
+    wav = io.read_wav(segments[0].wav, SMALL.sample_rate)
+    offsets = segments[0].frame_offsets(SMALL)
+    assert item["spec"].shape == segment_spectrogram(wav, int(offsets[-1]), 11, SMALL).shape  # audio: 11 steps
+    clip = TrainClipDataset(segments, UNIT, 11, SMALL, seed=0, options=ALL_ON)[0]
+    assert clip[0].shape == (1, SMALL.n_mels, 11 * SMALL.frames_per_step)
+    assert clip[1].shape == (4, 41) and clip[2].shape == (1, 41)
+    model = STEncoder(eda_channels=4).eval()
+    with torch.no_grad():
+        out = model(clip[0][None].repeat(2, 1, 1, 1), clip[1][None].repeat(2, 1, 1), clip[2][None].repeat(2, 1, 1))
+    assert out.embedding.shape == (2, 1536)
+
+
+def test_eda_components_find_a_planted_response() -> None:
+    t = np.arange(0, 90, 0.25)
+    rise = np.clip((t - 40) / 2.0, 0, 1) * np.exp(-np.clip(t - 42, 0, None) / 6.0)  # one SCR at 40-42 s
+    values = 5.0 + 0.01 * t + 0.8 * rise
+    parts = participant.eda_components(values)
+    assert parts.shape == (len(t), 3)
+    assert np.abs(parts[:80, 0] - values[:80]).max() < 0.02  # before the response the tonic part is the series
+    assert 39 < t[np.argmax(parts[:, 1])] < 46  # the phasic part peaks with the response
+    peaks = np.flatnonzero(parts[:, 2])
+    assert len(peaks) >= 1 and np.all((t[peaks] > 39) & (t[peaks] < 46)) and parts[peaks, 2].max() > 0.2
+    short = participant.eda_components(values[:5])
+    np.testing.assert_array_equal(short, np.c_[values[:5], np.zeros((5, 2))])
+
+
+def test_online_statistics_use_only_what_has_arrived(session: list) -> None:
+    """A node's online input is unchanged when the participant's later rows change, and at a
+    participant's last node its statistics equal the offline (whole-session) ones."""
+    group = next(iter(participant.by_participant(fresh(session)).values()))
+    tracker = participant.OnlineParticipants(SMALL, ALL_ON, 11)
+    altered = participant.OnlineParticipants(SMALL, ALL_ON, 11)
+    seg = group[0]
+    step = 2
+    horizon = seg.ts[step] + (ALL_ON.bio_clip_length // 2) * 0.25
+    later = replace(seg, eda_rows=np.where(seg.eda_rows[:, :1] > horizon, seg.eda_rows * [1, 50], seg.eda_rows),
+                    temp_rows=np.where(seg.temp_rows[:, :1] > horizon, seg.temp_rows + [0, 9], seg.temp_rows))
+    wav = io.read_wav(seg.wav, SMALL.sample_rate)
+    steps = np.array([step])
+    a = tracker.view(seg, step, wav)
+    b = altered.view(later, step, wav)
+    for x, y in zip(participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.participant.eda_mean == pytest.approx(seg.eda_rows[seg.eda_rows[:, 0] <= horizon, 1].mean())
+    # replayed to the end, the last node sees the whole participant: the offline statistics
+    replay = participant.OnlineParticipants(SMALL, ALL_ON, 11)
+    for s in group:
+        w = io.read_wav(s.wav, SMALL.sample_rate)
+        for k in range(s.n_steps):
+            last = replay.view(s, k, w)
+    offline = fresh(group)
+    participant.attach(offline, SMALL, ALL_ON)
+    assert last.participant.eda_mean == pytest.approx(offline[0].participant.eda_mean)
+    assert last.participant.temp_std == pytest.approx(offline[0].participant.temp_std)
+
+
+def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path, tmp_path: Path) -> None:
+    inputs = {**SMALL.to_dict(), "bio_clip_length": 21, "participant_norm": True, "eda_components": True}
+    splits = {"train": (1,), "val": (33,), "test": (37,)}
+    with util.torch_threads(1):
+        training.train_encoder(root=tiny_root, inputs=inputs, splits=splits,
+                               optimization={"epochs": 1, "batch_size": 16, "num_workers": 0, "progress": False,
+                                             "out_dir": tmp_path / "ste"}, log=None)
+        state = checkpoints.load_encoder_checkpoint(tmp_path / "ste" / "best.pth")
+        assert {k: state["inputs"][k] for k in ("bio_clip_length", "participant_norm", "eda_components")} == {
+            "bio_clip_length": 21, "participant_norm": True, "eda_components": True}
+        model = checkpoints.encoder_from_checkpoint(state, tmp_path / "ste" / "best.pth")
+        assert model.eda.stem[0].in_channels == 4
+        extraction.extract_features(root=tiny_root, checkpoint=tmp_path / "ste" / "best.pth", splits=splits,
+                                    out_dir=tmp_path / "features", log=None)
+        assert (tmp_path / "features" / extraction.MANIFEST_FILE).is_file()
+        table = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (37,)}, wanted=("x",))
+        embedder = online.NodeEmbedder(model.eval(), state, torch.device("cpu"))
+        segment = table.by_split["x"][0]
+        assert embedder.embed([(segment, 0), (segment, 1)]).shape == (2, 1536)
