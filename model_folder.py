@@ -5,9 +5,10 @@
                        `graph` = the graph folder's graph_build.json `build` object verbatim (numv,
                        time_edge, cross_identity, edge_weight, ...), class order, the precision the
                        training features were computed in, the feature blocks, and, copied from the
-                       encoder checkpoint for reading, its clip length, spectrogram settings and
-                       training-session normalisation. Whether the GNN is causal is its checkpoint's
-                       model configuration (the model is rebuilt from it).
+                       encoder checkpoint for reading, its clip length, spectrogram settings, input
+                       options (encoder/core/participant.py) and training-session normalisation.
+                       Whether the GNN is causal is its checkpoint's model configuration (the model
+                       is rebuilt from it).
     model/gnn.pth      the GNN checkpoint (a hard link of results/<exp>/best.pth)
     model/encoder.pth  the encoder checkpoint the features came from (the feature manifest's
                        `encoder_checkpoint`), hard-linked (a copy across file systems) and verified
@@ -110,6 +111,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "feature_manifest_sha256": record.get("feature_manifest_sha256"),
         "clip_length": (state.get("inputs") or {}).get("clip_length", manifest.get("clip_length")),
         "spectrogram": manifest.get("spectrogram"),
+        "input_options": manifest.get("input_options"),
         "normalization": state.get("normalization"),
         "text": _text_block(folder, manifest_path, manifest, record),
         "pretrained": _pretrained(manifest_path, manifest, record),

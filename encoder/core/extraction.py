@@ -284,6 +284,7 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
                                for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
         "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
+        "input_options": InputOptions.from_inputs(signature).signature(),
         "feature_order": list(feature_dims),
         "feature_dims": feature_dims,
         "feature_dim": sum(feature_dims.values()),
