@@ -178,3 +178,16 @@ def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path
         embedder = online.NodeEmbedder(model.eval(), state, torch.device("cpu"))
         segment = table.by_split["x"][0]
         assert embedder.embed([(segment, 0), (segment, 1)]).shape == (2, 1536)
+
+
+def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
+    import run_pipeline
+    from encoder.core import config
+
+    args = run_pipeline.parse_args(["--bio_clip_length", "41", "--participant_norm", "--eda_components"])
+    settings, tag = run_pipeline.with_input_options(config.DEMO, args)
+    assert tag == "_bio41_pnorm_edac"
+    assert {k: settings["STE_inputs"][k] for k in ("bio_clip_length", "participant_norm", "eda_components")} == {
+        "bio_clip_length": 41, "participant_norm": True, "eda_components": True}
+    assert settings["STE_inputs"]["n_mels"] == config.DEMO["STE_inputs"]["n_mels"]  # the profile's own kept
+    assert run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args([])) == (config.DEMO, "")
