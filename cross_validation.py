@@ -36,10 +36,21 @@ ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-e
 modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
 intervals and the GNN's paired difference to the GNN on all modalities (`gnn_minus_all`, the same
 session bootstrap as gnn_minus_encoder: `paired_difference`); `ablation<suffix>.json` and `.png`.
+
+Two runs over the same folds (e.g. a baseline and the same CV with one option switched on):
+
+    python cross_validation.py --compare A B [--modalities audio,eda,temp]
+
+`compare_runs` gives, per system of encoder, temporal and GNN that both runs have in every fold, run B's
+pooled macro-F1 minus run A's on the same test segments, paired with the same session bootstrap as
+gnn_minus_encoder, beside each run's pooled macro-F1 and interval; it refuses runs whose folds differ
+(their number, a fold's splits.json, its test segment IDs or labels). Printed as a table
+(`format_comparison`) and written to B's folder as `compare_<modalities>.json`.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,15 +183,21 @@ def pooled_figures(sessions: np.ndarray, targets: np.ndarray, predictions: dict[
     n_sessions = len(np.unique(sessions))
     pooled: dict[str, Any] = {}
     for name, y in predictions.items():
-        interval = metrics.session_bootstrap(
-            sessions, lambda idx, y=y: metrics.macro_f1(targets[idx], y[idx]), n_boot, seed)
-        pooled[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"],
+        pooled[name] = {**pooled_macro_f1(sessions, targets, y, n_boot, seed),
                         **{k: v for k, v in _scores(targets, y).items() if k != "macro_f1"},
                         "n_segments": len(targets), "n_sessions": n_sessions}
     for key, other in DIFFERENCES.items():
         if other in predictions:
             pooled[key] = paired_difference(sessions, targets, predictions["gnn"], predictions[other], n_boot, seed)
     return pooled
+
+
+def pooled_macro_f1(sessions: np.ndarray, targets: np.ndarray, predictions: np.ndarray, n_boot: int = N_BOOT,
+                    seed: int = config.SEED) -> dict[str, Any]:
+    """Macro-F1 of `predictions` on all the segments, with its 95% session-bootstrap interval."""
+    interval = metrics.session_bootstrap(
+        sessions, lambda idx: metrics.macro_f1(targets[idx], predictions[idx]), n_boot, seed)
+    return {"macro_f1": interval["estimate"], "ci95": interval["ci95"]}
 
 
 def paired_difference(sessions: np.ndarray, targets: np.ndarray, first: np.ndarray, second: np.ndarray,
@@ -384,3 +401,112 @@ def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     with util.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
+
+
+# --------------------------------------------------------------------------- two runs compared
+
+COMPARED = tuple(name for name in SYSTEMS if name != "majority")  # the majority class is the folds', not a run's
+
+
+def run_folds(cv_dir: Path) -> list[Path]:
+    """The fold folders of a CV run: fold_0, fold_1, ..., fold_{K-1}."""
+    cv_dir = Path(cv_dir)
+    numbers = sorted(int(p.name[5:]) for p in cv_dir.glob("fold_*") if p.is_dir() and p.name[5:].isdigit())
+    if not numbers:
+        raise util.DataError("no fold_k folders: not a run_pipeline.py --cv folder", cv_dir)
+    if numbers != list(range(len(numbers))):
+        raise util.DataError(f"fold folders {numbers} are not 0 ... {len(numbers) - 1}: a fold is missing", cv_dir)
+    return [cv_dir / f"fold_{k}" for k in numbers]
+
+
+def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
+                 suffix: str = "") -> dict[str, Any]:
+    """Run B minus run A over the same folds: per system in COMPARED that both runs have in every fold,
+    B's pooled macro-F1 minus A's on the same test segments, with the interval of one session bootstrap
+    that resamples the same sessions for both (paired_difference, as gnn_minus_encoder), and each run's
+    pooled macro-F1 with its interval. DataError (one line, naming both folders) when the runs' folds
+    differ: their number, a fold's splits.json, its test segment IDs or their labels. `suffix`: of the
+    GNN folders read (gnn_folder)."""
+    dirs = (Path(cv_dir_a), Path(cv_dir_b))
+    folds = [run_folds(d) for d in dirs]
+
+    def refuse(what: str) -> util.DataError:
+        return util.DataError(f"{dirs[0]} and {dirs[1]}: {what}; a paired comparison needs the same folds")
+
+    if len(folds[0]) != len(folds[1]):
+        raise refuse(f"{len(folds[0])} and {len(folds[1])} folds")
+    gnn = gnn_folder(modalities, suffix)
+    parts = []
+    for k, (fold_a, fold_b) in enumerate(zip(*folds, strict=True)):
+        if util.read_json(fold_a / SPLITS_FILE) != util.read_json(fold_b / SPLITS_FILE):
+            raise refuse(f"fold {k}'s {SPLITS_FILE} differ")
+        a, b = fold_predictions(fold_a, gnn), fold_predictions(fold_b, gnn)
+        only = sorted(set(a["segment_ids"]) ^ set(b["segment_ids"]))
+        if only or len(a["segment_ids"]) != len(b["segment_ids"]):
+            raise refuse(f"fold {k}'s test segment IDs differ ({len(a['segment_ids'])} and {len(b['segment_ids'])}"
+                         f" segments, e.g. {only[:1]} in one only)")
+        row_of = {segment: i for i, segment in enumerate(b["segment_ids"])}
+        order = np.array([row_of[segment] for segment in a["segment_ids"]])  # B's rows in A's segment order
+        if not np.array_equal(a["targets"], b["targets"][order]):
+            raise refuse(f"fold {k}'s test segments have different labels")
+        parts.append((a, {name: y[order] for name, y in b["predictions"].items()}))
+    systems = [name for name in COMPARED if all(name in a["predictions"] and name in b for a, b in parts)]
+    lacking = [name for name in COMPARED if name not in systems]
+    sessions = np.concatenate([a["sessions"] for a, _ in parts])
+    targets = np.concatenate([a["targets"] for a, _ in parts])
+    rows = {}
+    for name in systems:
+        y_a = np.concatenate([a["predictions"][name] for a, _ in parts])
+        y_b = np.concatenate([b[name] for _, b in parts])
+        rows[name] = {"a": pooled_macro_f1(sessions, targets, y_a, n_boot, seed),
+                      "b": pooled_macro_f1(sessions, targets, y_b, n_boot, seed),
+                      "b_minus_a": paired_difference(sessions, targets, y_b, y_a, n_boot, seed)}
+    return {
+        "a": str(dirs[0]), "b": str(dirs[1]), "k": len(parts), "modalities": modalities, "suffix": suffix,
+        "systems": systems, "rows": rows,
+        "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(np.unique(sessions)),
+                      "n_segments": len(targets), "seed": seed, "interval": "percentile, 95%"},
+        "metric": "pooled segment macro-F1 over the folds' test segments; b_minus_a: run B's minus run A's on the "
+                  "same segments, one session bootstrap resampling the same sessions for both (paired)",
+        "notes": [f"{name}: not in every fold of both runs, left out" for name in lacking],
+    }
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """One row per system: A's and B's pooled macro-F1 [95% CI] and B − A [95% CI, paired]."""
+    boot = comparison["bootstrap"]
+    lines = [f"run B − run A, session {comparison['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
+             f"resampled] over {boot['n_sessions']} sessions and {boot['n_segments']} segments (modalities "
+             f"{comparison['modalities']})",
+             f"A: {comparison['a']}", f"B: {comparison['b']}",
+             f"{'system':10}  {'A':25}  {'B':25}  B − A (paired)"]
+    for name, row in comparison["rows"].items():
+        cells = [f"{entry['macro_f1']:{sign}.4f} [{entry['ci95'][0]:{sign}.4f}, {entry['ci95'][1]:{sign}.4f}]"
+                 for entry, sign in ((row["a"], ""), (row["b"], ""), (row["b_minus_a"], "+"))]
+        lines.append(f"{name:10}  {cells[0]:25}  {cells[1]:25}  {cells[2]}")
+    lines += [f"note: {note}" for note in comparison["notes"]]
+    return "\n".join(lines)
+
+
+def write_comparison(comparison: dict[str, Any]) -> Path:
+    """compare_<modalities><suffix>.json in run B's folder; returns its path."""
+    path = Path(comparison["b"]) / f"compare_{modality_tag(comparison['modalities'])}{comparison['suffix']}.json"
+    util.write_json(comparison, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), required=True,
+                        help="two run_pipeline.py --cv folders over the same folds, e.g. results/demo_cv5 "
+                             "results/demo_cv5_pnorm; reports B − A")
+    parser.add_argument("--modalities", default="audio,eda,temp", help="the modality set whose GNN folders to read")
+    args = parser.parse_args(argv)
+    comparison = compare_runs(*args.compare, args.modalities)
+    path = write_comparison(comparison)
+    print(format_comparison(comparison))
+    print(path)
+
+
+if __name__ == "__main__":
+    util.run_cli(main)

@@ -2,7 +2,8 @@
 
     python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
                            [--profile demo|full] [--stacking insample|split|split-seen] [--cv K [--ablation]]
-                           [--seeds N [--keep_encoder]] [--class_weight] [--text_model DIR] [--speech_model DIR]
+                           [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
+                           [--speech_model DIR]
 
 `--text_model` / `--speech_model` (default config.PRETRAINED: off) add the pretrained `lm` / `ssl`
 feature blocks (encoder/core/pretrained.py) from local model folders; `--modalities ...,lm,ssl` reads them.
@@ -56,6 +57,12 @@ its temporal baseline, on S0's encoder, features and graphs:
 results/<data>_cvK/ablation.json (.png): per subset the pooled macro-F1 with its interval and the
 paired difference to the GNN on all of --modalities (cross_validation.ablation_summary); with several
 seeds, one per seed (seed_S/ablation.json, or ablation_seedS.json with --keep_encoder).
+`--jobs N` (with --cv; default 1) trains a fold's GNN stages that share its encoder, features and graphs
+(one per subset with --ablation; with --keep_encoder, whose single pass over the folds trains every seed's
+GNNs after each fold's encoder, one per seed as well) in up to N worker processes (spawned, see
+GnnWorkers) instead of one after the other; a fold's encoder, features and graphs are still built
+first, in this process. train_val runs on a fixed number of torch threads, so the results are those
+of N = 1, and each stage is recorded in the fold's stage cache as it finishes, as N = 1 records it.
 `--class_weight` weights the classes by inverse frequency in the encoder's and the GNN's loss (and the
 temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
 results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
@@ -76,10 +83,15 @@ import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's firs
 import argparse
 import hashlib
 import json
+import multiprocessing
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eda_components", action="store_true",
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; folder names "
                              "get _edac")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="with --cv: train a fold's GNN stages (one per --ablation subset, one per "
+                             "--keep_encoder seed) in up to N worker processes; the same results as N = 1")
     parser.add_argument("--work", type=Path, default=config.REPO_ROOT,
                         help="folder that receives encoder/STE_TRAIN, features/, graphs/ and results/")
     args = parser.parse_args(argv)
@@ -153,6 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--ablation needs --cv K")
     if args.bio_clip_length is not None and args.bio_clip_length < 1:
         parser.error("--bio_clip_length must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.jobs > 1 and not args.cv:
+        parser.error("--jobs N with N >= 2 needs --cv K (the single run trains its GNNs one after the other)")
     return args
 
 
@@ -172,18 +191,39 @@ class Pipeline:
 
     def stage(self, name: str, key: dict[str, Any], outputs: list[Path], run: Callable[[], Any]) -> str:
         stamp = digest(key)
-        tag = f"[{self.label}{' ' if self.label else ''}{name}]"
-        if not self.force and self.state.get(name) == stamp and all(p.exists() for p in outputs):
-            print(f"{tag} up to date, skipped")
-            self.timings[name] = 0.0
+        if self.up_to_date(name, stamp, outputs):
             return stamp
-        print(f"{tag} running")
+        print(f"{self.tag(name)} running")
         start = time.perf_counter()
         run()
-        self.timings[name] = time.perf_counter() - start
+        self.record(name, stamp, time.perf_counter() - start)
+        return stamp
+
+    def tag(self, name: str) -> str:
+        return f"[{self.label}{' ' if self.label else ''}{name}]"
+
+    def up_to_date(self, name: str, stamp: str, outputs: list[Path]) -> bool:
+        """Whether stage `name` last ran with this stamp and its outputs are there (then it says so)."""
+        if self.force or self.state.get(name) != stamp or not all(p.exists() for p in outputs):
+            return False
+        print(f"{self.tag(name)} up to date, skipped")
+        self.timings[name] = 0.0
+        return True
+
+    def record(self, name: str, stamp: str, seconds: float) -> None:
+        """Stage `name` ran with this stamp: written to the state file at once (a resumed run skips it)."""
+        self.timings[name] = seconds
         self.state[name] = stamp
         util.write_json(self.state, self.state_path)
-        return stamp
+
+    def reorder(self, before: Sequence[str], names: Sequence[str]) -> None:
+        """The state's stages in the order a sequential run records them: those recorded before (`before`)
+        where they were, then the new ones among `names` in that order (workers finish in any order)."""
+        new = [name for name in names if name in self.state and name not in before]
+        order = [name for name in self.state if name not in new] + new
+        if order != list(self.state):
+            self.state = {name: self.state[name] for name in order}
+            util.write_json(self.state, self.state_path)
 
 
 @dataclass
@@ -299,15 +339,99 @@ def run_gnn(args: argparse.Namespace, pipeline: Pipeline, settings: dict[str, An
             upstream: Upstream, modalities: str, seed: int, stage_suffix: str = "") -> Path:
     """train_val (the GNN and its temporal baseline) on one modality set, into dirs.results/dirs.exp;
     `stage_suffix` tells apart GNN stages that share a stage cache (a seed's on the first seed's encoder)."""
+    stage = gnn_stage(args, settings, dirs, upstream, modalities, seed, stage_suffix)
+    pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.flags))
+    return dirs.metrics
+
+
+@dataclass
+class GnnStage:
+    """One train_val stage: its name in the stage cache, its key, its outputs and train_val's flags."""
+
+    name: str
+    key: dict[str, Any]
+    outputs: list[Path]
+    flags: list[str]
+
+
+def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDirs, upstream: Upstream,
+              modalities: str, seed: int, stage_suffix: str = "") -> GnnStage:
+    """The train_val stage of one modality set and seed (see run_gnn)."""
     gnn_flags = [*upstream.graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(seed),
                  "--modalities", modalities, "--device", str(args.device), *settings["gnn_flags"]]
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     stage = "train_val" if upstream.fold is None else f"train_val {cross_validation.modality_tag(modalities)}"
     # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
-    pipeline.stage(stage + stage_suffix, {"graphs": upstream.graphs_stamp, "flags": gnn_flags, **upstream.scope},
-                   [dirs.metrics, dirs.metrics.parent / model_folder.TEMPORAL_PREDICTIONS_FILE],
-                   lambda: train_val.train_and_evaluate(train_val.parse_args(gnn_flags)))
-    return dirs.metrics
+    return GnnStage(stage + stage_suffix, {"graphs": upstream.graphs_stamp, "flags": gnn_flags, **upstream.scope},
+                    [dirs.metrics, dirs.metrics.parent / model_folder.TEMPORAL_PREDICTIONS_FILE], gnn_flags)
+
+
+def train_gnn(flags: list[str]) -> float:
+    """train_val.py with these flags; returns its wall time in seconds (a worker's task)."""
+    start = time.perf_counter()
+    train_val.train_and_evaluate(train_val.parse_args(flags))
+    return time.perf_counter() - start
+
+
+def _worker_started() -> None:
+    """A worker unwinds on SIGTERM as the main process does (util.run_cli): no half-written GNN folder."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+class GnnWorkers:
+    """Runs a fold's train_val stages: one after the other in this process with jobs = 1, else the
+    pending ones in up to `jobs` worker processes (spawned, so none inherits this process's torch
+    state; train_val fixes its torch thread count, so the results are those of the sequential run).
+    The workers start at the first batch with two or more stages to train and serve every later one."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> GnnWorkers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def run(self, pipeline: Pipeline, stages: Sequence[GnnStage]) -> None:
+        """Every stage of `stages` that is not up to date, recorded in `pipeline` as it finishes. When one
+        fails, the stages not yet started are cancelled, those running finish and are recorded, and the
+        first failure (in the order of `stages`) is raised."""
+        if self.jobs == 1:
+            for stage in stages:
+                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.flags))
+            return
+        pending = [(stage, stamp) for stage in stages
+                   if not pipeline.up_to_date(stage.name, stamp := digest(stage.key), stage.outputs)]
+        if len(pending) < 2:  # not worth a worker's start
+            for stage, _ in pending:
+                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.flags))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_started)
+        before = list(pipeline.state)
+        futures = {}
+        for i, (stage, stamp) in enumerate(pending):
+            print(f"{pipeline.tag(stage.name)} running")
+            futures[self._pool.submit(train_gnn, stage.flags)] = (i, stage, stamp)
+        failures: dict[int, BaseException] = {}
+        for future in as_completed(futures):
+            i, stage, stamp = futures[future]
+            if future.cancelled():
+                continue
+            if future.exception() is not None:
+                failures[i] = future.exception()
+                for other in futures:
+                    other.cancel()
+                continue
+            pipeline.record(stage.name, stamp, future.result())
+            print(f"{pipeline.tag(stage.name)} done, {future.result():.0f} s")
+        pipeline.reorder(before, [stage.name for stage, _ in pending])
+        if failures:
+            raise failures[min(failures)]
 
 
 def main() -> None:
@@ -419,6 +543,49 @@ def run_single(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_
     print(path)
 
 
+def seed_suffix(args: argparse.Namespace, seed: int) -> str:
+    """Of a seed's GNN folders and summaries on the first seed's fold encoders (--keep_encoder)."""
+    return f"_seed{seed}" if seed != args.seed and args.keep_encoder else ""
+
+
+def train_folds(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str,
+                settings: dict[str, Any], cv_dir: Path, folds: list[dict[str, tuple[int, ...]]],
+                modality_sets: list[str], workers: GnnWorkers) -> dict[int, tuple[Path, list[Path]]]:
+    """Every fold's stages for every seed; returns per seed the folder of its summaries and its fold
+    folders. A fold's train_val stages (one per modality set, and with --keep_encoder per seed) go to
+    `workers` together, after the fold's encoder, features and graphs. With --keep_encoder one pass over
+    the folds trains every seed's GNNs on the first seed's fold encoders; else each seed has a pass."""
+    first = args.seed
+    passes = [seed_list(args)] if args.keep_encoder else [[seed] for seed in seed_list(args)]
+    seed_dirs = {}
+    for pass_seeds in passes:
+        tree_seed = pass_seeds[0]
+        own_tree = tree_seed != first  # seed S's whole chain under seed_S/
+        seed_dir = cv_dir / f"seed_{tree_seed}" if own_tree else cv_dir
+        fold_dirs = []
+        for k, splits in enumerate(folds):
+            fold_dir = seed_dir / f"fold_{k}"
+            seed_note = f" seed {tree_seed}" if own_tree else ""
+            label = f"fold {k}{seed_note}"
+            print(f"\nfold {k}/{args.cv}{seed_note}: " + ", ".join(f"{name} {list(splits[name])} ({len(splits[name])})"
+                                                                  for name in ("train", "val", "test")))
+            util.write_json(splits, fold_dir / cross_validation.SPLITS_FILE)
+            fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=label)
+            dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir, "")
+            upstream = run_upstream(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k, tree_seed)
+            stages = []
+            for seed in pass_seeds:
+                suffix = seed_suffix(args, seed)
+                stages += [gnn_stage(args, settings, replace(dirs, exp=cross_validation.gnn_folder(modalities, suffix)),
+                                     upstream, modalities, seed, f" seed {seed}" if suffix else "")
+                           for modalities in modality_sets]
+            workers.run(fold_pipeline, stages)
+            fold_dirs.append(fold_dir)
+            pipeline.timings.update({f"{label} {name}": t for name, t in fold_pipeline.timings.items()})
+        seed_dirs.update({seed: (seed_dir, fold_dirs) for seed in pass_seeds})
+    return seed_dirs
+
+
 def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str, settings: dict[str, Any],
            cv_dir: Path, started: float) -> None:
     """Every fold end to end (cached per fold and stage) for every seed, then the summary of each
@@ -437,39 +604,22 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
         raise util.DataError(f"--cv {args.cv} over the {len(sessions)} sessions with a usable segment: {err}",
                              root) from None
     modality_sets = cross_validation.modality_subsets(args.modalities) if args.ablation else [args.modalities]
-    first, reports, per_seed = args.seed, [], []
+    first, seeds = args.seed, seed_list(args)
+    with GnnWorkers(args.jobs) as workers:
+        seed_dirs = train_folds(args, pipeline, root, frames_stamp, settings, cv_dir, folds, modality_sets, workers)
+    reports, per_seed = [], []
     last: Path | None = None  # the path printed last
-    for seed in seed_list(args):
-        own_tree = seed != first and not args.keep_encoder  # seed S's whole chain under seed_S/
-        seed_dir = cv_dir / f"seed_{seed}" if own_tree else cv_dir
-        suffix = f"_seed{seed}" if seed != first and args.keep_encoder else ""
-        fold_dirs = []
-        for k, splits in enumerate(folds):
-            fold_dir = seed_dir / f"fold_{k}"
-            seed_note = f" seed {seed}" if own_tree else ""
-            label = f"fold {k}{seed_note}"
-            print(f"\nfold {k}/{args.cv}{seed_note}: " + ", ".join(f"{name} {list(splits[name])} ({len(splits[name])})"
-                                                                  for name in ("train", "val", "test")))
-            util.write_json(splits, fold_dir / cross_validation.SPLITS_FILE)
-            fold_pipeline = Pipeline(fold_dir / STATE_FILE, args.force, label=label)
-            dirs = ChainDirs(fold_dir / "encoder", fold_dir / "features", fold_dir / "graphs", fold_dir, "")
-            upstream = run_upstream(args, fold_pipeline, root, frames_stamp, settings, dirs, splits, k,
-                                    first if args.keep_encoder else seed)
-            for modalities in modality_sets:
-                gnn_dirs = replace(dirs, exp=cross_validation.gnn_folder(modalities, suffix))
-                run_gnn(args, fold_pipeline, settings, gnn_dirs, upstream, modalities, seed,
-                        f" seed {seed}" if suffix else "")
-            fold_dirs.append(fold_dir)
-            pipeline.timings.update({f"{label} {name}": t for name, t in fold_pipeline.timings.items()})
-        summaries = {m: cross_validation.summarise(fold_dirs, m, seed=first, unusable_sessions=unusable, suffix=suffix)
-                     for m in modality_sets}
+    for seed in seeds:
+        seed_dir, fold_dirs = seed_dirs[seed]
+        summaries = {m: cross_validation.summarise(fold_dirs, m, seed=first, unusable_sessions=unusable,
+                                                   suffix=seed_suffix(args, seed)) for m in modality_sets}
         written = {m: cross_validation.write_summary(summaries[m], seed_dir) for m in modality_sets}
         last = written[args.modalities]
         reports.append((f"\nseed {seed}:\n" if args.seeds > 1 else "")
                        + cross_validation.format_summary(summaries[args.modalities]))
         if args.ablation:
             ablation = cross_validation.ablation_summary(fold_dirs, summaries, args.modalities, seed=first,
-                                                         suffix=suffix)
+                                                         suffix=seed_suffix(args, seed))
             last = cross_validation.write_ablation(ablation, seed_dir)
             reports.append(cross_validation.format_ablation(ablation))
         per_seed.append({**summaries[args.modalities], "seed": seed, "summary": str(written[args.modalities])})

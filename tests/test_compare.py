@@ -1,0 +1,110 @@
+"""cross_validation.compare_runs: run B minus run A over the same folds, paired on the same test segments,
+on hand-made fold folders whose differences are worked out by hand; runs over other folds are refused."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cv import write_fold
+
+import cross_validation
+from encoder.core import config, metrics, util
+
+GNN = cross_validation.gnn_folder("audio")
+HALVES = [[1, 2], [3, 4]]  # fold k tests HALVES[k] and trains on the other half
+# four sessions of two segments, one of class 0 (neutral) and one of class 1 (happy) each
+SESSIONS = np.repeat([1, 2, 3, 4], 2)
+TARGETS = np.tile([0, 1], 4)
+WRONG = TARGETS.copy()
+WRONG[[0, 3]] = 1 - WRONG[[0, 3]]  # wrong on session 1's neutral and session 2's happy segment
+
+
+def write_run(cv_dir: Path, gnn: np.ndarray, encoder: np.ndarray = TARGETS, temporal: np.ndarray | None = None,
+              reverse: bool = False) -> Path:
+    """A two-fold CV folder as run_pipeline writes it (test_cv.write_fold), with the temporal baseline's
+    predictions when given and, with `reverse`, every predictions file's rows in reverse order."""
+    data = {"sessions": SESSIONS, "targets": TARGETS, "gnn": gnn, "encoder": encoder}
+    for k in range(2):
+        fold = cv_dir / f"fold_{k}"
+        write_fold(fold, data, HALVES[k], HALVES[1 - k], GNN)
+        files = [fold / GNN / "predictions_test.csv", fold / "features" / "encoder_predictions_test.csv"]
+        if temporal is not None:
+            mine = np.isin(SESSIONS, HALVES[k])
+            segments = metrics.read_segment_predictions(files[0])["segment_ids"]
+            files.append(fold / GNN / "predictions_test_temporal.csv")
+            probs = np.full((mine.sum(), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
+            metrics.write_segment_predictions(segments, TARGETS[mine], temporal[mine], probs, files[-1])
+        if reverse:
+            for path in files:
+                pd.read_csv(path, dtype=str).iloc[::-1].to_csv(path, index=False)
+    return cv_dir
+
+
+def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "a", WRONG, temporal=WRONG)
+    b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
+    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=500, seed=0)
+    assert comparison["systems"] == ["encoder", "temporal", "gnn"] and comparison["notes"] == []
+    summary = cross_validation.summarise(cross_validation.run_folds(a), "audio", seed=0, n_boot=500)
+    for name, row in comparison["rows"].items():
+        assert row["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
+        assert row["a"] == row["b"] == {k: summary["pooled"][name][k] for k in ("macro_f1", "ci95")}
+    assert comparison["bootstrap"]["n_sessions"] == 4 and comparison["bootstrap"]["n_segments"] == 8
+
+
+def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
+    # A's GNN: per class 3 of 4 right, 1 false positive -> F1 = 2·3 / (2·3 + 1 + 1) = 0.75 for both classes;
+    # B's GNN is right everywhere (1.0): B − A = +0.25. Every resample gives B − A >= 0; one that draws only
+    # sessions 3 and 4 (where A is right too) gives 0, with chance (2/4)^4 = 1/16 > 2.5%, so the interval
+    # starts at 0; the largest value, session 1 (or 2) drawn four times, is 1 − (0 + 2/3) / 2 = 2/3.
+    # The encoders are the same in both runs (0 [0, 0]); A alone has a temporal baseline (left out).
+    a = write_run(tmp_path / "a", WRONG, temporal=TARGETS)
+    b = write_run(tmp_path / "b", TARGETS)
+    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=1000, seed=0)
+    assert comparison["systems"] == ["encoder", "gnn"]
+    assert comparison["notes"] == ["temporal: not in every fold of both runs, left out"]
+    gnn = comparison["rows"]["gnn"]
+    assert gnn["a"]["macro_f1"] == pytest.approx(0.75) and gnn["b"] == {"macro_f1": 1.0, "ci95": [1.0, 1.0]}
+    assert gnn["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
+    assert gnn["b_minus_a"]["ci95"][0] == 0.0 and 0.25 < gnn["b_minus_a"]["ci95"][1] <= 2 / 3 + 1e-12
+    assert comparison["rows"]["encoder"]["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
+    # B − A is −(A − B): the same resamples, the interval mirrored
+    reverse = cross_validation.compare_runs(b, a, "audio", n_boot=1000, seed=0)["rows"]["gnn"]["b_minus_a"]
+    assert reverse["macro_f1"] == pytest.approx(-0.25)
+    assert reverse["ci95"] == pytest.approx([-gnn["b_minus_a"]["ci95"][1], -gnn["b_minus_a"]["ci95"][0]])
+
+
+def test_cli_prints_the_table_and_writes_into_b(tmp_path: Path) -> None:
+    a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+    lines = out.getvalue().strip().splitlines()
+    assert lines[-1] == str(b / "compare_audio.json")
+    written = util.read_json(b / "compare_audio.json")
+    assert written["a"] == str(a) and written["b"] == str(b) and written["rows"]["gnn"]["b_minus_a"]["macro_f1"] == 0.25
+    assert lines[1:3] == [f"A: {a}", f"B: {b}"]
+    assert any(line.startswith("gnn ") and "0.7500 [" in line and "1.0000 [1.0000, 1.0000]" in line
+               and "+0.2500 [+0.0000, " in line for line in lines)
+
+
+def test_runs_over_other_folds_are_refused(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "a", WRONG)
+    other_splits = write_run(tmp_path / "b", TARGETS)
+    splits = util.read_json(other_splits / "fold_1" / "splits.json")
+    util.write_json({**splits, "train": splits["val"], "val": splits["train"]}, other_splits / "fold_1" / "splits.json")
+    with pytest.raises(util.DataError, match="fold 1's splits.json differ") as err:
+        cross_validation.compare_runs(a, other_splits, "audio")
+    assert str(a) in str(err.value) and str(other_splits) in str(err.value) and "\n" not in str(err.value)
+
+    other_segments = write_run(tmp_path / "c", TARGETS)
+    for path in (other_segments / "fold_0" / GNN / "predictions_test.csv",
+                 other_segments / "fold_0" / "features" / "encoder_predictions_test.csv"):
+        pd.read_csv(path, dtype=str).iloc[:-1].to_csv(path, index=False)  # one test segment fewer
+    with pytest.raises(util.DataError, match="fold 0's test segment IDs differ") as err:
+        cross_validation.compare_runs(a, other_segments, "audio")
+    assert str(a) in str(err.value) and str(other_segments) in str(err.value) and "\n" not in str(err.value)
