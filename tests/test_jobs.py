@@ -23,18 +23,30 @@ SUBSETS = cross_validation.modality_subsets(MODALITIES)
 
 @pytest.fixture(scope="module")
 def ablations(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`--cv 2 --ablation --modalities audio,eda` of one tiny-preset copy with --jobs 1 and with --jobs 2,
-    each into a work folder of its own; per jobs: the CV folder, what the run printed and `run(*flags)`."""
+    """`--cv 2 --ablation --modalities audio,eda` of a tiny-preset copy with --jobs 1; then every GNN
+    folder and its stage-cache entry removed and the same run with --jobs 2 on the same fold encoders.
+    Per jobs: what the GNN stages wrote and recorded, and what the run printed; `run(*flags)` reruns."""
     base = tmp_path_factory.mktemp("jobs")
     data = base / "KEMDy20"
     shutil.copytree(tiny_raw, data)
-    runs = {}
-    with contextlib.ExitStack() as stack:
+    cv_dir = base / "work" / "results" / "KEMDy20_cv2"
+    states = [cv_dir / f"fold_{k}" / run_pipeline.STATE_FILE for k in range(2)]
+    runs: dict = {"cv_dir": cv_dir}
+    with cv_runner(data, base / "work") as run:
         for jobs in (1, 2):
-            work = base / f"jobs_{jobs}"
-            run = stack.enter_context(cv_runner(data, work))
-            runs[jobs] = {"cv_dir": work / "results" / "KEMDy20_cv2", "run": run,
-                          "out": run("--ablation", "--modalities", MODALITIES, "--jobs", str(jobs))}
+            out = run("--ablation", "--modalities", MODALITIES, "--jobs", str(jobs))
+            runs[jobs] = {"out": out, "gnn": gnn_files(cv_dir), "summaries": summaries(cv_dir),
+                          "states": [list(util.read_json(path)) for path in states],
+                          "metrics": {(k, m): util.read_json(cv_dir / f"fold_{k}" / cross_validation.gnn_folder(m)
+                                                             / "metrics.json") for k in range(2) for m in SUBSETS}}
+            if jobs == 1:
+                for k, path in enumerate(states):
+                    kept = {name: stamp for name, stamp in util.read_json(path).items()
+                            if not name.startswith("train_val")}
+                    util.write_json(kept, path)
+                    for m in SUBSETS:
+                        shutil.rmtree(cv_dir / f"fold_{k}" / cross_validation.gnn_folder(m))
+        runs["run"] = run
         yield runs
 
 
@@ -52,36 +64,35 @@ def summaries(cv_dir: Path) -> dict[str, bytes]:
 
 def test_jobs_give_the_sequential_results(ablations: dict) -> None:
     one, two = ablations[1], ablations[2]
-    assert gnn_files(two["cv_dir"]) == gnn_files(one["cv_dir"])
-    assert summaries(two["cv_dir"]) == summaries(one["cv_dir"])
+    assert two["gnn"] == one["gnn"]
+    assert two["summaries"] == one["summaries"]
+    assert "[fold 0 STE_train] up to date, skipped" in two["out"]  # the same fold encoders
     for k in range(2):
         for m in SUBSETS:
             tag = f"[fold {k} train_val {cross_validation.modality_tag(m)}]"
             assert f"{tag} running" in one["out"] and f"{tag} running" in two["out"]
             assert f"{tag} done, " in two["out"]  # said as each worker's stage finishes
-            metrics = [util.read_json(ablations[j]["cv_dir"] / f"fold_{k}" / cross_validation.gnn_folder(m)
-                                      / "metrics.json") for j in (1, 2)]
-            assert metrics[0]["test"] == metrics[1]["test"] and metrics[0]["best"] == metrics[1]["best"]
-    assert two["out"].strip().splitlines()[-1] == str(two["cv_dir"] / "ablation.json")
+            first, second = one["metrics"][k, m], two["metrics"][k, m]
+            assert first["test"] == second["test"] and first["best"] == second["best"]
+    assert two["out"].strip().splitlines()[-1] == str(ablations["cv_dir"] / "ablation.json")
 
 
 def test_workers_record_their_stages_as_the_sequential_run(ablations: dict) -> None:
-    one, two = ablations[1], ablations[2]
+    one, two, cv_dir = ablations[1], ablations[2], ablations["cv_dir"]
     for k in range(2):
-        states = [util.read_json(run["cv_dir"] / f"fold_{k}" / run_pipeline.STATE_FILE) for run in (one, two)]
-        assert list(states[0]) == list(states[1]) == [
+        assert one["states"][k] == two["states"][k] == [
             "STE_train", "STE_forward", "generate_graph",
             *(f"train_val {cross_validation.modality_tag(m)}" for m in SUBSETS)]
     # the parallel run's cache serves a sequential rerun: nothing retrained
-    assert two["run"]("--ablation", "--modalities", MODALITIES).count("] running") == 0
+    assert ablations["run"]("--ablation", "--modalities", MODALITIES).count("] running") == 0
     # a parallel rerun trains only what is missing (one stage: in this process), as the sequential run did
-    before = util.read_json(two["cv_dir"] / "fold_1" / run_pipeline.STATE_FILE)
-    shutil.rmtree(two["cv_dir"] / "fold_1" / cross_validation.gnn_folder("eda"))
-    out = two["run"]("--ablation", "--modalities", MODALITIES, "--jobs", "2")
+    before = util.read_json(cv_dir / "fold_1" / run_pipeline.STATE_FILE)
+    shutil.rmtree(cv_dir / "fold_1" / cross_validation.gnn_folder("eda"))
+    out = ablations["run"]("--ablation", "--modalities", MODALITIES, "--jobs", "2")
     assert out.count("] running") == 1 and "[fold 1 train_val eda] running" in out
     assert "[fold 1 train_val audio] up to date, skipped" in out
-    assert util.read_json(two["cv_dir"] / "fold_1" / run_pipeline.STATE_FILE) == before
-    assert gnn_files(two["cv_dir"]) == gnn_files(one["cv_dir"])
+    assert util.read_json(cv_dir / "fold_1" / run_pipeline.STATE_FILE) == before
+    assert gnn_files(cv_dir) == one["gnn"]
 
 
 @pytest.mark.parametrize("flags", [["--jobs", "0"], ["--jobs", "2"]])
