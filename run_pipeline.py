@@ -67,10 +67,12 @@ of N = 1, and each stage is recorded in the fold's stage cache as it finishes, a
 temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
 results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
 features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
-The encoder input options `--bio_clip_length N`, `--participant_norm` and `--eda_components`
-(encoder/core/participant.py; config.STE_inputs holds their defaults) retrain the encoder likewise;
-the folder names get `_bioN`, `_pnorm`, `_edac` before any `_cw` (results/demo_cv5_pnorm/), so that
-`python cross_validation.py --compare results/demo_cv5 results/demo_cv5_pnorm` pairs them fold by fold.
+The encoder input options `--bio_clip_length N`, `--[no-]participant_norm` and `--[no-]eda_components`
+(encoder/core/participant.py; config.STE_inputs holds their defaults: participant normalisation on,
+the other two off) retrain the encoder likewise; an option set apart from its default names the
+folders with `_bioN`, `_nopnorm` (or `_pnorm`), `_edac` (or `_noedac`) before any `_cw`
+(results/demo_cv5_nopnorm/), so that `python cross_validation.py --compare results/demo_cv5_nopnorm
+results/demo_cv5` pairs two runs fold by fold.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
@@ -148,12 +150,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bio_clip_length", type=int, default=None, metavar="STEPS",
                         help="EDA/TEMP clip length in 4 Hz steps, apart from the audio clip (e.g. 41 ≈ 10 s); "
                              "default config.STE_inputs; folder names get _bioSTEPS")
-    parser.add_argument("--participant_norm", action="store_true",
+    parser.add_argument("--participant_norm", action=argparse.BooleanOptionalAction, default=None,
                         help="standardise spectrogram, EDA and TEMP per participant and session from the "
-                             "participant's own signal (encoder/core/participant.py); folder names get _pnorm")
-    parser.add_argument("--eda_components", action="store_true",
-                        help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; folder names "
-                             "get _edac")
+                             "participant's own signal (encoder/core/participant.py); default config.STE_inputs "
+                             f"({config.STE_inputs['participant_norm']}); folder names get _pnorm / _nopnorm "
+                             "when it differs from the default")
+    parser.add_argument("--eda_components", action=argparse.BooleanOptionalAction, default=None,
+                        help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
+                             f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
+                             "/ _noedac when it differs from the default")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="with --cv: train a fold's GNN stages (one per --ablation subset, one per "
                              "--keep_encoder seed) in up to N worker processes; the same results as N = 1")
@@ -479,19 +484,17 @@ def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str,
 
 
 def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """`settings` with the encoder input options asked for on the command line (participant.py), and
-    the tag they add to the results folder names (`_bioN`, `_pnorm`, `_edac`; empty when none)."""
-    chosen: dict[str, Any] = {}
-    if args.bio_clip_length is not None:
-        chosen["bio_clip_length"] = args.bio_clip_length
-    if args.participant_norm:
-        chosen["participant_norm"] = True
-    if args.eda_components:
-        chosen["eda_components"] = True
+    """`settings` with the encoder input options (participant.py) the command line sets apart from
+    config.STE_inputs, and the tag they add to the results folder names (`_bioN`, `_pnorm` or
+    `_nopnorm`, `_edac` or `_noedac`; empty when every option is the default)."""
+    asked = {"bio_clip_length": args.bio_clip_length, "participant_norm": args.participant_norm,
+             "eda_components": args.eda_components}
+    chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
     if not chosen:
         return settings, ""
-    tag = (f"_bio{args.bio_clip_length}" if args.bio_clip_length is not None else "") \
-        + ("_pnorm" if args.participant_norm else "") + ("_edac" if args.eda_components else "")
+    names = {"participant_norm": "pnorm", "eda_components": "edac"}
+    tag = "".join(f"_bio{v}" if k == "bio_clip_length" else f"_{'' if v else 'no'}{names[k]}"
+                  for k, v in chosen.items())
     return {**settings, "STE_inputs": {**settings["STE_inputs"], **chosen}}, tag
 
 

@@ -23,6 +23,7 @@ import torch
 import generate_graph
 import model_folder
 import models_gnn
+import online
 import predict
 import train_val
 from encoder.core import checkpoints, config, extraction, frames, prediction, training, util
@@ -331,7 +332,8 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert spec["normalization"] == state["normalization"] and spec["clip_length"] == state["inputs"]["clip_length"]
     options = ("bio_clip_length", "participant_norm", "eda_components")
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length" and k not in options}
-    assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": False, "eda_components": False}
+    assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": config.STE_inputs["participant_norm"],
+                                     "eda_components": config.STE_inputs["eda_components"]}
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
     moved = tmp_path / "model"
     shutil.copytree(folder, moved, copy_function=os.link)
@@ -348,11 +350,13 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
 def test_online_labels_equal_the_causal_model_on_one_unchunked_graph(copies: dict[str, Path],
                                                                      models: dict[str, Path]) -> None:
     """predict.py --online replays the nodes one instant at a time; its node probabilities equal the
-    causal GNN's on one graph of all the nodes (numv = all), and a segment's are the mean of its nodes'."""
+    causal GNN's on one graph of all the nodes (numv = all), each embedded as the online embedder does it
+    (participant statistics from what has arrived: participant.OnlineParticipants), and a segment's are
+    the mean of its nodes'."""
     out = models["work"] / "online" / "pred.csv"
     stdout = predict_in_process("--model", models["causal"], "--session", copies["short"], "--out", out, "--online")
     assert "labelled as they arrived" in stdout
-    online = pd.read_csv(predict.node_csv(out))
+    replayed = pd.read_csv(predict.node_csv(out))
     segments_out = pd.read_csv(out, keep_default_na=False).set_index("segment_id")
 
     loaded = model_folder.load(models["causal"])
@@ -361,17 +365,24 @@ def test_online_labels_equal_the_causal_model_on_one_unchunked_graph(copies: dic
     encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
     _, segments, _ = predict.session_segments(copies["short"], None)
     assert len(segments) == ONLINE_SEGMENTS
-    nodes = predict.session_nodes(segments, prediction.embed_segments(
-        encoder, state, segments, "cpu", {"num_workers": 0, "progress": False}))
+    embedder = online.NodeEmbedder(encoder, state, torch.device("cpu"))
+    index = {seg.segment_id: i for i, seg in enumerate(segments)}
+    arrivals = list(online.instants(segments))
+    features = np.concatenate([embedder.embed(arrived).numpy() for arrived in arrivals])
+    placed = [(index[seg.segment_id], step) for arrived in arrivals for seg, step in arrived]
+    n = len(placed)
+    nodes = predict.session_nodes(segments, prediction.Predictions(
+        np.array([i for i, _ in placed]), np.array([k for _, k in placed]), np.zeros((n, len(PROBS))), np.zeros(n),
+        features))
     (graph,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), 7.2, "cin")
     with torch.no_grad():
         expected = torch.softmax(gnn.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1).numpy()
     order = {(s, round(t, 3)): i for i, (s, t) in enumerate(zip(graph.segment_id, graph.time_s.tolist(), strict=True))}
-    rows = [order[(s, round(t, 3))] for s, t in zip(online["segment_id"], online["time_s"], strict=True)]
+    rows = [order[(s, round(t, 3))] for s, t in zip(replayed["segment_id"], replayed["time_s"], strict=True)]
     assert sorted(rows) == list(range(len(expected)))  # every node once
-    np.testing.assert_allclose(online[PROBS].to_numpy(), expected[rows], atol=1e-5)
-    assert online["time_s"].is_monotonic_increasing  # arrival order
-    means = online.groupby("segment_id")[PROBS].mean().loc[segments_out.index]
+    np.testing.assert_allclose(replayed[PROBS].to_numpy(), expected[rows], atol=1e-5)
+    assert replayed["time_s"].is_monotonic_increasing  # arrival order
+    means = replayed.groupby("segment_id")[PROBS].mean().loc[segments_out.index]
     np.testing.assert_allclose(segments_out[PROBS].to_numpy(), means.to_numpy(), atol=1e-5)
 
 

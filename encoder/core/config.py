@@ -56,9 +56,9 @@ STE_inputs = {
     "fmax": 8000.0,  # None or above Nyquist: sample_rate / 2
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
     # Input options (encoder/core/participant.py), each measured by paired CV (README, "What each part
-    # contributes") and left off unless it helped there:
+    # contributes") and on by default only where it helped there:
     "bio_clip_length": None,  # EDA/TEMP clip length in 4 Hz steps (e.g. 41 ≈ 10 s); None: clip_length
-    "participant_norm": False,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
+    "participant_norm": True,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
     "eda_components": False,  # NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA
 }
 
