@@ -464,13 +464,13 @@ def main() -> None:
     frames_stamp = frames_stage(pipeline, root, data_stamp)
     data_name = "demo" if is_synthetic else root.name
     stacking = "" if args.stacking == DEFAULT_STACKING else f"_{args.stacking}"
-    weighted = options_tag + ("_cw" if args.class_weight else "")
+    variant = options_tag + ("_cw" if args.class_weight else "")  # input options and class weights
     if args.cv:
         # not named after the modalities: every modality set shares a fold's encoder, features and graphs
-        cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{weighted}"
+        cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{variant}"
         run_cv(args, pipeline, root, frames_stamp, settings, cv_dir, started)
         return
-    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{weighted}"
+    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{variant}"
     run_single(args, pipeline, root, frames_stamp, settings, exp, started)
 
 
@@ -630,7 +630,7 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
           + (f" and {args.seeds} seeds" if args.seeds > 1 else ""))
     print("\n".join(reports))
     if args.seeds > 1:
-        summary = cross_validation.seeds_summary(per_seed, seed_list(args), args.keep_encoder)
+        summary = cross_validation.seeds_summary(per_seed, seeds, args.keep_encoder)
         summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
         last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}"
                          f"{'_keep_encoder' if args.keep_encoder else ''}.json")

@@ -230,17 +230,16 @@ class OnlineParticipants:
     def view(self, segment: Any, step: int, wav: np.ndarray) -> Any:
         if not self.options.needs_participant:
             return segment
-        state = self.seen.setdefault(participant_key(segment), {"done": [], "frames": {}, "mel": None})
+        state = self.seen.setdefault(participant_key(segment),
+                                     {"done": [], "frames": {}, "mel": Moments(self.params.n_mels)})
         horizon = float(segment.ts[step]) + (self.options.bio_clip_length // 2) * config.BIO_STEP_S
-        current = {name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in
-                   (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))}
+        seen = replace(segment, **{name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in
+                                   (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))})
         earlier = [s for s in state["done"] if s.segment_id != segment.segment_id]
-        eda_rows = participant_rows([*earlier, replace(segment, **current)], "eda_rows")
-        temp_rows = participant_rows([*earlier, replace(segment, **current)], "temp_rows")
-        stats = bio_stats(eda_rows, temp_rows)
+        eda_rows = participant_rows([*earlier, seen], "eda_rows")
+        seen.participant = bio_stats(eda_rows, participant_rows([*earlier, seen], "temp_rows"))
         if self.options.participant_norm:
-            stats.mel_mean, stats.mel_std = self._audio(state, segment, step, wav)
-        seen = replace(segment, **current, participant=stats)
+            seen.participant.mel_mean, seen.participant.mel_std = self._audio(state, segment, step, wav)
         if self.options.eda_components:
             parts = eda_components(eda_rows[:, 1])
             seen.eda_parts = parts[np.searchsorted(eda_rows[:, 0], seen.eda_rows[:, 0])]
@@ -254,7 +253,6 @@ class OnlineParticipants:
         frames = state["frames"].get(segment.segment_id)
         if frames is None:
             frames = state["frames"][segment.segment_id] = {"all": wav_frames(wav, self.params), "added": 0}
-            state["mel"] = state["mel"] or Moments(self.params.n_mels)
         fps = self.params.frames_per_step
         offset = int(segment.frame_offsets(self.params, np.array([step]))[0])
         end = min(len(frames["all"]), offset + (self.clip_length - self.clip_length // 2) * fps)
