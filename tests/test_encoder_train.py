@@ -85,6 +85,11 @@ def test_resume_continues_from_the_saved_epoch(trained, tiny_root, tmp_path):
     training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                optimization=tiny_optimization(tmp_path, epochs=1), log=None)
     assert [int(r["epoch"]) for r in read_log(tmp_path)] == [1]
+    # killed after epoch_001.pth was written and before best.pth: resuming writes the best state back
+    (tmp_path / "best.pth").unlink()
+    training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
+                           optimization=tiny_optimization(tmp_path, epochs=1), resume=True, log=None)
+    assert checkpoints.load_encoder_checkpoint(tmp_path / "best.pth")["epoch"] == 1
     training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                optimization=tiny_optimization(tmp_path, epochs=2), resume=True, log=None)
     resumed, straight = read_log(tmp_path), read_log(trained[0])
