@@ -153,14 +153,15 @@ def replay(args: argparse.Namespace) -> None:
     gnn.eval()
     state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
     encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
-    embedder = online.NodeEmbedder(encoder, state, torch.device("cpu"))
     graphs = loaded["graph"]
     _, segments, _ = predict.session_segments(args.root, [args.session])
-    for size in (1, 2):  # warm-up: the encoder's first pass per batch size builds its kernels
-        embedder.embed([(segments[0], 0)] * size)
-    embedder.release(segments[0].segment_id)
-    fast = ours(embedder, gnn, graphs, segments)
-    slow = reference(embedder, gnn, graphs, segments)
+    warm_up = online.NodeEmbedder(encoder, state, torch.device("cpu"))
+    for size in (1, 2):  # the encoder's first pass per batch size builds its kernels
+        warm_up.embed([(segments[0], 0)] * size)
+    # each replay has an embedder of its own: with participant normalisation an embedder keeps the
+    # statistics of what has arrived, and a second replay through it would see the whole session
+    fast = ours(online.NodeEmbedder(encoder, state, torch.device("cpu")), gnn, graphs, segments)
+    slow = reference(online.NodeEmbedder(encoder, state, torch.device("cpu")), gnn, graphs, segments)
     diff = float(np.abs(fast["probs"] - slow["probs"]).max())
     if diff > 1e-5:
         raise SystemExit(f"online and rebuilt probabilities disagree: max |diff| = {diff:.3g}")

@@ -157,6 +157,9 @@ def test_online_statistics_use_only_what_has_arrived(session: list) -> None:
     participant.attach(offline, SMALL, ALL_ON)
     assert last.participant.eda_mean == pytest.approx(offline[0].participant.eda_mean)
     assert last.participant.temp_std == pytest.approx(offline[0].participant.temp_std)
+    # a second replay through the same tracker would see the whole session from its first node
+    with pytest.raises(ValueError, match="arrives again"):
+        replay.view(group[0], 0, io.read_wav(group[0].wav, SMALL.sample_rate))
 
 
 def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path, tmp_path: Path) -> None:

@@ -235,7 +235,10 @@ class OnlineParticipants:
         horizon = float(segment.ts[step]) + (self.options.bio_clip_length // 2) * config.BIO_STEP_S
         seen = replace(segment, **{name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in
                                    (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))})
-        earlier = [s for s in state["done"] if s.segment_id != segment.segment_id]
+        if any(s.segment_id == segment.segment_id for s in state["done"]):
+            raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "
+                             "needs OnlineParticipants (online.NodeEmbedder) of its own")
+        earlier = state["done"]
         eda_rows = participant_rows([*earlier, seen], "eda_rows")
         seen.participant = bio_stats(eda_rows, participant_rows([*earlier, seen], "temp_rows"))
         if self.options.participant_norm:
