@@ -232,13 +232,13 @@ class OnlineParticipants:
             return segment
         state = self.seen.setdefault(participant_key(segment),
                                      {"done": [], "frames": {}, "mel": Moments(self.params.n_mels)})
+        earlier = state["done"]
+        if any(s.segment_id == segment.segment_id for s in earlier):
+            raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "
+                             "needs OnlineParticipants (online.NodeEmbedder) of its own")
         horizon = float(segment.ts[step]) + (self.options.bio_clip_length // 2) * config.BIO_STEP_S
         seen = replace(segment, **{name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in
                                    (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))})
-        if any(s.segment_id == segment.segment_id for s in state["done"]):
-            raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "
-                             "needs OnlineParticipants (online.NodeEmbedder) of its own")
-        earlier = state["done"]
         eda_rows = participant_rows([*earlier, seen], "eda_rows")
         seen.participant = bio_stats(eda_rows, participant_rows([*earlier, seen], "temp_rows"))
         if self.options.participant_norm:
