@@ -304,6 +304,7 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
         clips = TrainClipDataset(segments, norm, clip_length, params, seed=0)
         loader = torch.utils.data.DataLoader(clips, batch_size=sizes["train_batch"], shuffle=True,
                                              num_workers=workers, pin_memory=cuda, drop_last=True,
+                                             worker_init_fn=util.loader_worker_init,
                                              generator=torch.Generator().manual_seed(0))
         model, optimizer, scaler = new_trainer()
         warm = [next(iter(torch.utils.data.DataLoader(clips, batch_size=sizes["train_batch"])))] * 2

@@ -122,3 +122,39 @@ def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
         assert np.allclose(audio[k, 0].numpy(), own, atol=1e-4)
         expected = norm.eda(clip_utils.bio_clips(seg.eda, 11, np.array([steps[k]])))[0]
         assert np.allclose(eda[k, 0].numpy(), expected)
+
+
+class _BlasThreads(torch.utils.data.Dataset):
+    """Item: the BLAS thread counts the process that loads it runs with."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> list[int]:
+        from threadpoolctl import threadpool_info
+
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_loader_workers_run_one_blas_thread():
+    """Without util.loader_worker_init every DataLoader worker starts NumPy's BLAS on all cores (a GPU
+    machine's 14 workers x 16 threads made extraction 100x slower than its model)."""
+    loader = torch.utils.data.DataLoader(_BlasThreads(), batch_size=None, num_workers=1,
+                                         worker_init_fn=util.loader_worker_init)
+    counts = next(iter(loader))
+    assert counts and all(n == 1 for n in counts)
+
+
+def test_log_mel_frames_do_not_depend_on_the_blas_thread_count():
+    """Workers (one BLAS thread) and the main process (several) must give the same spectrogram."""
+    from threadpoolctl import threadpool_limits
+
+    from encoder.core.custom_transforms import log_mel_frames
+
+    params = SpectrogramParams.from_dict(config.STE_inputs)
+    wav = np.random.default_rng(3).standard_normal(params.sample_rate * 3).astype(np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = log_mel_frames(wav, 0, 250, params)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = log_mel_frames(wav, 0, 250, params)
+    np.testing.assert_array_equal(one, two)

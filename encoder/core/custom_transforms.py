@@ -77,17 +77,19 @@ def _mel_basis(params: SpectrogramParams) -> np.ndarray:
     return librosa.filters.mel(
         sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin,
         fmax=params.fmax,
-    ).astype(np.float32)
+    )
 
 
 def log_mel_frames(wav: np.ndarray, start: int, n_frames: int, params: SpectrogramParams) -> np.ndarray:
-    """(n_mels, n_frames) float32 log-mel power in dB, frame m centred on wav sample start + m·hop."""
+    """(n_mels, n_frames) float32 log-mel power in dB, frame m centred on wav sample start + m·hop.
+    The mel projection runs in float64: a float32 product rounds differently by BLAS thread count, and
+    DataLoader workers run one BLAS thread (util.loader_worker_init) where the main process runs many."""
     half = params.n_fft // 2
     span = clip_utils.reflect_span(wav, start - half, (n_frames - 1) * params.hop_length + params.n_fft)
     stft = librosa.stft(
         span, n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.win_length, center=False
     )
-    power = (stft.real**2 + stft.imag**2).astype(np.float32)
+    power = stft.real.astype(np.float64) ** 2 + stft.imag.astype(np.float64) ** 2
     mel = _mel_basis(params) @ power
     return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
 

@@ -302,12 +302,17 @@ def segment_clips(item: dict[str, Any], clip_length: int, params: SpectrogramPar
 
 
 def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: int,
-                 params: SpectrogramParams) -> Iterator[NodeBatch]:
-    """Pack the steps of consecutive segments into batches of `batch_size` nodes (the last smaller)."""
+                 params: SpectrogramParams, device: torch.device | None = None) -> Iterator[NodeBatch]:
+    """Pack the steps of consecutive segments into batches of `batch_size` nodes (the last smaller).
+    With `device`, each segment's spectrogram and bio clips move there before its clips are cut: a
+    clip repeats most of its neighbours' frames (clip_length times over), so cutting them on the GPU
+    moves clip_length times fewer bytes through the host than cutting them on the CPU."""
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
     pending = 0
     for item in items:
         n = len(item["steps"])
+        if device is not None:
+            item = {**item, **{k: item[k].to(device) for k in ("spec", "offsets", "eda", "temp")}}
         parts.append((segment_clips(item, clip_length, params), item["eda"], item["temp"],
                       np.full(n, int(item["index"])), item["steps"].numpy()))
         pending += n

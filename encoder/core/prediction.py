@@ -75,12 +75,13 @@ def iter_predictions(
     """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
     per segment. The caller restores train mode if it needs it."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                        worker_init_fn=util.loader_worker_init)
     labels = torch.from_numpy(np.stack([s.label for s in dataset.segments])) if dataset.segments else None
     total = sum(len(dataset.steps(i)) for i in range(len(dataset)))
     bar = tqdm(total=total, desc=progress, unit="node", disable=progress is None, leave=False)
     with torch.inference_mode(), bar:
-        for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params):
+        for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params, device):
             with autocast(device, amp):
                 out = model(batch.audio.to(device), batch.eda.to(device), batch.temp.to(device))
             label = labels[torch.from_numpy(batch.segment_index)].to(device)

@@ -165,6 +165,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     per_rank = len(train_set) // runtime.world_size
     loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=sampler is None, sampler=sampler,
                         num_workers=settings["num_workers"], generator=generator,
+                        worker_init_fn=util.loader_worker_init,
                         drop_last=per_rank > settings["batch_size"], pin_memory=device.type == "cuda")
     record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,

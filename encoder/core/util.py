@@ -173,6 +173,16 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def loader_worker_init(_worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: one BLAS thread per worker process. Torch already gives each worker
+    one thread, but NumPy's BLAS (the mel projection) would start one thread per core in every worker:
+    with 14 workers on 16 cores that oversubscription made batched extraction on a GPU machine 100x
+    slower than the model (benchmarks/results/gpu_*.json)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
     import torch
