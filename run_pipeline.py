@@ -86,6 +86,7 @@ import argparse
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -331,7 +332,8 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
         "STE_forward", features_key,
         [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
-                                            splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models))
+                                            splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models,
+                                            forward=args.forward))
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
     _, graph_dir = generate_graph.graph_paths(graph_args)
@@ -448,6 +450,7 @@ def main() -> None:
     profile = args.profile or ("demo" if is_synthetic else "full")
     settings = with_class_weight(config.DEMO if profile == "demo" else NO_OVERRIDES, args.class_weight)
     settings, options_tag = with_input_options(settings, args)
+    settings, args.forward = with_device_workers(settings, args.device)
     pipeline = Pipeline(work / STATE_FILE, args.force)
 
     def generate() -> None:
@@ -481,6 +484,18 @@ def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str,
         return settings
     return {**settings, "STE_optimization_params": {**settings["STE_optimization_params"], "class_weight": True},
             "gnn_flags": [*settings["gnn_flags"], "--class_weight"]}
+
+
+def with_device_workers(settings: dict[str, Any], device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`settings` and STE_forward overrides with at least config.CUDA_MIN_WORKERS loader workers (at most the
+    cores less two) on a CUDA device; unchanged elsewhere."""
+    if device.type != "cuda":
+        return settings, {}
+    workers = min(config.CUDA_MIN_WORKERS, max((os.cpu_count() or 1) - 2, 0))
+    opt = settings["STE_optimization_params"]
+    train = max(int(opt.get("num_workers", config.STE_optimization_params["num_workers"])), workers)
+    forward = max(int(config.STE_forward_params["num_workers"]), workers)
+    return {**settings, "STE_optimization_params": {**opt, "num_workers": train}}, {"num_workers": forward}
 
 
 def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], str]:

@@ -47,3 +47,18 @@ def test_starting_a_script_prints_no_torch_jit_warning(script: str) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "<string>:7: FutureWarning: another FutureWarning\n"  # and nothing else
+
+
+def test_on_cuda_the_encoder_loaders_get_workers_and_elsewhere_keep_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's encoder settings load clips in the main process (sized for 2 cores); on a GPU machine
+    run_pipeline gives training and extraction config.CUDA_MIN_WORKERS workers, at most the cores less two."""
+    import run_pipeline
+
+    monkeypatch.setattr(run_pipeline.os, "cpu_count", lambda: 16)
+    settings, forward = run_pipeline.with_device_workers(config.DEMO, torch.device("cuda", 0))
+    assert settings["STE_optimization_params"]["num_workers"] == config.CUDA_MIN_WORKERS
+    assert forward == {"num_workers": config.CUDA_MIN_WORKERS}
+    assert settings["STE_optimization_params"]["epochs"] == config.DEMO["STE_optimization_params"]["epochs"]
+    monkeypatch.setattr(run_pipeline.os, "cpu_count", lambda: 4)
+    assert run_pipeline.with_device_workers(config.DEMO, torch.device("cuda", 0))[1] == {"num_workers": 2}
+    assert run_pipeline.with_device_workers(config.DEMO, CPU) == (config.DEMO, {})

@@ -78,6 +78,11 @@ STE_optimization_params = {
     "progress": True,  # tqdm bars
 }
 
+# On a CUDA device run_pipeline.py gives the encoder's loaders (training and extraction) at least this many
+# worker processes, capped at the cores less two: num_workers above is sized for 2 CPU cores, and one process
+# computing spectrograms leaves a GPU idle. Clips, their order and the results do not depend on the count.
+CUDA_MIN_WORKERS = 8
+
 STE_forward_params = {
     "checkpoint": STE_TRAIN_DIR / "best.pth",
     "batch_size": 256,
