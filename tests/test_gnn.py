@@ -208,3 +208,14 @@ def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict
     stored = np.array([[float(rows[i][f"p_{e}"]) for e in config.EMOTIONS] for i in ids])
     np.testing.assert_allclose(stored, means, atol=1e-4)
     assert result["counts"]["test"]["graphs"] == len(SPLITS["test"]) and "unchunked" in result["eval_graphs"]
+
+
+@pytest.mark.parametrize("block", ["text", "lm", "ssl"])
+def test_causal_model_refuses_whole_segment_blocks(dataset: dict[str, Path], tmp_path: Path, block: str) -> None:
+    """The text, lm and ssl blocks are computed from the whole segment (the future of its nodes): --causal
+    refuses them with one line, before anything is read or written."""
+    with pytest.raises(util.DataError, match=f"--causal cannot read {block}: computed from the whole segment") as err:
+        train_val.train_and_evaluate(train_val.parse_args(
+            train_args(dataset, tmp_path, "--causal", "--modalities", f"audio,{block}")))
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())
