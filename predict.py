@@ -194,6 +194,8 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
                              "later nodes", gnn_path)
     if args.online:
         check_online_blocks(gnn, gnn_path)
+    if gnn.causal:
+        check_causal_inputs(folder, encoder_state, gnn_path)
     return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
             "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
             "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None,
@@ -207,6 +209,18 @@ def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
     if future:
         raise util.DataError(f"--online cannot feed {', '.join(future)}: computed from the whole segment, it "
                              "carries the future of its nodes", gnn_path)
+
+
+def check_causal_inputs(folder: dict[str, Any], encoder_state: dict[str, Any], gnn_path: Path) -> None:
+    """util.DataError when a causal GNN's features were not extracted with its run-time participant
+    statistics (prefix, STE_forward.py --causal): a model folder from before that record, or trained on
+    whole-session statistics, would be fed inputs it was never trained on."""
+    options = participant.InputOptions.from_inputs(encoder_state["inputs"])
+    want = extraction.participant_statistics(options, causal=True)
+    if want is not None and folder.get("participant_statistics") != want:
+        raise util.DataError(f"causal GNN trained on {folder.get('participant_statistics') or 'whole-session'} "
+                             "participant statistics, not the prefix ones it runs on; retrain it on features "
+                             "of STE_forward.py --causal", gnn_path)
 
 
 def participant_segments(segments: list[Segment], options: participant.InputOptions,

@@ -339,6 +339,7 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length" and k not in options}
     assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": config.STE_inputs["participant_norm"],
                                      "eda_components": config.STE_inputs["eda_components"]}
+    assert spec["participant_statistics"] == "session"
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
     moved = tmp_path / "model"
     shutil.copytree(folder, moved, copy_function=os.link)
@@ -406,6 +407,21 @@ def test_causal_and_offline_models_refuse_each_others_features(models: dict[str,
                 *GRAPH_FLAGS, "--results_dir", str(tmp_path), "--num_epoch", "1", "--device", "cpu", *causal]))
         assert str(models["work"] / features / extraction.MANIFEST_FILE) in str(err.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_causal_gnn_trained_on_whole_session_statistics_is_refused(models: dict[str, Path]) -> None:
+    """A causal model folder whose features had whole-session participant statistics (or that records none,
+    from before the record) would be fed prefix statistics it never saw: predict.py refuses it."""
+    folder = model_folder.load(models["causal"])
+    state = checkpoints.load_encoder_checkpoint(folder["encoder_path"])
+    assert folder["participant_statistics"] == "prefix"
+    predict.check_causal_inputs(folder, state, folder["gnn_path"])
+    for stale in ("session", None):
+        with pytest.raises(util.DataError, match="not the prefix ones it runs on") as err:
+            predict.check_causal_inputs({**folder, "participant_statistics": stale}, state, folder["gnn_path"])
+        assert str(folder["gnn_path"]) in str(err.value)
+    no_options = {**state, "inputs": {**state["inputs"], "participant_norm": False, "eda_components": False}}
+    predict.check_causal_inputs({**folder, "participant_statistics": None}, no_options, folder["gnn_path"])
 
 
 def test_online_refuses_a_gnn_that_reads_a_whole_segment_block(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@
   estimated on, and applied to, the standardised values. Offline (training, extraction, predict.py)
   the statistics cover the participant's whole session; online (`OnlineParticipants`) only what has
   arrived when the node is embedded: the participant's earlier segments and the current segment up to
-  the end of the node's clip.
+  the end of the node's clip. A causal model's features (STE_forward.py --causal) are extracted with the
+  online statistics (`prefix_views`), the inputs it runs on.
 * `eda_components`: three more EDA input channels beside the raw series, from NeuroKit2: the tonic
   and phasic parts (`nk.eda_phasic`, its default high-pass split) and the SCR peaks (`nk.eda_peaks` on
   the phasic part: at each peak sample its amplitude, 0 elsewhere). They are computed over the
