@@ -6,7 +6,8 @@
                        time_edge, cross_identity, edge_weight, ...), class order, the precision the
                        training features were computed in, the feature blocks, and, copied from the
                        encoder checkpoint for reading, its clip length, spectrogram settings, input
-                       options (encoder/core/participant.py) and training-session normalisation.
+                       options (encoder/core/participant.py) and training-session normalisation;
+                       `participant_statistics` is the feature manifest's ("prefix", "session" or None).
                        Whether the GNN is causal is its checkpoint's model configuration (the model
                        is rebuilt from it).
     model/gnn.pth      the GNN checkpoint (a hard link of results/<exp>/best.pth)
@@ -112,6 +113,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "clip_length": (state.get("inputs") or {}).get("clip_length", manifest.get("clip_length")),
         "spectrogram": manifest.get("spectrogram"),
         "input_options": manifest.get("input_options"),
+        "participant_statistics": manifest.get("participant_statistics"),
         "normalization": state.get("normalization"),
         "text": _text_block(folder, manifest_path, manifest, record),
         "pretrained": _pretrained(manifest_path, manifest, record),

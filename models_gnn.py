@@ -62,6 +62,15 @@ CHECKPOINT_FORMAT = "spell-gnn-1"
 # as the original model did, whatever else the features carry (the text block, encoder/core/text.py, and
 # the pretrained blocks, encoder/core/pretrained.py).
 OPT_IN_BLOCKS = ("text", "lm", "ssl")
+# Blocks computed from the whole segment (its transcript; a bidirectional pass over its speech): they carry
+# the future of every node but the segment's last, so no causal model reads them.
+WHOLE_SEGMENT_BLOCKS = ("text", "lm", "ssl")
+
+
+def future_blocks(modalities: Sequence[str]) -> list[str]:
+    """The blocks of `modalities` that carry the whole segment (WHOLE_SEGMENT_BLOCKS), which a causal
+    model must not read."""
+    return [m for m in modalities if m in WHOLE_SEGMENT_BLOCKS]
 
 
 def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:

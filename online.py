@@ -143,7 +143,8 @@ class NodeEmbedder:
     forward pass per instant. A segment's wav is read at its first node and released at its last.
     With the checkpoint's participant options on (participant_norm, eda_components) the participant's
     statistics and EDA components come from what has arrived by the node's clip end only
-    (participant.OnlineParticipants), where batch extraction uses the whole session."""
+    (participant.OnlineParticipants), as the causal model's batch extraction does (STE_forward.py --causal,
+    participant.prefix_views); ordinary extraction uses the whole session."""
 
     def __init__(self, model: torch.nn.Module, state: dict[str, Any], device: torch.device, amp: bool = False):
         self.model = model.eval()

@@ -41,12 +41,23 @@ probabilities are the mean of its nodes'.
 `--online` (a GNN trained with `train_val.py --causal`) replays each session's nodes in time order
 instead and labels every node when it arrives from the nodes seen so far, every segment at its last
 node (online.py: exact, equal to the causal model on one unchunked graph of the session; a window of
-time_edge seconds of node states; numv is not used).
+time_edge seconds of node states; numv is not used). A GNN that reads the text, lm or ssl block (the
+whole segment) is refused there.
+
+Participant statistics (the encoder's participant_norm / eda_components, encoder/core/participant.py).
+An offline (non-causal) model normalises each participant with the statistics of that participant's
+segments in the folder it is given (and in --sessions), as extraction did over a whole session: a
+folder holding part of a session gives other statistics than the session would. The CSV's
+`participant_segments` and a printed line say how many segments each participant's statistics came from.
+A causal model, with or without --online, normalises each node with what has arrived by its clip end
+(participant.OnlineParticipants), the inputs it was trained on (STE_forward.py --causal); without
+--online its nodes are embedded in batches with those inputs and labelled on one unchunked graph per
+session, which equals the --online replay.
 
 Writes (the CSV last, atomically; nothing when the input is bad):
   <out>                                 segment_id, session, script, identity, start_s, end_s, time_from,
                                         predicted, p_neutral ... p_fear, true (empty where unknown),
-                                        reason: one row per annotated (or, without annotation,
+                                        reason, participant_segments: one row per annotated (or, without annotation,
                                         discovered) segment; a segment that could not be labelled
                                         (no_wav, no_joined_bio_rows, wav unreadable, ...) has empty
                                         predicted and probabilities and says why in `reason`
@@ -54,6 +65,10 @@ Writes (the CSV last, atomically; nothing when the input is bad):
                                         (seconds from the start of the script's recording); = bio: no
                                         annotated times, start_s/end_s are the seconds of day of the
                                         segment's first EDA/TEMP row and of its last row + 0.25 s
+                                        participant_segments: how many of its participant's segments the
+                                        participant statistics came from (offline model: all of them in
+                                        the folder; causal model: by its last node, the earlier ones and
+                                        itself); empty when no participant option is on
   <out stem>_nodes.csv                  with --online: per node in arrival order, session, segment_id,
                                         identity, time_s (seconds of day), predicted, p_neutral ... p_fear
   <out stem>_SessSS_scriptCC.png        beside the CSV, per session and script: the segments along time
@@ -80,13 +95,24 @@ import model_folder
 import models_gnn
 import online
 import train_val
-from encoder.core import checkpoints, config, distributed, extraction, frames, prediction, pretrained, text, util
+from encoder.core import (
+    checkpoints,
+    config,
+    distributed,
+    extraction,
+    frames,
+    participant,
+    prediction,
+    pretrained,
+    text,
+    util,
+)
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
-           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason")
+           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments")
 NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
            "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
@@ -166,10 +192,60 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
     if args.online and not gnn.causal:
         raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
                              "later nodes", gnn_path)
+    if args.online:
+        check_online_blocks(gnn, gnn_path)
+    if gnn.causal:
+        check_causal_inputs(folder, encoder_state, gnn_path)
     return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
             "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
             "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None,
             "pretrained_dims": pretrained_dims, "pretrained": pretrained_blocks(args, folder, gnn, pretrained_dims)}
+
+
+def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
+    """util.DataError when the GNN reads a block computed from the whole segment (text, lm, ssl): online,
+    a node cannot have it when it arrives."""
+    future = models_gnn.future_blocks(gnn.modalities)
+    if future:
+        raise util.DataError(f"--online cannot feed {', '.join(future)}: computed from the whole segment, it "
+                             "carries the future of its nodes", gnn_path)
+
+
+def check_causal_inputs(folder: dict[str, Any], encoder_state: dict[str, Any], gnn_path: Path) -> None:
+    """util.DataError when a causal GNN's features were not extracted with its run-time participant
+    statistics (prefix, STE_forward.py --causal): a model folder from before that record, or trained on
+    whole-session statistics, would be fed inputs it was never trained on."""
+    options = participant.InputOptions.from_inputs(encoder_state["inputs"])
+    want = extraction.participant_statistics(options, causal=True)
+    if want is not None and folder.get("participant_statistics") != want:
+        raise util.DataError(f"causal GNN trained on {folder.get('participant_statistics') or 'whole-session'} "
+                             "participant statistics, not the prefix ones it runs on; retrain it on features "
+                             "of STE_forward.py --causal", gnn_path)
+
+
+def participant_segments(segments: list[Segment], options: participant.InputOptions,
+                         causal: bool) -> dict[str, int]:
+    """Segment ID -> how many of its participant's segments its participant statistics came from: all
+    of them here (offline), or (causal) its earlier ones and itself; empty when no option reads them."""
+    if not options.needs_participant:
+        return {}
+    counts = {}
+    for group in participant.by_participant(segments).values():
+        for k, seg in enumerate(group, start=1):
+            counts[seg.segment_id] = k if causal else len(group)
+    return counts
+
+
+def statistics_line(segments: list[Segment], options: participant.InputOptions, causal: bool) -> str | None:
+    """The printed line on where the participant statistics came from; None when no option reads them."""
+    if not options.needs_participant:
+        return None
+    groups = participant.by_participant(segments)
+    if causal:
+        return (f"participant statistics: per node, its participant's signal up to its clip end "
+                f"({len(groups)} participants)")
+    counts = ", ".join(f"Sess{s:02d} {i} {len(g)}" for (s, i), g in sorted(groups.items()))
+    return f"participant statistics from the segments in this folder, per participant: {counts}"
 
 
 def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: models_gnn.SPELL,
@@ -291,15 +367,16 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
                      graphs: dict[str, Any], segments: list[Segment], device: torch.device,
                      forward: dict[str, Any], text_columns: dict[str, np.ndarray] | None = None
                      ) -> tuple[list[str], np.ndarray]:
-    """Segment IDs and their mean node probabilities, one session at a time (bounded memory)."""
+    """Segment IDs and their mean node probabilities, one session at a time (bounded memory). A causal
+    GNN's nodes get prefix participant statistics and one unchunked graph per session, as online."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
-        nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward),
-                              text_columns)
-        built = list(generate_graph.session_graphs(nodes, graphs["numv"], graphs["time_edge"],
-                                                   graphs["cross_identity"]))
+        nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward,
+                                                              causal=gnn.causal), text_columns)
+        numv = len(nodes["time_s"]) if gnn.causal else graphs["numv"]
+        built = list(generate_graph.session_graphs(nodes, numv, graphs["time_edge"], graphs["cross_identity"]))
         out = train_val.predict(gnn, built, GNN_BATCH, device)
         seg_ids, _, _, mean = segment_predictions(out["segment_ids"], out["probs"], out["targets"])
         ids += seg_ids
@@ -358,11 +435,14 @@ class _WithText:
 
 
 def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment],
-                     unusable: dict[str, str] | None = None) -> pd.DataFrame:
+                     unusable: dict[str, str] | None = None, stats_segments: dict[str, int] | None = None
+                     ) -> pd.DataFrame:
     """One row per segment of `ids` (predicted) and of `unusable` (no prediction: empty probabilities
     and its `reason`), in COLUMNS order plus bio_start/bio_end (the times from the bio timestamps, for
     the timelines), sorted by session, script and start time. An unusable segment without annotated
-    wav times has no start_s/end_s (time_from empty)."""
+    wav times has no start_s/end_s (time_from empty); `stats_segments` (participant_segments) fills
+    participant_segments (empty where absent)."""
+    stats_segments = stats_segments or {}
     unusable = dict(unusable or {})
     n_predicted = len(ids)
     ids = [*ids, *unusable]
@@ -388,6 +468,7 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
         **{f"p_{e}": probs[:, k] for k, e in enumerate(config.EMOTIONS)},
         "true": [config.EMOTIONS[int(t)] if pd.notna(t) else "" for t in rows["target"]],
         "reason": ["" if ok else unusable[i] for i, ok in zip(ids, predicted, strict=True)],
+        "participant_segments": [str(stats_segments[i]) if i in stats_segments else "" for i in ids],
         "bio_start": bio_start,
         "bio_end": bio_end,
     })
@@ -518,7 +599,8 @@ def main() -> None:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
         ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward,
                                       text_columns)
-    table = prediction_table(ids, probs, gt, segments, unusable)
+    options = participant.InputOptions.from_inputs(loaded["encoder_state"]["inputs"])
+    table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
     mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
@@ -536,6 +618,9 @@ def main() -> None:
         print(f"online: {timing['nodes']} nodes labelled as they arrived, at most {timing['window']} nodes kept; "
               f"per node (embedding included) p50 {timing['p50_ms']:.1f} ms, p95 {timing['p95_ms']:.1f} ms")
         print(f"node labels: {node_csv(args.out)}")
+    statistics = statistics_line(segments, options, gnn.causal)
+    if statistics is not None:
+        print(statistics)
     score = score_line(table)
     if score is not None:
         print(score)

@@ -328,12 +328,15 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
                     "text": config.TEXT, **scope}
     if args.text_model or args.speech_model:  # keys of runs without pretrained blocks stay as they were
         features_key["pretrained"] = pretrained.settings_key(util.merge_settings(config.PRETRAINED, models))
+    causal = "--causal" in settings["gnn_flags"]  # a causal GNN's features: prefix participant statistics
+    if causal:
+        features_key["causal"] = True
     features_stamp = pipeline.stage(
         "STE_forward", features_key,
         [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models,
-                                            forward=args.forward))
+                                            forward=args.forward, causal=causal))
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
     _, graph_dir = generate_graph.graph_paths(graph_args)

@@ -10,10 +10,13 @@ probabilities; metric target = the first listed label), evaluated every --eval_f
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
 `--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
-the one `predict.py --online` runs); the default --exp then ends in `_causal`. It trains on the numv-node
-graphs but is validated and tested on one unchunked graph per session (generate_graph.whole_sessions),
-as the online replay labels it: cutting a session every numv nodes would drop the edges across each cut
-and score a model that never runs.
+the one `predict.py --online` runs); the default --exp then ends in `_causal`. It needs features
+extracted with `STE_forward.py --causal` when a participant option is on (its inputs at run time: prefix
+participant statistics; extraction.check_participant_statistics refuses the wrong kind, and a non-causal
+model refuses those features), and refuses the text, lm and ssl blocks, which carry the whole segment.
+It trains on the numv-node graphs but is validated and tested on one unchunked graph per session
+(generate_graph.whole_sessions), as the online replay labels it: cutting a session every numv nodes
+would drop the edges across each cut and score a model that never runs.
 
 After the GNN, the temporal baseline without a graph (models_temporal.TemporalGRU; causal with
 `--causal`; skipped with `--no_temporal`) is trained and selected by the same loop on the same nodes,
@@ -182,19 +185,24 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.num_epoch < 1 or args.eval_freq < 1 or args.batch_size < 1:
         raise util.DataError("--num_epoch, --eval_freq and --batch_size must be at least 1")
+    modalities = args.modalities.split(",") if args.modalities else None
+    if args.causal and models_gnn.future_blocks(modalities or []):
+        raise util.DataError(f"--causal cannot read {', '.join(models_gnn.future_blocks(modalities))}: "
+                             "computed from the whole segment, it carries the future of its nodes")
     util.seed_everything(args.seed)
     started = time.time()
     device = distributed.resolve_device(args.device)
     features_dir, graph_dir = generate_graph.graph_paths(args)
     record = data_loader.read_build_record(graph_dir)
     data_loader.check_manifest(graph_dir, features_dir, record)
+    manifest_path = features_dir / extraction.MANIFEST_FILE
+    extraction.check_participant_statistics(util.read_json(manifest_path), args.causal, manifest_path)
     notes: list[str] = []
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
     if args.causal:
         for split in ("val", "test"):
             graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
                                                           record["build"]["cross_identity"])
-    modalities = args.modalities.split(",") if args.modalities else None
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
                                  args.dropout, causal=args.causal).to(device)

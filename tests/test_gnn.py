@@ -208,3 +208,25 @@ def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict
     stored = np.array([[float(rows[i][f"p_{e}"]) for e in config.EMOTIONS] for i in ids])
     np.testing.assert_allclose(stored, means, atol=1e-4)
     assert result["counts"]["test"]["graphs"] == len(SPLITS["test"]) and "unchunked" in result["eval_graphs"]
+
+
+@pytest.fixture(scope="module")
+def with_blocks(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    """Synthetic node features that carry the text, lm and ssl blocks beside the three streams."""
+    root = tmp_path_factory.mktemp("blocks")
+    write_synthetic_nodes(root / "features", SPLITS, nodes_per_session=60, seed=0, snr=2.0,
+                          feature_dims={**DIMS, "text": 4, "lm": 4, "ssl": 4})
+    return graphs_of(root)
+
+
+@pytest.mark.parametrize("block", ["text", "lm", "ssl"])
+def test_causal_model_refuses_whole_segment_blocks(with_blocks: dict[str, Path], tmp_path: Path, block: str) -> None:
+    """The text, lm and ssl blocks are computed from the whole segment (the future of its nodes): --causal
+    refuses them with one line, before anything is written (these features carry them: without the check
+    it would train on them)."""
+    flags = ["--num_epoch", "1", "--no_temporal", "--modalities", f"audio,{block}"]
+    with pytest.raises(util.DataError, match=f"--causal cannot read {block}: computed from the whole segment") as err:
+        train_val.train_and_evaluate(train_val.parse_args(
+            train_args(with_blocks, tmp_path / "causal", "--causal", *flags)))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "causal").exists()

@@ -13,8 +13,8 @@ import torch
 
 import online
 from encoder.core import checkpoints, extraction, frames, io, participant, training, util
-from encoder.core.custom_transforms import Normalization, SpectrogramParams, segment_spectrogram
-from encoder.core.dataset import SegmentDataset, TrainClipDataset, load_segments
+from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram, segment_spectrogram
+from encoder.core.dataset import CausalSegmentDataset, SegmentDataset, TrainClipDataset, load_segments
 from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
 
@@ -198,3 +198,95 @@ def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
     # an option given at its default value changes nothing, names nothing
     same = run_pipeline.parse_args(["--participant_norm", "--no-eda_components"])
     assert run_pipeline.with_input_options(config.DEMO, same) == (config.DEMO, "")
+
+
+@pytest.mark.parametrize(("options", "count"), [(InputOptions(21, participant_norm=True), None), (ALL_ON, 4)],
+                         ids=["pnorm", "all"])
+def test_causal_extraction_inputs_are_the_online_embedders(session: list, options: InputOptions,
+                                                           count: int | None) -> None:
+    """Every node input of CausalSegmentDataset (batch extraction of a causal model's features) equals what
+    online.NodeEmbedder feeds the encoder for that node (participant.OnlineParticipants in arrival order,
+    the clip's own spectrogram); the whole-session inputs of SegmentDataset differ early in the session.
+    With the EDA components (NeuroKit2 once per node) on `count` segments of the session only."""
+    segments = fresh(session)[:count]
+    causal = CausalSegmentDataset(segments, UNIT, 11, SMALL, options=options)
+    items = {segments[i].segment_id: causal[i] for i in reversed(range(len(causal)))}  # order must not matter
+    tracker = participant.OnlineParticipants(SMALL, options, 11)
+    wavs = {s.segment_id: io.read_wav(s.wav, SMALL.sample_rate) for s in segments}
+    largest = 0.0
+    for arrived in online.instants(segments):
+        for seg, step in arrived:
+            seen = tracker.view(seg, step, wavs[seg.segment_id])
+            offset = int(seg.frame_offsets(SMALL, np.array([step]))[0])
+            spec = participant.audio_input(seen, clip_spectrogram(wavs[seg.segment_id], offset, 11, SMALL), UNIT,
+                                           options)
+            eda, temp = participant.bio_inputs(seen, np.array([step]), UNIT, options)
+            item = items[seg.segment_id]
+            for got, want in ((item["clips"][step, 0], spec), (item["eda"][step], eda[0]),
+                              (item["temp"][step], temp[0])):
+                np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
+    whole = fresh(session)[:count]
+    participant.attach(whole, SMALL, options)
+    offline = SegmentDataset(whole, UNIT, 11, SMALL, options=options)
+    for i in range(len(offline)):
+        largest = max(largest, float((offline[i]["eda"] - items[whole[i].segment_id]["eda"]).abs().max()))
+    assert largest > 0.1  # whole-session statistics are not what the online embedder reads
+
+
+def test_causal_dataset_is_the_plain_one_without_participant_options(session: list) -> None:
+    options = InputOptions(11)
+    segments = fresh(session)
+    plain, causal = SegmentDataset(segments, UNIT, 11, SMALL, options=options), CausalSegmentDataset(
+        segments, UNIT, 11, SMALL, options=options)
+    for key, value in plain[0].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(causal[0][key]))
+
+
+def test_eda_components_decompose_each_run_apart() -> None:
+    """Two recordings of one participant, flat at 2 and 6 µS, 60 s apart: glued end to end the step at the
+    join is filtered into a skin conductance response; decomposed run by run there is none."""
+    ts = np.r_[np.arange(0, 40, 0.25), np.arange(100, 140, 0.25)]
+    values = np.where(ts < 50, 2.0, 6.0) + 0.001 * np.sin(ts)
+    join = int(np.searchsorted(ts, 100))
+    glued = participant.eda_components(values)
+    assert glued[join - 4:join + 20, 2].max() > 1.0  # what the joins did: a 4 µS "response" at the join
+    parts = participant.eda_components(values, ts)
+    assert parts[:, 2].max() < 0.01 and np.abs(parts[:, 1]).max() < 0.01  # only the 0.001 µS ripple
+    assert np.abs(parts[:, 0] - values).max() < 0.05
+    np.testing.assert_array_equal(participant.eda_components(values[:30], ts[:30]),
+                                  participant.eda_components(values[:30]))  # one run: as before
+    assert [(r.start, r.stop) for r in participant.runs(ts)] == [(0, join), (join, len(ts))]
+    with pytest.raises(ValueError, match="timestamps"):
+        participant.eda_components(values, ts[:-1])
+
+
+def test_a_flat_participant_gets_floored_sd_and_clipped_inputs(session: list) -> None:
+    """A non-responder's EDA flat at 3 µS but for one 0.005 µS blip (half the E4's resolution), and a
+    TEMP that jumps once by 5 °C: the sds are floored at STD_FLOORS, so the blip stays a fraction of an
+    sd, and every z-score is within ±Z_CLIP, offline and at the first online node."""
+    group = next(iter(participant.by_participant(fresh(session)).values()))
+    flat = []
+    for k, seg in enumerate(group):
+        eda_rows, temp_rows = seg.eda_rows.copy(), seg.temp_rows.copy()
+        eda_rows[:, 1] = 3.0
+        temp_rows[:, 1] = 33.0
+        if k == 0:
+            eda_rows[3, 1] = 3.005
+            temp_rows[3, 1] = 38.0
+        flat.append(replace(seg, eda_rows=eda_rows, temp_rows=temp_rows,
+                            eda=np.interp(seg.ts, eda_rows[:, 0], eda_rows[:, 1]),
+                            temp=np.interp(seg.ts, temp_rows[:, 0], temp_rows[:, 1])))
+    options = InputOptions(11, participant_norm=True)
+    participant.attach(flat, SMALL, options)
+    stats = flat[0].participant
+    assert stats.eda_std == participant.STD_FLOORS["eda"]
+    assert (stats.mel_std >= participant.STD_FLOORS["mel"]).all()
+    eda, temp = participant.bio_inputs(flat[0], np.arange(flat[0].n_steps), UNIT, options)
+    assert 0 < np.abs(eda).max() <= 0.5  # the blip: half the floor, where 1e-6 made it dozens of sds
+    assert np.abs(temp).max() == pytest.approx(participant.Z_CLIP)
+    assert np.abs(participant.node_values(flat[0], options)[1]).max() <= participant.Z_CLIP
+    tracker = participant.OnlineParticipants(SMALL, options, 11)
+    seen = tracker.view(flat[0], 0, io.read_wav(flat[0].wav, SMALL.sample_rate))
+    assert seen.participant.eda_std == participant.STD_FLOORS["eda"]
+    assert seen.participant.temp_std >= participant.STD_FLOORS["temp"]
+    assert np.abs(participant.bio_inputs(seen, np.array([0]), UNIT, options)[1]).max() <= participant.Z_CLIP

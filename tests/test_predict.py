@@ -23,17 +23,14 @@ import torch
 import generate_graph
 import model_folder
 import models_gnn
-import online
 import predict
 import train_val
-from encoder.core import checkpoints, config, extraction, frames, prediction, training, util
-from encoder.core.models import inference_model
+from encoder.core import checkpoints, config, extraction, frames, training, util
 
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None}
 GRAPH_FLAGS = ["--numv", "40", "--time_edge", "7.2"]
 SESSION = 37  # the tiny preset's test session
 PROBS = [f"p_{e}" for e in config.EMOTIONS]
-ONLINE_SEGMENTS = 6  # segments of the copy replayed online (the replay embeds node by node)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,18 +44,18 @@ def tiny_encoder(tiny_root: Path, work: Path) -> Path:
     return work / "ste" / "best.pth"
 
 
-def tiny_features(tiny_root: Path, work: Path, **extra: Any) -> Path:
-    """Features of work/ste/best.pth in work/features (`extra`: more extract_features arguments)."""
+def tiny_features(tiny_root: Path, work: Path, folder: str = "features", **extra: Any) -> Path:
+    """Features of work/ste/best.pth in work/<folder> (`extra`: more extract_features arguments)."""
     extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=work / "ste" / "best.pth",
-                                out_dir=work / "features", forward={"num_workers": 0, "progress": False}, log=None,
+                                out_dir=work / folder, forward={"num_workers": 0, "progress": False}, log=None,
                                 **extra)
-    return work / "features"
+    return work / folder
 
 
-def tiny_gnns(work: Path, runs: dict[str, list[str]]) -> None:
-    """Graphs of work/features, then one 2-epoch GNN per run (exp name -> extra train_val flags) in
-    work/results/<exp>."""
-    flags = ["--features_dir", str(work / "features"), "--graphs_dir", str(work / "graphs"), *GRAPH_FLAGS]
+def tiny_gnns(work: Path, runs: dict[str, list[str]], features: str = "features", graphs: str = "graphs") -> None:
+    """Graphs of work/<features> in work/<graphs>, then one 2-epoch GNN per run (exp name -> extra
+    train_val flags) in work/results/<exp>."""
+    flags = ["--features_dir", str(work / features), "--graphs_dir", str(work / graphs), *GRAPH_FLAGS]
     generate_graph.build_graphs(generate_graph.parse_args(flags))
     for exp, extra in runs.items():
         train_val.train_and_evaluate(train_val.parse_args([
@@ -68,13 +65,18 @@ def tiny_gnns(work: Path, runs: dict[str, list[str]]) -> None:
 
 @pytest.fixture(scope="module")
 def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Encoder (1 epoch) -> features -> graphs -> GNN and causal GNN (2 epochs each), all under one
-    temporary folder."""
+    """Encoder (1 epoch) -> features -> graphs -> GNN, and causal features (prefix participant
+    statistics: participant_norm is on) -> graphs -> causal GNN (2 epochs each), all under one temporary
+    folder."""
     work = tmp_path_factory.mktemp("predict")
     tiny_encoder(tiny_root, work)
+    assert checkpoints.load_encoder_checkpoint(work / "ste" / "best.pth")["inputs"]["participant_norm"]
     tiny_features(tiny_root, work)
-    tiny_gnns(work, {"tiny": [], "tiny_causal": ["--causal"]})
-    return {"work": work, "encoder": work / "ste" / "best.pth", "gnn": work / "results" / "tiny" / "best.pth",
+    tiny_gnns(work, {"tiny": []})
+    tiny_features(tiny_root, work, "features_causal", causal=True)
+    tiny_gnns(work, {"tiny_causal": ["--causal"]}, "features_causal", "graphs_causal")
+    return {"work": work, "root": tiny_root, "encoder": work / "ste" / "best.pth",
+            "gnn": work / "results" / "tiny" / "best.pth",
             "model": work / "results" / "tiny", "causal": work / "results" / "tiny_causal"}
 
 
@@ -125,15 +127,12 @@ def blank_labels(_row: int, fields: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def copies(tiny_raw: Path, predicted: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Session 37 as a user would bring it: labels left empty, no annotation at all, and (for the online
-    replay) without annotation and with the wavs of its first ONLINE_SEGMENTS segments only."""
+def copies(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Session 37 as a user would bring it: labels left empty, and no annotation at all."""
     base = tmp_path_factory.mktemp("copies")
     unlabelled = copy_session(tiny_raw, base / "unlabelled")
     edit_annotation(unlabelled, blank_labels)
-    first = predicted["table"]["segment_id"].tolist()[:ONLINE_SEGMENTS]
-    return {"unlabelled": unlabelled, "bare": copy_session(tiny_raw, base / "bare", annotation=False),
-            "short": copy_session(tiny_raw, base / "short", annotation=False, wavs=first)}
+    return {"unlabelled": unlabelled, "bare": copy_session(tiny_raw, base / "bare", annotation=False)}
 
 
 def listing(root: Path) -> list[tuple[str, int]]:
@@ -175,6 +174,10 @@ def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path)
     assert ((probs >= 0) & (probs <= 1)).all()
     assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in probs.argmax(axis=1)]
     assert table["true"].tolist() == [config.EMOTIONS[t] for t in gt["target"]]
+    # participant_norm: every participant's statistics came from all its segments in the folder
+    sizes = table.groupby("identity")["segment_id"].transform("size")
+    assert table["participant_segments"].astype(int).tolist() == sizes.tolist()
+    assert (unusable["participant_segments"].astype(str) == "").all()
 
 
 def test_agrees_with_train_val_test_predictions(predicted: dict, models: dict[str, Path]) -> None:
@@ -226,6 +229,8 @@ def test_prints_score_and_paths(predicted: dict) -> None:
     accuracy = (table["predicted"] == table["true"]).mean()
     assert f"accuracy {accuracy:.4f}" in stdout and "macro-F1" in stdout
     assert f"predictions: {predicted['out']}" in stdout and "timelines:" in stdout
+    counts = ", ".join(f"Sess{SESSION} {i} {n}" for i, n in table.groupby("identity").size().items())
+    assert f"participant statistics from the segments in this folder, per participant: {counts}" in stdout
 
 
 @pytest.mark.parametrize("bad", ["encoder_as_gnn", "junk_gnn", "missing_encoder", "missing_folder"])
@@ -334,6 +339,7 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length" and k not in options}
     assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": config.STE_inputs["participant_norm"],
                                      "eda_components": config.STE_inputs["eda_components"]}
+    assert spec["participant_statistics"] == "session"
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
     moved = tmp_path / "model"
     shutil.copytree(folder, moved, copy_function=os.link)
@@ -347,43 +353,85 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert str(moved / "gnn.pth") in str(err.value)
 
 
-def test_online_labels_equal_the_causal_model_on_one_unchunked_graph(copies: dict[str, Path],
-                                                                     models: dict[str, Path]) -> None:
-    """predict.py --online replays the nodes one instant at a time; its node probabilities equal the
-    causal GNN's on one graph of all the nodes (numv = all), each embedded as the online embedder does it
-    (participant statistics from what has arrived: participant.OnlineParticipants), and a segment's are
-    the mean of its nodes'."""
-    out = models["work"] / "online" / "pred.csv"
-    stdout = predict_in_process("--model", models["causal"], "--session", copies["short"], "--out", out, "--online")
-    assert "labelled as they arrived" in stdout
-    replayed = pd.read_csv(predict.node_csv(out))
-    segments_out = pd.read_csv(out, keep_default_na=False).set_index("segment_id")
-
+def causal_model_probs(models: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The causal model's offline node and segment probabilities of test session 37, as train_val.py scores
+    them: its causal features (STE_forward --causal) on one unchunked graph of the session."""
     loaded = model_folder.load(models["causal"])
     gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
-    state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
-    encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
-    _, segments, _ = predict.session_segments(copies["short"], None)
-    assert len(segments) == ONLINE_SEGMENTS
-    embedder = online.NodeEmbedder(encoder, state, torch.device("cpu"))
-    index = {seg.segment_id: i for i, seg in enumerate(segments)}
-    arrivals = list(online.instants(segments))
-    features = np.concatenate([embedder.embed(arrived).numpy() for arrived in arrivals])
-    placed = [(index[seg.segment_id], step) for arrived in arrivals for seg, step in arrived]
-    n = len(placed)
-    nodes = predict.session_nodes(segments, prediction.Predictions(
-        np.array([i for i, _ in placed]), np.array([k for _, k in placed]), np.zeros((n, len(PROBS))), np.zeros(n),
-        features))
+    features = models["work"] / "features_causal"
+    manifest = util.read_json(features / extraction.MANIFEST_FILE)
+    assert manifest["participant_statistics"] == "prefix"
+    nodes = generate_graph.read_nodes(features / "features_test" / f"Sess{SESSION}.pkl", manifest["feature_dim"])
     (graph,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), 7.2, "cin")
     with torch.no_grad():
-        expected = torch.softmax(gnn.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1).numpy()
-    order = {(s, round(t, 3)): i for i, (s, t) in enumerate(zip(graph.segment_id, graph.time_s.tolist(), strict=True))}
-    rows = [order[(s, round(t, 3))] for s, t in zip(replayed["segment_id"], replayed["time_s"], strict=True)]
-    assert sorted(rows) == list(range(len(expected)))  # every node once
-    np.testing.assert_allclose(replayed[PROBS].to_numpy(), expected[rows], atol=1e-5)
+        probs = torch.softmax(gnn.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1).numpy()
+    node_table = pd.DataFrame(probs, columns=PROBS).assign(segment_id=graph.segment_id,
+                                                           time_s=np.round(graph.time_s.numpy(), 3))
+    return node_table.set_index(["segment_id", "time_s"]), node_table.groupby("segment_id")[PROBS].mean()
+
+
+def test_online_labels_equal_the_causal_models_offline_predictions(models: dict[str, Path]) -> None:
+    """predict.py --online (node by node, prefix participant statistics) and predict.py without it (batched)
+    give the causal model's offline probabilities: the ones train_val.py trained, selected and scored it on
+    (its causal features, one unchunked graph per session), within 1e-5, no label changed."""
+    expected_nodes, expected = causal_model_probs(models)
+    out = models["work"] / "online" / "pred.csv"
+    stdout = predict_in_process("--model", models["causal"], "--session", models["root"], "--sessions", str(SESSION),
+                                "--out", out, "--online")
+    assert "labelled as they arrived" in stdout and "up to its clip end" in stdout
+    replayed = pd.read_csv(predict.node_csv(out))
     assert replayed["time_s"].is_monotonic_increasing  # arrival order
-    means = replayed.groupby("segment_id")[PROBS].mean().loc[segments_out.index]
-    np.testing.assert_allclose(segments_out[PROBS].to_numpy(), means.to_numpy(), atol=1e-5)
+    replayed = replayed.assign(time_s=replayed["time_s"].round(3)).set_index(["segment_id", "time_s"])
+    assert sorted(replayed.index) == sorted(expected_nodes.index)  # every node once
+    gap = np.abs(replayed[PROBS].to_numpy() - expected_nodes.loc[replayed.index, PROBS].to_numpy()).max()
+    assert gap <= 1e-5
+    batched = models["work"] / "online" / "batched.csv"
+    predict_in_process("--model", models["causal"], "--session", models["root"], "--sessions", str(SESSION),
+                       "--out", batched)
+    for path in (out, batched):
+        table = pd.read_csv(path, keep_default_na=False)
+        table = table[table["reason"] == ""].set_index("segment_id")
+        assert sorted(table.index) == sorted(expected.index)
+        got, want = table[PROBS].to_numpy(dtype=float), expected.loc[table.index].to_numpy()
+        assert np.abs(got - want).max() <= 1e-5
+        assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+
+
+def test_causal_and_offline_models_refuse_each_others_features(models: dict[str, Path], tmp_path: Path) -> None:
+    """With participant_norm on, train_val.py --causal refuses features with whole-session statistics and
+    train_val.py refuses prefix ones, naming the feature manifest."""
+    for features, graphs, causal in (("features", "graphs", ["--causal"]), ("features_causal", "graphs_causal", [])):
+        with pytest.raises(util.DataError, match="participant statistics") as err:
+            train_val.train_and_evaluate(train_val.parse_args([
+                "--features_dir", str(models["work"] / features), "--graphs_dir", str(models["work"] / graphs),
+                *GRAPH_FLAGS, "--results_dir", str(tmp_path), "--num_epoch", "1", "--device", "cpu", *causal]))
+        assert str(models["work"] / features / extraction.MANIFEST_FILE) in str(err.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_causal_gnn_trained_on_whole_session_statistics_is_refused(models: dict[str, Path]) -> None:
+    """A causal model folder whose features had whole-session participant statistics (or that records none,
+    from before the record) would be fed prefix statistics it never saw: predict.py refuses it."""
+    folder = model_folder.load(models["causal"])
+    state = checkpoints.load_encoder_checkpoint(folder["encoder_path"])
+    assert folder["participant_statistics"] == "prefix"
+    predict.check_causal_inputs(folder, state, folder["gnn_path"])
+    for stale in ("session", None):
+        with pytest.raises(util.DataError, match="not the prefix ones it runs on") as err:
+            predict.check_causal_inputs({**folder, "participant_statistics": stale}, state, folder["gnn_path"])
+        assert str(folder["gnn_path"]) in str(err.value)
+    no_options = {**state, "inputs": {**state["inputs"], "participant_norm": False, "eda_components": False}}
+    predict.check_causal_inputs({**folder, "participant_statistics": None}, no_options, folder["gnn_path"])
+
+
+def test_online_refuses_a_gnn_that_reads_a_whole_segment_block(tmp_path: Path) -> None:
+    dims = {"audio": 512, "eda": 512, "temp": 512, "text": 32}
+    for block in ("text", "lm", "ssl"):
+        gnn = models_gnn.SPELL({**dims, block: 32}, ["audio", block], causal=True)
+        with pytest.raises(util.DataError, match=f"--online cannot feed {block}") as err:
+            predict.check_online_blocks(gnn, tmp_path / "gnn.pth")
+        assert str(tmp_path / "gnn.pth") in str(err.value)
+    predict.check_online_blocks(models_gnn.SPELL(dims, causal=True), tmp_path / "gnn.pth")  # text unread: fine
 
 
 @pytest.mark.parametrize("bad", ["malformed_emotion", "malformed_valence", "stray_wav", "offline_model_online",

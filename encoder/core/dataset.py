@@ -5,6 +5,9 @@
 * `SegmentDataset`: every step of a segment, deterministic. It returns the segment's spectrogram
   once (not one per step) plus all its bio clips; `node_batches` cuts the clips out and packs them
   into batches of nodes.
+* `CausalSegmentDataset`: the same nodes with the inputs a causal model runs on: each node's participant
+  statistics (and EDA components) from what has arrived by its clip end, as predict.py --online embeds
+  it (participant.prefix_views), so it returns the node clips themselves.
 
 A "step" is a node's index inside its segment (its joined EDA/TEMP row). Its clips are placed by the
 node's timestamp, not by that index (frames.py states the rule): the audio clip by its frame offset
@@ -33,6 +36,7 @@ from encoder.core.custom_transforms import (
     frame_offsets,
     mean_std,
     segment_spectrogram,
+    slice_clip,
 )
 from encoder.core.frames import label_vector, rows_by_segment
 from encoder.core.participant import InputOptions
@@ -285,6 +289,61 @@ class SegmentDataset(Dataset):
         }
 
 
+class CausalSegmentDataset(SegmentDataset):
+    """SegmentDataset whose node inputs use prefix participant statistics (participant.prefix_views: the
+    online embedder's, node by node in arrival order) instead of the whole session's. The views of a
+    participant are computed when its first segment is asked for (from its segments in this dataset) and
+    kept while its session's segments are read; with the participant options off it is SegmentDataset."""
+
+    def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
+                 params: SpectrogramParams, options: InputOptions | None = None):
+        super().__init__(segments, norm, clip_length, params, options=options)
+        self._views: dict[tuple[int, str], dict[tuple[str, int], Any]] = {}
+
+    def view(self, seg: Segment, step: int) -> Segment:
+        """The segment as the node at `step` sees it online."""
+        key = participant.participant_key(seg)
+        if key not in self._views:
+            if any(k[0] != key[0] for k in self._views):
+                self._views.clear()  # another session: its participants' views are not needed again
+            group = [s for s in self.segments if participant.participant_key(s) == key]
+            self._views[key] = participant.prefix_views(group, self.params, self.options, self.clip_length)
+        return self._views[key][(seg.segment_id, int(step))]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.options.needs_participant:
+            return super().__getitem__(index)
+        seg = self.segments[index]
+        steps = self.steps(index)
+        offsets = seg.frame_offsets(self.params, steps)
+        wav = io.read_wav(seg.wav, self.params.sample_rate)
+        spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params)
+        clips, edas, temps = [], [], []
+        for step, offset in zip(steps, offsets, strict=True):
+            seen = self.view(seg, step)
+            clips.append(participant.audio_input(seen, slice_clip(spec, offset, self.clip_length, self.params),
+                                                 self.norm, self.options))
+            eda, temp = participant.bio_inputs(seen, np.array([step]), self.norm, self.options)
+            edas.append(eda)
+            temps.append(temp)
+        return {
+            "index": index,
+            "steps": torch.from_numpy(steps),
+            "offsets": torch.from_numpy(offsets),
+            "clips": torch.from_numpy(np.stack(clips))[:, None],
+            "eda": torch.from_numpy(np.concatenate(edas)),
+            "temp": torch.from_numpy(np.concatenate(temps)),
+        }
+
+
+def make_dataset(segments: Sequence[Segment], norm: Normalization, clip_length: int, params: SpectrogramParams,
+                 options: InputOptions | None = None, causal: bool = False) -> SegmentDataset:
+    """The dataset of every node of `segments`: CausalSegmentDataset when `causal`, else SegmentDataset
+    (whose segments need participant.attach first when a participant option is on)."""
+    kind = CausalSegmentDataset if causal else SegmentDataset
+    return kind(segments, norm, clip_length, params, options=options)
+
+
 @dataclass
 class NodeBatch:
     audio: torch.Tensor  # (B, 1, n_mels, clip frames)
@@ -296,7 +355,9 @@ class NodeBatch:
 
 def segment_clips(item: dict[str, Any], clip_length: int, params: SpectrogramParams) -> torch.Tensor:
     """(n, 1, n_mels, clip frames) clips of the segment spectrogram, one per step of `item`, each
-    starting at that step's frame offset."""
+    starting at that step's frame offset (CausalSegmentDataset's items carry the clips themselves)."""
+    if "clips" in item:
+        return item["clips"]
     windows = item["spec"].unfold(1, params.clip_frames(clip_length), 1)  # (mels, start frame, frames)
     return windows[:, item["offsets"]].permute(1, 0, 2).unsqueeze(1)
 

@@ -16,6 +16,13 @@ and appended after the text block in that order (lm, then ssl); the manifest's `
 each (folder, its sha256, hidden size, pooling, forward passes, seconds). They are computed one session
 at a time, when the session's embeddings are written.
 
+With `causal=True` (STE_forward.py --causal, for train_val.py --causal) and a participant option on
+(participant_norm, eda_components), every node's participant statistics and EDA components come from
+what has arrived by its clip end, exactly as predict.py --online computes them (participant.prefix_views,
+dataset.CausalSegmentDataset), not from the whole session; the manifest's `participant_statistics`
+says which ("prefix" or "session"; None with both options off, when the two are the same inputs and
+either model may read the features). check_participant_statistics refuses the wrong kind.
+
 Under `torchrun` (WORLD_SIZE > 1) the sessions are sharded over the ranks; rank 0 gathers and writes.
 Files are staged in a temporary folder and swapped in at the end, the manifest last.
 """
@@ -37,7 +44,7 @@ import torch
 from encoder.core import config, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
-from encoder.core.dataset import Segment, SegmentDataset, load_segments
+from encoder.core.dataset import Segment, load_segments, make_dataset
 from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
 from encoder.core.models import FEATURE_ORDER, STREAM_DIM, inference_model
@@ -64,6 +71,7 @@ def extract_features(
     encoder_splits: dict[str, Sequence[int]] | None = None,
     text: dict[str, Any] | None = None,
     pretrained: dict[str, Any] | None = None,
+    causal: bool = False,
 ) -> dict[str, Any]:
     """Write `features_{split}/SessSS.pkl` (rows in util.NODE_COLUMNS order), `manifest.json`,
     `encoder_metrics.json` and `encoder_predictions_test.csv` under out_dir; return the metrics.
@@ -72,14 +80,15 @@ def extract_features(
     it). The checkpoint's training and validation sessions must be those of `encoder_splits` (default:
     `splits`), else util.DataError naming both: features of an encoder fitted on other sessions are
     never reused. `forward` overrides config.STE_forward_params (batch_size, num_workers, checkpoint, out_dir),
-    `text` config.TEXT (the text block's settings), `pretrained` config.PRETRAINED (the lm/ssl folders)."""
+    `text` config.TEXT (the text block's settings), `pretrained` config.PRETRAINED (the lm/ssl folders);
+    `causal`: prefix participant statistics, the inputs of a causal model (module docstring)."""
     settings = util.merge_settings(config.STE_forward_params, forward)
     runtime = start_runtime(device)
     try:
         return _extract(runtime, clip_length, root, frames, Path(checkpoint or settings["checkpoint"]),
                         Path(out_dir or settings["out_dir"]), settings, splits, encoder_splits,
                         log if runtime.is_main else None, util.merge_settings(config.TEXT, text),
-                        util.merge_settings(config.PRETRAINED, pretrained))
+                        util.merge_settings(config.PRETRAINED, pretrained), causal)
     finally:
         stop_runtime(runtime)
 
@@ -87,7 +96,8 @@ def extract_features(
 def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frames: Any, ckpt_path: Path,
              out_dir: Path, settings: dict[str, Any], splits: dict[str, Sequence[int]] | None,
              encoder_splits: dict[str, Sequence[int]] | None, log: Log | None,
-             text_settings: dict[str, Any], pretrained_settings: dict[str, Any]) -> dict[str, Any]:
+             text_settings: dict[str, Any], pretrained_settings: dict[str, Any],
+             causal: bool = False) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
@@ -114,12 +124,13 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
                                        if runtime.is_main else None)
         mine_segments = [s for s in segments if s.session in mine]
         options = InputOptions.from_inputs(signature)
-        participant.attach(mine_segments, params, options)  # a rank holds whole sessions, so whole participants
+        if not causal:  # a rank holds whole sessions, so whole participants
+            participant.attach(mine_segments, params, options)
         started = time.perf_counter()
         text_vectors = text.vectors(block, mine_segments) if block is not None else None
         text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
         local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
-                                  Path(staging), text_vectors, blocks, options)
+                                  Path(staging), text_vectors, blocks, options, causal)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
@@ -129,6 +140,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on,
                                  text_record, pretrained_records(blocks, results))
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
+            manifest["participant_statistics"] = participant_statistics(options, causal)
             _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
@@ -142,6 +154,27 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     finally:
         if runtime.is_main and Path(staging).exists():
             shutil.rmtree(staging)
+
+
+def participant_statistics(options: InputOptions, causal: bool) -> str | None:
+    """The manifest's `participant_statistics`: "prefix" (causal), "session", or None when no option reads them."""
+    if not options.needs_participant:
+        return None
+    return "prefix" if causal else "session"
+
+
+def check_participant_statistics(manifest: dict[str, Any], causal: bool, path: Path) -> None:
+    """util.DataError (naming `path`, the feature manifest) when a causal model would read features with
+    whole-session participant statistics, or an offline model features with prefix ones: either would be
+    trained and scored on inputs it never sees at run time. A manifest from before the record: "session"."""
+    options = InputOptions.from_inputs({"clip_length": manifest.get("clip_length"),
+                                        **(manifest.get("input_options") or {})})
+    have = manifest.get("participant_statistics", participant_statistics(options, False))
+    want = participant_statistics(options, causal)
+    if have != want:
+        fix = ("extract them with STE_forward.py --causal" if causal else "extract them without --causal")
+        raise util.DataError(f"features carry {have} participant statistics, a {'causal' if causal else 'non-causal'}"
+                             f" model needs {want} ones (its run-time inputs); {fix}", path)
 
 
 def feature_precision(device: torch.device, amp: bool) -> str:
@@ -159,11 +192,11 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                       clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
                       staging: Path, text_vectors: dict[str, np.ndarray] | None = None,
                       blocks: Sequence[pretrained.PretrainedBlock] = (),
-                      options: InputOptions | None = None) -> dict[str, Any]:
+                      options: InputOptions | None = None, causal: bool = False) -> dict[str, Any]:
     """Embed every step of `segments` (grouped by session) and write one node file per session, the
     segment's text vector appended to each node's embedding when `text_vectors` are given, then the
-    pretrained `blocks`' columns, computed per session."""
-    dataset = SegmentDataset(segments, norm, clip_length, params, options=options)
+    pretrained `blocks`' columns, computed per session; `causal`: prefix participant statistics."""
+    dataset = make_dataset(segments, norm, clip_length, params, options, causal)
     remaining = {}
     for seg in segments:
         remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps

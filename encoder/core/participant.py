@@ -10,14 +10,22 @@
   estimated on, and applied to, the standardised values. Offline (training, extraction, predict.py)
   the statistics cover the participant's whole session; online (`OnlineParticipants`) only what has
   arrived when the node is embedded: the participant's earlier segments and the current segment up to
-  the end of the node's clip.
+  the end of the node's clip. A causal model's features (STE_forward.py --causal) are extracted with the
+  online statistics (`prefix_views`), the inputs it runs on.
 * `eda_components`: three more EDA input channels beside the raw series, from NeuroKit2: the tonic
   and phasic parts (`nk.eda_phasic`, its default high-pass split) and the SCR peaks (`nk.eda_peaks` on
   the phasic part: at each peak sample its amplitude, 0 elsewhere). They are computed over the
   participant's rows in the session, concatenated in time order (the gaps between the participant's
-  segments are not filled: the series is read as consecutive 4 Hz samples), and scaled by the
-  participant's EDA sd (the tonic part also centred on its mean), so they need no training statistics.
-  A participant with fewer than MIN_COMPONENT_ROWS rows gets tonic = the series, phasic = peaks = 0.
+  segments are not filled), each contiguous run of 4 Hz rows (split where two rows are more than one
+  step apart) decomposed on its own, so that no join between two segments is filtered as a response; they
+  are scaled by the participant's EDA sd (the tonic part also centred on its mean), so they need no
+  training statistics. A run shorter than MIN_COMPONENT_ROWS rows gets tonic = the series, phasic =
+  peaks = 0.
+
+Participant sd floors and z-score clip. Each sd is floored at STD_FLOORS (about its sensor's resolution),
+not at an absolute epsilon: a flat non-responder's EDA, or an online window's first few rows, would
+otherwise divide by nearly zero. Every participant-standardised value is then clipped to ±Z_CLIP.
+Offline and online statistics go through the same floors and clip.
 
 Participant = (session, identity). Each option only ever reads that participant's own rows and wavs.
 """
@@ -35,7 +43,11 @@ from encoder.core.custom_transforms import Normalization, SpectrogramParams, log
 
 MIN_COMPONENT_ROWS = 12  # below this NeuroKit2's filter has too few samples (its padding needs 10)
 EDA_CHANNELS = ("raw", "tonic", "phasic", "scr_peaks")
-STD_FLOOR = 1e-6
+# Least participant sd per signal, in its units: about the sensor's resolution (Empatica E4: EDA 0.01 µS,
+# skin temperature 0.02 °C; log-mel bands: 1 dB, well below a voiced band's spread). A smaller sd is noise.
+STD_FLOORS = {"eda": 0.01, "temp": 0.02, "mel": 1.0}
+Z_CLIP = 10.0  # participant z-scores are clipped to ±Z_CLIP (a floored sd can still leave outliers far out)
+RUN_GAP_S = 1.5 * config.BIO_STEP_S  # rows further apart than this (a step, with jitter) start a new run
 
 
 @dataclass(frozen=True)
@@ -92,12 +104,18 @@ class Moments:
         self.sum = self.sum + values.sum(axis=0)
         self.squares = self.squares + (values**2).sum(axis=0)
 
-    def mean_std(self) -> tuple[Any, Any]:
+    def mean_std(self, floor: float) -> tuple[Any, Any]:
+        """Mean and sd, the sd at least `floor` (STD_FLOORS)."""
         if self.count == 0:
             raise ValueError("no value to take a mean of")
         mean = self.sum / self.count
         var = np.maximum(self.squares / self.count - mean**2, 0.0)
-        return mean, np.maximum(np.sqrt(var), STD_FLOOR)
+        return mean, np.maximum(np.sqrt(var), floor)
+
+
+def standardised(values: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """(values - mean) / std clipped to ±Z_CLIP."""
+    return np.clip((values - mean) / std, -Z_CLIP, Z_CLIP)
 
 
 def participant_key(segment: Any) -> tuple[int, str]:
@@ -127,9 +145,27 @@ def wav_frames(wav: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     return log_mel_frames(wav, 0, n_frames, params).T
 
 
-def eda_components(values: np.ndarray) -> np.ndarray:
-    """(m, 3) tonic, phasic and SCR-peak amplitude of a 4 Hz EDA series (see the module docstring)."""
+def runs(ts: np.ndarray) -> list[slice]:
+    """The contiguous runs of time-ordered 4 Hz timestamps: split where two rows are over RUN_GAP_S apart."""
+    cuts = np.flatnonzero(np.diff(np.asarray(ts, dtype=np.float64)) > RUN_GAP_S) + 1
+    bounds = [0, *cuts.tolist(), len(ts)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def eda_components(values: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+    """(m, 3) tonic, phasic and SCR-peak amplitude of a time-ordered 4 Hz EDA series, each contiguous run
+    of `ts` (None: one run) decomposed on its own (see the module docstring)."""
     values = np.asarray(values, dtype=np.float64)
+    if ts is not None and len(ts) != len(values):
+        raise ValueError(f"{len(ts)} timestamps for {len(values)} EDA values")
+    out = np.zeros((len(values), 3))
+    for run in runs(ts) if ts is not None else [slice(0, len(values))]:
+        out[run] = _run_components(values[run])
+    return out
+
+
+def _run_components(values: np.ndarray) -> np.ndarray:
+    """eda_components of one contiguous run."""
     out = np.zeros((len(values), 3))
     out[:, 0] = values
     if len(values) < MIN_COMPONENT_ROWS or np.ptp(values) == 0:
@@ -152,7 +188,7 @@ def bio_stats(eda_rows: np.ndarray, temp_rows: np.ndarray) -> ParticipantStats:
     eda, temp = Moments(), Moments()
     eda.add(eda_rows[:, 1])
     temp.add(temp_rows[:, 1])
-    (eda_mean, eda_std), (temp_mean, temp_std) = eda.mean_std(), temp.mean_std()
+    (eda_mean, eda_std), (temp_mean, temp_std) = eda.mean_std(STD_FLOORS["eda"]), temp.mean_std(STD_FLOORS["temp"])
     return ParticipantStats(float(eda_mean), float(eda_std), float(temp_mean), float(temp_std))
 
 
@@ -169,8 +205,8 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
             mel = Moments(params.n_mels)
             for seg in group:
                 mel.add(wav_frames(io.read_wav(seg.wav, params.sample_rate), params))
-            stats.mel_mean, stats.mel_std = mel.mean_std()
-        parts = eda_components(eda_rows[:, 1]) if options.eda_components else None
+            stats.mel_mean, stats.mel_std = mel.mean_std(STD_FLOORS["mel"])
+        parts = eda_components(eda_rows[:, 1], eda_rows[:, 0]) if options.eda_components else None
         for seg in group:
             seg.participant = stats
             if parts is not None:
@@ -181,7 +217,7 @@ def audio_input(segment: Any, spec: np.ndarray, norm: Normalization, options: In
     """A (n_mels, frames) log-mel spectrogram of `segment` as the encoder reads it."""
     if options.participant_norm:
         stats = segment.participant
-        spec = (spec - stats.mel_mean[:, None]) / stats.mel_std[:, None]
+        spec = standardised(spec, stats.mel_mean[:, None], stats.mel_std[:, None])
     return norm.audio(spec)
 
 
@@ -192,8 +228,8 @@ def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization,
     eda, temp = segment.bio_clips(options.bio_clip_length, steps)
     stats = segment.participant
     if options.participant_norm:
-        eda = (eda - stats.eda_mean) / stats.eda_std
-        temp = (temp - stats.temp_mean) / stats.temp_std
+        eda = standardised(eda, stats.eda_mean, stats.eda_std)
+        temp = standardised(temp, stats.temp_mean, stats.temp_std)
     channels = [norm.eda(eda)]
     if options.eda_components:
         ts = segment.ts[np.asarray(steps, dtype=np.int64)]
@@ -201,7 +237,7 @@ def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization,
             clip = clip_utils.bio_clips_at(segment.eda_rows[:, 0], segment.eda_parts[:, j], ts,
                                            options.bio_clip_length, config.BIO_STEP_S)
             centre = stats.eda_mean if j == 0 else 0.0
-            channels.append(((clip - centre) / stats.eda_std).astype(np.float32))
+            channels.append(standardised(clip, centre, stats.eda_std).astype(np.float32))
     return np.stack(channels, axis=1), norm.temp(temp)[:, None]
 
 
@@ -211,7 +247,8 @@ def node_values(segment: Any, options: InputOptions) -> tuple[np.ndarray, np.nda
     if not options.participant_norm:
         return segment.eda, segment.temp
     stats = segment.participant
-    return (segment.eda - stats.eda_mean) / stats.eda_std, (segment.temp - stats.temp_mean) / stats.temp_std
+    return (standardised(segment.eda, stats.eda_mean, stats.eda_std),
+            standardised(segment.temp, stats.temp_mean, stats.temp_std))
 
 
 class OnlineParticipants:
@@ -244,7 +281,7 @@ class OnlineParticipants:
         if self.options.participant_norm:
             seen.participant.mel_mean, seen.participant.mel_std = self._audio(state, segment, step, wav)
         if self.options.eda_components:
-            parts = eda_components(eda_rows[:, 1])
+            parts = eda_components(eda_rows[:, 1], eda_rows[:, 0])
             seen.eda_parts = parts[np.searchsorted(eda_rows[:, 0], seen.eda_rows[:, 0])]
         if step == segment.n_steps - 1:
             state["done"].append(segment)
@@ -262,8 +299,32 @@ class OnlineParticipants:
         if end > frames["added"]:
             state["mel"].add(frames["all"][frames["added"]:end])
             frames["added"] = end
-        moments = state["mel"].mean_std()
+        moments = state["mel"].mean_std(STD_FLOORS["mel"])
         if step == segment.n_steps - 1:
             state["mel"].add(frames["all"][frames["added"]:])
             del state["frames"][segment.segment_id]
         return moments
+
+
+def prefix_views(segments: Sequence[Any], params: SpectrogramParams, options: InputOptions,
+                 clip_length: int) -> dict[tuple[str, int], Any]:
+    """(segment ID, step) -> the segment as that node sees it online (OnlineParticipants.view), for every
+    node of `segments`, the views taken in the online replay's arrival order (online.instants: time, then
+    identity, then segment ID). Batch extraction of a causal model's features reads these, so that its
+    inputs are the ones predict.py --online embeds. Empty when neither participant option is on."""
+    if not options.needs_participant:
+        return {}
+    tracker = OnlineParticipants(params, options, clip_length)
+    nodes = sorted((float(seg.ts[step]), str(seg.identity), str(seg.segment_id), step, i)
+                   for i, seg in enumerate(segments) for step in range(seg.n_steps))
+    wavs: dict[str, np.ndarray] = {}
+    views = {}
+    for _, _, segment_id, step, i in nodes:
+        seg = segments[i]
+        if segment_id not in wavs:  # the audio statistics need the wav; without participant_norm nothing reads it
+            wavs[segment_id] = (io.read_wav(seg.wav, params.sample_rate) if options.participant_norm
+                                else np.zeros(0, dtype=np.float32))
+        views[(segment_id, step)] = tracker.view(seg, step, wavs[segment_id])
+        if step == seg.n_steps - 1:
+            del wavs[segment_id]
+    return views

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from encoder.core import config, metrics, participant, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
-from encoder.core.dataset import Segment, SegmentDataset, node_batches
+from encoder.core.dataset import Segment, SegmentDataset, make_dataset, node_batches
 from encoder.core.distributed import resolve_device
 from encoder.core.models import EncoderOutput
 from encoder.core.participant import InputOptions
@@ -106,21 +106,24 @@ def node_metrics(segments: Sequence[Segment], pred: Predictions) -> dict[str, An
 
 
 def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequence[Segment],
-                   device: str | int | torch.device = "cpu", forward: dict[str, Any] | None = None) -> Predictions:
+                   device: str | int | torch.device = "cpu", forward: dict[str, Any] | None = None,
+                   causal: bool = False) -> Predictions:
     """Embedding (1536-d) and fused-head probabilities of every step of `segments`, in memory: the
     batching path of STE_forward without its files. `model` is the encoder of checkpoint `state`
     (e.g. inference_model(model_from_checkpoint(state, path))) on `device`; `forward` overrides
     config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order.
     With the checkpoint's participant options on, each participant's statistics come from its segments
-    among `segments` (participant.attach)."""
+    among `segments` (participant.attach), or with `causal` from what has arrived by each node's clip end
+    (dataset.CausalSegmentDataset: the inputs of predict.py --online)."""
     if not segments:
         raise ValueError("no segments to embed")
     settings = util.merge_settings(config.STE_forward_params, forward)
     params = SpectrogramParams.from_dict(state["inputs"])
     options = InputOptions.from_inputs(state["inputs"])
-    participant.attach(segments, params, options)
-    dataset = SegmentDataset(list(segments), Normalization.from_dict(state["normalization"]),
-                             int(state["inputs"]["clip_length"]), params, options=options)
+    if not causal:
+        participant.attach(segments, params, options)
+    dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]),
+                           int(state["inputs"]["clip_length"]), params, options, causal)
     return Predictions.concat(list(iter_predictions(
         model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
         bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))
