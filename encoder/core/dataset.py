@@ -373,7 +373,7 @@ def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: 
     for item in items:
         n = len(item["steps"])
         if device is not None:
-            item = {**item, **{k: item[k].to(device) for k in ("spec", "offsets", "eda", "temp")}}
+            item = {**item, **{k: item[k].to(device) for k in ("spec", "clips", "offsets", "eda", "temp") if k in item}}
         parts.append((segment_clips(item, clip_length, params), item["eda"], item["temp"],
                       np.full(n, int(item["index"])), item["steps"].numpy()))
         pending += n
