@@ -253,7 +253,8 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
         return args.data, {"root": str(args.data.resolve())}, False
     if config.KEMDY20_ROOT.exists():
         return config.KEMDY20_ROOT, {"root": str(config.KEMDY20_ROOT.resolve())}, False
-    return config.DEMO_ROOT, {"synthetic": args.preset, "seed": args.seed}, True
+    return config.DEMO_ROOT, {"synthetic": args.preset, "seed": args.seed,
+                              "generator": synthetic.GENERATOR_VERSION}, True
 
 
 def stacking_splits(splits: dict[str, Sequence[int]], stacking: str) -> tuple[dict, dict]:

@@ -220,7 +220,7 @@ def estimate_pitch(audio: np.ndarray, sr: int = 16000, fmin: float = 60.0, fmax:
 
 @pytest.mark.parametrize("f0", [110.0, 210.0])
 def test_speech_carries_emotion(f0):
-    speaker = {"f0": f0, "formant": 1.0, "rate": 1.0, "gain": 0.0, "tilt": 0.0}
+    speaker = {"f0": f0, "formant": 1.0, "rate": 1.0, "gain": 0.0, "tilt": 0.0, "noise": 0.002}
     emotion = {name: i for i, name in enumerate(config.EMOTIONS)}
     rms, pitch = defaultdict(list), defaultdict(list)
     for seed in range(4):
@@ -233,4 +233,5 @@ def test_speech_carries_emotion(f0):
     # the estimator itself is sane: neutral speech sits near the speaker's f0
     assert np.mean(pitch["neutral"]) == pytest.approx(f0, rel=0.15)
     assert np.mean(rms["angry"]) > 1.5 * np.mean(rms["sad"])
-    assert np.mean(pitch["happy"]) > 1.15 * np.mean(pitch["sad"])
+    # conversational, not acted, effects (EMOTION_PARAMS): happy about +6% pitch, sad about -5%
+    assert np.mean(pitch["happy"]) > 1.08 * np.mean(pitch["sad"])

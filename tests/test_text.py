@@ -1,6 +1,6 @@
 """Transcripts and the text feature block: decoding (UTF-8 and cp949), transcription marks, the
 dataframe stage's count of missing/undecodable transcripts, the synthetic transcripts' emotion words
-(with the other signals byte-identical to the previous generator), and the text block itself."""
+(the other signals pinned by a digest that the words do not move), and the text block itself."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from encoder.core import config, frames, kemdy20, synthetic, text
 
 # sha256 over (relative path, sha256 of content) of every .wav and .csv file (annotation, EDA, TEMP) of
-# the tiny preset, seed 0, computed with the generator before transcripts carried emotion words
-# (commit 069467f). Depends on the pinned numpy/scipy producing the same floats.
-TINY_SIGNALS_SHA256 = "bdf3a2591cfec6e42c97cd5ddb724e9bcbf6163f88ec575d3e60a752a3fa9a0b"
+# the tiny preset, seed 0, pinned for synthetic.GENERATOR_VERSION 2 (first pinned before transcripts carried
+# emotion words, commit 069467f; the transcripts' stream never moves it). Depends on the pinned numpy/scipy
+# producing the same floats; a new GENERATOR_VERSION pins it again.
+TINY_SIGNALS_SHA256 = "392576684369627bcb97d560098b7d24f23f89fc44f817711c80a3a15df8eff6"
 
 
 def signals_digest(root: Path) -> str:
@@ -99,7 +100,8 @@ def test_synthetic_transcripts_carry_the_emotion_weakly(tiny_root: Path) -> None
     typical = [{w for w in synthetic.EMOTION_WORDS[t]} for t in gt["target"]]
     words = [t.split() for t in gt["transcript"]]
     share = sum(sum(w in typ for w in ws) for ws, typ in zip(words, typical, strict=True)) / sum(map(len, words))
-    assert 0.15 < share < 0.6  # about TEXT_EMOTION_SHARE, plus filler words that happen to be typical
+    # about TEXT_EMOTION_SHARE (0.05), plus stray emotion words and filler words that happen to be typical
+    assert 0.03 < share < 0.15
     assert all(3 <= len(ws) <= 8 for ws in words)
 
 

@@ -1,27 +1,28 @@
-"""A synthetic dataset in the exact on-disk format of KEMDy20 (SPEC §2), with learnable signals.
+"""A synthetic dataset in the exact on-disk format of KEMDy20 (SPEC §2), with learnable signals whose
+nuisance is at published magnitudes (SPEC §8; the card with magnitudes and sources: docs/synthetic-data.md).
 
 Each participant's emotion is a sticky Markov state over their consecutive utterances in a script.
-The state shapes three signals, none of which is enough on its own:
+The state shapes speech, EDA and the transcript, none of which is enough on its own:
 
 * speech: glottal pulses on a pitch contour, through vowel formant resonators, under a syllable-rate
-  loudness envelope with pauses, plus breath and background noise; pitch level and range, loudness,
-  tempo, spectral tilt and breathiness depend on the emotion (scaled by a per-utterance intensity)
-  and on the speaker;
-* EDA: a speaker's tonic level with slow drift plus skin-conductance responses whose rate and size
-  rise with arousal (they lag the emotion, so context matters);
-* TEMP: a slow drift that relaxes towards a small emotion-dependent offset (vasoconstriction in
-  fear/anger), quantised to 0.01 °C.
-
-Transcripts (wav/SessionSS/<segment ID>.txt, cp949) carry the emotion weakly: the utterance's 3-8
-filler words are drawn as before from KOREAN_WORDS (which mixes neutral and emotional words), then each
-word is replaced, with probability TEXT_EMOTION_SHARE (0.3), by a word typical of the utterance's true
-emotion (EMOTION_WORDS). So about a third of the words point to the emotion and the rest are noise: the
-words alone should not be enough, like each of the other signals. The replacements come from their own
-random stream per session (a third child of the session's seed), so the wav, EDA, TEMP and annotation
-files are byte for byte those of the generator before transcripts carried emotion.
+  loudness envelope with pauses, plus breath and the session's background noise; pitch level and range,
+  loudness, tempo, spectral tilt and breathiness depend on the emotion (conversational effect sizes,
+  scaled by a per-utterance intensity), on the speaker (spread larger than most emotion effects) and on
+  the utterance (pitch, loudness and rate vary without emotion);
+* EDA: a tonic level, log-normal across people with 15% flat non-responders near the floor, under a
+  smooth multiplicative drift carried through the session; non-specific responses 1-3 a minute; responses
+  1-3 s after the participant's own utterances, likelier and larger with arousal; sensor noise and the
+  E4's quantisation;
+* TEMP: a wrist level per person, a trend and a smooth room/vasomotor drift of tenths of a degree over
+  minutes, quantised to the E4's 0.02 °C, with no emotion in it (its own random stream, so other labels
+  leave every TEMP byte unchanged);
+* transcripts (wav/SessionSS/<segment ID>.txt, cp949): 3-8 filler words from KOREAN_WORDS, each replaced
+  with probability TEXT_EMOTION_SHARE by a word of the emotion's EMOTION_WORDS list (half of each list is
+  shared with a related emotion) and with probability TEXT_STRAY_SHARE by a word of any emotion's list,
+  from a random stream of their own.
 
 Annotators vote with noise; ties are written as `a;b`. Everything is drawn from one seed, per
-session, so the same seed gives the same bytes.
+session, so the same seed gives the same bytes; GENERATOR_VERSION names the generator's output.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from tqdm import tqdm
 
 from encoder.core import config, util
 
+# Bumped whenever the generator's output changes: it is part of the demo data's key in run_pipeline.py, so a
+# changed generator regenerates encoder/KEMDy20_demo.
+GENERATOR_VERSION = 2
 SAMPLE_RATE = 16000
 N_EVALUATORS = 10
 EVALUATORS = [f"Eval{i:02d}{'F' if i % 2 else 'M'}" for i in range(1, N_EVALUATORS + 1)]
@@ -47,21 +51,29 @@ PRIORS = {
 }
 
 # Per emotion (config.EMOTIONS order): pitch factor, pitch range (semitones), gain (dB), syllables/s,
-# source low-pass coefficient (higher = darker), breathiness, arousal, temperature offset (°C),
-# mean valence and arousal ratings.
+# source low-pass coefficient (higher = darker), breathiness, arousal, mean valence and arousal ratings.
+# The speech effects are those of conversational, not acted, speech: a few percent of pitch and rate and
+# a few dB, smaller than the spread between speakers of one gender (SPEAKER_SPREAD).
 EMOTION_PARAMS = np.array(
     [
-        # f0    range gain  rate  tilt  breath arousal temp   val  aro
-        [1.00, 1.5, 0.0, 4.2, 0.90, 0.05, 0.0, 0.00, 3.0, 2.8],  # neutral
-        [1.18, 3.5, 3.0, 4.9, 0.85, 0.05, 0.5, 0.15, 4.2, 3.5],  # happy
-        [1.30, 4.5, 2.0, 4.4, 0.86, 0.08, 0.8, -0.10, 3.5, 4.0],  # surprise
-        [1.10, 2.5, 6.0, 5.3, 0.75, 0.03, 1.0, -0.25, 1.8, 4.3],  # angry
-        [0.88, 0.8, -5.0, 3.1, 0.95, 0.15, -0.4, -0.10, 1.8, 2.2],  # sad
-        [0.95, 1.8, -1.0, 3.6, 0.92, 0.10, 0.3, -0.15, 2.0, 3.0],  # disqust
-        [1.25, 2.0, -2.0, 5.7, 0.93, 0.20, 0.8, -0.35, 2.0, 3.8],  # fear
+        # f0    range gain  rate  tilt   breath arousal val  aro
+        [1.00, 1.5, 0.0, 4.2, 0.900, 0.05, 0.0, 3.0, 2.8],  # neutral
+        [1.06, 2.1, 1.5, 4.4, 0.885, 0.05, 0.5, 4.2, 3.5],  # happy
+        [1.09, 2.5, 1.0, 4.3, 0.890, 0.07, 0.8, 3.5, 4.0],  # surprise
+        [1.04, 1.9, 3.0, 4.6, 0.860, 0.04, 1.0, 1.8, 4.3],  # angry
+        [0.95, 1.1, -2.5, 3.8, 0.915, 0.09, -0.4, 1.8, 2.2],  # sad
+        [0.98, 1.6, -0.5, 4.0, 0.905, 0.07, 0.3, 2.0, 3.0],  # disqust
+        [1.07, 1.8, -1.0, 4.7, 0.905, 0.10, 0.8, 2.0, 3.8],  # fear
     ]
 )
-F0, F0_RANGE, GAIN, RATE, TILT, BREATH, AROUSAL, TEMP_OFFSET, VALENCE_MEAN, AROUSAL_MEAN = range(10)
+F0, F0_RANGE, GAIN, RATE, TILT, BREATH, AROUSAL, VALENCE_MEAN, AROUSAL_MEAN = range(9)
+
+# Speakers: median pitch per gender (Hz) and the spread between speakers of one gender (log sd, about
+# 15%); loudness (recording distance, vocal effort) sd in dB; speaking rate log sd. Per utterance, the
+# same speaker also varies without emotion (UTTERANCE_SPREAD: pitch log sd, gain dB, rate log sd).
+SPEAKER_F0 = {"F": 205.0, "M": 118.0}
+SPEAKER_SPREAD = {"f0": 0.15, "gain": 3.0, "rate": 0.12}
+UTTERANCE_SPREAD = {"f0": 0.05, "gain": 1.5, "rate": 0.08}
 
 VOWEL_FORMANTS = np.array(  # F1, F2, F3 in Hz for a, i, u, e, o
     [[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]]
@@ -76,25 +88,40 @@ KOREAN_WORDS = (
 )
 
 
-# Words typical of each emotion (config.EMOTIONS order) that replace filler words of a transcript.
+# Words that point to an emotion (config.EMOTIONS order). Half of each list is shared with a related
+# emotion (좋아요 neutral/happy, 대박 happy/surprise, 깜짝 surprise/fear, 설마 surprise/angry, 싫어요
+# angry/disgust, 답답해요 angry/sad, 힘들어요 sad/fear, 끔찍해요 disgust/fear, ...), so a word alone
+# rarely names one emotion.
 EMOTION_WORDS = (
-    ("그렇군요", "네", "알겠습니다", "보통이에요", "그냥", "회의", "일정", "확인했어요"),  # neutral
-    ("기뻐요", "행복해요", "신나요", "좋아요", "최고예요", "웃겨요", "즐거워요", "고마워요"),  # happy
-    ("깜짝", "어머", "정말요", "세상에", "놀랐어요", "갑자기", "대박", "설마"),  # surprise
-    ("화가", "짜증나요", "어이없어요", "그만해", "답답해요", "열받아요", "싫어요", "왜그래"),  # angry
-    ("슬퍼요", "눈물이", "우울해요", "외로워요", "힘들어요", "그리워요", "속상해요", "미안해요"),  # sad
-    ("역겨워요", "더러워요", "징그러워요", "토할", "불쾌해요", "싫다", "냄새", "끔찍해요"),  # disqust
-    ("무서워요", "겁나요", "떨려요", "불안해요", "두려워요", "위험해요", "도망가", "소름"),  # fear
+    ("그렇군요", "알겠습니다", "보통이에요", "좋아요", "그냥", "괜찮아요"),  # neutral
+    ("기뻐요", "행복해요", "좋아요", "대박", "웃겨요", "고마워요"),  # happy
+    ("세상에", "어머", "대박", "깜짝", "설마", "정말요"),  # surprise
+    ("짜증나요", "열받아요", "설마", "싫어요", "답답해요", "어이없어요"),  # angry
+    ("슬퍼요", "눈물이", "답답해요", "힘들어요", "미안해요", "괜찮아요"),  # sad
+    ("역겨워요", "불쾌해요", "싫어요", "어이없어요", "끔찍해요", "냄새"),  # disqust
+    ("무서워요", "불안해요", "깜짝", "힘들어요", "끔찍해요", "떨려요"),  # fear
 )
-TEXT_EMOTION_SHARE = 0.3  # chance that a transcript word is replaced by one of its emotion's words
+TEXT_EMOTION_SHARE = 0.05  # chance that a transcript word is replaced by a word of its emotion's list
+TEXT_STRAY_SHARE = 0.04  # chance that it is replaced by a word of any emotion's list (people say 좋아요 when sad)
 
 
 def transcript_words(filler: np.ndarray, state: int, rng: np.random.Generator) -> list[str]:
     """The words of a transcript: each filler word, or with probability TEXT_EMOTION_SHARE a word of
-    EMOTION_WORDS[state] (drawn from `rng`, the session's text stream)."""
-    replace = rng.random(len(filler)) < TEXT_EMOTION_SHARE
+    EMOTION_WORDS[state], or with probability TEXT_STRAY_SHARE a word of a random emotion's list (all
+    drawn from `rng`, the session's text stream, the same number of draws whatever the state)."""
+    u = rng.random(len(filler))
     typical = rng.choice(EMOTION_WORDS[state], size=len(filler))
-    return [str(t) if r else str(f) for f, t, r in zip(filler, typical, replace, strict=True)]
+    stray_class = rng.integers(len(EMOTION_WORDS), size=len(filler))
+    stray_pick = rng.integers(len(EMOTION_WORDS[0]), size=len(filler))
+    words = []
+    for f, t, u_i, c, k in zip(filler, typical, u, stray_class, stray_pick, strict=True):
+        if u_i < TEXT_EMOTION_SHARE:
+            words.append(str(t))
+        elif u_i < TEXT_EMOTION_SHARE + TEXT_STRAY_SHARE:
+            words.append(EMOTION_WORDS[c][k % len(EMOTION_WORDS[c])])
+        else:
+            words.append(str(f))
+    return words
 
 
 @dataclass(frozen=True)
@@ -225,11 +252,14 @@ def resonator(signal: np.ndarray, freq: float, bandwidth: float, sr: int) -> np.
 def synthesize_speech(
     duration: float, state: int, intensity: float, speaker: dict, rng: np.random.Generator, sr: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """Speech-like audio of `duration` seconds carrying the emotion `state` (see module docstring)."""
+    """Speech-like audio of `duration` seconds carrying the emotion `state` (see module docstring).
+    `speaker`: f0 (Hz), formant and rate factors, gain (dB), tilt offset and background noise level."""
     p = EMOTION_PARAMS[0] + intensity * (EMOTION_PARAMS[state] - EMOTION_PARAMS[0])
     n = int(round(duration * sr))
+    f0_level = speaker["f0"] * np.exp(rng.normal(0.0, UTTERANCE_SPREAD["f0"]))
+    gain_db = speaker["gain"] + rng.normal(0.0, UTTERANCE_SPREAD["gain"])
     # Syllables with pauses: a loudness envelope and a vowel index per sample.
-    rate = p[RATE] * speaker["rate"]
+    rate = p[RATE] * speaker["rate"] * np.exp(rng.normal(0.0, UTTERANCE_SPREAD["rate"]))
     envelope = np.zeros(n)
     vowel = np.zeros(n, dtype=int)
     f0_targets_t, f0_targets = [0.0], [0.0]
@@ -244,7 +274,7 @@ def synthesize_speech(
         pos = stop + (int(rng.uniform(0.15, 0.5) * sr) if rng.random() < 0.15 else int(0.02 * sr))
     t = np.arange(n) / sr
     semitones = np.interp(t, f0_targets_t, f0_targets) - 1.5 * t / max(duration, 1e-6)
-    f0 = speaker["f0"] * p[F0] * 2.0 ** (semitones / 12.0) * (1 + 0.01 * rng.standard_normal(n))
+    f0 = f0_level * p[F0] * 2.0 ** (semitones / 12.0) * (1 + 0.01 * rng.standard_normal(n))
     phase = np.cumsum(f0 / sr)
     source = np.diff(np.floor(phase), prepend=0.0)
     tilt = min(0.98, p[TILT] + speaker["tilt"])
@@ -260,8 +290,8 @@ def synthesize_speech(
     breath = p[BREATH] * rng.standard_normal(n) * 0.3
     speech = (voiced + breath) * envelope
     speech /= np.abs(speech).max() + 1e-9
-    gain = 10 ** ((p[GAIN] + speaker["gain"]) / 20) * 0.25
-    background = lfilter([1.0], [1, -0.95], rng.standard_normal(n)) * 0.002
+    gain = 10 ** ((p[GAIN] + gain_db) / 20) * 0.25
+    background = lfilter([1.0], [1, -0.95], rng.standard_normal(n)) * speaker["noise"]
     return np.clip(speech * gain + background, -1.0, 1.0).astype(np.float32)
 
 
@@ -277,28 +307,123 @@ def state_timeline(times: np.ndarray, utterances: list[Utterance], speaker: int)
     return np.where(idx >= 0, states[np.clip(idx, 0, None)], 0)
 
 
-def eda_signal(states: np.ndarray, person: dict, rng: np.random.Generator) -> np.ndarray:
-    n = len(states)
-    fs = config.BIO_RATE_HZ
-    arousal = EMOTION_PARAMS[states, AROUSAL]
-    drift = 1 + 0.1 * np.cumsum(rng.normal(0, 0.02, n)) / np.sqrt(np.arange(1, n + 1))
-    tonic = person["eda_base"] * drift * (1 + 0.08 * lfilter([0.02], [1, -0.98], arousal))
-    rate = (0.03 + 0.12 * np.clip(arousal, 0, None)) / fs
-    events = (rng.random(n) < rate) * rng.exponential(0.05 + 0.3 * np.clip(arousal, 0, None)) * person["scr_gain"]
-    k = np.arange(0, 20 * fs) / fs
-    kernel = np.exp(-k / 2.0) - np.exp(-k / 0.75)
-    phasic = np.convolve(events, kernel)[:n]
-    return np.clip(tonic + phasic + rng.normal(0, 0.004, n), 0.01, None)
+# Magnitudes of the bio signals, with their sources in docs/synthetic-data.md.
+EDA_LEVEL_US = (1.0, 1.0, 0.05, 15.0)  # responders' tonic level: log-normal median, log sd, clipped to [lo, hi]
+NON_RESPONDER_SHARE = 0.15
+NON_RESPONDER_LEVEL_US = (0.01, 0.08)  # log-uniform, flat near the floor
+NS_SCR_PER_MIN = (1.0, 3.0)  # non-specific responses at rest, per responder (uniform)
+SCR_LATENCY_S = (1.0, 3.0)  # from an utterance's start to the onset of its response
+SCR_RISE_TAU_S = (0.5, 1.5)  # with SCR_DECAY_TAU_S, onset-to-peak times of about 1-3 s
+SCR_DECAY_TAU_S = (3.0, 8.0)
+SCR_AMPLITUDE_US = (0.04, 0.7)  # log-normal median at 1 µS (scaled by sqrt(level)) and log sd per response
+EDA_DRIFT = (300.0, 0.25)  # multiplicative tonic drift: OU time constant (s) and log sd
+DRIFT_SMOOTH_S = 30.0  # low-pass of the slow drifts: no jitter from one 4 Hz sample to the next
+EDA_TREND_PER_10MIN = (-0.1, 0.15)  # log level change per 10 min (habituation on average): mean, sd
+EDA_NOISE_US = 0.002
+EDA_RESOLUTION_US = 0.0009  # Empatica E4: 1 digit ~ 900 pS
+TEMP_LEVEL_C = (32.5, 1.2, 29.0, 35.0)  # wrist level across people: mean, sd, clipped to [lo, hi]
+TEMP_DRIFT = (180.0, 0.25)  # room and vasomotor drift: OU time constant (s) and sd (°C)
+TEMP_TREND_PER_10MIN = (0.2, 0.3)  # °C per 10 min (the device warming on the wrist): mean, sd
+TEMP_NOISE_C = 0.01
+TEMP_RESOLUTION_C = 0.02  # Empatica E4
 
 
-def temp_signal(states: np.ndarray, person: dict, rng: np.random.Generator) -> np.ndarray:
-    n = len(states)
+def person_traits(name: str, noise: float, rng: np.random.Generator) -> dict:
+    """A participant's speech and bio traits; the same number of draws for everyone."""
+    gender = name[-1]
+    level_eda = float(np.clip(EDA_LEVEL_US[0] * np.exp(rng.normal(0, EDA_LEVEL_US[1])), *EDA_LEVEL_US[2:]))
+    floor_eda = float(np.exp(rng.uniform(*np.log(NON_RESPONDER_LEVEL_US))))
+    responder = bool(rng.random() >= NON_RESPONDER_SHARE)
+    scr_amplitude = SCR_AMPLITUDE_US[0] * np.sqrt(level_eda) * float(np.exp(rng.normal(0, 0.4)))
+    ns_rate = float(rng.uniform(*NS_SCR_PER_MIN))
+    return {
+        "f0": SPEAKER_F0[gender] * float(np.exp(rng.normal(0, SPEAKER_SPREAD["f0"]))),
+        "formant": 1.15 if gender == "F" else 1.0,
+        "rate": float(np.exp(rng.normal(0, SPEAKER_SPREAD["rate"]))),
+        "gain": float(rng.normal(0, SPEAKER_SPREAD["gain"])),
+        "tilt": float(rng.uniform(-0.02, 0.02)),
+        "noise": noise,
+        "responder": responder,
+        "eda_level": level_eda if responder else floor_eda,
+        "scr_amplitude": scr_amplitude if responder else 0.05 * scr_amplitude,
+        "ns_scr_per_min": ns_rate if responder else 0.1 * ns_rate,
+        "eda_trend": float(rng.normal(*EDA_TREND_PER_10MIN)) / 600.0,
+        "temp_level": float(np.clip(rng.normal(*TEMP_LEVEL_C[:2]), *TEMP_LEVEL_C[2:])),
+        "temp_trend": float(rng.normal(*TEMP_TREND_PER_10MIN)) / 600.0,
+    }
+
+
+def smooth_drift(state: tuple[float, float, float] | None, clock: np.ndarray, tau: float, sd: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A slow drift (mean 0, stationary sd about `sd`) on the regular 4 Hz grid `clock`: an Ornstein-Uhlenbeck
+    process of time constant `tau` s smoothed by a DRIFT_SMOOTH_S low-pass, so that it wanders over minutes
+    without jitter from sample to sample. `state` (x, smoothed x, time) carries it on from the previous script,
+    through the gap between them; None starts it from its stationary law. Returns the path and the new state."""
+    step = config.BIO_STEP_S
+    a, a_s = float(np.exp(-step / tau)), float(np.exp(-step / DRIFT_SMOOTH_S))
+    sd_raw = sd * np.sqrt((tau + DRIFT_SMOOTH_S) / tau)
+    if state is None:
+        x = rng.normal(0, sd_raw)  # the stationary joint law: var(smooth) = cov(x, smooth) = sd ** 2
+        smooth, t = x * (sd / sd_raw) ** 2 + rng.normal(0, sd * np.sqrt(1 - (sd / sd_raw) ** 2)), clock[0] - step
+    else:
+        x, smooth, t = state
+    n = len(clock) + max(0, int(round((clock[0] - t) / step)) - 1)  # the gap, then the script
+    raw = lfilter([1.0], [1, -a], sd_raw * np.sqrt(1 - a * a) * rng.standard_normal(n), zi=[a * x])[0]
+    path = lfilter([1 - a_s], [1, -a_s], raw, zi=[a_s * smooth])[0]
+    return path[-len(clock):], (float(raw[-1]), float(path[-1]), float(clock[-1]))
+
+
+def scr_shape(seconds: np.ndarray, tau_rise: float, tau_decay: float) -> np.ndarray:
+    """A skin-conductance response of peak 1 (bi-exponential, tau_rise < tau_decay), `seconds` after its onset."""
+    peak_time = np.log(tau_decay / tau_rise) * tau_decay * tau_rise / (tau_decay - tau_rise)
+    peak = np.exp(-peak_time / tau_decay) - np.exp(-peak_time / tau_rise)
+    return (np.exp(-seconds / tau_decay) - np.exp(-seconds / tau_rise)) / peak
+
+
+def eda_signal(times: np.ndarray, clock: np.ndarray, utterances: list[Utterance], speaker: int, person: dict,
+               drift: dict, rng: np.random.Generator) -> np.ndarray:
+    """EDA (µS) on `times` (s from the script's start; `clock` the same instants in seconds of the session):
+    tonic level x multiplicative drift, non-specific responses, responses 1-3 s after the participant's own
+    utterances (likelier and larger with arousal), sensor noise, E4 quantisation. `drift` carries the
+    participant's drift state from script to script. The number of draws does not depend on the emotions."""
+    n = len(times)
     fs = config.BIO_RATE_HZ
-    target = person["temp_base"] + EMOTION_PARAMS[states, TEMP_OFFSET]
-    alpha = np.exp(-1.0 / (8.0 * fs))  # relaxes towards the target with an 8 s time constant
-    relaxed = lfilter([1 - alpha], [1, -alpha], target, zi=[alpha * target[0]])[0]
-    drift = np.cumsum(rng.normal(0, 0.003, n))
-    return np.round(relaxed + drift + rng.normal(0, 0.01, n), 2)
+    log_drift, drift["eda"] = smooth_drift(drift.get("eda"), clock, *EDA_DRIFT, rng)
+    tonic = person["eda_level"] * np.exp(log_drift + person["eda_trend"] * (clock - drift["start"]))
+    arousal = EMOTION_PARAMS[state_timeline(times, utterances, speaker), AROUSAL]
+    rate = person["ns_scr_per_min"] / 60.0 / fs * (1 + 0.5 * np.clip(arousal, 0, None))
+    ns_events = rng.random(n) < rate
+    ns_z, ns_rise, ns_decay = rng.standard_normal(n), rng.uniform(*SCR_RISE_TAU_S, n), rng.uniform(*SCR_DECAY_TAU_S, n)
+    own = [u for u in utterances if u.speaker == speaker]
+    m = len(own)
+    u_resp, latency, ev_z = rng.random(m), rng.uniform(*SCR_LATENCY_S, m), rng.standard_normal(m)
+    ev_rise, ev_decay = rng.uniform(*SCR_RISE_TAU_S, m), rng.uniform(*SCR_DECAY_TAU_S, m)
+    onsets = [(i, 0.7 * np.exp(SCR_AMPLITUDE_US[1] * ns_z[i]), ns_rise[i], ns_decay[i])
+              for i in np.flatnonzero(ns_events)]
+    for j, utt in enumerate(own):
+        drive = utt.intensity * EMOTION_PARAMS[utt.state, AROUSAL]
+        if u_resp[j] < np.clip(0.3 + 0.4 * drive, 0.05, 0.9):
+            i = int(np.searchsorted(times, utt.start + latency[j]))
+            onsets.append((i, (1 + 0.5 * max(drive, 0.0)) * np.exp(SCR_AMPLITUDE_US[1] * ev_z[j]), ev_rise[j],
+                           ev_decay[j]))
+    phasic = np.zeros(n)
+    k = np.arange(0, 30 * fs) / fs
+    for i, size, rise, decay in onsets:
+        if i < n:
+            stop = min(n, i + len(k))
+            phasic[i:stop] += person["scr_amplitude"] * size * scr_shape(k[: stop - i], rise, decay)
+    noisy = tonic + phasic + rng.normal(0, EDA_NOISE_US, n)
+    return np.clip(np.round(noisy / EDA_RESOLUTION_US) * EDA_RESOLUTION_US, 0.01, 30.0)
+
+
+def temp_signal(clock: np.ndarray, person: dict, drift: dict, rng: np.random.Generator) -> np.ndarray:
+    """Wrist temperature (°C) at `clock` (seconds of the session): the person's level, a trend, room and
+    vasomotor drift carried from script to script in `drift`, sensor noise, quantised to the E4's 0.02 °C.
+    No emotion enters it (none is documented at the scale of an utterance)."""
+    wander, drift["temp"] = smooth_drift(drift.get("temp"), clock, *TEMP_DRIFT, rng)
+    value = person["temp_level"] + person["temp_trend"] * (clock - drift["start"]) + wander
+    value = value + rng.normal(0, TEMP_NOISE_C, len(clock))
+    return np.round(np.round(value / TEMP_RESOLUTION_C) * TEMP_RESOLUTION_C, 2)
 
 
 def timestamp_strings(date: dt.date, seconds_of_day: np.ndarray) -> list[str]:
@@ -364,24 +489,19 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
     for session, ss in zip(spec.sessions, seeds, strict=False):
         # audio draws apart, so --no-wav leaves the rest unchanged; the third child (transcript words) leaves
         # the first two as they were (SeedSequence children are numbered)
-        bio_seed, audio_seed, text_seed = ss.spawn(3)
+        bio_seed, audio_seed, text_seed, temp_seed = ss.spawn(4)
         rng = np.random.default_rng(bio_seed)
         audio_rng = np.random.default_rng(audio_seed)
         text_rng = np.random.default_rng(text_seed)
+        temp_rng = np.random.default_rng(temp_seed)
         names = participants(session, rng)
-        speakers = [
-            {"f0": (rng.uniform(170, 240) if n.endswith("F") else rng.uniform(95, 140)),
-             "formant": 1.15 if n.endswith("F") else 1.0, "rate": rng.uniform(0.9, 1.1),
-             "gain": rng.uniform(-2, 2), "tilt": rng.uniform(-0.02, 0.02),
-             "eda_base": rng.uniform(0.5, 8.0), "scr_gain": rng.uniform(0.5, 1.5),
-             "temp_base": rng.uniform(31.0, 35.0)}
-            for n in names
-        ]
+        noise = float(np.exp(rng.uniform(np.log(0.001), np.log(0.006))))  # the room's background, per session
+        speakers = [person_traits(n, noise, rng) for n in names]
         scripts = []
         for script in range(1, spec.scripts + 1):
             utts, length = schedule_script(session, script, names, spec, prior, rng)
             scripts.append((script, utts, length))
-        plans.append((session, rng, audio_rng, text_rng, names, speakers, scripts))
+        plans.append((session, rng, audio_rng, text_rng, temp_rng, names, speakers, scripts))
 
     # Bio files missing for one modality, drawn from training sessions only.
     missing: dict[tuple[int, int, int], str] = {}
@@ -394,8 +514,8 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
     force_every_class([u for p in plans for _, utts, _ in p[-1] for u in utts], split_of, usable, rng_global)
 
     n_segments = n_wavs = 0
-    for session, rng, audio_rng, text_rng, names, speakers, scripts in tqdm(plans, desc=f"synthetic {preset}",
-                                                                            unit="session"):
+    for session, rng, audio_rng, text_rng, temp_rng, names, speakers, scripts in tqdm(
+            plans, desc=f"synthetic {preset}", unit="session"):
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         all_utts = [u for _, utts, _ in scripts for u in utts]
         n_segments += len(all_utts)
@@ -403,6 +523,7 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         (out / "annotation" / f"Sess{session:02d}_eval.csv").write_text(
             "\n".join(annotation_rows(all_utts, prior, rng)) + "\n", encoding="utf-8")
         clock = 9 * 3600 + 4 * int(rng.integers(0, 3600))
+        drifts = [{"start": float(clock)} for _ in names]  # each participant's slow processes, script to script
         for script, utts, length in scripts:
             script_start = float(clock)  # whole seconds: on the 4 Hz grid
             clock += int(length) + 4 * int(rng.integers(30, 120))
@@ -411,14 +532,14 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
             stamps = timestamp_strings(date, script_start + times)
             unix_start = dt.datetime.combine(date, dt.time()).timestamp() + script_start - lead
             for p, name in enumerate(names):
-                states = state_timeline(times, utts, p)
                 labels = [""] * len(times)
                 for u in utts:
                     if u.speaker == p:
                         for i in np.flatnonzero((times >= u.start) & (times <= u.end)):
                             labels[i] = u.segment_id
-                signals = {"EDA": (eda_signal(states, speakers[p], rng), ".6f"),
-                           "TEMP": (temp_signal(states, speakers[p], rng), ".2f")}
+                signals = {"EDA": (eda_signal(times, script_start + times, utts, p, speakers[p], drifts[p], rng),
+                                   ".6f"),
+                           "TEMP": (temp_signal(script_start + times, speakers[p], drifts[p], temp_rng), ".2f")}
                 for modality, (values, fmt) in signals.items():
                     if missing.get((session, script, p)) == modality:
                         continue
@@ -442,11 +563,11 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         times = np.arange(0, 120, config.BIO_STEP_S)
         stamps = timestamp_strings(date, 10 * 3600 + times)
-        person = {"temp_base": rng.uniform(31, 35)}
         folder = out / "TEMP" / f"Session{session:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         for name in participants(session, rng):
-            values = temp_signal(np.zeros(len(times), dtype=int), person, rng)
+            person = person_traits(name, 0.0, rng)
+            values = temp_signal(10 * 3600 + times, person, {"start": 10 * 3600.0}, rng)
             (folder / f"Sess{session:02d}_script01_{name}.csv").write_text(
                 bio_lines(values, stamps, [""] * len(times), ".2f", 0.0))
     return {"preset": preset, "seed": seed, "sessions": len(spec.sessions),
