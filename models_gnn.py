@@ -7,6 +7,9 @@
         SAGEConv(c2 -> 7)
     logits = sum over the branches (no softmax: the loss takes logits)
 
+EdgeConv is PyG's layer computed per node where it can be (FactorisedEdgeConv: same parameters, same
+outputs and gradients, several times faster to train; benchmarks/bench_gnn.py).
+
 Batch normalisation is per branch, also after the shared SAGEConv: the three branches see different
 neighbourhoods, so one shared BatchNorm would normalise each branch with batch statistics of that
 branch while its running statistics (used at evaluation) mix all three, a train/eval mismatch.
@@ -49,7 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional
-from torch_geometric.nn import EdgeConv, SAGEConv
+from torch_geometric.nn import SAGEConv
 
 from encoder.core import config, util
 from encoder.core.checkpoints import load_state_dict, read_torch_file, save_torch_file
@@ -99,6 +102,57 @@ def modality_slices(feature_dims: Mapping[str, int], modalities: Sequence[str] |
     return slices
 
 
+class FactorisedEdgeConv(nn.Module):
+    """PyG's EdgeConv with max aggregation, out_k = max over edges (j, k) of mlp([x_k, x_j - x_k]) (0 for
+    a node without in-edges), computed with the MLP's first Linear split per node: with W = [W_a | W_b],
+    W [x_k, x_j - x_k] + b = (W_a - W_b) x_k + b + W_b x_j, so that Linear runs once per node, not once per
+    edge (about 60 per node here), and each edge only gathers and adds two rows. The rest of the MLP runs
+    per edge on exactly those pre-activations, so the layer equals EdgeConv whatever follows the first
+    Linear. `mlp` (a Sequential starting with a Linear of 2 x in_channels inputs) is stored as `nn`, as
+    EdgeConv stores it, so state dicts of either load into the other."""
+
+    def __init__(self, mlp: nn.Sequential):
+        super().__init__()
+        if not isinstance(mlp, nn.Sequential) or not mlp or not isinstance(mlp[0], nn.Linear) \
+                or mlp[0].in_features % 2:
+            raise ValueError("the MLP must be a Sequential starting with a Linear of 2 x in_channels inputs")
+        self.nn = mlp
+
+    def forward(self, x: Pair, edge_index: torch.Tensor) -> torch.Tensor:
+        """x: [n, c] states, or (sources [n_src, c], targets [n_dst, c]); edge (j, k) = edge_index[:, e]
+        carries source j to target k. Returns [n_dst, out_channels]."""
+        x_src, x_dst = (x, x) if isinstance(x, torch.Tensor) else x
+        first, rest = self.nn[0], self.nn[1:]
+        w_dst, w_src = first.weight.chunk(2, dim=1)
+        per_dst = functional.linear(x_dst, w_dst - w_src, first.bias)
+        per_src = functional.linear(x_src, w_src)
+        src, dst = edge_index[0], edge_index[1]
+        messages = rest(per_dst.index_select(0, dst) + per_src.index_select(0, src))
+        return _MaxAggregation.apply(messages, dst, x_dst.size(0))
+
+
+class _MaxAggregation(torch.autograd.Function):
+    """Per target, the channel-wise max of its edges' messages [E, h] (0 for a target without edges): PyG's
+    max aggregation, torch's scatter_reduce 'amax'. The gradient of a max is split evenly among the edges
+    that tie for it, as scatter_reduce's own backward splits it, but in a few passes over the edges where
+    that backward takes many (it was a third of a training epoch)."""
+
+    @staticmethod
+    def forward(ctx: Any, messages: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+        out = messages.new_zeros(size, messages.size(1)).scatter_reduce_(
+            0, index.unsqueeze(1).expand_as(messages), messages, "amax", include_self=False)
+        ctx.save_for_backward(messages, index, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        messages, index, out = ctx.saved_tensors
+        winner = messages == out.index_select(0, index)
+        ties = torch.zeros_like(out).index_add_(0, index, winner.to(out.dtype))
+        share = grad_out / ties.clamp(min=1)
+        return torch.where(winner, share.index_select(0, index), 0.0), None, None
+
+
 class SPELL(nn.Module):
     """Three-branch GNN over node features whose modality blocks are laid out as in `feature_dims`
     (insertion order = the manifest's feature_order); `modalities` picks the blocks used (default: every
@@ -122,7 +176,8 @@ class SPELL(nn.Module):
         self.inputs = nn.ModuleDict({m: nn.Linear(self.feature_dims[m], channel1) for m in self.modalities})
         self.bn_in = nn.BatchNorm1d(channel1)
         self.edge_convs = nn.ModuleList(
-            EdgeConv(nn.Sequential(nn.Linear(2 * channel1, channel1), nn.ReLU(), nn.Linear(channel1, channel1)))
+            FactorisedEdgeConv(nn.Sequential(nn.Linear(2 * channel1, channel1), nn.ReLU(),
+                                             nn.Linear(channel1, channel1)))
             for _ in self.branches)
         self.bn_edge = nn.ModuleList(nn.BatchNorm1d(channel1) for _ in self.branches)
         self.sage_shared = SAGEConv(channel1, channel2)

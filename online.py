@@ -15,8 +15,8 @@ later node. Two consequences:
   seconds before them) and evicts older nodes. A replay that kept only node features would have to
   recompute the last 3 x time_edge seconds at every step instead.
 
-Per arrival the work is the new nodes' own layers over their in-neighbours (PyG's EdgeConv and SAGEConv
-on a bipartite (window -> new nodes) edge set): no graph is rebuilt. The result equals the causal
+Per arrival the work is the new nodes' own layers over their in-neighbours (models_gnn's EdgeConv and PyG's
+SAGEConv on a bipartite (window -> new nodes) edge set): no graph is rebuilt. The result equals the causal
 model's output on one unchunked graph of the whole session (same edges, same aggregations; eval-mode
 BatchNorm is a per-node affine map), up to float rounding.
 

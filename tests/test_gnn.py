@@ -3,12 +3,14 @@ run on synthetic graphs (beats the majority baseline, reports only val/test sess
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch_geometric.nn import EdgeConv
 
 import data_loader
 import generate_graph
@@ -230,3 +232,94 @@ def test_causal_model_refuses_whole_segment_blocks(with_blocks: dict[str, Path],
             train_args(with_blocks, tmp_path / "causal", "--causal", *flags)))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "causal").exists()
+
+
+def pyg_twin(model: models_gnn.SPELL) -> models_gnn.SPELL:
+    """A copy of `model` whose EdgeConvs are PyG's around copies of the same MLPs: the layer the
+    checkpoints of format spell-gnn-1 were trained with."""
+    twin = copy.deepcopy(model)
+    twin.edge_convs = torch.nn.ModuleList(EdgeConv(conv.nn) for conv in twin.edge_convs)
+    twin.load_state_dict(model.state_dict())  # EdgeConv re-initialises its MLP
+    return twin
+
+
+def random_edges(n_src: int, n_dst: int, n_edges: int, generator: torch.Generator) -> torch.Tensor:
+    """Random (source, target) edges, some repeated (tied messages), none into the last two targets."""
+    edges = torch.stack([torch.randint(0, n_src, (n_edges,), generator=generator),
+                         torch.randint(0, n_dst - 2, (n_edges,), generator=generator)])
+    return torch.cat([edges, edges[:, :5]], dim=1)
+
+
+def mlp(channels: int, inner: str) -> torch.nn.Sequential:
+    """The model's EdgeConv MLP, or one with BatchNorm and Dropout between the first Linear and the ReLU."""
+    if inner == "bn_dropout":
+        return torch.nn.Sequential(torch.nn.Linear(2 * channels, 6), torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.3),
+                                   torch.nn.ReLU(), torch.nn.Linear(6, 5))
+    return torch.nn.Sequential(torch.nn.Linear(2 * channels, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5))
+
+
+@pytest.mark.parametrize("bipartite", [False, True])
+@pytest.mark.parametrize("inner,training", [("plain", True), ("bn_dropout", True), ("bn_dropout", False)])
+def test_factorised_edgeconv_equals_pyg_edgeconv(bipartite: bool, inner: str, training: bool) -> None:
+    """Same outputs and gradients (inputs and weights) as PyG's EdgeConv with copied weights; targets without
+    edges get 0. With dropout inside the MLP the edges come sorted by target, so both layers draw the same
+    masks for the same edges."""
+    generator = torch.Generator().manual_seed(int(bipartite) + 2 * training)
+    n_src, n_dst, channels = (13, 9, 4) if bipartite else (11, 11, 4)
+    edges = random_edges(n_src, n_dst, 60, generator)
+    if inner == "bn_dropout" and training:
+        edges = edges[:, torch.argsort(edges[1], stable=True)]
+    ours = models_gnn.FactorisedEdgeConv(mlp(channels, inner)).train(training)
+    reference = EdgeConv(copy.deepcopy(ours.nn)).train(training)  # EdgeConv re-initialises its MLP
+    reference.nn.load_state_dict(ours.nn.state_dict())
+    results = []
+    for layer in (reference, ours):
+        x_src = torch.randn(n_src, channels, generator=torch.Generator().manual_seed(7)).requires_grad_()
+        x_dst = torch.randn(n_dst, channels, generator=torch.Generator().manual_seed(8)).requires_grad_()
+        torch.manual_seed(0)
+        out = layer((x_src, x_dst) if bipartite else x_src, edges)
+        (out * torch.linspace(-1, 2, out.numel()).reshape(out.shape)).sum().backward()
+        grads = [x_src.grad] + ([x_dst.grad] if bipartite else []) + [p.grad for p in layer.parameters()]
+        results.append((out, grads))
+    (ref_out, ref_grads), (our_out, our_grads) = results
+    assert our_out.shape == (n_dst, 5) and torch.equal(our_out[-2:], torch.zeros(2, 5))
+    assert (ref_out[:-2] != 0).any()
+    torch.testing.assert_close(our_out, ref_out, atol=1e-5, rtol=1e-5)
+    assert len(our_grads) == len(ref_grads)
+    for ours_grad, ref_grad in zip(our_grads, ref_grads, strict=True):
+        assert ref_grad.abs().max() > 0
+        torch.testing.assert_close(ours_grad, ref_grad, atol=1e-5, rtol=1e-5)
+
+
+def test_factorised_edgeconv_without_edges_and_bad_mlp() -> None:
+    layer = models_gnn.FactorisedEdgeConv(mlp(4, "plain"))
+    out = layer((torch.randn(3, 4), torch.randn(5, 4)), torch.zeros((2, 0), dtype=torch.long))
+    assert torch.equal(out, torch.zeros(5, 5))
+    with pytest.raises(ValueError, match="Linear"):
+        models_gnn.FactorisedEdgeConv(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 4)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_checkpoints_of_the_pyg_edgeconv_model_load_unchanged(tmp_path: Path, causal: bool) -> None:
+    """Every branch uses the factorised layer, whose parameters are PyG EdgeConv's (same names, shapes):
+    a checkpoint written by the model with PyG's EdgeConv loads as it is and gives the same logits."""
+    assert models_gnn.CHECKPOINT_FORMAT == "spell-gnn-1"
+    torch.manual_seed(0)
+    model = models_gnn.SPELL(DIMS, channel1=16, channel2=8, causal=causal)
+    assert all(isinstance(conv, models_gnn.FactorisedEdgeConv) for conv in model.edge_convs)
+    assert len(model.edge_convs) == (2 if causal else 3)
+    old = pyg_twin(model)
+    for p in old.parameters():  # weights of their own, not the new model's
+        p.data.add_(0.1 * torch.randn_like(p))
+    old_state = old.state_dict()
+    assert {k: v.shape for k, v in old_state.items()} == {k: v.shape for k, v in model.state_dict().items()}
+    models_gnn.save_checkpoint(old, tmp_path / "best.pth", epoch=1)
+    loaded, _ = models_gnn.load_checkpoint(tmp_path / "best.pth")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in old_state.items())
+    x = torch.randn(40, 32)
+    times = torch.sort(torch.rand(40, dtype=torch.float64) * 8).values
+    edge_index, edge_attr = generate_graph.build_edges(times, torch.randint(0, 2, (40,)), 1.5)
+    with torch.no_grad():
+        logits = loaded.eval()(x, edge_index, edge_attr)
+        torch.testing.assert_close(logits, old.eval()(x, edge_index, edge_attr), atol=1e-5, rtol=1e-4)
+        assert (logits - model.eval()(x, edge_index, edge_attr)).abs().max() > 1e-2
