@@ -10,14 +10,18 @@ level, for the majority baseline (the fold's training-majority class), the encod
 baseline without a graph (train_val.py) and the GNN:
 
 * per fold: its train/validation/test sessions, the test sessions that have a usable segment, and
-  accuracy, macro-F1 and weighted-F1 on its test segments; mean ± std over folds;
+  accuracy, macro-F1 and weighted-F1 on its test segments; mean ± sd over folds (sample sd, ddof=1, the
+  one spread used across folds and seeds);
 * pooled: every session with a usable segment is tested exactly once, so the folds' test segments
   together are the whole usable dataset; the pooled macro-F1 comes with a 95% bootstrap interval that
   resamples the sessions that have a test segment (metrics.session_bootstrap), and the paired
   differences GNN − encoder and GNN − temporal are resampled on the same sessions. A session without a
   usable segment (no annotated segment with a wav and EDA/TEMP rows, e.g. TEMP only) is in no fold, not
   counted as tested and never resampled; the summary lists it and says how many sessions and segments
-  the pooled figure covers.
+  the pooled figure covers. Every resample's macro-F1 averages over the classes of the full pooled
+  truth (a resample that lacks a class scores it 0), so each resample estimates the same quantity.
+  With fewer than metrics.MIN_SESSIONS_FOR_INTERVAL (8) tested sessions there is no interval: ci95 is
+  null in the JSON and printed as `n/a (k sessions)`.
 
 Fold folders trained before the temporal baseline existed (or with train_val.py --no_temporal) have
 no temporal predictions: if any fold lacks them, the summary leaves the temporal row and GNN − temporal
@@ -31,11 +35,14 @@ gnn_minus_temporal; `notes`), `summary_<modalities>.png` (per-fold bars with the
 encoders, run_pipeline.py --keep_encoder) carries over to the summary files' names.
 
 Across seeds (run_pipeline.py --seeds N): `seeds_summary` gives per system and paired difference the
-pooled macro-F1 of each seed, their mean and sample sd, and each seed's own pooled interval. Modality
-ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-empty subset of the
-modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
+pooled macro-F1 of each seed, their mean and sample sd (ddof=1), and each seed's own pooled interval.
+Modality ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-empty subset of
+the modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
 intervals and the GNN's paired difference to the GNN on all modalities (`gnn_minus_all`, the same
 session bootstrap as gnn_minus_encoder: `paired_difference`); `ablation<suffix>.json` and `.png`.
+The ablation swaps the GNN's (and temporal baseline's) input blocks on one encoder per fold, trained
+on all modalities: it says which of that encoder's embeddings the GNN needs, not what an encoder
+trained on a subset would reach.
 
 Two runs over the same folds (e.g. a baseline and the same CV with one option switched on):
 
@@ -162,16 +169,16 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         "suffix": suffix,
         "systems": list(systems),
         "folds": folds,
-        "mean_std": {name: {key: [float(np.mean(v := [f["segment"][name][key] for f in folds])), float(np.std(v))]
-                            for key in KEYS} for name in systems},
+        "mean_std": {name: {key: list(metrics.mean_sd([f["segment"][name][key] for f in folds])) for key in KEYS}
+                     for name in systems},
         "pooled": pooled,
         "pooled_gnn": {"per_class": gnn_all["per_class"], "confusion": gnn_all["confusion"],
                        "macro_f1_7class": gnn_all["macro_f1_7class"], "classes_present": gnn_all["classes_present"]},
         "tested_sessions": tested,
         "not_tested_sessions": sorted((assigned_tests - set(tested)) | {int(s) for s in unusable_sessions}),
-        "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(tested),
-                      "n_segments": len(targets), "seed": seed, "interval": "percentile, 95%"},
-        "metric": "segment level; macro_f1 over the classes present in the evaluated truth",
+        "bootstrap": _bootstrap_record(n_boot, len(tested), len(targets), seed),
+        "metric": "segment level; macro_f1 over the classes present in the evaluated truth (in every resample: "
+                  "the pooled truth's); mean_std: mean and sample sd (ddof=1) over folds",
         "notes": notes,
     }
 
@@ -192,21 +199,34 @@ def pooled_figures(sessions: np.ndarray, targets: np.ndarray, predictions: dict[
     return pooled
 
 
+def _bootstrap_record(n_boot: int, n_sessions: int, n_segments: int, seed: int) -> dict[str, Any]:
+    """What the pooled intervals are, as written in the summaries' JSON."""
+    return {"resamples": n_boot, "unit": "session", "n_sessions": n_sessions, "n_segments": n_segments, "seed": seed,
+            "interval": "percentile, 95%", "min_sessions": metrics.MIN_SESSIONS_FOR_INTERVAL,
+            "classes": "every resample's macro-F1 averages over the classes of the full pooled truth"}
+
+
 def pooled_macro_f1(sessions: np.ndarray, targets: np.ndarray, predictions: np.ndarray, n_boot: int = N_BOOT,
                     seed: int = config.SEED) -> dict[str, Any]:
-    """Macro-F1 of `predictions` on all the segments, with its 95% session-bootstrap interval."""
+    """Macro-F1 of `predictions` on all the segments, with its 95% session-bootstrap interval (None
+    below metrics.MIN_SESSIONS_FOR_INTERVAL sessions); every resample averages over the full truth's classes."""
+    labels = np.unique(targets)
     interval = metrics.session_bootstrap(
-        sessions, lambda idx: metrics.macro_f1(targets[idx], predictions[idx]), n_boot, seed)
+        sessions, lambda idx: metrics.macro_f1(targets[idx], predictions[idx], labels), n_boot, seed)
     return {"macro_f1": interval["estimate"], "ci95": interval["ci95"]}
 
 
 def paired_difference(sessions: np.ndarray, targets: np.ndarray, first: np.ndarray, second: np.ndarray,
                       n_boot: int = N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
     """Macro-F1 of `first` minus that of `second` on the same segments, with a 95% interval from one
-    session bootstrap that resamples the same sessions for both (paired)."""
-    difference = metrics.session_bootstrap(
-        sessions, lambda idx: metrics.macro_f1(targets[idx], first[idx]) - metrics.macro_f1(targets[idx], second[idx]),
-        n_boot, seed)
+    session bootstrap that resamples the same sessions for both (paired; None below
+    metrics.MIN_SESSIONS_FOR_INTERVAL sessions); every resample averages over the full truth's classes."""
+    labels = np.unique(targets)
+
+    def statistic(idx: np.ndarray) -> float:
+        return metrics.macro_f1(targets[idx], first[idx], labels) - metrics.macro_f1(targets[idx], second[idx], labels)
+
+    difference = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
     return {"macro_f1": difference["estimate"], "ci95": difference["ci95"], "paired": True}
 
 
@@ -216,22 +236,22 @@ def _scores(targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """Per-fold macro-F1, mean ± std and the pooled figure with its interval, one row per system."""
+    """Per-fold macro-F1, mean ± sd (ddof=1) and the pooled figure with its interval, one row per system."""
+    n_sessions = summary["bootstrap"]["n_sessions"]
     header = f"{'':10}" + "".join(f"  fold {f['fold']:<4}" for f in summary["folds"])
-    header += "  mean ± std         pooled macro-F1 [95% CI, sessions resampled]"
+    header += f"  {metrics.SD_CONVENTION:19}pooled macro-F1 [95% CI, sessions resampled]"
     lines = [f"session {summary['k']}-fold CV, segment level, macro-F1 (test sessions per fold: "
              + "; ".join(f"{f['test_sessions']}" for f in summary["folds"]) + ")", header]
     for name in summary["systems"]:
         row = f"{name:10}" + "".join(f"  {f['segment'][name]['macro_f1']:9.4f}" for f in summary["folds"])
-        mean, std = summary["mean_std"][name]["macro_f1"]
-        low, high = summary["pooled"][name]["ci95"]
-        row += f"  {mean:.4f} ± {std:.4f}    {summary['pooled'][name]['macro_f1']:.4f} [{low:.4f}, {high:.4f}]"
+        mean, sd = summary["mean_std"][name]["macro_f1"]
+        row += f"  {mean:.4f} ± {'n/a' if sd is None else f'{sd:.4f}':6}    "
+        row += metrics.format_estimate(summary["pooled"][name], n_sessions)
         lines.append(row)
     for key, other in DIFFERENCES.items():
         if key in summary["pooled"]:
-            diff = summary["pooled"][key]
-            lines.append(f"GNN − {other} (pooled, paired): {diff['macro_f1']:+.4f} [{diff['ci95'][0]:+.4f}, "
-                         f"{diff['ci95'][1]:+.4f}] over {summary['bootstrap']['n_sessions']} sessions")
+            diff = metrics.format_estimate(summary["pooled"][key], n_sessions, "+")
+            lines.append(f"GNN − {other} (pooled, paired): {diff} over {n_sessions} sessions")
     not_tested = summary["not_tested_sessions"]
     lines.append(f"pooled figures cover {summary['bootstrap']['n_sessions']} sessions and "
                  f"{summary['bootstrap']['n_segments']} segments (modalities {summary['modalities']})"
@@ -263,13 +283,15 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
         values = [f["segment"][name]["macro_f1"] for f in summary["folds"]]
         ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, color=colours[name], label=name)
         pooled = summary["pooled"][name]
-        ax.axhspan(*pooled["ci95"], color=colours[name], alpha=0.15)
+        if pooled["ci95"] is not None:
+            ax.axhspan(*pooled["ci95"], color=colours[name], alpha=0.15)
         ax.axhline(pooled["macro_f1"], color=colours[name], linestyle="--", linewidth=1)
     ax.set_xticks(x, [f"fold {f['fold']}\n{','.join(map(str, f['test_sessions']))}" for f in summary["folds"]],
                   fontsize=8)
     ax.set_ylabel("segment macro-F1 (test)")
-    ax.set_title("Per-fold bars; dashed line and band: pooled estimate and 95% session-bootstrap interval",
-                 fontsize=9)
+    ax.set_title("Per-fold bars; dashed line and band: pooled estimate and 95% session-bootstrap interval"
+                 + ("" if summary["bootstrap"]["n_sessions"] >= metrics.MIN_SESSIONS_FOR_INTERVAL else
+                    f" (none: {summary['bootstrap']['n_sessions']} sessions)"), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with util.atomic_path(path) as tmp:
@@ -281,7 +303,8 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 
 def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep_encoder: bool) -> dict[str, Any]:
     """Across training seeds: per system and paired difference present in every seed, the pooled
-    macro-F1 of each seed, their mean and sample sd (n − 1), and each seed's pooled 95% interval.
+    macro-F1 of each seed, their mean and sample sd (ddof=1), and each seed's pooled 95% interval (None
+    below metrics.MIN_SESSIONS_FOR_INTERVAL test sessions).
     `per_seed`: one summary per seed (summarise's, or any dict with `systems`, `pooled`, `modalities`)."""
     if len(per_seed) != len(seeds) or len(seeds) < 2:
         raise ValueError(f"a seeds summary needs one summary per seed and at least two seeds, not {list(seeds)}")
@@ -289,7 +312,8 @@ def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep
     rows = {}
     for name in names:
         values = [float(s["pooled"][name]["macro_f1"]) for s in per_seed]
-        rows[name] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)), "per_seed": values,
+        mean, sd = metrics.mean_sd(values)
+        rows[name] = {"mean": mean, "sd": sd, "per_seed": values,
                       "ci95_per_seed": [s["pooled"][name]["ci95"] for s in per_seed]}
     return {
         "seeds": list(seeds),
@@ -297,8 +321,10 @@ def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep
         "modalities": per_seed[0]["modalities"],
         "systems": [n for n in names if n in SYSTEMS],
         "macro_f1": rows,
-        "statistic": "pooled segment macro-F1 of each seed; mean and sample sd (n − 1) over seeds; ci95_per_seed: "
-                     "each seed's 95% session-bootstrap interval (printed: the first seed's)",
+        "n_sessions": int(per_seed[0]["pooled"]["gnn"]["n_sessions"]),
+        "statistic": "pooled segment macro-F1 of each seed; mean and sample sd (ddof=1) over seeds; ci95_per_seed: "
+                     "each seed's 95% session-bootstrap interval (printed: the first seed's; null below "
+                     f"{metrics.MIN_SESSIONS_FOR_INTERVAL} test sessions)",
     }
 
 
@@ -308,15 +334,15 @@ def format_seeds(summary: dict[str, Any]) -> str:
     seeds = summary["seeds"]
     what = "GNN and temporal baseline retrained" if summary["keep_encoder"] else "whole chain retrained"
     lines = [f"{len(seeds)} seeds {seeds} ({what}), pooled segment macro-F1 (modalities {summary['modalities']})",
-             f"{'':20}  mean ± sd (seeds)     per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
+             f"{'':20}  {metrics.SD_CONVENTION + ', seeds':28}  per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
              f"first seed's estimate [95% CI, sessions resampled]"]
     for name, row in summary["macro_f1"].items():
         label = name.replace("_minus_", " − ") if name in DIFFERENCES else name
         sign = "+" if name in DIFFERENCES else ""
-        low, high = row["ci95_per_seed"][0]
-        lines.append(f"{label:20}  {row['mean']:{sign}.4f} ± {row['sd']:.4f}    "
+        first = {"macro_f1": row["per_seed"][0], "ci95": row["ci95_per_seed"][0]}
+        lines.append(f"{label:20}  {row['mean']:{sign}.4f} ± {row['sd']:.4f}{'':13}  "
                      + " ".join(f"{v:{sign}8.4f}" for v in row["per_seed"])
-                     + f"  {row['per_seed'][0]:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]")
+                     + f"  {metrics.format_estimate(first, summary['n_sessions'], sign)}")
     return "\n".join(lines)
 
 
@@ -333,7 +359,8 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
                      n_boot: int = N_BOOT, seed: int = config.SEED, suffix: str = "") -> dict[str, Any]:
     """Per modality subset (the keys of `summaries`, summarise's for each): the GNN's and the temporal
     baseline's pooled macro-F1 with their intervals, and the GNN's paired difference to the GNN on all
-    modalities (`full`), resampling the same sessions as gnn_minus_encoder does."""
+    modalities (`full`), resampling the same sessions as gnn_minus_encoder does. Every subset's GNN reads
+    the embeddings of one encoder per fold trained on all modalities: only the GNN's inputs change."""
     def pooled_gnn(modalities: str) -> list[dict[str, Any]]:
         return [fold_predictions(Path(d), gnn_folder(modalities, suffix)) for d in fold_dirs]
 
@@ -356,19 +383,22 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
     return {"k": len(fold_dirs), "modalities": full, "suffix": suffix, "rows": rows,
             "bootstrap": summaries[full]["bootstrap"],
             "metric": "pooled segment macro-F1; gnn_minus_all: paired, the GNN on the subset minus the GNN on "
-                      f"{full}, sessions resampled"}
+                      f"{full}, sessions resampled",
+            "design": "GNN inputs swapped on one encoder per fold trained on all modalities (not retrained per subset)"}
 
 
 def format_ablation(ablation: dict[str, Any]) -> str:
     """One row per modality subset: GNN and temporal pooled macro-F1 [95% CI] and GNN − all [95% CI]."""
+    n_sessions = ablation["bootstrap"]["n_sessions"]
     lines = [f"modality ablation, session {ablation['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
-             f"resampled] over {ablation['bootstrap']['n_sessions']} sessions",
+             f"resampled] over {n_sessions} sessions",
+             "GNN inputs swapped on one encoder per fold trained on all modalities (the encoder is not retrained "
+             "per subset)",
              f"{'GNN input':20}  {'GNN':25}  {'temporal':25}  GNN − GNN on {ablation['modalities']} (paired)"]
     for row in ablation["rows"]:
         cells = []
         for entry, sign in ((row["gnn"], ""), (row["temporal"], ""), (row["gnn_minus_all"], "+")):
-            cells.append("-" if entry is None else
-                         f"{entry['macro_f1']:{sign}.4f} [{entry['ci95'][0]:{sign}.4f}, {entry['ci95'][1]:{sign}.4f}]")
+            cells.append("-" if entry is None else metrics.format_estimate(entry, n_sessions, sign))
         lines.append(f"{row['modalities']:20}  {cells[0]:25}  {cells[1]:25}  {cells[2]}")
     return "\n".join(lines)
 
@@ -391,12 +421,16 @@ def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
     for offset, (system, colour) in zip((-0.2, 0.2), (("gnn", "#e07b39"), ("temporal", "#59a14f")), strict=True):
         kept = [i for i, r in enumerate(rows) if r[system] is not None]
         values = np.array([rows[i][system]["macro_f1"] for i in kept])
-        intervals = np.array([rows[i][system]["ci95"] for i in kept]).reshape(-1, 2)
-        ax.bar(x[kept] + offset, values, 0.4, color=colour, label=system,
-               yerr=np.abs(intervals.T - values), capsize=3)
+        ax.bar(x[kept] + offset, values, 0.4, color=colour, label=system)
+        with_interval = [j for j, i in enumerate(kept) if rows[i][system]["ci95"] is not None]
+        if with_interval:
+            intervals = np.array([rows[kept[j]][system]["ci95"] for j in with_interval])
+            ax.errorbar(x[kept][with_interval] + offset, values[with_interval], fmt="none", ecolor="black",
+                        yerr=np.abs(intervals.T - values[with_interval]), capsize=3)
     ax.set_xticks(x, [r["modalities"].replace(",", "\n") for r in rows], fontsize=8)
     ax.set_ylabel("pooled segment macro-F1 (test)")
-    ax.set_title("Modality ablation: pooled estimate and 95% session-bootstrap interval", fontsize=9)
+    ax.set_title("Modality ablation (GNN inputs swapped, one encoder on all modalities): pooled estimate and 95% "
+                 "session-bootstrap interval", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with util.atomic_path(path) as tmp:
@@ -464,8 +498,7 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
     return {
         "a": str(dirs[0]), "b": str(dirs[1]), "k": len(parts), "modalities": modalities, "suffix": suffix,
         "systems": systems, "rows": rows,
-        "bootstrap": {"resamples": n_boot, "unit": "session", "n_sessions": len(np.unique(sessions)),
-                      "n_segments": len(targets), "seed": seed, "interval": "percentile, 95%"},
+        "bootstrap": _bootstrap_record(n_boot, len(np.unique(sessions)), len(targets), seed),
         "metric": "pooled segment macro-F1 over the folds' test segments; b_minus_a: run B's minus run A's on the "
                   "same segments, one session bootstrap resampling the same sessions for both (paired)",
         "notes": [f"{name}: not in every fold of both runs, left out" for name in lacking],
@@ -481,7 +514,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
              f"A: {comparison['a']}", f"B: {comparison['b']}",
              f"{'system':10}  {'A':25}  {'B':25}  B − A (paired)"]
     for name, row in comparison["rows"].items():
-        cells = [f"{entry['macro_f1']:{sign}.4f} [{entry['ci95'][0]:{sign}.4f}, {entry['ci95'][1]:{sign}.4f}]"
+        cells = [metrics.format_estimate(entry, boot["n_sessions"], sign)
                  for entry, sign in ((row["a"], ""), (row["b"], ""), (row["b_minus_a"], "+"))]
         lines.append(f"{name:10}  {cells[0]:25}  {cells[1]:25}  {cells[2]}")
     lines += [f"note: {note}" for note in comparison["notes"]]

@@ -49,8 +49,9 @@ its temporal baseline, on S0's encoder, features and graphs:
     results/<data>_cvK/seeds_<modalities>[_keep_encoder].json    mean ± sd over seeds
     results/seed_S/{encoder,features,graphs,<exp>}/        the single run's seed S (own pipeline_state.json)
     results/<exp>_seedS/                                   the single run's seed S with --keep_encoder
-    results/seeds_<exp>[_keep_encoder].json                the single run's mean ± sd (intervals over the
-                                                           test sessions of the default split)
+    results/seeds_<exp>[_keep_encoder].json                the single run's mean ± sd (no interval: the default
+                                                           split tests 4 sessions, fewer than
+                                                           metrics.MIN_SESSIONS_FOR_INTERVAL)
 
 `--cv K --ablation` trains the GNN and its temporal baseline on every non-empty subset of --modalities
 (2^n - 1) from each fold's one encoder, features and graphs, writes every subset's summary and

@@ -45,6 +45,25 @@ def write_run(cv_dir: Path, gnn: np.ndarray, encoder: np.ndarray = TARGETS, temp
     return cv_dir
 
 
+@pytest.fixture
+def intervals_from_two_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-worked intervals below are over four sessions, fewer than metrics.MIN_SESSIONS_FOR_INTERVAL."""
+    monkeypatch.setattr(metrics, "MIN_SESSIONS_FOR_INTERVAL", 2)
+
+
+def test_four_sessions_get_no_interval(tmp_path: Path) -> None:
+    a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
+    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=200, seed=0)
+    gnn = comparison["rows"]["gnn"]
+    assert gnn["a"]["ci95"] is gnn["b"]["ci95"] is gnn["b_minus_a"]["ci95"] is None
+    assert gnn["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
+    assert comparison["bootstrap"]["min_sessions"] == 8 and comparison["bootstrap"]["n_sessions"] == 4
+    lines = cross_validation.format_comparison(comparison).splitlines()
+    assert any(line.startswith("gnn ") and "0.7500 [n/a (4 sessions)]" in line and "+0.2500 [n/a (4 sessions)]" in line
+               for line in lines)
+
+
+@pytest.mark.usefixtures("intervals_from_two_sessions")
 def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", WRONG, temporal=WRONG)
     b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
@@ -57,6 +76,7 @@ def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     assert comparison["bootstrap"]["n_sessions"] == 4 and comparison["bootstrap"]["n_segments"] == 8
 
 
+@pytest.mark.usefixtures("intervals_from_two_sessions")
 def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     # A's GNN: per class 3 of 4 right, 1 false positive -> F1 = 2·3 / (2·3 + 1 + 1) = 0.75 for both classes;
     # B's GNN is right everywhere (1.0): B − A = +0.25. Every resample gives B − A >= 0; one that draws only
@@ -79,6 +99,7 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     assert reverse["ci95"] == pytest.approx([-gnn["b_minus_a"]["ci95"][1], -gnn["b_minus_a"]["ci95"][0]])
 
 
+@pytest.mark.usefixtures("intervals_from_two_sessions")
 def test_cli_prints_the_table_and_writes_into_b(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
     with contextlib.redirect_stdout(io.StringIO()) as out:

@@ -118,11 +118,60 @@ def test_session_bootstrap_worked_by_hand() -> None:
     # percentile interval over many resamples is therefore [0, 1], and the estimate is the full-data mean.
     groups = np.array(["A", "A", "B", "B"])
     values = np.array([0.0, 0.0, 1.0, 1.0])
-    result = metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3)
+    result = metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3,
+                                       min_groups=1)
     assert result["estimate"] == 0.5
     assert result["ci95"] == [0.0, 1.0]
     assert result["n_groups"] == 2
-    assert metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3) == result
+    assert metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=400, seed=3,
+                                     min_groups=1) == result
+
+
+def test_no_interval_below_the_minimum_number_of_sessions() -> None:
+    values = np.arange(16.0)
+    mean = lambda idx: float(values[idx].mean())  # noqa: E731
+    below = metrics.session_bootstrap(np.repeat(np.arange(7), [3, 3, 2, 2, 2, 2, 2]), mean, n_boot=50)
+    assert below == {"estimate": 7.5, "ci95": None, "n_groups": 7, "n_boot": 50, "seed": 0}
+    at = metrics.session_bootstrap(np.repeat(np.arange(8), 2), mean, n_boot=50)
+    assert metrics.MIN_SESSIONS_FOR_INTERVAL == 8 and at["ci95"][0] < 7.5 < at["ci95"][1]
+    assert metrics.format_estimate({"macro_f1": 0.5, "ci95": None}, 1) == "0.5000 [n/a (1 session)]"
+    assert metrics.format_estimate({"macro_f1": -0.25, "ci95": None}, 4, "+") == "-0.2500 [n/a (4 sessions)]"
+    assert metrics.format_estimate({"macro_f1": 0.25, "ci95": [0.0, 0.5]}, 9, "+") == "+0.2500 [+0.0000, +0.5000]"
+
+
+def test_macro_f1_over_given_labels_worked_by_hand() -> None:
+    from sklearn.metrics import f1_score
+
+    # truth 0, 0, 1, 2; prediction 0, 1, 1, 1. Over the classes present (0, 1, 2):
+    # class 0: tp 1, fp 0, fn 1 -> 2/3; class 1: tp 1, fp 2, fn 0 -> 2/4; class 2: 0 -> mean 7/18
+    y_true, y_pred = [0, 0, 1, 2], [0, 1, 1, 1]
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(7 / 18)
+    # a resample that lost class 2 but is scored over the full truth's classes keeps class 2 at 0
+    assert metrics.macro_f1([0, 0, 1], [0, 1, 1], labels=[0, 1, 2]) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert metrics.macro_f1([0, 0, 1], [0, 1, 1]) == pytest.approx(2 / 3)
+    for truth, pred in (([0, 0, 1], [0, 1, 1]), ([1, 1], [1, 3]), ([0, 4, 4], [4, 4, 6])):
+        assert metrics.macro_f1(truth, pred, labels=[0, 1, 4]) == pytest.approx(
+            f1_score(truth, pred, labels=[0, 1, 4], average="macro", zero_division=0))
+
+
+def test_pooled_interval_averages_over_the_full_truths_classes() -> None:
+    # eight sessions of two segments. Sessions 1-7: truth [0, 0], predicted right. Session 8: truth [0, 1],
+    # predicted [0, 0]. With session 8 drawn m times of 8 (binomial, p = 1/8): class 0 has 16 - m true
+    # segments, all 16 predicted 0 -> F1 (32 - 2m) / (32 - m); class 1 F1 = 0. Over the full truth's classes
+    # (0, 1) a resample scores (32 - 2m) / (32 - m) / 2: m = 0 (chance 34%) gives 0.5, m = 1 15/31 (the full
+    # data's figure), m = 3 13/29; P(m >= 3) = 6.7% and P(m >= 4) = 1.1%, so the interval is [13/29, 0.5].
+    # Over each resample's own classes, m = 0 would score 1.0 (class 1 absent) and the top would be 1.0.
+    sessions = np.repeat(np.arange(1, 9), 2)
+    targets = np.zeros(16, dtype=int)
+    targets[-1] = 1
+    predictions = np.zeros(16, dtype=int)
+    pooled = cross_validation.pooled_macro_f1(sessions, targets, predictions, n_boot=500, seed=0)
+    assert pooled["macro_f1"] == pytest.approx(15 / 31)
+    assert pooled["ci95"] == pytest.approx([13 / 29, 0.5])
+    difference = cross_validation.paired_difference(sessions, targets, targets, predictions, n_boot=500, seed=0)
+    # `first` right everywhere: 1.0 with session 8 drawn, else 0.5 (class 1 scored 0 in both): 0 for m = 0
+    assert difference["macro_f1"] == pytest.approx(1 - 15 / 31)
+    assert difference["ci95"] == pytest.approx([0.0, 1 - 13 / 29])
 
 
 def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimate() -> None:
@@ -132,7 +181,8 @@ def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimat
     def interval(n_sessions: int) -> dict:
         groups = np.repeat(np.arange(n_sessions), 10)
         values = np.repeat(session_means[:n_sessions], 10) + rng.normal(0, 0.01, size=10 * n_sessions)
-        return metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=1000, seed=0)
+        return metrics.session_bootstrap(groups, lambda idx: float(values[idx].mean()), n_boot=1000, seed=0,
+                                         min_groups=5)
 
     few, many = interval(5), interval(40)
     for result in (few, many):
@@ -217,6 +267,25 @@ def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlat
     assert unpaired[0] <= paired["macro_f1"] <= unpaired[1]
     assert width(paired) < 0.5 * (unpaired[1] - unpaired[0])
     assert paired["ci95"][0] > 0 > unpaired[0]  # only the paired interval sees that the GNN is better
+
+
+def test_fold_spread_is_the_sample_sd_and_the_header_says_so(tmp_path: Path) -> None:
+    data = correlated_sessions()
+    halves = [list(range(1, 11)), list(range(11, 21))]
+    fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
+    for k, fold_dir in enumerate(fold_dirs):
+        write_fold(fold_dir, data, halves[k], halves[1 - k], cross_validation.gnn_folder("audio"))
+    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=200)
+    for name in ("encoder", "gnn"):
+        a, b = (metrics.macro_f1(data["targets"][mine], data[name][mine])
+                for mine in (np.isin(data["sessions"], half) for half in halves))
+        assert a != b
+        # two values: sample sd |a - b| / sqrt(2); the population sd (ddof=0) would be |a - b| / 2
+        assert summary["mean_std"][name]["macro_f1"] == pytest.approx([(a + b) / 2, abs(a - b) / np.sqrt(2)])
+    text = cross_validation.format_summary(summary).splitlines()
+    assert "mean ± sd (ddof=1)" in text[1]
+    sd = summary["mean_std"]["gnn"]["macro_f1"][1]
+    assert any(line.startswith("gnn ") and f" ± {sd:.4f} " in line for line in text)
 
 
 # --------------------------------------------------------------------------- stale state
@@ -393,12 +462,14 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
         for name in summary["systems"]:
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
     pooled = summary["pooled"]
+    # four tested sessions, fewer than metrics.MIN_SESSIONS_FOR_INTERVAL: no interval, null in the JSON
     for name in (*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"):
-        low, high = pooled[name]["ci95"]
-        assert low <= high
+        assert pooled[name]["ci95"] is None
+    assert '"ci95": null' in (cv_dir / "summary_audio-eda-temp.json").read_text(encoding="utf-8")
     for name in summary["systems"]:
         assert pooled[name]["n_segments"] == n_segments and pooled[name]["n_sessions"] == 4
-        assert pooled[name]["ci95"][0] <= pooled[name]["macro_f1"] <= pooled[name]["ci95"][1]
+        assert any(line.startswith(f"{name} ") and line.endswith(f"{pooled[name]['macro_f1']:.4f} [n/a (4 sessions)]")
+                   for line in out)
     for other in ("encoder", "temporal"):
         assert pooled[f"gnn_minus_{other}"]["macro_f1"] == pytest.approx(
             pooled["gnn"]["macro_f1"] - pooled[other]["macro_f1"])

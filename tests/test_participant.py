@@ -86,6 +86,47 @@ def test_participant_norm_removes_a_participants_offset_and_scale(session: list)
                                    atol=1e-9)
 
 
+def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) -> None:
+    """A participant of two segments, EDA 1 µS on all n_a rows of the first and 3 µS on all n_b rows of the
+    second (TEMP 30 and 34 °C). Over the participant's n = n_a + n_b rows: mean (n_a + 3 n_b) / n and sd
+    (ddof=0, the signal's own spread) 2 sqrt(n_a n_b) / n, so the first segment's values standardise to
+    -sqrt(n_b / n_a) and the second's to +sqrt(n_a / n_b); likewise TEMP. Audio: each mel bin minus its
+    mean over both wavs' frames, over its sd."""
+    first, second = next(iter(participant.by_participant(fresh(session)).values()))[:2]
+
+    def constant(seg: object, eda: float, temp: float) -> object:
+        return replace(seg, eda=np.full_like(seg.eda, eda), temp=np.full_like(seg.temp, temp),
+                       eda_rows=np.c_[seg.eda_rows[:, 0], np.full(len(seg.eda_rows), eda)],
+                       temp_rows=np.c_[seg.temp_rows[:, 0], np.full(len(seg.temp_rows), temp)])
+
+    pair = [constant(first, 1.0, 30.0), constant(second, 3.0, 34.0)]
+    n_a, n_b = len(pair[0].eda_rows), len(pair[1].eda_rows)
+    assert not set(pair[0].eda_rows[:, 0]) & set(pair[1].eda_rows[:, 0])  # no row counted once for both
+    assert len(pair[0].temp_rows) == n_a and len(pair[1].temp_rows) == n_b
+    options = InputOptions(11, participant_norm=True)
+    participant.attach(pair, SMALL, options)
+    stats = pair[0].participant
+    assert stats.eda_mean == pytest.approx((n_a + 3 * n_b) / (n_a + n_b))
+    assert stats.eda_std == pytest.approx(2 * np.sqrt(n_a * n_b) / (n_a + n_b))
+    assert stats.temp_mean == pytest.approx((30 * n_a + 34 * n_b) / (n_a + n_b))
+    assert stats.temp_std == pytest.approx(4 * np.sqrt(n_a * n_b) / (n_a + n_b))
+    for seg, expected in zip(pair, (-np.sqrt(n_b / n_a), np.sqrt(n_a / n_b)), strict=True):
+        steps = np.arange(seg.n_steps)
+        eda, temp = participant.bio_inputs(seg, steps, UNIT, options)
+        raw_eda, raw_temp = seg.bio_clips(11, steps)
+        assert np.isin(raw_eda, [1.0, 3.0]).all() and np.isin(raw_temp, [30.0, 34.0]).all()
+        np.testing.assert_allclose(eda[:, 0], np.full(raw_eda.shape, expected), rtol=1e-5)
+        np.testing.assert_allclose(temp[:, 0], np.full(raw_temp.shape, expected), rtol=1e-5)
+        node_eda, node_temp = participant.node_values(seg, options)
+        np.testing.assert_allclose(node_eda, expected)
+        np.testing.assert_allclose(node_temp, expected)
+    frames_ = [participant.wav_frames(io.read_wav(s.wav, SMALL.sample_rate), SMALL) for s in pair]
+    both = np.concatenate(frames_)
+    spec = frames_[0].T
+    np.testing.assert_allclose(participant.audio_input(pair[0], spec, UNIT, options),
+                               (spec - both.mean(axis=0)[:, None]) / both.std(axis=0)[:, None], rtol=1e-4, atol=1e-4)
+
+
 def test_options_off_change_nothing(session: list) -> None:
     """Without options the datasets give exactly the old inputs: norm.eda/temp of the raw clips."""
     norm = Normalization(-20.0, 10.0, 2.0, 0.5, 33.0, 0.2)

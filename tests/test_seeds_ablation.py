@@ -1,7 +1,8 @@
 """run_pipeline.py --seeds, --keep_encoder, --cv --ablation and --class_weight on a two-fold CV of the
-tiny preset: seeds give different runs and a mean ± sd that a hand computation reproduces, the ablation
-table has every non-empty modality subset with a zero paired difference for all modalities, and cached
-stages stay cached per seed and per class weighting."""
+tiny preset: seeds give different runs and a mean ± sd that a hand computation from the prediction CSVs
+reproduces, the ablation table has every non-empty modality subset with figures recomputed from the
+prediction CSVs, the four tested sessions get no interval, and cached stages stay cached per seed and
+per class weighting."""
 
 from __future__ import annotations
 
@@ -50,6 +51,30 @@ def seeded(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                "seeds": [config.SEED, config.SEED + 1]}
 
 
+def system_table(fold_dir: Path, gnn: str, system: str) -> pd.DataFrame:
+    """A fold's test segments with `system`'s prediction (columns target, prediction), read from the CSVs
+    run_pipeline wrote, not from any summary."""
+    if system == "majority":
+        table = pd.read_csv(fold_dir / gnn / "predictions_test.csv")
+        majority = util.read_json(fold_dir / gnn / "metrics.json")["baselines"]["majority"]["class"]
+        return table.assign(prediction=majority)
+    return pd.read_csv({"gnn": fold_dir / gnn / "predictions_test.csv",
+                        "temporal": fold_dir / gnn / "predictions_test_temporal.csv",
+                        "encoder": fold_dir / "features" / "encoder_predictions_test.csv"}[system])
+
+
+def pooled_f1_by_hand(fold_dirs: list[Path], gnn: str, system: str) -> float:
+    """Pooled segment macro-F1 over the classes of the pooled truth, with sklearn; `system` may be a
+    paired difference `gnn_minus_<other>`."""
+    from sklearn.metrics import f1_score
+
+    if system.startswith("gnn_minus_"):
+        return pooled_f1_by_hand(fold_dirs, gnn, "gnn") - pooled_f1_by_hand(fold_dirs, gnn, system[10:])
+    table = pd.concat([system_table(d, gnn, system) for d in fold_dirs])
+    return float(f1_score(table["target"], table["prediction"], labels=sorted(table["target"].unique()),
+                          average="macro", zero_division=0))
+
+
 def probabilities(path: Path) -> np.ndarray:
     table = pd.read_csv(path)
     return table[[c for c in table.columns if c.startswith("p_")]].to_numpy()
@@ -74,20 +99,24 @@ def test_seeds_give_different_runs_and_their_mean_and_sd(seeded: dict) -> None:
     for k in range(2):
         gnn = [probabilities(trees[s] / f"fold_{k}" / f"gnn_{ALL}" / "predictions_test.csv") for s in trees]
         assert gnn[0].shape == gnn[1].shape and not np.allclose(gnn[0], gnn[1])  # different runs
-    # mean and sample sd over seeds of each seed's pooled macro-F1, by hand from the per-seed summaries
-    per_seed = [util.read_json(trees[s] / f"summary_{ALL}.json")["pooled"] for s in trees]
+    # mean and sample sd over seeds of each seed's pooled macro-F1, by hand from each seed's prediction CSVs
     summary = util.read_json(seeds_path)
     assert summary["seeds"] == [first, second] and summary["keep_encoder"] is False
     assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"]
     assert set(summary["macro_f1"]) == {*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"}
+    differs = 0
     for name, row in summary["macro_f1"].items():
-        a, b = (p[name]["macro_f1"] for p in per_seed)
-        assert row["per_seed"] == [a, b]
+        a, b = (pooled_f1_by_hand([trees[s] / f"fold_{k}" for k in range(2)], f"gnn_{ALL}", name) for s in trees)
+        differs += a != b
+        assert row["per_seed"] == pytest.approx([a, b])
         assert row["mean"] == pytest.approx((a + b) / 2)
-        assert row["sd"] == pytest.approx(abs(a - b) / np.sqrt(2))  # sample sd of two values
-        assert row["ci95_per_seed"] == [p[name]["ci95"] for p in per_seed]
+        assert row["sd"] == pytest.approx(abs(a - b) / np.sqrt(2))  # sample sd (ddof=1) of two values
+        assert row["ci95_per_seed"] == [None, None]  # four tested sessions: no interval
+    assert differs  # the sd check compares something other than zero with zero
+    assert summary["n_sessions"] == 4
     assert [p["summary"] for p in summary["per_seed"]] == [str(trees[s] / f"summary_{ALL}.json") for s in trees]
-    assert any(line.startswith("gnn − encoder ") for line in out)
+    assert any("mean ± sd (ddof=1), seeds" in line for line in out)
+    assert any(line.startswith("gnn − encoder ") and line.endswith("[n/a (4 sessions)]") for line in out)
 
 
 def test_a_second_run_of_the_seeds_retrains_nothing(seeded: dict) -> None:
@@ -117,7 +146,7 @@ def test_keep_encoder_retrains_only_the_gnn(seeded: dict) -> None:
         cv_dir / f"summary_{ALL}_seed{second}.json")["pooled"]["gnn"]["macro_f1"]
 
 
-def test_cv_ablation_has_every_subset_and_a_zero_difference_for_all_modalities(seeded: dict) -> None:
+def test_cv_ablation_has_every_subset_with_figures_from_its_predictions(seeded: dict) -> None:
     cv_dir = seeded["cv_dir"]
     out = seeded["run"]("--ablation", "--modalities", "audio,eda")
     subsets = ["audio", "eda", "audio,eda"]
@@ -129,19 +158,25 @@ def test_cv_ablation_has_every_subset_and_a_zero_difference_for_all_modalities(s
     ablation = util.read_json(cv_dir / "ablation.json")
     assert ablation["modalities"] == "audio,eda"
     assert [row["modalities"] for row in ablation["rows"]] == subsets
+    # every figure recomputed from the subset's own prediction CSVs; the GNN on all (audio,eda) is the reference
+    folds = [cv_dir / f"fold_{k}" for k in range(2)]
+    full = pooled_f1_by_hand(folds, "gnn_audio-eda", "gnn")
+    gnn = {}
     for row in ablation["rows"]:
-        pooled = util.read_json(cv_dir / f"summary_{row['modalities'].replace(',', '-')}.json")["pooled"]
-        assert row["gnn"] == {"macro_f1": pooled["gnn"]["macro_f1"], "ci95": pooled["gnn"]["ci95"]}
-        assert row["temporal"] == {"macro_f1": pooled["temporal"]["macro_f1"], "ci95": pooled["temporal"]["ci95"]}
-        assert row["gnn_minus_all"]["paired"] is True
-        assert row["gnn_minus_all"]["macro_f1"] == pytest.approx(
-            row["gnn"]["macro_f1"] - ablation["rows"][-1]["gnn"]["macro_f1"])
-        low, high = row["gnn_minus_all"]["ci95"]
-        assert low <= row["gnn_minus_all"]["macro_f1"] <= high
-    assert ablation["rows"][-1]["gnn_minus_all"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
+        folder = f"gnn_{row['modalities'].replace(',', '-')}"
+        gnn[row["modalities"]] = pooled_f1_by_hand(folds, folder, "gnn")
+        assert row["gnn"] == {"macro_f1": pytest.approx(gnn[row["modalities"]]), "ci95": None}
+        temporal = pooled_f1_by_hand(folds, folder, "temporal")
+        assert row["temporal"] == {"macro_f1": pytest.approx(temporal), "ci95": None}
+        assert row["gnn_minus_all"] == {"macro_f1": pytest.approx(gnn[row["modalities"]] - full), "ci95": None,
+                                        "paired": True}
+    assert len(set(gnn.values())) > 1  # the subsets' GNNs differ, so the differences are not all zero
     assert ablation["bootstrap"]["n_sessions"] == 4
     assert (cv_dir / "ablation.png").is_file()
-    assert any(line.startswith("audio,eda ") and "+0.0000 [+0.0000, +0.0000]" in line for line in out.splitlines())
+    lines = out.splitlines()
+    assert any("GNN inputs swapped on one encoder per fold trained on all modalities" in line for line in lines)
+    eda = ablation["rows"][1]["gnn_minus_all"]["macro_f1"]
+    assert any(line.startswith("eda ") and line.endswith(f"{eda:+.4f} [n/a (4 sessions)]") for line in lines)
 
 
 def test_class_weights_get_their_own_folder(seeded: dict) -> None:
@@ -173,3 +208,8 @@ def test_single_run_seeds_on_one_encoder(seeded: dict) -> None:
         assert run["pooled"]["gnn"]["macro_f1"] == pytest.approx(metrics["test"]["segment"]["macro_f1"])
         assert run["pooled"]["gnn"]["n_sessions"] == 1
     assert summary["macro_f1"]["gnn"]["per_seed"] == [r["pooled"]["gnn"]["macro_f1"] for r in summary["per_seed"]]
+    # one test session: no interval (it was a point, [x, x]), and the table says why
+    assert summary["macro_f1"]["gnn"]["ci95_per_seed"] == [None, None]
+    gnn_first = summary["macro_f1"]["gnn"]["per_seed"][0]
+    assert any(line.startswith("gnn ") and line.endswith(f"{gnn_first:.4f} [n/a (1 session)]")
+               for line in out.splitlines())

@@ -40,6 +40,57 @@ def test_transcript_decodes_from_cp949_and_utf8(words: str) -> None:
     assert kemdy20.decode_transcript(b"\xef\xbb\xbf" + words.encode("utf-8")) == (words, "utf-8")
 
 
+AMBIGUOUS_UTF8 = ["체크·카드", "밥·국", "물·불", "비·눈", "카페 é", "café", "25°C", "naïve"]
+
+
+@pytest.mark.parametrize("words", ["오늘 25°C 정말", "카페·식당", "café 좋아요", "오늘·내일", "무게는 1.5µg", "안녕 ·",
+                                   *AMBIGUOUS_UTF8])
+def test_utf8_transcript_with_a_two_byte_character_reads_as_utf8(words: str) -> None:
+    """UTF-8 Korean holding a U+0080-U+07FF character (`·`, `°`, `é`); AMBIGUOUS_UTF8 are valid cp949 too
+    (`체크·카드` reads as cp949 `泥댄겕쨌移대뱶`), which the old rule took."""
+    assert kemdy20.decode_transcript(words.encode("utf-8")) == (words, "utf-8")
+
+
+@pytest.mark.parametrize("words", AMBIGUOUS_UTF8)
+def test_ambiguous_utf8_cases_are_valid_cp949(words: str) -> None:
+    words.encode("utf-8").decode("cp949")
+
+
+def test_random_korean_words_with_a_two_byte_character_read_as_utf8() -> None:
+    """One to four random syllables with `·`, `°`, `é`, `×` or `ü` somewhere among them, alone or after
+    other words: the old rule read the 10% whose bytes are valid cp949 as cp949 gibberish."""
+    rng = np.random.default_rng(1)
+    syllables = [chr(c) for c in range(0xAC00, 0xD7A4)]
+    valid_cp949 = 0
+    for _ in range(3000):
+        word = list(rng.choice(syllables, size=rng.integers(1, 5)))
+        word.insert(rng.integers(0, len(word) + 1), str(rng.choice(list("·°é×ü"))))
+        words = " ".join(["".join(rng.choice(syllables, size=2)) for _ in range(rng.integers(0, 3))] + ["".join(word)])
+        data = words.encode("utf-8")
+        try:
+            data.decode("cp949")
+            valid_cp949 += 1
+        except UnicodeDecodeError:
+            pass
+        assert kemdy20.decode_transcript(data) == (words, "utf-8")
+    assert valid_cp949 > 100  # the ambiguous case is exercised
+
+
+@pytest.mark.parametrize(("data", "words"), [("°".encode(), "째"), ("é".encode(), "챕"), ("·".encode(), "쨌")])
+def test_lone_two_byte_character_is_cp949(data: bytes, words: str) -> None:
+    """A lone `°` (C2 B0) is byte for byte cp949 `째`: nothing tells the two apart, the dataset's encoding wins."""
+    assert data == words.encode("cp949")
+    assert kemdy20.decode_transcript(data) == (words, "cp949")
+
+
+@pytest.mark.parametrize("words", ["천", "징", "천 징", "체 청", "째", "천!", "25째", "청 체 철"])
+def test_cp949_korean_that_is_valid_utf8_stays_cp949(words: str) -> None:
+    """cp949 `천` = C3 B5 is UTF-8 `õ`, `째` = C2 B0 is `°`: the cp949 reading holds the Hangul and wins."""
+    data = words.encode("cp949")
+    data.decode("utf-8")  # valid UTF-8 as well, else the case would test nothing
+    assert kemdy20.decode_transcript(data) == (words, "cp949")
+
+
 def test_undecodable_transcript() -> None:
     assert kemdy20.decode_transcript(b"\xff\xff\xfe\x80") == (None, None)
 

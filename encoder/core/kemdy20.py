@@ -8,16 +8,26 @@ undecodable transcript is not an error (the segment's audio and bio signals are 
 which (`status`) and the dataframe stage keeps the segment with an empty transcript and counts it.
 
 Encoding: KEMDy20 writes cp949, but a transcript edited or re-saved elsewhere may be UTF-8. The bytes
-are tried as strict UTF-8 first, then as cp949, because the two mistakes are not symmetric. UTF-8
-Hangul (three bytes, lead 0xEA-0xED, two continuation bytes 0x80-0xBF) lies almost entirely inside
-cp949's two-byte ranges (lead 0x81-0xFE, trail 0x41-0xFE), so cp949 first would "decode" many UTF-8
-files into wrong Hanja/Hangul without an error (13% of random 1-4-syllable strings did). UTF-8 is
-self-checking and rejects cp949 Hangul, except where cp949 pairs happen to form two-byte UTF-8
-sequences (lead 0xC2-0xDF, trail 0x80-0xBF: cp949 `천` = C3 B5 reads as UTF-8 `õ`; about 1% of random
-1-4-syllable strings). Those land in U+0080-U+07FF (Latin-1 accents, Greek, Cyrillic, ...), which
-Korean transcripts do not use, so a UTF-8 reading with a character in that range is set aside for the
-cp949 reading when the bytes are valid cp949 too. A leading UTF-8 byte-order mark is dropped. Bytes
-valid in neither are `undecodable`.
+are read as strict UTF-8 and as cp949; when only one reading is valid it is taken, when neither is the
+transcript is `undecodable`. A leading UTF-8 byte-order mark is dropped. When both are valid, the
+reading that looks more like Korean wins: its score is the number of Hangul characters (syllables
+U+AC00-U+D7A3 and Jamo) minus the number of Hanja (CJK ideographs); a tie goes to UTF-8. Why this works
+in both directions:
+  UTF-8 read as cp949: UTF-8 Hangul (lead 0xEA-0xED, two continuation bytes 0x80-0xBF) lies mostly
+    inside cp949's two-byte ranges (lead 0x81-0xFE, trail 0x41-0xFE), so UTF-8 text is often valid
+    cp949 (13% of random 1-4-syllable strings, 10% of those with a U+0080-U+07FF character such as
+    `·`, `°`, `é` added). That cp949 reading pairs the bytes out of step and yields Hanja (lead 0xCA-0xFD)
+    where the UTF-8 reading has Hangul, so it scores lower.
+  cp949 read as UTF-8: a cp949 Hangul pair is valid UTF-8 only as a two-byte sequence (lead 0xC2-0xC8,
+    trail 0x80-0xBF, e.g. `천` = C3 B5 reads as `õ`, `째` = C2 B0 as `°`): a cp949 lead below 0xC2 cannot
+    start a UTF-8 sequence (0x80-0xBF continue one, 0xC0-0xC1 are never valid), and leads 0xC9 and up
+    are not Hangul. So a valid UTF-8 reading of cp949 Hangul text is ASCII plus U+0080-U+023F and holds
+    no Hangul, while the cp949 reading does: cp949 wins (about 1% of random 1-4-syllable strings are
+    valid UTF-8).
+  Left ambiguous: a UTF-8 text with no Hangul whose U+0080-U+07FF characters all come from such pairs
+    (`°` alone is byte for byte cp949 `째`, `é` alone is `챕`). It is read as cp949, the dataset's own
+    encoding, unless such a character sits inside a Latin word (next to an ASCII letter: `café`,
+    `25°C`), which a Hangul syllable of cp949 text rarely does.
 
 Transcription marks (KEMDy20 follows the ETRI/KsponSpeech conventions) are stripped to plain words,
 in this order, each occurrence counted by kind (`TRANSCRIPT_MARKS`):
@@ -69,7 +79,9 @@ TRANSCRIPT_STATUSES = ("ok", "missing", "undecodable")
 TRANSCRIPT_MARKS = ("dual", "noise", "slash", "plus", "star", "parenthesis")
 _DUAL_RE = re.compile(r"\(([^()/]*)\)\s*/\s*\(([^()]*)\)")
 _NOISE_RE = re.compile(r"(?<![^\s(])[blnou]/")
-_TWO_BYTE_UTF8_RANGE = re.compile("[\u0080-\u07ff]")
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff]")
+_HANJA = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD_TWO_BYTE = re.compile("[A-Za-z][\u0080-\u07ff]|[\u0080-\u07ff][A-Za-z]")
 
 
 def transcript_path(root: Path, segment_id: str) -> Path:
@@ -77,10 +89,14 @@ def transcript_path(root: Path, segment_id: str) -> Path:
     return wav_path(root, segment_id).with_suffix(".txt")
 
 
+def _korean_score(text: str) -> int:
+    """Hangul characters minus Hanja: how much a reading of transcript bytes looks like Korean."""
+    return len(_HANGUL.findall(text)) - len(_HANJA.findall(text))
+
+
 def decode_transcript(data: bytes) -> tuple[str | None, str | None]:
-    """(text, encoding) of transcript bytes: strict UTF-8 unless that reading holds a character of
-    U+0080-U+07FF and the bytes are valid cp949 as well, else cp949; (None, None) when neither decodes.
-    The module docstring explains the order."""
+    """(text, encoding) of transcript bytes, (None, None) when neither UTF-8 nor cp949 decodes them.
+    When both do, the reading with the higher Korean score wins, ties to UTF-8 (module docstring)."""
     data = data.removeprefix(b"\xef\xbb\xbf")
     readings = {}
     for encoding in TRANSCRIPT_ENCODINGS:
@@ -88,12 +104,14 @@ def decode_transcript(data: bytes) -> tuple[str | None, str | None]:
             readings[encoding] = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    utf8 = readings.get("utf-8")
-    if utf8 is not None and not (_TWO_BYTE_UTF8_RANGE.search(utf8) and "cp949" in readings):
-        return utf8, "utf-8"
-    if "cp949" in readings:
-        return readings["cp949"], "cp949"
-    return None, None
+    if len(readings) < 2:
+        return next(((text, encoding) for encoding, text in readings.items()), (None, None))
+    utf8, cp949 = readings["utf-8"], readings["cp949"]
+    utf8_score, cp949_score = _korean_score(utf8), _korean_score(cp949)
+    latin_word = not _HANGUL.search(utf8) and _LATIN_WORD_TWO_BYTE.search(utf8)
+    if cp949_score > utf8_score and not latin_word:
+        return cp949, "cp949"
+    return utf8, "utf-8"
 
 
 def clean_transcript(text: str) -> tuple[str, dict[str, int]]:

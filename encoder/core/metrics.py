@@ -51,32 +51,46 @@ def classification_metrics(
     }
 
 
-def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    """Mean F1 over the classes present in `y_true` (0.0 for no samples). A prediction of an absent
-    class still costs the recall of the true class; it adds no zero-F1 class to the mean."""
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int] | None = None) -> float:
+    """Mean F1 over `labels`, by default the classes present in `y_true` (0.0 for no samples). A
+    prediction of a class outside `labels` still costs the recall of the true class; it adds no
+    zero-F1 class to the mean. A label with no true and no predicted sample scores 0, as in sklearn's
+    f1_score(labels=..., average="macro", zero_division=0): a bootstrap resample that lacks a class of
+    the full truth averages over the same classes as the full data (`labels` = the full truth's)."""
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     if not len(y_true):
         return 0.0
-    present = np.unique(y_true)
-    size = int(max(y_true.max(), y_pred.max())) + 1
+    present = np.unique(y_true) if labels is None else np.asarray(labels, dtype=int)
+    size = int(max(y_true.max(), y_pred.max(), present.max())) + 1
     confusion = np.bincount(y_true * size + y_pred, minlength=size * size).reshape(size, size)
     hits = np.diag(confusion)[present]
     denominator = confusion[present].sum(axis=1) + confusion[:, present].sum(axis=0)
-    return float(np.mean(2 * hits / denominator))
+    return float(np.mean(np.divide(2 * hits, denominator, out=np.zeros(len(present)), where=denominator > 0)))
+
+
+# Fewer test sessions than this: no interval. A percentile interval over resamples of a handful of
+# sessions is mostly the spread of those few sessions (one session gives a point), not a 95% interval.
+MIN_SESSIONS_FOR_INTERVAL = 8
 
 
 def session_bootstrap(groups: Sequence[Any], statistic: Callable[[np.ndarray], float], n_boot: int = 2000,
-                      seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                      seed: int = 0, level: float = 0.95, min_groups: int | None = None) -> dict[str, Any]:
     """Percentile bootstrap interval of `statistic` that resamples whole groups (sessions), not samples.
 
     `groups[i]` is the group of sample i; `statistic(indices)` computes the figure on the samples at
     `indices` (an int array, repeats allowed). Each of `n_boot` resamples draws as many groups as there
     are, with replacement, and takes all samples of each drawn group. Samples of one session are not
     independent, so resampling samples would give intervals that are too narrow.
-    Returns {"estimate", "ci95": [low, high], "n_groups", "n_boot", "seed"}; deterministic for a seed."""
+    With fewer than `min_groups` groups (default MIN_SESSIONS_FOR_INTERVAL) there is no interval:
+    "ci95" is None and nothing is resampled.
+    Returns {"estimate", "ci95": [low, high] or None, "n_groups", "n_boot", "seed"}; deterministic for a seed."""
+    min_groups = MIN_SESSIONS_FOR_INTERVAL if min_groups is None else min_groups
     groups = np.asarray(groups)
     names, codes = np.unique(groups, return_inverse=True)
+    estimate = float(statistic(np.arange(len(groups))))
+    if len(names) < min_groups:
+        return {"estimate": estimate, "ci95": None, "n_groups": len(names), "n_boot": n_boot, "seed": seed}
     members = [np.flatnonzero(codes == g) for g in range(len(names))]
     rng = np.random.default_rng(seed)
     values = np.empty(n_boot)
@@ -85,8 +99,26 @@ def session_bootstrap(groups: Sequence[Any], statistic: Callable[[np.ndarray], f
         values[b] = statistic(np.concatenate([members[g] for g in drawn]))
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
-    return {"estimate": float(statistic(np.arange(len(groups)))), "ci95": [float(low), float(high)],
-            "n_groups": len(names), "n_boot": n_boot, "seed": seed}
+    return {"estimate": estimate, "ci95": [float(low), float(high)], "n_groups": len(names), "n_boot": n_boot,
+            "seed": seed}
+
+
+def format_estimate(entry: dict[str, Any], n_sessions: int, sign: str = "") -> str:
+    """`0.1234 [0.1000, 0.1500]`, or `0.1234 [n/a (4 sessions)]` when the entry has no interval (fewer
+    than MIN_SESSIONS_FOR_INTERVAL sessions); `sign` "+" writes the sign of a difference."""
+    interval = entry["ci95"]
+    bounds = (f"n/a ({n_sessions} session{'s' if n_sessions != 1 else ''})" if interval is None
+              else f"{interval[0]:{sign}.4f}, {interval[1]:{sign}.4f}")
+    return f"{entry['macro_f1']:{sign}.4f} [{bounds}]"
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample sd (ddof=1, the one spread used across seeds and folds); sd None for one value."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+SD_CONVENTION = "mean ± sd (ddof=1)"
 
 
 def segment_predictions(
