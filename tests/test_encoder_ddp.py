@@ -147,11 +147,16 @@ def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path, o
         reference = reference_training(tiny_root)  # numpy's float32 mel projection rounds by thread count
     # the same seed builds the same encoder on both ranks and in one process
     assert all(identical(rank["initial"], reference["initial"]) for rank in ranks)
-    # every epoch, the two ranks' shards partition the training segments, and each rank loads its shard in
-    # order, short of its last partial batch (dropped here: 38 segments, 19 per rank, batches of 8)
-    kept = reference["segments"] // WORLD_SIZE // BATCH_SIZE * BATCH_SIZE if reference["drop_last"] else None
+    # every epoch, the two ranks' shards cover the training segments (DistributedSampler repeats the first
+    # few to even them out: an odd count repeats one), and each rank loads its shard in order, short of its
+    # last partial batch
+    n_segments = reference["segments"]
+    per_rank = -(-n_segments // WORLD_SIZE)
+    kept = per_rank // BATCH_SIZE * BATCH_SIZE if reference["drop_last"] else None
     for epoch, shards in reference["shards"].items():
-        assert sorted(shards[0] + shards[1]) == list(range(reference["segments"]))
+        both = shards[0] + shards[1]
+        assert sorted(set(both)) == list(range(n_segments))
+        assert len(both) == per_rank * WORLD_SIZE
         for rank, shard in zip(ranks, shards, strict=True):
             assert [index for e, index in rank["drawn"] if e == epoch] == shard[:kept]
     # gradients are all-reduced and rank 0's running statistics broadcast: both ranks end bit-identical ...
