@@ -69,11 +69,10 @@ temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<
 results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
 features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
 The encoder input options `--bio_clip_length N`, `--[no-]participant_norm` and `--[no-]eda_components`
-(encoder/core/participant.py; config.STE_inputs holds their defaults: participant normalisation on,
-the other two off) retrain the encoder likewise; an option set apart from its default names the
-folders with `_bioN`, `_nopnorm` (or `_pnorm`), `_edac` (or `_noedac`) before any `_cw`
-(results/demo_cv5_nopnorm/), so that `python cross_validation.py --compare results/demo_cv5_nopnorm
-results/demo_cv5` pairs two runs fold by fold.
+(encoder/core/participant.py; config.STE_inputs holds their defaults, all off) retrain the encoder
+likewise; an option set apart from its default names the folders with `_bioN`, `_pnorm` (or `_nopnorm`),
+`_edac` (or `_noedac`) before any `_cw` (results/demo_cv5_pnorm/), so that `python cross_validation.py
+--compare results/demo_cv5 results/demo_cv5_pnorm` pairs two runs fold by fold.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;

@@ -27,7 +27,9 @@ import predict
 import train_val
 from encoder.core import checkpoints, config, extraction, frames, training, util
 
-TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None}
+# participant normalisation on (off by default): the causal model's prefix statistics are what these tests check
+TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None,
+               "participant_norm": True}
 GRAPH_FLAGS = ["--numv", "40", "--time_edge", "7.2"]
 SESSION = 37  # the tiny preset's test session
 PROBS = [f"p_{e}" for e in config.EMOTIONS]
@@ -337,7 +339,7 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert spec["normalization"] == state["normalization"] and spec["clip_length"] == state["inputs"]["clip_length"]
     options = ("bio_clip_length", "participant_norm", "eda_components")
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length" and k not in options}
-    assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": config.STE_inputs["participant_norm"],
+    assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": True,
                                      "eda_components": config.STE_inputs["eda_components"]}
     assert spec["participant_statistics"] == "session"
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash

@@ -55,10 +55,12 @@ STE_inputs = {
     "fmin": 20.0,
     "fmax": 8000.0,  # None or above Nyquist: sample_rate / 2
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
-    # Input options (encoder/core/participant.py), each measured by paired CV (README, "What each part
-    # contributes") and on by default only where it helped there:
+    # Input options (encoder/core/participant.py), each off unless a paired CV over seeds on data with
+    # realistic nuisance shows a gain clear of zero (docs/results.md):
     "bio_clip_length": None,  # EDA/TEMP clip length in 4 Hz steps (e.g. 41 ≈ 10 s); None: clip_length
-    "participant_norm": True,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
+    # Off: on held-out KEMDy20-format data with realistic bio it lowered the encoder and the GRU baseline
+    # (docs/results.md); its earlier gain came from synthetic bio levels that z-scoring turned into the label.
+    "participant_norm": False,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
     "eda_components": False,  # NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA
 }
 
