@@ -47,10 +47,13 @@ def test_participant_statistics_are_that_participants_own(session: list) -> None
         frames_ = np.concatenate([participant.wav_frames(io.read_wav(s.wav, SMALL.sample_rate), SMALL) for s in group])
         stats = group[0].participant
         assert all(s.participant is stats for s in group)
-        assert stats.eda_mean == pytest.approx(eda.mean()) and stats.eda_std == pytest.approx(eda.std())
-        assert stats.temp_mean == pytest.approx(temp.mean()) and stats.temp_std == pytest.approx(temp.std())
+        floors = participant.STD_FLOORS  # a flat non-responder's sd is its sensor's resolution
+        assert stats.eda_mean == pytest.approx(eda.mean())
+        assert stats.eda_std == pytest.approx(max(eda.std(), floors["eda"]))
+        assert stats.temp_mean == pytest.approx(temp.mean())
+        assert stats.temp_std == pytest.approx(max(temp.std(), floors["temp"]))
         np.testing.assert_allclose(stats.mel_mean, frames_.mean(axis=0), rtol=1e-6)
-        np.testing.assert_allclose(stats.mel_std, frames_.std(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(stats.mel_std, np.maximum(frames_.std(axis=0), floors["mel"]), rtol=1e-5)
     # the other participant's signal changed tenfold: this participant's statistics and inputs unchanged
     first, other = list(groups)
     changed = fresh(session)
@@ -72,8 +75,14 @@ def test_participant_statistics_are_that_participants_own(session: list) -> None
 
 
 def test_participant_norm_removes_a_participants_offset_and_scale(session: list) -> None:
-    """Two copies of one participant's segments, one with EDA × 3 + 2: standardised, the clips agree."""
-    group = next(iter(participant.by_participant(fresh(session)).values()))
+    """Two copies of one participant's segments, one with EDA × 3 + 2: standardised, the clips agree. The
+    participant's EDA is first scaled to sd 1, above the sd floor (a flat non-responder's sd is floored, and
+    then the scaled copy would not standardise to the same values)."""
+    group = max(participant.by_participant(fresh(session)).values(),
+                key=lambda g: np.concatenate([s.eda_rows[:, 1] for s in g]).std())
+    sd = np.concatenate([s.eda_rows[:, 1] for s in group]).std()
+    assert sd > 0
+    group = [replace(s, eda=s.eda / sd, eda_rows=s.eda_rows * [1.0, 1.0 / sd]) for s in group]
     shifted = [replace(s, identity="Other", eda=s.eda * 3.0 + 2.0, eda_rows=s.eda_rows * [1.0, 3.0] + [0.0, 2.0])
                for s in group]
     options = InputOptions(11, participant_norm=True)
