@@ -245,12 +245,20 @@ def write_fold(fold_dir: Path, data: dict[str, np.ndarray], test: list[int], res
         metrics.write_segment_predictions(ids, data["targets"][mine], data[system][mine], probs, path)
 
 
-def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlate(tmp_path: Path) -> None:
+HALVES = [list(range(1, 11)), list(range(11, 21))]  # the two folds' test sessions
+
+
+def two_correlated_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """correlated_sessions() written as two folds (sessions 1-10 and 11-20 each tested once)."""
     data = correlated_sessions()
-    halves = [list(range(1, 11)), list(range(11, 21))]
     fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
     for k, fold_dir in enumerate(fold_dirs):
-        write_fold(fold_dir, data, halves[k], halves[1 - k], cross_validation.gnn_folder("audio"))
+        write_fold(fold_dir, data, HALVES[k], HALVES[1 - k], cross_validation.gnn_folder("audio"))
+    return data, fold_dirs
+
+
+def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlate(tmp_path: Path) -> None:
+    data, fold_dirs = two_correlated_folds(tmp_path)
     summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=1000)
     paired = summary["pooled"]["gnn_minus_encoder"]
     targets = data["targets"]
@@ -270,15 +278,11 @@ def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlat
 
 
 def test_fold_spread_is_the_sample_sd_and_the_header_says_so(tmp_path: Path) -> None:
-    data = correlated_sessions()
-    halves = [list(range(1, 11)), list(range(11, 21))]
-    fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
-    for k, fold_dir in enumerate(fold_dirs):
-        write_fold(fold_dir, data, halves[k], halves[1 - k], cross_validation.gnn_folder("audio"))
+    data, fold_dirs = two_correlated_folds(tmp_path)
     summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=200)
     for name in ("encoder", "gnn"):
         a, b = (metrics.macro_f1(data["targets"][mine], data[name][mine])
-                for mine in (np.isin(data["sessions"], half) for half in halves))
+                for mine in (np.isin(data["sessions"], half) for half in HALVES))
         assert a != b
         # two values: sample sd |a - b| / sqrt(2); the population sd (ddof=0) would be |a - b| / 2
         assert summary["mean_std"][name]["macro_f1"] == pytest.approx([(a + b) / 2, abs(a - b) / np.sqrt(2)])
