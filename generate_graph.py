@@ -43,7 +43,7 @@ FORMAT_VERSION = 1
 
 def build_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
                 cross_identity: str = "cin") -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges of the SPEC §3 rule among nodes with `times` (float64 [n]) and integer `identity` codes.
+    """Edges of the module docstring's rule among nodes with `times` (float64 [n]) and integer `identity` codes.
 
     Returns (edge_index int64 [2, E], edge_attr float32 [E] = sign(t_j - t_k)). The rule is symmetric,
     so only pairs (j, k) with k at or after j in time order are tested: candidates come from the window

@@ -1,4 +1,4 @@
-"""SPELL-style three-branch temporal GNN (SPEC §3) and its checkpoints.
+"""SPELL-style three-branch temporal GNN (the original's architecture, kept) and its checkpoints.
 
     per modality Linear(d_m -> c1), summed -> BN -> ReLU
     per branch b in (forward: edge_attr >= 0, backward: <= 0, undirected: all):

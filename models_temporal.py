@@ -1,4 +1,5 @@
-"""The temporal baseline without a graph (SPEC §5): a GRU over each speaker's node sequence.
+"""The temporal baseline without a graph (the GRU row beside every GNN figure, docs/evaluation.md): a GRU
+over each speaker's node sequence.
 
     per modality Linear(d_m -> c1), summed -> BN -> ReLU      (as models_gnn.SPELL.embed)
     GRU(c1 -> c1 per direction), bidirectional; causal: forward only

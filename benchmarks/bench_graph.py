@@ -29,7 +29,7 @@ REPEATS = 5  # the project's builder is timed as the median of this many runs; t
 
 def reference_edges(times: list[float], identities: list[str], time_edge: float,
                     cross_identity: str) -> list[tuple[int, int, float]]:
-    """The SPEC §3 rule, pair by pair: (j, k, sign(t_j - t_k)) in (j, k) order."""
+    """generate_graph.py's edge rule, pair by pair: (j, k, sign(t_j - t_k)) in (j, k) order."""
     edges = []
     n = len(times)
     for j in range(n):

@@ -13,7 +13,8 @@ a class-balanced logistic regression under GroupKFold by session, raw and partic
 feature z-scored over the segments of its (session, participant): no label is used). Text is scored by
 character TF-IDF + logistic regression and by a fixed word-list rule with no training (the class whose
 synthetic.EMOTION_WORDS list has most words in the transcript, neutral when none). The table's
-macro-F1 is over the pooled out-of-fold predictions; the target is the first listed label (SPEC §5).
+macro-F1 is over the pooled out-of-fold predictions; the target is the first listed label (as in
+docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Bad input to the dataframe stage (SPEC §6): a one-line error naming the file (and row), a non-zero
-exit, nothing written; a few broken segments are skipped and counted, too many stop the stage.
+"""Bad input to the dataframe stage (docs/outputs.md, errors and dropped data): a one-line error naming
+the file (and row), a non-zero exit, nothing written; a few broken segments are skipped and
+counted, too many stop the stage.
 
 Each case is a copy of the `tiny` dataset with one fault injected. The CLI runs (a few seconds of
 start-up each) are started together in background threads when the module's fixture is set up.

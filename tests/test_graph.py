@@ -23,7 +23,7 @@ SPLITS = {"train": (1, 2), "val": (3,), "test": (4,)}
 
 
 def naive_edges(times: list[float], identities: list[str], time_edge: float, cross_identity: str) -> set:
-    """SPEC §3 pair by pair: {(j, k, sign(t_j - t_k))}."""
+    """The edge rule (generate_graph.py's docstring) pair by pair: {(j, k, sign(t_j - t_k))}."""
     edges = set()
     for j, tj in enumerate(times):
         for k, tk in enumerate(times):

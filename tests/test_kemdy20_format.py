@@ -1,6 +1,6 @@
 """The KEMDy20 readers and the dataframe stage on a small hand-written dataset in the real format.
 
-Every file below is written literally, as it looks in a KEMDy20 download (SPEC §2), and every
+Every file below is written literally, as it looks in a KEMDy20 download (docs/kemdy20.md), and every
 expected value was worked out by hand from these literals.
 """
 

@@ -1,4 +1,5 @@
-"""The notebooks run top to bottom, headless (SPEC §4.8: the original's did not)."""
+"""The notebooks run top to bottom, headless (the original's did not: an undefined name, an
+unterminated f-string)."""
 
 from __future__ import annotations
 

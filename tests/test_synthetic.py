@@ -1,4 +1,4 @@
-"""The synthetic KEMDy20 generator: its `tiny` output read back as a KEMDy20 download (SPEC §2),
+"""The synthetic KEMDy20 generator: its `tiny` output read back as a KEMDy20 download,
 determinism, the CLI, label balance, and emotion cues in the synthetic speech."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from encoder.core import config, frames, kemdy20, synthetic
 REPO = Path(__file__).resolve().parents[1]
 CLI = ["encoder/data/make_synthetic_kemdy20.py"]
 
-# Written from SPEC §2, not taken from the code under test.
+# Written from KEMDy20's layout (docs/kemdy20.md), not taken from the code under test.
 SEGMENT_RE = re.compile(r"^Sess(\d{2})_script(0[1-6])_User(\d{3})([FM])_(\d{3})$")
 BIO_FILE_RE = re.compile(r"^Sess(\d{2})_script(0[1-6])_User(\d{3})([FM])\.csv$")
 BIO_ROW_RE = re.compile(r"^-?\d+(\.\d+)?,\d{4}-\d{4}-\d{4}-\d{2}-\d{3}(,Sess\d{2}_script\d{2}_User\d{3}[FM]_\d{3})?$")

@@ -1,4 +1,4 @@
-"""The synthetic generator's nuisance at published magnitudes (SPEC §8, docs/synthetic-data.md): EDA levels
+"""The synthetic generator's nuisance at published magnitudes (docs/synthetic-data.md): EDA levels
 and non-responders, non-specific and arousal-linked skin-conductance responses, TEMP drift without an
 emotion effect, E4 quantisation, speaker spread against emotion effects, rare and shared emotion words,
 benchmarks/modality_probe.py on the tiny preset, and the generator's version in the demo data's key."""

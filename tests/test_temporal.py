@@ -1,6 +1,6 @@
-"""The temporal baseline without a graph (SPEC §5): speaker windows, the GRU (causal: no later node),
-a planted rule that needs a speaker's earlier nodes, its row in metrics.json, the printed table and the
-CV summary with the paired GNN − temporal difference."""
+"""The temporal baseline without a graph (docs/evaluation.md, baselines): speaker windows, the GRU
+(causal: no later node), a planted rule that needs a speaker's earlier nodes, its row in metrics.json,
+the printed table and the CV summary with the paired GNN − temporal difference."""
 
 from __future__ import annotations
 

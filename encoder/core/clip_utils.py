@@ -1,4 +1,4 @@
-"""Clips around a 4 Hz time step (SPEC §3), as index arithmetic on whole arrays.
+"""Clips around a 4 Hz time step (kept from the original), as index arithmetic on whole arrays.
 
 Bio clip of step i (n samples in the segment): values at i - L//2 … i - L//2 + L - 1, indices
 clamped to [0, n - 1] (edge padding: the first/last sample repeats). `bio_clips_at` is the same

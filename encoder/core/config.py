@@ -23,7 +23,8 @@ STE_TRAIN_DIR = REPO_ROOT / "encoder" / "STE_TRAIN"
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "surprise", "angry", "sad", "disqust", "fear")
 NUM_CLASSES = len(EMOTIONS)
 
-# Session-disjoint splits (SPEC §5): train for fitting, val for model selection, test for reporting.
+# Session-disjoint splits, never by segment or time step (docs/evaluation.md): train for fitting,
+# val for model selection, test for reporting.
 SPLITS: dict[str, tuple[int, ...]] = {
     "train": tuple(range(1, 33)),
     "val": tuple(range(33, 37)),

@@ -77,7 +77,7 @@ class Frames:
 
 
 def label_vector(emotion_one_hot: str | np.ndarray) -> np.ndarray:
-    """Training target of SPEC §5: the listed labels as a normalised multi-hot (float32[7])."""
+    """Training target: the listed labels as a normalised multi-hot (float32[7])."""
     if isinstance(emotion_one_hot, str):
         emotion_one_hot = emotion_one_hot.split()
     vector = np.asarray(emotion_one_hot, dtype=np.float32)

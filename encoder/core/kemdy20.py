@@ -1,4 +1,5 @@
-"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs and the wav layout (SPEC §2).
+"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs and the wav layout
+(docs/kemdy20.md).
 
 Every reader checks its input and raises util.DataError naming the file and, where it applies,
 the line number in that file (1-based, header and preamble lines included).

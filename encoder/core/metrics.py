@@ -1,6 +1,6 @@
-"""Classification metrics of SPEC §5, shared by the encoder and the GNN stage: node and segment level
-(a segment's prediction = mean of its nodes' probabilities), the majority-class baseline, the
-encoder-only test report, and the one definition of class weights."""
+"""Classification metrics of the evaluation protocol (docs/evaluation.md), shared by the encoder and the
+GNN stage: node and segment level (a segment's prediction = mean of its nodes' probabilities), the
+majority-class baseline, the encoder-only test report, and the one definition of class weights."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The three-stream encoder (SPEC §3): a 2D ResNet18 over the clip's log-mel spectrogram and two
-1D ResNet18s over the clip's EDA and TEMP values, with per-stream auxiliary heads and a fused head.
+"""The three-stream encoder (the original's architecture, kept): a 2D ResNet18 over the clip's log-mel
+spectrogram and two 1D ResNet18s over the clip's EDA and TEMP values, with per-stream auxiliary heads and a fused head.
 
 Node embedding = the three 512-d pooled vectors concatenated in the order audio | EDA | TEMP
 (`FEATURE_ORDER`), 1536 values. All heads return logits; the loss applies the softmax itself.

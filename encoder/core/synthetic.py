@@ -1,5 +1,6 @@
-"""A synthetic dataset in the exact on-disk format of KEMDy20 (SPEC §2), with learnable signals whose
-nuisance is at published magnitudes (SPEC §8; the card with magnitudes and sources: docs/synthetic-data.md).
+"""A synthetic dataset in the exact on-disk format of KEMDy20, with learnable signals whose nuisance is
+at published magnitudes, so that it teaches nothing real recordings would not (the card with magnitudes
+and sources: docs/synthetic-data.md).
 
 Each participant's emotion is a sticky Markov state over their consecutive utterances in a script.
 The state shapes speech, EDA and the transcript, none of which is enough on its own:
