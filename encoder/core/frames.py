@@ -1,47 +1,12 @@
 """The dataframe stage: a KEMDy20 root -> the joined, per-segment tables the encoder reads.
 
-Artifacts, written under the dataset root with the original project's names:
-
-* `EDA_aug.csv`, `TEMP_aug.csv`: columns `EDA_value|TEMP_value, ts, script` — the bio rows of every
-  kept segment (`ts` in seconds of day, `script` the segment ID), sorted by segment then time.
-* `gt_aug.csv`: one row per kept segment: `Numb, wav_start, wav_end, script, session, identity, emotion,
-  valence, arousal, emotion_one_hot, target, transcript, transcript_status, split, n_samples`. `emotion`
-  is the raw total evaluation (`neutral;happy` on a tie), `emotion_one_hot` the multi-hot of the listed
-  labels as seven space-separated 0/1 in config.EMOTIONS order, `target` the index of the first listed
-  label, `transcript` the segment's words (wav/SessionSS/<segment ID>.txt read and its transcription
-  marks stripped: kemdy20.read_transcript) and `transcript_status` `ok`, `missing` or `undecodable`.
-* `all_entity.pickle`: dict segment ID -> float64 array (n, 3) of [ts, EDA, TEMP], time-ordered.
-* `ts_script.pickle`: DataFrame of every (ts, segment) node: `session, ts, identity, script, step`
-  (`step` = index of the node inside its segment), sorted by session then time.
-* `frames_report.json`: what was read, kept and dropped: the counts printed by build_frames.py, every
-  dropped segment with its reason (`dropped_segments`), duplicate, off-grid and missing rows
-  (`irregular`). Later stages repeat the dropped segments of their sessions in their own reports.
-
-A segment is kept when it has a wav (unless wavs are not checked) and at least one joined EDA/TEMP
-row. A missing or undecodable transcript does not drop it: it is kept with an empty transcript, and
-the report counts and lists it (`transcripts`: read per encoding, missing, undecodable, marks stripped
-per kind, `segments_without_transcript` with the reason) over the kept segments.
-Dropped segments are counted by reason (and listed, `Frames.dropped`); above config.MAX_SKIP_SHARE
-the stage fails.
-
-Irregular rows (real recordings have them) follow one rule, and every case is counted in the report
-(`irregular`), never silent:
-
-* exact duplicates (same segment and timestamp within one modality) keep the first row in file
-  order; those whose value differs from the kept one are counted again as `conflicting`;
-* a node is a joined EDA/TEMP row and stands at its own timestamp: a row missing in one modality
-  removes that node only (join counts), a row off the 4 Hz grid or after a gap keeps its time;
-* its clips are placed by time, not by row index (dataset.Segment): the audio clip starts at the
-  node's time minus clip_length // 2 steps, measured from the segment's origin (its earliest EDA or
-  TEMP row, the wav's start), and each bio clip samples that modality's own rows at the node's time
-  ± k·0.25 s, linearly interpolated where a row is missing and edge-held beyond the segment's first
-  and last rows. On the regular grid this is exactly the index arithmetic of clip_utils.
-
-Training needs labels: `build_frames` refuses an annotation with empty label fields. Prediction on
-new recordings (`labels_required=False`) accepts them (unknown labels: emotion_one_hot "", target
-<NA>) and sessions without an annotation file, whose segments are then their wav files
-(wav/SessionSS/<segment ID>.wav, kemdy20.wav_segments) with the bio rows' segment IDs; their wav
-start/end are unknown (NaN).
+It writes `EDA_aug.csv`, `TEMP_aug.csv`, `gt_aug.csv`, `all_entity.pickle`, `ts_script.pickle` and
+`frames_report.json` under the root (the original project's names; layout in docs/outputs.md). Nothing
+is dropped silently: every dropped segment is counted by reason in the report, and above
+config.MAX_SKIP_SHARE the stage fails. Irregular rows (duplicates, a row missing in one modality, rows
+off the 4 Hz grid) follow one rule, in docs/kemdy20.md: a node is a joined EDA/TEMP row at its own
+timestamp, and its clips are placed by time (dataset.Segment), which on a regular grid equals the index
+arithmetic of clip_utils.
 """
 
 from __future__ import annotations
