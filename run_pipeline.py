@@ -5,74 +5,21 @@
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
                            [--speech_model DIR]
 
-`--text_model` / `--speech_model` (default config.PRETRAINED: off) add the pretrained `lm` / `ssl`
-feature blocks (encoder/core/pretrained.py) from local model folders; `--modalities ...,lm,ssl` reads them.
-
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
-generate_graph -> train_val. Each stage is skipped when its outputs exist for the same configuration,
-the same session splits and the same upstream outputs (recorded in a pipeline_state.json); the
-dataframe stage also when the files it reads under the root (annotation, EDA, TEMP, wav) are the same
-by name, size and modification time (kemdy20.fingerprint). `--force` reruns them all. On synthetic data
-the run uses config.DEMO (a cheaper spectrogram and fewer epochs, sized for CPU); on a KEMDy20 root it
-uses the STE_* settings and the GNN defaults of train_val.py (`--profile` picks either explicitly, e.g.
-`--profile demo` for a quick CPU run on another folder).
+generate_graph -> train_val. A stage is skipped only when its outputs exist for the same configuration,
+the same session splits and the same upstream outputs (its key in pipeline_state.json); the dataframe
+stage also needs the files it reads to match by name, size and modification time (kemdy20.fingerprint).
+`--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*
+settings and train_val.py's defaults; `--profile` picks either explicitly.
 
-`--stacking` says which sessions the encoder is fitted on, relative to the GNN's training sessions
-(see stacking_splits). `--cv K` runs the whole chain once per fold of a session K-fold
-cross-validation over the sessions with a usable segment (util.cv_splits: each fold's sessions are
-tested once, a share of the rest validates as in the default split, the rest trains) and summarises
-the folds (cross_validation.py). Layout, with <data> the data's name (`demo` or the root's folder
-name) and `_<stacking>` appended unless it is the default:
-
-    results/<data>_cvK/fold_k/splits.json                  the fold's train/val/test sessions
-    results/<data>_cvK/fold_k/{encoder,features,graphs}/   shared by every modality set
-    results/<data>_cvK/fold_k/gnn_<modalities>/            one GNN per modality set (train_val.py's folder)
-    results/<data>_cvK/summary_<modalities>.json (.png)    and confusion_pooled_<modalities>.png
-
-so that `--cv K --modalities audio` after a run with all modalities trains only each fold's GNN. Each
-fold has its own stage cache (fold_k/pipeline_state.json): an interrupted CV run resumes at the fold
-and stage where it stopped. The single run keeps results/<data>_<modalities>[_<stacking>]/ and shares
-encoder/STE_TRAIN, features/ and graphs/ across modality sets likewise.
-
-`--seeds N` trains with the seeds S0 = --seed, S0 + 1, ..., S0 + N - 1 (the synthetic data keeps --seed)
-and reports, per system and paired difference, the mean and sample sd over seeds of the pooled
-macro-F1 beside each seed's pooled session-bootstrap interval (cross_validation.seeds_summary). S0 keeps
-the one-seed layout above, so N = 1 is the plain run and its caches serve as S0 of a larger N. Each
-other seed S retrains the whole chain in a tree of its own, or with `--keep_encoder` only the GNN and
-its temporal baseline, on S0's encoder, features and graphs:
-
-    results/<data>_cvK/seed_S/fold_k/...                   seed S's CV tree (its own stage caches)
-    results/<data>_cvK/seed_S/summary_<modalities>.json    its summary
-    results/<data>_cvK/fold_k/gnn_<modalities>_seedS/      --keep_encoder: seed S's GNN on S0's fold encoder
-    results/<data>_cvK/summary_<modalities>_seedS.json     its summary (stage "train_val <mod> seed S")
-    results/<data>_cvK/seeds_<modalities>[_keep_encoder].json    mean ± sd over seeds
-    results/seed_S/{encoder,features,graphs,<exp>}/        the single run's seed S (own pipeline_state.json)
-    results/<exp>_seedS/                                   the single run's seed S with --keep_encoder
-    results/seeds_<exp>[_keep_encoder].json                the single run's mean ± sd (no interval: the default
-                                                           split tests 4 sessions, fewer than
-                                                           metrics.MIN_SESSIONS_FOR_INTERVAL)
-
-`--cv K --ablation` trains the GNN and its temporal baseline on every non-empty subset of --modalities
-(2^n - 1) from each fold's one encoder, features and graphs, writes every subset's summary and
-results/<data>_cvK/ablation.json (.png): per subset the pooled macro-F1 with its interval and the
-paired difference to the GNN on all of --modalities (cross_validation.ablation_summary); with several
-seeds, one per seed (seed_S/ablation.json, or ablation_seedS.json with --keep_encoder).
-`--jobs N` (with --cv; default 1) trains a fold's GNN stages that share its encoder, features and graphs
-(one per subset with --ablation; with --keep_encoder, whose single pass over the folds trains every seed's
-GNNs after each fold's encoder, one per seed as well) in up to N worker processes (spawned, see
-GnnWorkers) instead of one after the other; a fold's encoder, features and graphs are still built
-first, in this process. train_val runs on a fixed number of torch threads, so the results are those
-of N = 1, and each stage is recorded in the fold's stage cache as it finishes, as N = 1 records it.
-`--class_weight` weights the classes by inverse frequency in the encoder's and the GNN's loss (and the
-temporal baseline's); the CV and results folders end in `_cw` (results/<data>[_<stacking>]_cvK_cw/,
-results/<data>_<modalities>[_<stacking>]_cw/) and the stage keys hold it (the single run's encoder/,
-features/ and graphs/ are shared by both, as by the --stacking schemes, and retrained on a switch).
-The encoder input options `--bio_clip_length N`, `--[no-]participant_norm` and `--[no-]eda_components`
-(encoder/core/participant.py; config.STE_inputs holds their defaults, all off) retrain the encoder
-likewise; an option set apart from its default names the folders with `_bioN`, `_pnorm` (or `_nopnorm`),
-`_edac` (or `_noedac`) before any `_cw` (results/demo_cv5_pnorm/), so that `python cross_validation.py
---compare results/demo_cv5 results/demo_cv5_pnorm` pairs two runs fold by fold.
+`--cv K`, `--seeds N`, `--ablation`, `--jobs N`, `--class_weight` and the encoder input options, with
+the folders each one writes: docs/cross-validation.md; what every stage writes: docs/outputs.md;
+`--text_model` / `--speech_model`: docs/pretrained.md; `--stacking`: docs/evaluation.md (results
+folders end in `_<stacking>` unless it is the default). An option that changes a stage's result is in
+that stage's key, so a switch retrains it rather than reusing another run's outputs. Each CV fold (and
+each seed's tree) has its own pipeline_state.json: an interrupted run resumes at the fold and stage
+where it stopped.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
