@@ -13,15 +13,9 @@ the GNN (by sha256), or a GNN without that record. Embeddings are computed in th
 GNN's training features were (float32, or float16 under CUDA autocast; on a CPU always float32, with a
 note when that differs).
 
-`--session` is a folder in the KEMDy20 layout (wav/, EDA/, TEMP/, and annotation/ where there is one)
-holding one or more sessions; `--sessions` picks some of them. Nothing is written into it. Labels are
-never needed and never reach the models:
-  * an annotation whose label fields (total and per-evaluator emotion, valence, arousal) are empty is
-    read for its segment IDs and wav start/end; labels present in it are only shown (the `true`
-    column, the timelines' strips, the accuracy / macro-F1 line), a malformed field is an error;
-  * a session without annotation/SessSS_eval.csv takes its segments from its wav files
-    (wav/SessionSS/<segment ID>.wav) and the bio rows' segment IDs; its wav start/end are unknown, so
-    start_s/end_s come from the EDA/TEMP timestamps (`time_from` = bio, below).
+`--session` is a folder in the KEMDy20 layout, with or without annotation/ (docs/prediction.md, the
+input folder); labels are never needed and never reach the models.
+
 A GNN that reads the text block (train_val.py --modalities ...,text) needs the transcripts
 (wav/SessionSS/<segment ID>.txt, read as the dataframe stage reads them): they are vectorised with the
 text block saved in the model folder. A folder with none is an error that says so, as is one where more
@@ -33,49 +27,15 @@ model folders model.json records by path and sha256, or from `--text_model DIR` 
 a folder whose sha256 differs from the recorded one is refused, naming both hashes. The `lm` block
 needs the transcripts as the text block does; the `ssl` block runs the speech model once per segment
 wav. A pretrained block the GNN does not read needs no folder (NaN columns, as above).
+
 Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
 are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
 cross_identity), the GNN gives each node a softmax over the seven emotions, and a segment's
 probabilities are the mean of its nodes'.
 
-`--online` (a GNN trained with `train_val.py --causal`) replays each session's nodes in time order
-instead and labels every node when it arrives from the nodes seen so far, every segment at its last
-node (online.py: exact, equal to the causal model on one unchunked graph of the session; a window of
-time_edge seconds of node states; numv is not used). A GNN that reads the text, lm or ssl block (the
-whole segment) is refused there.
-
-Participant statistics (the encoder's participant_norm / eda_components, encoder/core/participant.py).
-An offline (non-causal) model normalises each participant with the statistics of that participant's
-segments in the folder it is given (and in --sessions), as extraction did over a whole session: a
-folder holding part of a session gives other statistics than the session would. The CSV's
-`participant_segments` and a printed line say how many segments each participant's statistics came from.
-A causal model, with or without --online, normalises each node with what has arrived by its clip end
-(participant.OnlineParticipants), the inputs it was trained on (STE_forward.py --causal); without
---online its nodes are embedded in batches with those inputs and labelled on one unchunked graph per
-session, which equals the --online replay.
-
-Writes (the CSV last, atomically; nothing when the input is bad):
-  <out>                                 segment_id, session, script, identity, start_s, end_s, time_from,
-                                        predicted, p_neutral ... p_fear, true (empty where unknown),
-                                        reason, participant_segments: one row per annotated (or, without annotation,
-                                        discovered) segment; a segment that could not be labelled
-                                        (no_wav, no_joined_bio_rows, wav unreadable, ...) has empty
-                                        predicted and probabilities and says why in `reason`
-                                        time_from = wav: start_s/end_s are the annotation's wav start/end
-                                        (seconds from the start of the script's recording); = bio: no
-                                        annotated times, start_s/end_s are the seconds of day of the
-                                        segment's first EDA/TEMP row and of its last row + 0.25 s
-                                        participant_segments: how many of its participant's segments the
-                                        participant statistics came from (offline model: all of them in
-                                        the folder; causal model: by its last node, the earlier ones and
-                                        itself); empty when no participant option is on
-  <out stem>_nodes.csv                  with --online: per node in arrival order, session, segment_id,
-                                        identity, time_s (seconds of day), predicted, p_neutral ... p_fear
-  <out stem>_SessSS_scriptCC.png        beside the CSV, per session and script: the segments along time
-                                        (wav time, or time of day from the bio timestamps when a segment
-                                        of the script has no annotated times), one row per speaker,
-                                        coloured by the predicted emotion, the true label as a thin strip
-                                        above each bar
+`--online` replays the nodes in time order with a causal GNN (online.py). Participant statistics,
+the online mode and the files written (the CSV last, atomically; nothing when the input is bad):
+docs/prediction.md.
 """
 
 from __future__ import annotations
