@@ -3,24 +3,9 @@ at published magnitudes, so that it teaches nothing real recordings would not (t
 and sources: docs/synthetic-data.md).
 
 Each participant's emotion is a sticky Markov state over their consecutive utterances in a script.
-The state shapes speech, EDA and the transcript, none of which is enough on its own:
-
-* speech: glottal pulses on a pitch contour, through vowel formant resonators, under a syllable-rate
-  loudness envelope with pauses, plus breath and the session's background noise; pitch level and range,
-  loudness, tempo, spectral tilt and breathiness depend on the emotion (conversational effect sizes,
-  scaled by a per-utterance intensity), on the speaker (spread larger than most emotion effects) and on
-  the utterance (pitch, loudness and rate vary without emotion);
-* EDA: a tonic level, log-normal across people with 15% flat non-responders near the floor, under a
-  smooth multiplicative drift carried through the session; non-specific responses 1-3 a minute; responses
-  1-3 s after the participant's own utterances, likelier and larger with arousal; sensor noise and the
-  E4's quantisation;
-* TEMP: a wrist level per person, a trend and a smooth room/vasomotor drift of tenths of a degree over
-  minutes, quantised to the E4's 0.02 °C, with no emotion in it (its own random stream, so other labels
-  leave every TEMP byte unchanged);
-* transcripts (wav/SessionSS/<segment ID>.txt, cp949): 3-8 filler words from KOREAN_WORDS, each replaced
-  with probability TEXT_EMOTION_SHARE by a word of the emotion's EMOTION_WORDS list (half of each list is
-  shared with a related emotion) and with probability TEXT_STRAY_SHARE by a word of any emotion's list,
-  from a random stream of their own.
+The state shapes speech, EDA and the transcript, none of which is enough on its own. TEMP carries no
+emotion and draws from a random stream of its own, so other labels leave every TEMP byte unchanged
+(a test checks it). What each signal is made of, with its magnitudes: docs/synthetic-data.md.
 
 Annotators vote with noise; ties are written as `a;b`. Everything is drawn from one seed, per
 session, so the same seed gives the same bytes; GENERATOR_VERSION names the generator's output.
