@@ -283,16 +283,17 @@ def _run_jobs(jobs: list[tuple[str, Path, int]], tmp: Path, params: tuple, worke
 
 
 def add_graph_args(parser: argparse.ArgumentParser) -> None:
-    """The graph-configuration flags shared with train_val.py."""
+    """The graph-configuration flags shared with train_val.py (defaults: config.GRAPH)."""
     parser.add_argument("--feature", default="features",
                         help="name of the feature set; node files in <repo>/<feature> unless --features_dir")
     parser.add_argument("--features_dir", type=Path, default=None)
     parser.add_argument("--graphs_dir", type=Path, default=config.GRAPHS_DIR)
-    parser.add_argument("--numv", type=int, default=2000, help="nodes per graph")
-    parser.add_argument("--time_edge", type=float, default=7.2, help="longest edge in seconds")
-    parser.add_argument("--cross_identity", choices=("cin", "ciy"), default="cin",
+    graph = config.GRAPH
+    parser.add_argument("--numv", type=int, default=graph["numv"], help="nodes per graph")
+    parser.add_argument("--time_edge", type=float, default=graph["time_edge"], help="longest edge in seconds")
+    parser.add_argument("--cross_identity", choices=("cin", "ciy"), default=graph["cross_identity"],
                         help="cin: timed edges within one identity only; ciy: across identities too")
-    parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default="fsimy",
+    parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default=graph["edge_weight"],
                         help="kept from the original command line; names the graph folder only (see the module "
                              "docstring)")
 

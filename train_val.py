@@ -103,27 +103,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     generate_graph.add_graph_args(parser)
     parser.add_argument("--results_dir", type=Path, default=config.RESULTS_DIR)
     parser.add_argument("--exp", default=None, help="results/<exp>; default: the graph folder's name")
-    parser.add_argument("--channel1", type=int, default=64)
-    parser.add_argument("--channel2", type=int, default=16)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--t_max", type=int, default=100, help="cosine annealing period in epochs")
-    parser.add_argument("--batch_size", type=int, default=16, help="graphs per batch")
-    parser.add_argument("--num_epoch", type=int, default=700)
-    parser.add_argument("--eval_freq", type=int, default=1, help="validate every N epochs")
-    parser.add_argument("--patience", type=int, default=100,
+    gnn = config.GNN
+    parser.add_argument("--channel1", type=int, default=gnn["channel1"])
+    parser.add_argument("--channel2", type=int, default=gnn["channel2"])
+    parser.add_argument("--dropout", type=float, default=gnn["dropout"])
+    parser.add_argument("--lr", type=float, default=gnn["lr"])
+    parser.add_argument("--t_max", type=int, default=gnn["t_max"], help="cosine annealing period in epochs")
+    parser.add_argument("--batch_size", type=int, default=gnn["batch_size"], help="graphs per batch")
+    parser.add_argument("--num_epoch", type=int, default=gnn["num_epoch"])
+    parser.add_argument("--eval_freq", type=int, default=gnn["eval_freq"], help="validate every N epochs")
+    parser.add_argument("--patience", type=int, default=gnn["patience"],
                         help="stop after this many epochs without a better validation score (0: never)")
-    parser.add_argument("--class_weight", action="store_true", help="weight classes by inverse frequency")
+    parser.add_argument("--class_weight", action=argparse.BooleanOptionalAction, default=gnn["class_weight"],
+                        help="weight classes by inverse frequency")
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda or "
                              "audio,eda,temp,text (default: all but text)")
-    parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--seed", type=int, default=gnn["seed"])
     parser.add_argument("--causal", action="store_true",
                         help="causal variant: only edges from the past or the same instant (for predict.py --online)")
     parser.add_argument("--no_temporal", action="store_true",
                         help="skip the temporal baseline without a graph (a GRU over each speaker's nodes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int, default=gnn["threads"],
                         help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
                              "little from more)")
     return parser.parse_args(argv)

@@ -124,9 +124,35 @@ PRETRAINED = {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Graph and GNN stages: the defaults of generate_graph.py's and train_val.py's flags (a flag overrides
+# its entry for one run). The graph folder's name records numv, time_edge, cross_identity and edge_weight.
+# ---------------------------------------------------------------------------------------------
+GRAPH = {
+    "numv": 2000,  # nodes per graph
+    "time_edge": 7.2,  # longest edge in seconds
+    "cross_identity": "cin",  # cin: timed edges within one identity only; ciy: across identities too
+    "edge_weight": "fsimy",  # fsimy or fsimn, kept from the original command line; names the graph folder only
+}
+
+GNN = {
+    "channel1": 64,  # node embedding and edge-convolution width (also the temporal baseline's GRU width)
+    "channel2": 16,  # width of the shared SAGE convolution
+    "dropout": 0.2,  # of the GNN and of the temporal baseline
+    "lr": 1e-3,
+    "t_max": 100,  # cosine annealing period in epochs
+    "batch_size": 16,  # graphs per batch
+    "num_epoch": 700,
+    "eval_freq": 1,  # validate every N epochs
+    "patience": 100,  # stop after this many epochs without a better validation score (0: never)
+    "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
+    "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
+    "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
+}
+
+# ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.
-# On a real KEMDy20 download run_pipeline.py uses the settings above and train_val.py's defaults.
+# On a real KEMDy20 download run_pipeline.py uses the settings above as they are.
 # ---------------------------------------------------------------------------------------------
 DEMO = {
     "preset": "demo",
