@@ -10,8 +10,8 @@ Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, el
 generate_graph -> train_val. A stage is skipped only when its outputs exist for the same configuration,
 the same session splits and the same upstream outputs (its key in pipeline_state.json); the dataframe
 stage also needs the files it reads to match by name, size and modification time (kemdy20.fingerprint).
-`--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*
-settings and train_val.py's defaults; `--profile` picks either explicitly.
+`--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*,
+GRAPH and GNN settings; `--profile` picks either explicitly.
 
 `--cv K`, `--seeds N`, `--ablation`, `--jobs N`, `--class_weight` and the encoder input options, with
 the folders each one writes: docs/cross-validation.md; what every stage writes: docs/outputs.md;
@@ -52,8 +52,8 @@ import train_val
 from encoder.core import config, distributed, extraction, frames, kemdy20, pretrained, synthetic, training, util
 
 STATE_FILE = "pipeline_state.json"
-# On a real KEMDy20 download: config.STE_* as they are and the defaults of generate_graph/train_val.
-NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "graph_flags": [], "gnn_flags": []}
+# On a real KEMDy20 download: config.STE_*, config.GRAPH and config.GNN as they are (a profile like config.DEMO).
+NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "GRAPH": {}, "GNN": {}}
 STACKING = ("insample", "split", "split-seen")
 DEFAULT_STACKING = "insample"
 
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="modalities the GNN uses (any subset of audio,eda,temp,text,lm,ssl; lm and ssl "
                              "need --text_model / --speech_model), for ablations")
     parser.add_argument("--profile", choices=("demo", "full"), default=None,
-                        help="settings: demo = config.DEMO (CPU-sized), full = config.STE_* and train_val defaults; "
+                        help="settings: demo = config.DEMO (CPU-sized), full = config.STE_*, GRAPH and GNN; "
                              "default: demo on the synthetic preset, full on a KEMDy20 root")
     parser.add_argument("--stacking", choices=STACKING, default=DEFAULT_STACKING,
                         help="insample: the encoder is fitted on the GNN's training sessions; split: on half of "
@@ -399,7 +399,8 @@ def main() -> None:
     args.device = distributed.resolve_device(args.device)
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
-    settings = with_class_weight(config.DEMO if profile == "demo" else NO_OVERRIDES, args.class_weight)
+    settings = with_class_weight(profile_settings(config.DEMO if profile == "demo" else NO_OVERRIDES),
+                                 args.class_weight)
     settings, options_tag = with_input_options(settings, args)
     settings, args.forward = with_device_workers(settings, args.device)
     pipeline = Pipeline(work / STATE_FILE, args.force)
@@ -426,6 +427,25 @@ def main() -> None:
         return
     exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{variant}"
     run_single(args, pipeline, root, frames_stamp, settings, exp, started)
+
+
+def as_flags(values: dict[str, Any]) -> list[str]:
+    """Command-line flags that set `values` (a config.GRAPH / config.GNN override), in their order:
+    `--name value`, or `--name` / `--no-name` for a boolean."""
+    flags: list[str] = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
+    return flags
+
+
+def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile (config.DEMO, NO_OVERRIDES) as the stages take it: its GRAPH and GNN overrides become
+    generate_graph.py's and train_val.py's flags (`graph_flags`, `gnn_flags`; in the stage keys)."""
+    settings = {k: v for k, v in profile.items() if k not in ("GRAPH", "GNN")}
+    return {**settings, "graph_flags": as_flags(profile["GRAPH"]), "gnn_flags": as_flags(profile["GNN"])}
 
 
 def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str, Any]:

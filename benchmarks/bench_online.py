@@ -50,7 +50,7 @@ BUILD_SETTINGS: dict[str, Any] = {
     "STE_inputs": config.DEMO["STE_inputs"],
     "STE_optimization_params": {**config.DEMO["STE_optimization_params"], "epochs": 1, "scheduler_T_max": 1,
                                 "progress": False},
-    "graph_flags": config.DEMO["graph_flags"],
+    "graph_flags": run_pipeline.as_flags(config.DEMO["GRAPH"]),
     "gnn_flags": ["--causal", "--num_epoch", "3", "--batch_size", "4", "--patience", "0"],
 }
 

@@ -152,7 +152,9 @@ GNN = {
 # ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.
-# On a real KEMDy20 download run_pipeline.py uses the settings above as they are.
+# Each section overrides the entries it names of the section above of the same name (GRAPH and GNN
+# become generate_graph.py / train_val.py flags). On a real KEMDy20 download run_pipeline.py uses the
+# sections above as they are.
 # ---------------------------------------------------------------------------------------------
 DEMO = {
     "preset": "demo",
@@ -160,6 +162,6 @@ DEMO = {
                    "fmax": 4000.0},
     "STE_optimization_params": {"epochs": 6, "scheduler_T_max": 6, "batch_size": 32, "num_workers": 0,
                                 "val_step_stride": 2},
-    "graph_flags": ["--numv", "250"],
-    "gnn_flags": ["--batch_size", "4", "--num_epoch", "40", "--patience", "15", "--t_max", "40"],
+    "GRAPH": {"numv": 250},
+    "GNN": {"batch_size": 4, "num_epoch": 40, "patience": 15, "t_max": 40},
 }
