@@ -288,7 +288,8 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
     graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
     _, graph_dir = generate_graph.graph_paths(graph_args)
-    graphs_stamp = pipeline.stage("generate_graph", {"features": features_stamp, "flags": graph_flags, **scope},
+    graph_key = {"features": features_stamp, "flags": graph_flags, "config": dict(config.GRAPH), **scope}
+    graphs_stamp = pipeline.stage("generate_graph", graph_key,
                                   [graph_dir], lambda: generate_graph.build_graphs(graph_args))
     return Upstream(graph_flags, graphs_stamp, scope, fold)
 
@@ -320,7 +321,9 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     stage = "train_val" if upstream.fold is None else f"train_val {cross_validation.modality_tag(modalities)}"
     # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
-    return GnnStage(stage + stage_suffix, {"graphs": upstream.graphs_stamp, "flags": gnn_flags, **upstream.scope},
+    # config.GNN in the key: a setting edited there (the flags only override it) retrains the stage
+    key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN), **upstream.scope}
+    return GnnStage(stage + stage_suffix, key,
                     [dirs.metrics, dirs.metrics.parent / model_folder.TEMPORAL_PREDICTIONS_FILE], gnn_flags)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,3 +63,27 @@ def test_on_cuda_the_encoder_loaders_get_workers_and_elsewhere_keep_config(monke
     monkeypatch.setattr(run_pipeline.os, "cpu_count", lambda: 4)
     assert run_pipeline.with_device_workers(config.DEMO, torch.device("cuda", 0))[1] == {"num_workers": 2}
     assert run_pipeline.with_device_workers(config.DEMO, CPU) == (config.DEMO, {})
+
+
+def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Users change hyperparameters in config.py; the flags only override it. A stage key without config.GNN
+    would keep serving the GNN trained before the edit."""
+    import argparse
+
+    import run_pipeline
+
+    args = argparse.Namespace(device=CPU)
+    dirs = run_pipeline.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
+                                  "exp")
+    upstream = run_pipeline.Upstream(["--numv", "250"], "graphs-stamp", {"fold": None}, None)
+
+    settings = run_pipeline.profile_settings(config.DEMO)
+
+    def key() -> dict:
+        return run_pipeline.gnn_stage(args, settings, dirs, upstream, "audio", 0).key
+
+    before = key()
+    assert key() == before
+    monkeypatch.setitem(config.GNN, "dropout", 0.5)
+    assert key() != before
