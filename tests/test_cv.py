@@ -32,8 +32,8 @@ TINY_SETTINGS = {
                    "fmax": None},
     "STE_optimization_params": {"epochs": 1, "scheduler_T_max": 1, "batch_size": 8, "num_workers": 0,
                                 "val_step_stride": 2, "progress": False},
-    "graph_flags": ["--numv", "40"],
-    "gnn_flags": ["--batch_size", "4", "--num_epoch", "2", "--patience", "0", "--channel1", "16", "--channel2", "8"],
+    "GRAPH": {"numv": 40},
+    "GNN": {"batch_size": 4, "num_epoch": 2, "patience": 0, "channel1": 16, "channel2": 8},
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
