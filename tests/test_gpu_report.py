@@ -5,7 +5,6 @@ the kill, and the JUnit report preferred when pytest wrote one."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_module import load_script
 
 from encoder.core import config
 
@@ -34,10 +34,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 
 @pytest.fixture(scope="module")
 def gpu_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture

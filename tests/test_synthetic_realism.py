@@ -6,7 +6,6 @@ benchmarks/modality_probe.py on the tiny preset, and the generator's version in 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.signal import find_peaks
+from script_module import load_script
 from sklearn.metrics import f1_score
 
 import run_pipeline
@@ -28,10 +28,7 @@ EMOTION = {name: i for i, name in enumerate(config.EMOTIONS)}
 
 @pytest.fixture(scope="module")
 def probe_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("modality_probe", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PROBE)
 
 
 def people(n: int = 4000) -> list[dict]:
