@@ -231,7 +231,7 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             write_segment_predictions(*temporal_test["_segments"], tmp / TEMPORAL_PREDICTIONS_FILE)
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), "temporal": temporal},
-                          notes, time.time() - started)
+                          notes, time.time() - started, device)
         write_segment_predictions(*test["_segments"], tmp / GNN_PREDICTIONS_FILE)
         plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
                        tmp / "confusion_test.png")
@@ -336,8 +336,10 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
 
 def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dict[str, list],
             model: models_gnn.SPELL, history: dict, best: dict, val: dict, test: dict,
-            baselines: dict[str, dict | None], notes: list[str], seconds: float) -> dict[str, Any]:
-    """metrics.json; `baselines`: the encoder's and the temporal baseline's entries (None: not reported)."""
+            baselines: dict[str, dict | None], notes: list[str], seconds: float,
+            device: torch.device) -> dict[str, Any]:
+    """metrics.json; `baselines`: the encoder's and the temporal baseline's entries (None: not reported);
+    `environment`: what it was computed with (util.environment)."""
     train_nodes, train_segments = _segment_targets(graphs["train"])
     test_nodes, test_segments = _segment_targets(graphs["test"])
     sessions = {s: sorted({int(v) for g in graphs[s] for v in g.session.unique()}) for s in data_loader.SPLITS}
@@ -361,6 +363,7 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if args.causal
                         else f"graphs of numv = {record['build']['numv']} nodes, as training"),
         "args": vars(args),
+        "environment": util.environment(device),
         "history": history,
         "notes": notes,
         "seconds": round(seconds, 1),

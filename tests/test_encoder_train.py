@@ -59,7 +59,9 @@ def test_training_lowers_the_loss_and_writes_log_and_checkpoints(trained):
     best = checkpoints.load_encoder_checkpoint(out_dir / "best.pth")
     assert best["epoch"] == summary["best_epoch"]
     assert best["val"]["val_macro_f1"] == pytest.approx(max(float(r["val_macro_f1"]) for r in rows))
-    assert util.read_json(out_dir / training.CONFIG_NAME)["inputs"]["n_mels"] == 16
+    recorded = util.read_json(out_dir / training.CONFIG_NAME)
+    assert recorded["inputs"]["n_mels"] == 16
+    assert recorded["environment"]["device"] == "cpu" and recorded["environment"]["python"].count(".") == 2
     assert not list(out_dir.glob(".*tmp"))
 
 

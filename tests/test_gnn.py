@@ -122,6 +122,10 @@ def test_training_beats_majority_and_writes_results(trained: dict) -> None:
     assert stored["test"]["segment"]["macro_f1"] == gnn
     assert {"node", "segment"} <= set(stored["test"]) and stored["baselines"]["encoder"]["segment"]["n"] > 0
     assert 1 <= stored["best"]["epoch"] <= 12 and len(stored["history"]["train_loss"]) == 12
+    # the folder says what it was computed with: the commit, package versions, threads and device
+    env = stored["environment"]
+    assert env["device"] == "cpu" and env["packages"]["torch"] == torch.__version__
+    assert env["torch_threads"] >= 1 and len(env["commit"] or "0" * 40) == 40
     for name in ("log.txt", "best.pth", "confusion_test.png", "curves.png", "predictions_test.csv"):
         assert (out / name).stat().st_size > 0
     model, ckpt = models_gnn.load_checkpoint(out / "best.pth")

@@ -169,7 +169,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                         drop_last=per_rank > settings["batch_size"], pin_memory=device.type == "cuda")
     record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,
-              "device": str(device)}
+              "device": str(device), "environment": util.environment(device)}
     if runtime.is_main:
         util.write_json(record, out_dir / CONFIG_NAME)
     epochs = int(settings["epochs"])

@@ -183,6 +183,47 @@ def loader_worker_init(_worker_id: int) -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+ENVIRONMENT_PACKAGES = ("torch", "torchvision", "torch_geometric", "numpy", "scipy", "sklearn", "pandas", "librosa")
+
+
+def environment(device: Any = "cpu") -> dict[str, Any]:
+    """What a result was computed with, for its results folder: the repository's commit (and whether the
+    working tree had uncommitted changes), Python and package versions, torch's CPU threads, the device
+    and the processor. Figures differ across machines in their last digits; this says which machine."""
+    import importlib
+    import platform
+    import subprocess
+
+    import torch
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    packages = {}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            packages[name] = importlib.import_module(name).__version__
+        except ImportError:
+            packages[name] = None
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": None if status is None else bool(status),
+        "python": platform.python_version(),
+        "packages": packages,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
     import torch
