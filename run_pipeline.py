@@ -49,7 +49,18 @@ import cross_validation
 import generate_graph
 import model_folder
 import train_val
-from encoder.core import config, distributed, extraction, frames, kemdy20, pretrained, synthetic, training, util
+from encoder.core import (
+    checkpoints,
+    config,
+    distributed,
+    extraction,
+    frames,
+    kemdy20,
+    pretrained,
+    synthetic,
+    training,
+    util,
+)
 
 STATE_FILE = "pipeline_state.json"
 # On a real KEMDy20 download: config.STE_*, config.GRAPH and config.GNN as they are (a profile like config.DEMO).
@@ -271,6 +282,9 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
         "STE_train", encoder_key, [best],
         lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt,
                                        splits=encoder_splits))
+    if fold is not None:  # a trained fold encoder serves features and prediction from best.pth alone
+        for path in checkpoints.epoch_checkpoints(dirs.ste):  # (each epoch file holds weights and optimizer)
+            path.unlink()
     models = {"text_model": args.text_model, "speech_model": args.speech_model}
     features_key = {"encoder": encoder_stamp, "checkpoint": util.file_sha256(best) if best.exists() else None,
                     "text": config.TEXT, **scope}

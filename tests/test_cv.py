@@ -452,6 +452,8 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
         assert util.read_json(cv_dir / f"fold_{k}" / "splits.json") == splits  # recorded in the fold's folder
         assert f"fold {k}/2: train {splits['train']} (1), val {splits['val']} (1), test {splits['test']} (2)" in out
         assert fold["tested_sessions"] == splits["test"]
+        # a trained fold encoder keeps best.pth only: the epoch checkpoints (weights and optimizer) are for resuming
+        assert [p.name for p in (cv_dir / f"fold_{k}" / "encoder").glob("*.pth")] == ["best.pth"]
     # a fold whose test sessions lack some classes goes through (macro-F1 over the classes present)
     assert not set(ABSENT) & set(summary["folds"][1]["classes_present"])
     assert set(ABSENT) <= set(summary["folds"][0]["classes_present"])
