@@ -76,6 +76,15 @@ def future_blocks(modalities: Sequence[str]) -> list[str]:
     return [m for m in modalities if m in WHOLE_SEGMENT_BLOCKS]
 
 
+def refuse_future_blocks(modalities: Sequence[str], refusal: str, path: Path | None = None) -> None:
+    """util.DataError "<refusal> <blocks>: computed from the whole segment, ..." when `modalities` holds a
+    future_blocks block (train_val.py --causal, predict.py --online)."""
+    future = future_blocks(modalities)
+    if future:
+        raise util.DataError(f"{refusal} {', '.join(future)}: computed from the whole segment, it carries the "
+                             "future of its nodes", path)
+
+
 def branch_edges(edge_index: torch.Tensor, edge_attr: torch.Tensor, causal: bool = False) -> dict[str, torch.Tensor]:
     """Edges of each branch: forward attr >= 0, backward attr <= 0 (ties and self-loops in both),
     undirected all; causal: past attr <= 0, instant attr == 0 (no edge from a later node)."""

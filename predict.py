@@ -165,10 +165,7 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
 def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
     """util.DataError when the GNN reads a block computed from the whole segment (text, lm, ssl): online,
     a node cannot have it when it arrives."""
-    future = models_gnn.future_blocks(gnn.modalities)
-    if future:
-        raise util.DataError(f"--online cannot feed {', '.join(future)}: computed from the whole segment, it "
-                             "carries the future of its nodes", gnn_path)
+    models_gnn.refuse_future_blocks(gnn.modalities, "--online cannot feed", gnn_path)
 
 
 def check_causal_inputs(folder: dict[str, Any], encoder_state: dict[str, Any], gnn_path: Path) -> None:
