@@ -52,7 +52,11 @@ Two runs over the same folds (e.g. a baseline and the same CV with one option sw
 pooled macro-F1 minus run A's on the same test segments, paired with the same session bootstrap as
 gnn_minus_encoder, beside each run's pooled macro-F1 and interval; it refuses runs whose folds differ
 (their number, a fold's splits.json, its test segment IDs or labels). Printed as a table
-(`format_comparison`) and written to B's folder as `compare_<modalities>.json`.
+(`format_comparison`) and written to B's folder as `compare_<modalities>.json`. `--suffix_b` reads B's
+GNN folders with a suffix (e.g. `_ciy`, run_pipeline.py --cross_identity ciy in the same folds). Runs
+made with --seeds N are compared on every seed both have (`compare_seeds`): each seed's table, then per
+system the mean over seeds of B − A with one paired session-bootstrap interval
+(`compare_<modalities>[_suffix]_seeds.json`).
 """
 
 from __future__ import annotations
@@ -454,13 +458,36 @@ def run_folds(cv_dir: Path) -> list[Path]:
 
 
 def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
-                 suffix: str = "") -> dict[str, Any]:
+                 suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
     """Run B minus run A over the same folds: per system in COMPARED that both runs have in every fold,
     B's pooled macro-F1 minus A's on the same test segments, with the interval of one session bootstrap
     that resamples the same sessions for both (paired_difference, as gnn_minus_encoder), and each run's
     pooled macro-F1 with its interval. DataError (one line, naming both folders) when the runs' folds
     differ: their number, a fold's splits.json, its test segment IDs or their labels. `suffix`: of the
-    GNN folders read (gnn_folder)."""
+    GNN folders read (gnn_folder); `suffix_b`: of B's when they differ (two GNNs in one run's folds, e.g.
+    run_pipeline.py --cross_identity ciy beside the default graphs; then A and B may be the same folder)."""
+    paired = _paired_predictions(cv_dir_a, cv_dir_b, modalities, suffix, suffix if suffix_b is None else suffix_b)
+    sessions, targets = paired["sessions"], paired["targets"]
+    rows = {name: {"a": pooled_macro_f1(sessions, targets, paired["a"][name], n_boot, seed),
+                   "b": pooled_macro_f1(sessions, targets, paired["b"][name], n_boot, seed),
+                   "b_minus_a": paired_difference(sessions, targets, paired["b"][name], paired["a"][name], n_boot,
+                                                  seed)}
+            for name in paired["systems"]}
+    return {
+        "a": str(cv_dir_a), "b": str(cv_dir_b), "k": paired["k"], "modalities": modalities, "suffix": suffix,
+        **({} if suffix_b is None or suffix_b == suffix else {"suffix_b": suffix_b}),
+        "systems": paired["systems"], "rows": rows,
+        "bootstrap": _bootstrap_record(n_boot, len(np.unique(sessions)), len(targets), seed),
+        "metric": "pooled segment macro-F1 over the folds' test segments; b_minus_a: run B's minus run A's on the "
+                  "same segments, one session bootstrap resampling the same sessions for both (paired)",
+        "notes": [f"{name}: not in every fold of both runs, left out" for name in paired["lacking"]],
+    }
+
+
+def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_a: str,
+                        suffix_b: str) -> dict[str, Any]:
+    """The test segments of two runs over the same folds, with each system's predictions of A and of B in
+    A's segment order (see compare_runs for what is refused)."""
     dirs = (Path(cv_dir_a), Path(cv_dir_b))
     folds = [run_folds(d) for d in dirs]
 
@@ -469,12 +496,12 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
 
     if len(folds[0]) != len(folds[1]):
         raise refuse(f"{len(folds[0])} and {len(folds[1])} folds")
-    gnn = gnn_folder(modalities, suffix)
     parts = []
     for k, (fold_a, fold_b) in enumerate(zip(*folds, strict=True)):
         if util.read_json(fold_a / SPLITS_FILE) != util.read_json(fold_b / SPLITS_FILE):
             raise refuse(f"fold {k}'s {SPLITS_FILE} differ")
-        a, b = fold_predictions(fold_a, gnn), fold_predictions(fold_b, gnn)
+        a = fold_predictions(fold_a, gnn_folder(modalities, suffix_a))
+        b = fold_predictions(fold_b, gnn_folder(modalities, suffix_b))
         only = sorted(set(a["segment_ids"]) ^ set(b["segment_ids"]))
         if only or len(a["segment_ids"]) != len(b["segment_ids"]):
             raise refuse(f"fold {k}'s test segment IDs differ ({len(a['segment_ids'])} and {len(b['segment_ids'])}"
@@ -485,33 +512,89 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
             raise refuse(f"fold {k}'s test segments have different labels")
         parts.append((a, {name: y[order] for name, y in b["predictions"].items()}))
     systems = [name for name in COMPARED if all(name in a["predictions"] and name in b for a, b in parts)]
-    lacking = [name for name in COMPARED if name not in systems]
-    sessions = np.concatenate([a["sessions"] for a, _ in parts])
-    targets = np.concatenate([a["targets"] for a, _ in parts])
-    rows = {}
-    for name in systems:
-        y_a = np.concatenate([a["predictions"][name] for a, _ in parts])
-        y_b = np.concatenate([b[name] for _, b in parts])
-        rows[name] = {"a": pooled_macro_f1(sessions, targets, y_a, n_boot, seed),
-                      "b": pooled_macro_f1(sessions, targets, y_b, n_boot, seed),
-                      "b_minus_a": paired_difference(sessions, targets, y_b, y_a, n_boot, seed)}
     return {
-        "a": str(dirs[0]), "b": str(dirs[1]), "k": len(parts), "modalities": modalities, "suffix": suffix,
-        "systems": systems, "rows": rows,
+        "k": len(parts),
+        "segment_ids": [segment for a, _ in parts for segment in a["segment_ids"]],
+        "sessions": np.concatenate([a["sessions"] for a, _ in parts]),
+        "targets": np.concatenate([a["targets"] for a, _ in parts]),
+        "systems": systems,
+        "lacking": [name for name in COMPARED if name not in systems],
+        "a": {name: np.concatenate([a["predictions"][name] for a, _ in parts]) for name in systems},
+        "b": {name: np.concatenate([b[name] for _, b in parts]) for name in systems},
+    }
+
+
+def seed_trees(cv_dir: Path) -> dict[str, Path]:
+    """The trees of a CV run by seed, as run_pipeline.py --seeds N writes them: "first" (the folder itself:
+    the first seed's folds) and "seed_S" (its subfolder of seed S's whole chain), in seed order."""
+    cv_dir = Path(cv_dir)
+    numbers = sorted(int(p.name[5:]) for p in cv_dir.glob("seed_*") if p.is_dir() and p.name[5:].isdigit())
+    return {"first": cv_dir, **{f"seed_{s}": cv_dir / f"seed_{s}" for s in numbers}}
+
+
+def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
+                  suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
+    """Run B minus run A on every seed both have (seed_trees; compare_runs per seed), and over the seeds:
+    per system, the mean over seeds of B's pooled macro-F1 minus A's, with a 95% interval from one session
+    bootstrap in which every resample draws the same sessions for every seed and both runs and averages
+    the seeds' paired differences on them. The seeds' test segments must be the same (they are: a
+    seed changes training, not the folds). DataError when the runs share fewer than two seeds."""
+    trees_a, trees_b = seed_trees(cv_dir_a), seed_trees(cv_dir_b)
+    common = [name for name in trees_a if name in trees_b]
+    if len(common) < 2:
+        raise util.DataError(f"{cv_dir_a} and {cv_dir_b}: {len(common)} seed shared (seed_S folders of "
+                             "run_pipeline.py --seeds N); a comparison over seeds needs two or more")
+    suffix_b = suffix if suffix_b is None else suffix_b
+    per_seed = [compare_runs(trees_a[name], trees_b[name], modalities, n_boot, seed, suffix, suffix_b)
+                for name in common]
+    paired = [_paired_predictions(trees_a[name], trees_b[name], modalities, suffix, suffix_b) for name in common]
+    first = paired[0]
+    position = {segment: i for i, segment in enumerate(first["segment_ids"])}
+    for name, tree in zip(common[1:], paired[1:], strict=True):
+        if sorted(tree["segment_ids"]) != sorted(first["segment_ids"]):
+            raise util.DataError(f"{trees_a[name]}: its test segments differ from {trees_a[common[0]]}'s; the seeds "
+                                 "of one comparison need the same folds")
+        order = np.argsort([position[segment] for segment in tree["segment_ids"]])  # into the first seed's order
+        for run in ("a", "b"):
+            tree[run] = {system: y[order] for system, y in tree[run].items()}
+    systems = [name for name in COMPARED if all(name in tree["systems"] for tree in paired)]
+    sessions, targets = first["sessions"], first["targets"]
+    labels = np.unique(targets)
+    over_seeds = {}
+    for system in systems:
+        def statistic(idx: np.ndarray, system: str = system) -> float:
+            return float(np.mean([metrics.macro_f1(targets[idx], tree["b"][system][idx], labels)
+                                  - metrics.macro_f1(targets[idx], tree["a"][system][idx], labels)
+                                  for tree in paired]))
+
+        interval = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
+        values = [c["rows"][system]["b_minus_a"]["macro_f1"] for c in per_seed]
+        mean, sd = metrics.mean_sd(values)
+        over_seeds[system] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"], "paired": True,
+                              "per_seed": values, "sd": sd}
+    return {
+        "a": str(cv_dir_a), "b": str(cv_dir_b), "modalities": modalities, "suffix": suffix,
+        **({} if suffix_b == suffix else {"suffix_b": suffix_b}),
+        "seeds": common, "systems": systems, "per_seed": per_seed, "over_seeds": over_seeds,
         "bootstrap": _bootstrap_record(n_boot, len(np.unique(sessions)), len(targets), seed),
-        "metric": "pooled segment macro-F1 over the folds' test segments; b_minus_a: run B's minus run A's on the "
-                  "same segments, one session bootstrap resampling the same sessions for both (paired)",
-        "notes": [f"{name}: not in every fold of both runs, left out" for name in lacking],
+        "metric": "b_minus_a per seed as compare_runs; over_seeds: the mean over seeds of the paired difference, "
+                  "its interval from one session bootstrap drawing the same sessions for every seed and both runs; "
+                  f"sd: of the per-seed differences ({metrics.SD_CONVENTION})",
     }
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:
-    """One row per system: A's and B's pooled macro-F1 [95% CI] and B − A [95% CI, paired]."""
+    """One row per system: A's and B's pooled macro-F1 [95% CI] and B − A [95% CI, paired]; a comparison
+    over seeds (compare_seeds) prints each seed's table, then B − A per seed and over the seeds."""
+    if "over_seeds" in comparison:
+        return _format_over_seeds(comparison)
     boot = comparison["bootstrap"]
+    b_label = comparison["b"] + (f" (GNN folders {gnn_folder(comparison['modalities'], comparison['suffix_b'])})"
+                                 if "suffix_b" in comparison else "")
     lines = [f"run B − run A, session {comparison['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
              f"resampled] over {boot['n_sessions']} sessions and {boot['n_segments']} segments (modalities "
              f"{comparison['modalities']})",
-             f"A: {comparison['a']}", f"B: {comparison['b']}",
+             f"A: {comparison['a']}", f"B: {b_label}",
              f"{'system':10}  {'A':25}  {'B':25}  B − A (paired)"]
     for name, row in comparison["rows"].items():
         cells = [metrics.format_estimate(entry, boot["n_sessions"], sign)
@@ -521,9 +604,27 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _format_over_seeds(comparison: dict[str, Any]) -> str:
+    seeds = comparison["seeds"]
+    lines = []
+    for name, part in zip(seeds, comparison["per_seed"], strict=True):
+        lines += [f"{name}:", format_comparison(part), ""]
+    n_sessions = comparison["bootstrap"]["n_sessions"]
+    lines += [f"B − A over {len(seeds)} seeds ({', '.join(seeds)}), pooled segment macro-F1, paired",
+              f"{'system':10}  {'per seed':{9 * len(seeds)}}  {metrics.SD_CONVENTION + ', seeds':22}  "
+              "mean over seeds [95% CI, sessions resampled]"]
+    for system, row in comparison["over_seeds"].items():
+        per_seed = " ".join(f"{v:+8.4f}" for v in row["per_seed"])
+        lines.append(f"{system:10}  {per_seed:{9 * len(seeds)}}  {row['sd']:<22.4f}  "
+                     f"{metrics.format_estimate(row, n_sessions, '+')}")
+    return "\n".join(lines)
+
+
 def write_comparison(comparison: dict[str, Any]) -> Path:
-    """compare_<modalities><suffix>.json in run B's folder; returns its path."""
-    path = Path(comparison["b"]) / f"compare_{modality_tag(comparison['modalities'])}{comparison['suffix']}.json"
+    """compare_<modalities><suffix>[_seeds].json in run B's folder (suffix: B's GNN folders'); returns its path."""
+    suffix = comparison.get("suffix_b", comparison["suffix"])
+    seeds = "_seeds" if "over_seeds" in comparison else ""
+    path = Path(comparison["b"]) / f"compare_{modality_tag(comparison['modalities'])}{suffix}{seeds}.json"
     util.write_json(comparison, path)
     return path
 
@@ -532,10 +633,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), required=True,
                         help="two run_pipeline.py --cv folders over the same folds, e.g. results/demo_cv5 "
-                             "results/demo_cv5_pnorm; reports B − A")
+                             "results/demo_cv5_pnorm; reports B − A (over every seed both have, with --seeds runs)")
     parser.add_argument("--modalities", default="audio,eda,temp", help="the modality set whose GNN folders to read")
+    parser.add_argument("--suffix_b", default=None, metavar="SUFFIX",
+                        help="B's GNN folders end in SUFFIX, e.g. _ciy: the GNN on cross-identity graphs that "
+                             "run_pipeline.py --cross_identity ciy trains in the same folds (A and B may then be "
+                             "the same folder)")
     args = parser.parse_args(argv)
-    comparison = compare_runs(*args.compare, args.modalities)
+    if len(seed_trees(args.compare[0]).keys() & seed_trees(args.compare[1]).keys()) >= 2:
+        comparison = compare_seeds(*args.compare, args.modalities, suffix_b=args.suffix_b)
+    else:
+        comparison = compare_runs(*args.compare, args.modalities, suffix_b=args.suffix_b)
     path = write_comparison(comparison)
     print(format_comparison(comparison))
     print(path)

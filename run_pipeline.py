@@ -118,6 +118,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
                              f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
                              "/ _noedac when it differs from the default")
+    parser.add_argument("--cross_identity", choices=("cin", "ciy"), default=None,
+                        help="graph edges within one speaker (cin) or also to the other speaker (ciy); default "
+                             f"config.GRAPH ({config.GRAPH['cross_identity']}). Set apart from it, the graphs and "
+                             "GNNs are built beside the default's on the same encoders and features (with --cv: in "
+                             "the same folds), their folders and summaries ending in _ciy / _cin")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="with --cv: train a fold's GNN stages (one per --ablation subset, one per "
                              "--keep_encoder seed) in up to N worker processes; the same results as N = 1")
@@ -299,11 +304,13 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models,
                                             forward=args.forward, causal=causal))
-    graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"]]
+    variant = graph_variant(args)
+    graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"],
+                   *(["--cross_identity", args.cross_identity] if variant else [])]
     graph_args = generate_graph.parse_args([*graph_flags, "--force"])
     _, graph_dir = generate_graph.graph_paths(graph_args)
     graph_key = {"features": features_stamp, "flags": graph_flags, "config": dict(config.GRAPH), **scope}
-    graphs_stamp = pipeline.stage("generate_graph", graph_key,
+    graphs_stamp = pipeline.stage("generate_graph" + variant.replace("_", " "), graph_key,
                                   [graph_dir], lambda: generate_graph.build_graphs(graph_args))
     return Upstream(graph_flags, graphs_stamp, scope, fold)
 
@@ -334,6 +341,7 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
                  "--modalities", modalities, "--device", str(args.device), *settings["gnn_flags"]]
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     stage = "train_val" if upstream.fold is None else f"train_val {cross_validation.modality_tag(modalities)}"
+    stage += graph_variant(args).replace("_", " ")  # the GNN on other graphs beside the default's
     # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
     # config.GNN in the key: a setting edited there (the flags only override it) retrains the stage
     key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN), **upstream.scope}
@@ -442,7 +450,7 @@ def main() -> None:
         cv_dir = work / "results" / f"{data_name}{stacking}_cv{args.cv}{variant}"
         run_cv(args, pipeline, root, frames_stamp, settings, cv_dir, started)
         return
-    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{variant}"
+    exp = f"{data_name}_{cross_validation.modality_tag(args.modalities)}{stacking}{variant}{graph_variant(args)}"
     run_single(args, pipeline, root, frames_stamp, settings, exp, started)
 
 
@@ -549,9 +557,18 @@ def run_single(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_
     print(path)
 
 
+def graph_variant(args: argparse.Namespace) -> str:
+    """`_ciy` / `_cin` when --cross_identity differs from config.GRAPH, else empty: the suffix of the GNN
+    folders and summaries (and, with a space, of the graph and GNN stage names) of graphs built beside the
+    default's on the same encoder and features."""
+    chosen = args.cross_identity
+    return f"_{chosen}" if chosen is not None and chosen != config.GRAPH["cross_identity"] else ""
+
+
 def seed_suffix(args: argparse.Namespace, seed: int) -> str:
-    """Of a seed's GNN folders and summaries on the first seed's fold encoders (--keep_encoder)."""
-    return f"_seed{seed}" if seed != args.seed and args.keep_encoder else ""
+    """Of a seed's GNN folders and summaries: graph_variant, then `_seedS` for a seed's GNN on the first
+    seed's fold encoders (--keep_encoder)."""
+    return graph_variant(args) + (f"_seed{seed}" if seed != args.seed and args.keep_encoder else "")
 
 
 def train_folds(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stamp: str,
@@ -582,8 +599,9 @@ def train_folds(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames
             stages = []
             for seed in pass_seeds:
                 suffix = seed_suffix(args, seed)
+                keep = seed != args.seed and args.keep_encoder
                 stages += [gnn_stage(args, settings, replace(dirs, exp=cross_validation.gnn_folder(modalities, suffix)),
-                                     upstream, modalities, seed, f" seed {seed}" if suffix else "")
+                                     upstream, modalities, seed, f" seed {seed}" if keep else "")
                            for modalities in modality_sets]
             workers.run(fold_pipeline, stages)
             fold_dirs.append(fold_dir)
@@ -635,7 +653,7 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
     if args.seeds > 1:
         summary = cross_validation.seeds_summary(per_seed, seeds, args.keep_encoder)
         summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
-        last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}"
+        last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}{graph_variant(args)}"
                          f"{'_keep_encoder' if args.keep_encoder else ''}.json")
         util.write_json(summary, last)
         print("\n" + cross_validation.format_seeds(summary))

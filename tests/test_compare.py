@@ -129,3 +129,60 @@ def test_runs_over_other_folds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(util.DataError, match="fold 0's test segment IDs differ") as err:
         cross_validation.compare_runs(a, other_segments, "audio")
     assert str(a) in str(err.value) and str(other_segments) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.usefixtures("intervals_from_two_sessions")
+def test_over_seeds_averages_the_seeds_paired_differences_on_the_same_resamples(tmp_path: Path) -> None:
+    # first seed: A wrong where B is right, B − A = +0.25 (test_b_right_where_a_is_wrong); seed 1: A and B
+    # both right, 0 in every resample. Each resample draws the same sessions for both seeds, so the
+    # over-seeds difference is half the first seed's in every resample: its interval is the first seed's halved.
+    a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
+    write_run(a / "seed_1", TARGETS, reverse=True)  # another row order: aligned by segment ID
+    write_run(b / "seed_1", TARGETS)
+    write_run(b / "seed_2", TARGETS)  # B alone has seed 2: left out
+    comparison = cross_validation.compare_seeds(a, b, "audio", n_boot=1000, seed=0)
+    assert comparison["seeds"] == ["first", "seed_1"] and comparison["systems"] == ["encoder", "gnn"]
+    first = comparison["per_seed"][0]["rows"]["gnn"]["b_minus_a"]
+    gnn = comparison["over_seeds"]["gnn"]
+    assert gnn["per_seed"] == pytest.approx([0.25, 0.0]) and gnn["macro_f1"] == pytest.approx(0.125)
+    assert gnn["sd"] == pytest.approx(0.25 / np.sqrt(2))
+    assert gnn["ci95"] == pytest.approx([first["ci95"][0] / 2, first["ci95"][1] / 2])
+    assert comparison["over_seeds"]["encoder"]["macro_f1"] == 0.0
+    assert comparison["over_seeds"]["encoder"]["ci95"] == [0.0, 0.0]
+
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+    lines = out.getvalue().strip().splitlines()
+    assert lines[-1] == str(b / "compare_audio_seeds.json")
+    assert util.read_json(b / "compare_audio_seeds.json")["over_seeds"]["gnn"]["macro_f1"] == pytest.approx(0.125)
+    assert "B − A over 2 seeds (first, seed_1), pooled segment macro-F1, paired" in lines
+    assert any(line.startswith("gnn ") and "+0.2500  +0.0000" in line and "+0.1250 [" in line for line in lines)
+
+
+def test_a_comparison_over_seeds_needs_two_shared_seeds(tmp_path: Path) -> None:
+    a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
+    write_run(b / "seed_1", TARGETS)
+    with pytest.raises(util.DataError, match="1 seed shared") as err:
+        cross_validation.compare_seeds(a, b, "audio")
+    assert "\n" not in str(err.value)
+    with contextlib.redirect_stdout(io.StringIO()) as out:  # the CLI compares the one shared seed
+        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+    assert out.getvalue().strip().splitlines()[-1] == str(b / "compare_audio.json")
+
+
+@pytest.mark.usefixtures("intervals_from_two_sessions")
+def test_suffix_b_compares_two_gnns_trained_in_the_same_folds(tmp_path: Path) -> None:
+    # the folds of one run hold the GNN on the default graphs (wrong as WRONG) and one on other graphs
+    # (folder suffix _ciy, right everywhere) beside the same encoder: +0.25 for the GNN, 0 for the encoder
+    run = write_run(tmp_path / "run", WRONG)
+    data = {"sessions": SESSIONS, "targets": TARGETS, "gnn": TARGETS, "encoder": TARGETS}
+    for k in range(2):
+        write_fold(run / f"fold_{k}", data, HALVES[k], HALVES[1 - k], GNN + "_ciy")
+    comparison = cross_validation.compare_runs(run, run, "audio", n_boot=500, seed=0, suffix_b="_ciy")
+    assert comparison["rows"]["gnn"]["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
+    assert comparison["rows"]["encoder"]["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        cross_validation.main(["--compare", str(run), str(run), "--modalities", "audio", "--suffix_b", "_ciy"])
+    lines = out.getvalue().strip().splitlines()
+    assert lines[-1] == str(run / "compare_audio_ciy.json")
+    assert lines[2] == f"B: {run} (GNN folders gnn_audio_ciy)"

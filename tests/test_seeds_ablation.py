@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_cv import cv_runner
 
 import cross_validation
@@ -217,3 +218,33 @@ def test_single_run_seeds_on_one_encoder(seeded: dict) -> None:
     gnn_first = summary["macro_f1"]["gnn"]["per_seed"][0]
     assert any(line.startswith("gnn ") and line.endswith(f"{gnn_first:.4f} [n/a (1 session)]")
                for line in out.splitlines())
+
+
+def test_cross_identity_graphs_are_built_beside_the_default_on_the_same_encoders(seeded: dict) -> None:
+    cv_dir = seeded["cv_dir"]
+    out = seeded["run"]("--seeds", "2", "--cross_identity", "ciy")
+    trees = [cv_dir, cv_dir / f"seed_{seeded['seeds'][1]}"]
+    for seed_note in ("", f" seed {seeded['seeds'][1]}"):
+        for k in range(2):
+            for stage in ("STE_train", "STE_forward"):
+                assert f"[fold {k}{seed_note} {stage}] up to date, skipped" in out  # the default's, reused
+            for stage in ("generate_graph ciy", f"train_val {ALL} ciy"):
+                assert f"[fold {k}{seed_note} {stage}] running" in out
+    assert out.count("] running") == 2 * 2 * 2
+    assert out.strip().splitlines()[-1] == str(cv_dir / f"seeds_{ALL}_ciy.json")
+    for tree in trees:
+        assert (tree / f"summary_{ALL}_ciy.json").is_file()
+        for k in range(2):
+            fold = tree / f"fold_{k}"
+            args = util.read_json(fold / f"gnn_{ALL}_ciy" / "metrics.json")["args"]
+            assert args["cross_identity"] == "ciy" and args["features_dir"] == str(fold / "features")
+            edges = {}
+            for identity in ("cin", "ciy"):
+                (graph_dir,) = (fold / "graphs").glob(f"*_{identity}_*")
+                edges[identity] = sum(torch.load(path, weights_only=False)["edge_index"].shape[1]
+                                      for path in sorted(graph_dir.glob("test/processed/*.pt")))
+            assert edges["ciy"] > edges["cin"] > 0  # edges to the other speaker on top of the default's
+    # the same encoder in both: the paired comparison gives the encoder no difference on any seed
+    comparison = cross_validation.compare_seeds(cv_dir, cv_dir, "audio,eda,temp", n_boot=50, suffix_b="_ciy")
+    assert comparison["over_seeds"]["encoder"]["per_seed"] == [0.0, 0.0]
+    assert seeded["run"]("--seeds", "2").count("] running") == 0  # the default's stage cache is intact
