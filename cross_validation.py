@@ -76,7 +76,7 @@ SPLITS_FILE = "splits.json"
 SYSTEMS = ("majority", "encoder", "temporal", "gnn")
 DIFFERENCES = {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal"}  # paired, pooled
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
-N_BOOT = 2000
+N_BOOT = config.CV["bootstrap_resamples"]
 
 
 def modality_tag(modalities: str) -> str:
@@ -605,14 +605,20 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 
 def _format_over_seeds(comparison: dict[str, Any]) -> str:
-    seeds = comparison["seeds"]
     lines = []
-    for name, part in zip(seeds, comparison["per_seed"], strict=True):
+    for name, part in zip(comparison["seeds"], comparison["per_seed"], strict=True):
         lines += [f"{name}:", format_comparison(part), ""]
+    return "\n".join([*lines, format_seed_differences(comparison)])
+
+
+def format_seed_differences(comparison: dict[str, Any]) -> str:
+    """The last table of a comparison over seeds: per system B − A on each seed, their sd and the mean over
+    seeds with its paired interval."""
+    seeds = comparison["seeds"]
     n_sessions = comparison["bootstrap"]["n_sessions"]
-    lines += [f"B − A over {len(seeds)} seeds ({', '.join(seeds)}), pooled segment macro-F1, paired",
-              f"{'system':10}  {'per seed':{9 * len(seeds)}}  {metrics.SD_CONVENTION + ', seeds':22}  "
-              "mean over seeds [95% CI, sessions resampled]"]
+    lines = [f"B − A over {len(seeds)} seeds ({', '.join(seeds)}), pooled segment macro-F1, paired",
+             f"{'system':10}  {'per seed':{9 * len(seeds)}}  {metrics.SD_CONVENTION + ', seeds':22}  "
+             "mean over seeds [95% CI, sessions resampled]"]
     for system, row in comparison["over_seeds"].items():
         per_seed = " ".join(f"{v:+8.4f}" for v in row["per_seed"])
         lines.append(f"{system:10}  {per_seed:{9 * len(seeds)}}  {row['sd']:<22.4f}  "

@@ -149,6 +149,12 @@ GNN = {
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
 }
 
+# Cross-validation summaries and comparisons (cross_validation.py; run_pipeline.py --cv K, --seeds N).
+CV = {
+    "bootstrap_resamples": 2000,  # session-bootstrap resamples of every pooled interval and paired difference
+    "min_sessions_for_interval": 8,  # fewer tested sessions: no interval (printed n/a), the bootstrap says too little
+}
+
 # ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.

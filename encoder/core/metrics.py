@@ -71,7 +71,7 @@ def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]
 
 # Fewer test sessions than this: no interval. A percentile interval over resamples of a handful of
 # sessions is mostly the spread of those few sessions (one session gives a point), not a 95% interval.
-MIN_SESSIONS_FOR_INTERVAL = 8
+MIN_SESSIONS_FOR_INTERVAL = config.CV["min_sessions_for_interval"]
 
 
 def session_bootstrap(groups: Sequence[Any], statistic: Callable[[np.ndarray], float], n_boot: int = 2000,
