@@ -36,7 +36,7 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 import data_loader
-from encoder.core import config, util
+from encoder.core import config, layout, util
 
 FORMAT_VERSION = 1
 
@@ -231,7 +231,7 @@ def build_graphs(args: argparse.Namespace) -> Path:
                              "use --force to rebuild", out / data_loader.BUILD_FILE)
     jobs = []
     for split, sessions in manifest["splits"].items():
-        split_dir = features_dir / f"features_{split}"
+        split_dir = layout.node_dir(features_dir, split)
         files = sorted(split_dir.glob("Sess*.pkl"))
         if not files:
             raise util.DataError("no node files (SessSS.pkl)", split_dir)

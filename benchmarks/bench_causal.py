@@ -26,7 +26,7 @@ import models_gnn
 import predict
 import run_pipeline
 import train_val
-from encoder.core import checkpoints, config, extraction, frames, synthetic, training, util
+from encoder.core import checkpoints, config, extraction, frames, layout, synthetic, training, util
 from encoder.core.models import inference_model
 
 
@@ -36,7 +36,7 @@ def reported_probabilities(gnn: models_gnn.SPELL, features: Path, graph: dict) -
     manifest = util.read_json(features / extraction.MANIFEST_FILE)
     reported: dict[str, np.ndarray] = {}
     for session in manifest["splits"]["test"]:
-        nodes = generate_graph.read_nodes(features / "features_test" / f"Sess{session:02d}.pkl",
+        nodes = generate_graph.read_nodes(layout.node_file(features, "test", session),
                                           manifest["feature_dim"])
         (whole,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), float(graph["time_edge"]),
                                                  graph["cross_identity"])

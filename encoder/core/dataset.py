@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from encoder.core import clip_utils, config, io, kemdy20, participant, util
+from encoder.core import clip_utils, config, io, layout, participant, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpectrogramParams,
@@ -156,7 +156,7 @@ def load_segments(
         table.considered += 1
         segment_id = str(row.script)
         entity = frames.entities.get(segment_id)
-        path = kemdy20.wav_path(root, segment_id)
+        path = layout.wav_path(root, segment_id)
         reason = io.check_wav(path)
         if entity is None or len(entity) == 0 or segment_id not in eda_rows or segment_id not in temp_rows:
             reason = "no bio samples"

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, metrics, participant, pretrained, text, util
+from encoder.core import config, layout, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, load_segments, make_dataset
@@ -237,7 +237,7 @@ def _write_session(staging: Path, split: str, session: int, segments: list[Segme
         rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
                      seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
     rows.sort(key=lambda r: (r[1], r[5]))
-    path = staging / f"features_{split}" / f"Sess{session:02d}.pkl"
+    path = layout.node_file(staging, split, session)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -308,7 +308,7 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
                     **{name: r["dim"] for name, r in pretrained_record.items()}}
     node_counts: dict[str, dict[str, int]] = {}
     for (split, session), count in sorted(written.items(), key=lambda kv: (list(splits).index(kv[0][0]), kv[0][1])):
-        node_counts.setdefault(split, {})[f"Sess{session:02d}"] = count
+        node_counts.setdefault(split, {})[layout.session_name(session)] = count
     return {
         "encoder_checkpoint": str(Path(ckpt_path).resolve()),
         "encoder_sha256": (sha := util.file_sha256(ckpt_path)),
@@ -341,7 +341,7 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     if (staging / text.FILE).exists():
         os.replace(staging / text.FILE, out_dir / text.FILE)
     for name in splits:
-        target = out_dir / f"features_{name}"
+        target = layout.node_dir(out_dir, name)
         if target.exists():
             shutil.rmtree(target)
         if (staging / target.name).exists():

@@ -1,5 +1,5 @@
 """Reading segment audio: one wav per annotated segment, mono, resampled to the configured rate.
-Where a segment's wav lives is kemdy20.wav_path."""
+Where a segment's wav lives is layout.wav_path."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encoder.core import config, util
+from encoder.core import config, layout, util
 
 ANNOTATION_GLOB = "Sess[0-9][0-9]_eval.csv"
 BIO_MODALITIES = ("EDA", "TEMP")
@@ -69,12 +69,6 @@ def session_of_file(path: Path) -> int:
     return int(match.group(1))
 
 
-def wav_path(root: Path, segment_id: str) -> Path:
-    """Where the wav of a segment lives: root/wav/SessionSS/<segment_id>.wav."""
-    session = util.parse_segment_id(segment_id)["session"]
-    return Path(root) / "wav" / f"Session{session:02d}" / f"{segment_id}.wav"
-
-
 TRANSCRIPT_ENCODINGS = ("utf-8", "cp949")  # tried in this order; see the module docstring
 TRANSCRIPT_STATUSES = ("ok", "missing", "undecodable")
 TRANSCRIPT_MARKS = ("dual", "noise", "slash", "plus", "star", "parenthesis")
@@ -83,11 +77,6 @@ _NOISE_RE = re.compile(r"(?<![^\s(])[blnou]/")
 _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff]")
 _HANJA = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD_TWO_BYTE = re.compile("[A-Za-z][\u0080-\u07ff]|[\u0080-\u07ff][A-Za-z]")
-
-
-def transcript_path(root: Path, segment_id: str) -> Path:
-    """Where the transcript of a segment lives: root/wav/SessionSS/<segment_id>.txt."""
-    return wav_path(root, segment_id).with_suffix(".txt")
 
 
 def _korean_score(text: str) -> int:
@@ -132,7 +121,7 @@ def clean_transcript(text: str) -> tuple[str, dict[str, int]]:
 def read_transcript(root: Path, segment_id: str) -> tuple[str, str, str | None, dict[str, int]]:
     """A segment's transcript: (plain text, status, encoding, marks removed). status is `ok`, `missing`
     (no readable file) or `undecodable` (neither UTF-8 nor cp949); the text is "" unless `ok`."""
-    path = transcript_path(root, segment_id)
+    path = layout.transcript_path(root, segment_id)
     try:
         data = path.read_bytes()
     except OSError:

@@ -22,7 +22,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
 
-from encoder.core import config, util
+from encoder.core import config, layout, util
 
 # Bumped whenever the generator's output changes: it is part of the demo data's key in run_pipeline.py, so a
 # changed generator regenerates encoder/KEMDy20_demo.
@@ -173,7 +173,7 @@ def schedule_script(
         end = round(t + duration, 6)
         utterances.append(
             Utterance(
-                f"Sess{session:02d}_script{script:02d}_{names[speaker]}_{k + 1:03d}",
+                layout.segment_id(session, script, names[speaker], k + 1),
                 session, script, speaker, start, end, int(states[speaker][k]), float(rng.uniform(0.5, 1.0)),
             )
         )
@@ -505,8 +505,9 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         all_utts = [u for _, utts, _ in scripts for u in utts]
         n_segments += len(all_utts)
-        (out / "annotation").mkdir(parents=True, exist_ok=True)
-        (out / "annotation" / f"Sess{session:02d}_eval.csv").write_text(
+        annotation = layout.annotation_path(out, session)
+        annotation.parent.mkdir(parents=True, exist_ok=True)
+        annotation.write_text(
             "\n".join(annotation_rows(all_utts, prior, rng)) + "\n", encoding="utf-8")
         clock = 9 * 3600 + 4 * int(rng.integers(0, 3600))
         drifts = [{"start": float(clock)} for _ in names]  # each participant's slow processes, script to script
@@ -529,19 +530,18 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
                 for modality, (values, fmt) in signals.items():
                     if missing.get((session, script, p)) == modality:
                         continue
-                    folder = out / modality / f"Session{session:02d}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    (folder / f"Sess{session:02d}_script{script:02d}_{name}.csv").write_text(
+                    path = layout.bio_path(out, modality, session, script, name)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(
                         bio_lines(values, stamps, labels, fmt, unix_start))
             if with_wav:
-                folder = out / "wav" / f"Session{session:02d}"
-                folder.mkdir(parents=True, exist_ok=True)
+                layout.session_dir(out, layout.WAV_DIR, session).mkdir(parents=True, exist_ok=True)
                 for u in utts:
                     audio = synthesize_speech(u.end - u.start, u.state, u.intensity, speakers[u.speaker], audio_rng)
-                    sf.write(folder / f"{u.segment_id}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
+                    sf.write(layout.wav_path(out, u.segment_id), audio, SAMPLE_RATE, subtype="PCM_16")
                     filler = audio_rng.choice(KOREAN_WORDS, size=int(audio_rng.integers(3, 9)))
                     words = transcript_words(filler, u.state, text_rng)
-                    (folder / f"{u.segment_id}.txt").write_bytes((" ".join(words) + "\n").encode("cp949"))
+                    layout.transcript_path(out, u.segment_id).write_bytes((" ".join(words) + "\n").encode("cp949"))
                     n_wavs += 1
 
     for session, ss in zip(spec.temp_only_sessions, seeds[len(spec.sessions):-1], strict=True):
@@ -549,12 +549,11 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         times = np.arange(0, 120, config.BIO_STEP_S)
         stamps = timestamp_strings(date, 10 * 3600 + times)
-        folder = out / "TEMP" / f"Session{session:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        layout.session_dir(out, "TEMP", session).mkdir(parents=True, exist_ok=True)
         for name in participants(session, rng):
             person = person_traits(name, 0.0, rng)
             values = temp_signal(10 * 3600 + times, person, {"start": 10 * 3600.0}, rng)
-            (folder / f"Sess{session:02d}_script01_{name}.csv").write_text(
+            layout.bio_path(out, "TEMP", session, 1, name).write_text(
                 bio_lines(values, stamps, [""] * len(times), ".2f", 0.0))
     return {"preset": preset, "seed": seed, "sessions": len(spec.sessions),
             "segments": n_segments, "wavs": n_wavs, "missing_bio_files": len(missing)}

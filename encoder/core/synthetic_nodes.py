@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.core import config, util
+from encoder.core import config, layout, util
 from encoder.core.metrics import encoder_metrics, segment_targets
 
 DEFAULT_DIMS = {"audio": 512, "eda": 512, "temp": 512}
@@ -65,7 +65,7 @@ def session_nodes(
         if rng.random() < 0.1:  # a tie of the annotators' vote: two listed labels, the first is the target
             label[int(rng.choice([c for c in range(config.NUM_CLASSES) if c != target]))] = 1.0
         label /= label.sum()
-        segment_id = f"Sess{session:02d}_script{script:02d}_{who}_{utterance[who]:03d}"
+        segment_id = layout.segment_id(session, script, who, utterance[who])
         steps = int(rng.integers(8, 41))
         signal = prototypes[target] * (snr / np.sqrt(dim))
         features = (rng.standard_normal((steps, dim)) + signal).astype(np.float32)
@@ -105,10 +105,10 @@ def write_synthetic_nodes(
         readout[split] = {"segment_ids": [], "targets": [], "probs": []}
         for session in sessions:
             rows = session_nodes(session, nodes_per_session, prototypes, rng, snr=snr)
-            path = out_dir / f"features_{split}" / f"Sess{session:02d}.pkl"
+            path = layout.node_file(out_dir, split, session)
             with util.atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            node_counts[split][f"Sess{session:02d}"] = len(rows)
+            node_counts[split][layout.session_name(session)] = len(rows)
             readout[split]["segment_ids"] += [r[5] for r in rows]
             readout[split]["targets"].append(np.array([r[4] for r in rows]))
             readout[split]["probs"].append(encoder_readout(np.stack([r[6] for r in rows]), prototypes))
