@@ -305,10 +305,51 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- seeds
 
 
-def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep_encoder: bool) -> dict[str, Any]:
+def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes: Sequence[str], n_boot: int = N_BOOT,
+                     seed: int = config.SEED) -> dict[str, dict[str, Any]]:
+    """The paired DIFFERENCES (GNN − encoder, GNN − temporal) averaged over seeds, each with one 95% interval
+    from a session bootstrap that draws the same sessions for every seed and averages the seeds'
+    differences on them. `trees`: each seed's fold folders (the same folds), `suffixes`: of each seed's GNN
+    folders. A difference is left out when a seed lacks its system."""
+    pooled = []
+    for fold_dirs, suffix in zip(trees, suffixes, strict=True):
+        parts = [fold_predictions(Path(d), gnn_folder(modalities, suffix)) for d in fold_dirs]
+        ids = [segment for part in parts for segment in part["segment_ids"]]
+        names = set.intersection(*(set(part["predictions"]) for part in parts))
+        pooled.append({"ids": ids, "sessions": np.concatenate([part["sessions"] for part in parts]),
+                       "targets": np.concatenate([part["targets"] for part in parts]),
+                       "predictions": {n: np.concatenate([part["predictions"][n] for part in parts]) for n in names}})
+    first = pooled[0]
+    position = {segment: i for i, segment in enumerate(first["ids"])}
+    for tree, fold_dirs in zip(pooled[1:], trees[1:], strict=True):
+        if sorted(tree["ids"]) != sorted(first["ids"]):
+            raise util.DataError("its test segments differ from the first seed's; the seeds need the same folds",
+                                 Path(fold_dirs[0]).parent)
+        order = np.argsort([position[segment] for segment in tree["ids"]])
+        tree["predictions"] = {n: y[order] for n, y in tree["predictions"].items()}
+    sessions, targets = first["sessions"], first["targets"]
+    labels = np.unique(targets)
+    out = {}
+    for key, other in DIFFERENCES.items():
+        if not all(other in tree["predictions"] for tree in pooled):
+            continue
+
+        def statistic(idx: np.ndarray, other: str = other) -> float:
+            return float(np.mean([metrics.macro_f1(targets[idx], t["predictions"]["gnn"][idx], labels)
+                                  - metrics.macro_f1(targets[idx], t["predictions"][other][idx], labels)
+                                  for t in pooled]))
+
+        interval = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
+        out[key] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"], "paired": True}
+    return out
+
+
+def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep_encoder: bool,
+                  over_seeds: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Across training seeds: per system and paired difference present in every seed, the pooled
     macro-F1 of each seed, their mean and sample sd (ddof=1), and each seed's pooled 95% interval (None
-    below metrics.MIN_SESSIONS_FOR_INTERVAL test sessions).
+    below metrics.MIN_SESSIONS_FOR_INTERVAL test sessions); with `over_seeds` (seed_differences), a
+    difference's row also holds the mean over seeds with its own paired interval.
     `per_seed`: one summary per seed (summarise's, or any dict with `systems`, `pooled`, `modalities`)."""
     if len(per_seed) != len(seeds) or len(seeds) < 2:
         raise ValueError(f"a seeds summary needs one summary per seed and at least two seeds, not {list(seeds)}")
@@ -319,6 +360,8 @@ def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep
         mean, sd = metrics.mean_sd(values)
         rows[name] = {"mean": mean, "sd": sd, "per_seed": values,
                       "ci95_per_seed": [s["pooled"][name]["ci95"] for s in per_seed]}
+        if over_seeds and name in over_seeds:
+            rows[name]["over_seeds"] = over_seeds[name]
     return {
         "seeds": list(seeds),
         "keep_encoder": keep_encoder,
@@ -347,6 +390,10 @@ def format_seeds(summary: dict[str, Any]) -> str:
         lines.append(f"{label:20}  {row['mean']:{sign}.4f} ± {row['sd']:.4f}{'':13}  "
                      + " ".join(f"{v:{sign}8.4f}" for v in row["per_seed"])
                      + f"  {metrics.format_estimate(first, summary['n_sessions'], sign)}")
+    for name, row in summary["macro_f1"].items():
+        if "over_seeds" in row:
+            lines.append(f"{name.replace('_minus_', ' − ')}, mean over seeds [95% CI, the same sessions resampled "
+                         f"for every seed]: {metrics.format_estimate(row['over_seeds'], summary['n_sessions'], '+')}")
     return "\n".join(lines)
 
 

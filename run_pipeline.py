@@ -651,7 +651,9 @@ def run_cv(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_stam
           + (f" and {args.seeds} seeds" if args.seeds > 1 else ""))
     print("\n".join(reports))
     if args.seeds > 1:
-        summary = cross_validation.seeds_summary(per_seed, seeds, args.keep_encoder)
+        over_seeds = cross_validation.seed_differences([seed_dirs[s][1] for s in seeds], args.modalities,
+                                                       [seed_suffix(args, s) for s in seeds], seed=first)
+        summary = cross_validation.seeds_summary(per_seed, seeds, args.keep_encoder, over_seeds)
         summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
         last = cv_dir / (f"seeds_{cross_validation.modality_tag(args.modalities)}{graph_variant(args)}"
                          f"{'_keep_encoder' if args.keep_encoder else ''}.json")

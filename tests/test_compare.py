@@ -186,3 +186,22 @@ def test_suffix_b_compares_two_gnns_trained_in_the_same_folds(tmp_path: Path) ->
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(run / "compare_audio_ciy.json")
     assert lines[2] == f"B: {run} (GNN folders gnn_audio_ciy)"
+
+
+@pytest.mark.usefixtures("intervals_from_two_sessions")
+def test_seed_differences_average_each_seeds_gnn_minus_encoder_on_the_same_resamples(tmp_path: Path) -> None:
+    # seed 0: GNN right everywhere, encoder as WRONG (+0.25); seed 1: both right (0). The same sessions in
+    # every resample for both seeds: the mean over seeds is half of seed 0's difference in every resample.
+    first = write_run(tmp_path / "s0", TARGETS, encoder=WRONG, temporal=TARGETS)
+    second = write_run(tmp_path / "s1", TARGETS, encoder=TARGETS, temporal=WRONG, reverse=True)
+    trees = [cross_validation.run_folds(first), cross_validation.run_folds(second)]
+    over = cross_validation.seed_differences(trees, "audio", ["", ""], n_boot=1000, seed=0)
+    alone = cross_validation.summarise(trees[0], "audio", seed=0, n_boot=1000)["pooled"]["gnn_minus_encoder"]
+    assert over["gnn_minus_encoder"]["macro_f1"] == pytest.approx(0.125)
+    assert over["gnn_minus_encoder"]["ci95"] == pytest.approx([alone["ci95"][0] / 2, alone["ci95"][1] / 2])
+    assert over["gnn_minus_temporal"]["macro_f1"] == pytest.approx(0.125)  # 0 on seed 0, +0.25 on seed 1
+    per_seed = [cross_validation.summarise(t, "audio", seed=0, n_boot=1000) | {"modalities": "audio"} for t in trees]
+    summary = cross_validation.seeds_summary(per_seed, [0, 1], keep_encoder=False, over_seeds=over)
+    assert summary["macro_f1"]["gnn_minus_encoder"]["per_seed"] == pytest.approx([0.25, 0.0])
+    text = cross_validation.format_seeds(summary)
+    assert "gnn − encoder, mean over seeds [95% CI, the same sessions resampled for every seed]: +0.1250 [" in text
