@@ -69,11 +69,9 @@ def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: p
                                                                   tmp_path: Path) -> None:
     """Users change hyperparameters in config.py; the flags only override it. A stage key without config.GNN
     would keep serving the GNN trained before the edit."""
-    import argparse
-
     import run_pipeline
 
-    args = argparse.Namespace(device=CPU)
+    args = run_pipeline.parse_args(["--device", "cpu"])
     dirs = run_pipeline.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
                                   "exp")
     upstream = run_pipeline.Upstream(["--numv", "250"], "graphs-stamp", {"fold": None}, None)
