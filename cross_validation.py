@@ -69,32 +69,13 @@ from typing import Any
 
 import numpy as np
 
-from encoder.core import config, extraction, metrics, plots, util
+from encoder.core import config, extraction, layout, metrics, plots, util
 from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE, TEMPORAL_PREDICTIONS_FILE
 
-SPLITS_FILE = "splits.json"
 SYSTEMS = ("majority", "encoder", "temporal", "gnn")
 DIFFERENCES = {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal"}  # paired, pooled
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = config.CV["bootstrap_resamples"]
-
-
-def modality_tag(modalities: str) -> str:
-    """`audio,eda` -> `audio-eda`: the modality set in folder and file names."""
-    return modalities.replace(",", "-")
-
-
-def gnn_folder(modalities: str, suffix: str = "") -> str:
-    """A fold's GNN folder (train_val's --exp) for one modality set; `suffix` `_seedS`: seed S's GNN on
-    the first seed's fold encoder (run_pipeline.py --keep_encoder)."""
-    return f"gnn_{modality_tag(modalities)}{suffix}"
-
-
-def summary_files(cv_dir: Path, modalities: str, suffix: str = "") -> dict[str, Path]:
-    """The summary JSON and its two figures for one modality set (and GNN folder suffix)."""
-    tag = modality_tag(modalities) + suffix
-    return {"json": Path(cv_dir) / f"summary_{tag}.json", "folds": Path(cv_dir) / f"summary_{tag}.png",
-            "confusion": Path(cv_dir) / f"confusion_pooled_{tag}.png"}
 
 
 def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None) -> dict[str, Any]:
@@ -136,8 +117,8 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
               unusable_sessions: Sequence[int] = (), suffix: str = "") -> dict[str, Any]:
     """Per-fold and pooled segment-level figures of a CV run for one modality set (see the module
     docstring). `unusable_sessions`: sessions of the data without a usable segment, in no fold;
-    `suffix`: of the GNN folders read (gnn_folder) and of the summary files written (summary_files)."""
-    gnn = gnn_folder(modalities, suffix)
+    `suffix`: of the GNN folders read (layout.gnn_folder) and of the summary files written (layout.summary_files)."""
+    gnn = layout.gnn_folder(modalities, suffix)
     preds = [fold_predictions(Path(fold_dir), gnn) for fold_dir in fold_dirs]
     lacking = [str(Path(d) / gnn) for d, p in zip(fold_dirs, preds, strict=True)
                if "temporal" not in p["predictions"]]
@@ -147,7 +128,7 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
              "folds' train_val to get them)"] if lacking else []
     folds, pooled_parts = [], []
     for k, (fold_dir, pred) in enumerate(zip(map(Path, fold_dirs), preds, strict=True)):
-        assigned = util.read_json(fold_dir / SPLITS_FILE)
+        assigned = util.read_json(fold_dir / layout.SPLITS_FILE)
         tested = sorted(int(s) for s in np.unique(pred["sessions"]))
         stray = sorted(set(tested) - set(assigned["test"]))
         if stray:
@@ -265,8 +246,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def write_summary(summary: dict[str, Any], cv_dir: Path) -> Path:
-    """summary_<modalities>.json, with its two figures beside it (summary_files); returns the JSON's path."""
-    files = summary_files(cv_dir, summary["modalities"], summary.get("suffix", ""))
+    """summary_<modalities>.json, with its two figures beside it (layout.summary_files); returns the JSON's path."""
+    files = layout.summary_files(cv_dir, summary["modalities"], summary.get("suffix", ""))
     _plot_folds(summary, files["folds"])
     plots.plot_confusion(summary["pooled_gnn"]["confusion"], "GNN, all folds' test segments pooled",
                          files["confusion"])
@@ -313,7 +294,7 @@ def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes:
     folders. A difference is left out when a seed lacks its system."""
     pooled = []
     for fold_dirs, suffix in zip(trees, suffixes, strict=True):
-        parts = [fold_predictions(Path(d), gnn_folder(modalities, suffix)) for d in fold_dirs]
+        parts = [fold_predictions(Path(d), layout.gnn_folder(modalities, suffix)) for d in fold_dirs]
         ids = [segment for part in parts for segment in part["segment_ids"]]
         names = set.intersection(*(set(part["predictions"]) for part in parts))
         pooled.append({"ids": ids, "sessions": np.concatenate([part["sessions"] for part in parts]),
@@ -413,7 +394,7 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
     modalities (`full`), resampling the same sessions as gnn_minus_encoder does. Every subset's GNN reads
     the embeddings of one encoder per fold trained on all modalities: only the GNN's inputs change."""
     def pooled_gnn(modalities: str) -> list[dict[str, Any]]:
-        return [fold_predictions(Path(d), gnn_folder(modalities, suffix)) for d in fold_dirs]
+        return [fold_predictions(Path(d), layout.gnn_folder(modalities, suffix)) for d in fold_dirs]
 
     reference = pooled_gnn(full)
     sessions = np.concatenate([p["sessions"] for p in reference])
@@ -423,7 +404,7 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
     for modalities, summary in summaries.items():
         y = np.concatenate([
             _aligned({"segment_ids": p["segment_ids"], "predictions": p["predictions"]["gnn"]}, ref["segment_ids"],
-                     f"GNN on {modalities}", Path(d) / gnn_folder(modalities, suffix))
+                     f"GNN on {modalities}", Path(d) / layout.gnn_folder(modalities, suffix))
             for d, p, ref in zip(fold_dirs, pooled_gnn(modalities), reference, strict=True)])
         pooled = summary["pooled"]
         rows.append({"modalities": modalities,
@@ -493,17 +474,6 @@ def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
 COMPARED = tuple(name for name in SYSTEMS if name != "majority")  # the majority class is the folds', not a run's
 
 
-def run_folds(cv_dir: Path) -> list[Path]:
-    """The fold folders of a CV run: fold_0, fold_1, ..., fold_{K-1}."""
-    cv_dir = Path(cv_dir)
-    numbers = sorted(int(p.name[5:]) for p in cv_dir.glob("fold_*") if p.is_dir() and p.name[5:].isdigit())
-    if not numbers:
-        raise util.DataError("no fold_k folders: not a run_pipeline.py --cv folder", cv_dir)
-    if numbers != list(range(len(numbers))):
-        raise util.DataError(f"fold folders {numbers} are not 0 ... {len(numbers) - 1}: a fold is missing", cv_dir)
-    return [cv_dir / f"fold_{k}" for k in numbers]
-
-
 def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
                  suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
     """Run B minus run A over the same folds: per system in COMPARED that both runs have in every fold,
@@ -511,7 +481,7 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
     that resamples the same sessions for both (paired_difference, as gnn_minus_encoder), and each run's
     pooled macro-F1 with its interval. DataError (one line, naming both folders) when the runs' folds
     differ: their number, a fold's splits.json, its test segment IDs or their labels. `suffix`: of the
-    GNN folders read (gnn_folder); `suffix_b`: of B's when they differ (two GNNs in one run's folds, e.g.
+    GNN folders read (layout.gnn_folder); `suffix_b`: of B's when they differ (two GNNs in one run's folds, e.g.
     run_pipeline.py --cross_identity ciy beside the default graphs; then A and B may be the same folder)."""
     paired = _paired_predictions(cv_dir_a, cv_dir_b, modalities, suffix, suffix if suffix_b is None else suffix_b)
     sessions, targets = paired["sessions"], paired["targets"]
@@ -536,7 +506,7 @@ def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_
     """The test segments of two runs over the same folds, with each system's predictions of A and of B in
     A's segment order (see compare_runs for what is refused)."""
     dirs = (Path(cv_dir_a), Path(cv_dir_b))
-    folds = [run_folds(d) for d in dirs]
+    folds = [layout.fold_dirs(d) for d in dirs]
 
     def refuse(what: str) -> util.DataError:
         return util.DataError(f"{dirs[0]} and {dirs[1]}: {what}; a paired comparison needs the same folds")
@@ -545,10 +515,10 @@ def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_
         raise refuse(f"{len(folds[0])} and {len(folds[1])} folds")
     parts = []
     for k, (fold_a, fold_b) in enumerate(zip(*folds, strict=True)):
-        if util.read_json(fold_a / SPLITS_FILE) != util.read_json(fold_b / SPLITS_FILE):
-            raise refuse(f"fold {k}'s {SPLITS_FILE} differ")
-        a = fold_predictions(fold_a, gnn_folder(modalities, suffix_a))
-        b = fold_predictions(fold_b, gnn_folder(modalities, suffix_b))
+        if util.read_json(fold_a / layout.SPLITS_FILE) != util.read_json(fold_b / layout.SPLITS_FILE):
+            raise refuse(f"fold {k}'s {layout.SPLITS_FILE} differ")
+        a = fold_predictions(fold_a, layout.gnn_folder(modalities, suffix_a))
+        b = fold_predictions(fold_b, layout.gnn_folder(modalities, suffix_b))
         only = sorted(set(a["segment_ids"]) ^ set(b["segment_ids"]))
         if only or len(a["segment_ids"]) != len(b["segment_ids"]):
             raise refuse(f"fold {k}'s test segment IDs differ ({len(a['segment_ids'])} and {len(b['segment_ids'])}"
@@ -571,22 +541,14 @@ def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_
     }
 
 
-def seed_trees(cv_dir: Path) -> dict[str, Path]:
-    """The trees of a CV run by seed, as run_pipeline.py --seeds N writes them: "first" (the folder itself:
-    the first seed's folds) and "seed_S" (its subfolder of seed S's whole chain), in seed order."""
-    cv_dir = Path(cv_dir)
-    numbers = sorted(int(p.name[5:]) for p in cv_dir.glob("seed_*") if p.is_dir() and p.name[5:].isdigit())
-    return {"first": cv_dir, **{f"seed_{s}": cv_dir / f"seed_{s}" for s in numbers}}
-
-
 def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
                   suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
-    """Run B minus run A on every seed both have (seed_trees; compare_runs per seed), and over the seeds:
+    """Run B minus run A on every seed both have (layout.seed_trees; compare_runs per seed), and over the seeds:
     per system, the mean over seeds of B's pooled macro-F1 minus A's, with a 95% interval from one session
     bootstrap in which every resample draws the same sessions for every seed and both runs and averages
     the seeds' paired differences on them. The seeds' test segments must be the same (they are: a
     seed changes training, not the folds). DataError when the runs share fewer than two seeds."""
-    trees_a, trees_b = seed_trees(cv_dir_a), seed_trees(cv_dir_b)
+    trees_a, trees_b = layout.seed_trees(cv_dir_a), layout.seed_trees(cv_dir_b)
     common = [name for name in trees_a if name in trees_b]
     if len(common) < 2:
         raise util.DataError(f"{cv_dir_a} and {cv_dir_b}: {len(common)} seed shared (seed_S folders of "
@@ -636,7 +598,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     if "over_seeds" in comparison:
         return _format_over_seeds(comparison)
     boot = comparison["bootstrap"]
-    b_label = comparison["b"] + (f" (GNN folders {gnn_folder(comparison['modalities'], comparison['suffix_b'])})"
+    b_label = comparison["b"] + (f" (GNN folders {layout.gnn_folder(comparison['modalities'], comparison['suffix_b'])})"
                                  if "suffix_b" in comparison else "")
     lines = [f"run B − run A, session {comparison['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
              f"resampled] over {boot['n_sessions']} sessions and {boot['n_segments']} segments (modalities "
@@ -677,7 +639,7 @@ def write_comparison(comparison: dict[str, Any]) -> Path:
     """compare_<modalities><suffix>[_seeds].json in run B's folder (suffix: B's GNN folders'); returns its path."""
     suffix = comparison.get("suffix_b", comparison["suffix"])
     seeds = "_seeds" if "over_seeds" in comparison else ""
-    path = Path(comparison["b"]) / f"compare_{modality_tag(comparison['modalities'])}{suffix}{seeds}.json"
+    path = Path(comparison["b"]) / f"compare_{layout.modality_tag(comparison['modalities'])}{suffix}{seeds}.json"
     util.write_json(comparison, path)
     return path
 
@@ -693,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
                              "run_pipeline.py --cross_identity ciy trains in the same folds (A and B may then be "
                              "the same folder)")
     args = parser.parse_args(argv)
-    if len(seed_trees(args.compare[0]).keys() & seed_trees(args.compare[1]).keys()) >= 2:
+    if len(layout.seed_trees(args.compare[0]).keys() & layout.seed_trees(args.compare[1]).keys()) >= 2:
         comparison = compare_seeds(*args.compare, args.modalities, suffix_b=args.suffix_b)
     else:
         comparison = compare_runs(*args.compare, args.modalities, suffix_b=args.suffix_b)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import cross_validation
-from encoder.core import synthetic, util
+from encoder.core import layout, synthetic, util
 
 REPO = Path(__file__).resolve().parents[1]
 K = 2
@@ -48,7 +48,7 @@ def run_pipeline(data: Path, work: Path, *flags: str) -> float:
 
 def summaries(cv_dir: Path, modalities: str) -> dict[str, bytes]:
     """The ablation's JSON files: every subset's summary and ablation.json, by name."""
-    paths = [cross_validation.summary_files(cv_dir, m)["json"] for m in cross_validation.modality_subsets(modalities)]
+    paths = [layout.summary_files(cv_dir, m)["json"] for m in cross_validation.modality_subsets(modalities)]
     return {path.name: path.read_bytes() for path in [*paths, cv_dir / "ablation.json"]}
 
 

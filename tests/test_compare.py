@@ -13,9 +13,9 @@ import pytest
 from test_cv import write_fold
 
 import cross_validation
-from encoder.core import config, metrics, util
+from encoder.core import config, layout, metrics, util
 
-GNN = cross_validation.gnn_folder("audio")
+GNN = layout.gnn_folder("audio")
 HALVES = [[1, 2], [3, 4]]  # fold k tests HALVES[k] and trains on the other half
 # four sessions of two segments, one of class 0 (neutral) and one of class 1 (happy) each
 SESSIONS = np.repeat([1, 2, 3, 4], 2)
@@ -69,7 +69,7 @@ def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
     comparison = cross_validation.compare_runs(a, b, "audio", n_boot=500, seed=0)
     assert comparison["systems"] == ["encoder", "temporal", "gnn"] and comparison["notes"] == []
-    summary = cross_validation.summarise(cross_validation.run_folds(a), "audio", seed=0, n_boot=500)
+    summary = cross_validation.summarise(layout.fold_dirs(a), "audio", seed=0, n_boot=500)
     for name, row in comparison["rows"].items():
         assert row["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
         assert row["a"] == row["b"] == {k: summary["pooled"][name][k] for k in ("macro_f1", "ci95")}
@@ -194,7 +194,7 @@ def test_seed_differences_average_each_seeds_gnn_minus_encoder_on_the_same_resam
     # every resample for both seeds: the mean over seeds is half of seed 0's difference in every resample.
     first = write_run(tmp_path / "s0", TARGETS, encoder=WRONG, temporal=TARGETS)
     second = write_run(tmp_path / "s1", TARGETS, encoder=TARGETS, temporal=WRONG, reverse=True)
-    trees = [cross_validation.run_folds(first), cross_validation.run_folds(second)]
+    trees = [layout.fold_dirs(first), layout.fold_dirs(second)]
     over = cross_validation.seed_differences(trees, "audio", ["", ""], n_boot=1000, seed=0)
     alone = cross_validation.summarise(trees[0], "audio", seed=0, n_boot=1000)["pooled"]["gnn_minus_encoder"]
     assert over["gnn_minus_encoder"]["macro_f1"] == pytest.approx(0.125)

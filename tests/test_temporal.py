@@ -20,7 +20,7 @@ import cross_validation
 import data_loader
 import models_temporal
 import train_val
-from encoder.core import config, metrics, synthetic_nodes, util
+from encoder.core import config, layout, metrics, synthetic_nodes, util
 
 DIMS = {"audio": 6, "eda": 2, "temp": 2}
 SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
@@ -200,7 +200,7 @@ def cv_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
     fixed = np.random.default_rng(1).random(len(data["targets"])) < 0.1
     data["temporal"] = np.where(fixed, data["targets"], data["encoder"])
     halves = [list(range(1, 11)), list(range(11, 21))]
-    gnn = cross_validation.gnn_folder("audio")
+    gnn = layout.gnn_folder("audio")
     fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
     for k, fold_dir in enumerate(fold_dirs):
         write_fold(fold_dir, data, halves[k], halves[1 - k], gnn)
@@ -241,7 +241,7 @@ def test_cv_summary_has_temporal_and_a_paired_gnn_minus_temporal(tmp_path: Path)
 
 def test_cv_summary_of_folds_without_a_temporal_baseline_leaves_it_out_with_a_note(tmp_path: Path) -> None:
     _, fold_dirs = cv_folds(tmp_path)
-    old = fold_dirs[1] / cross_validation.gnn_folder("audio")
+    old = fold_dirs[1] / layout.gnn_folder("audio")
     (old / cross_validation.TEMPORAL_PREDICTIONS_FILE).unlink()  # a fold trained before the temporal baseline
     summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=200)
     assert summary["systems"] == ["majority", "encoder", "gnn"]
