@@ -41,7 +41,8 @@ import models_gnn
 import online
 import predict
 import run_pipeline
-from encoder.core import checkpoints, config, frames, synthetic, util
+import stages
+from encoder.core import checkpoints, config, frames, layout, synthetic, util
 from encoder.core.dataset import Segment
 from encoder.core.models import inference_model
 
@@ -110,14 +111,14 @@ def gnn_part(result: dict) -> str:
 
 def build_model(work: Path) -> tuple[Path, Path]:
     """A causal model folder made from scratch in `work`: the `tiny` preset, its dataframes, then
-    run_pipeline.run_chain with BUILD_SETTINGS on the CPU. Returns (model folder, data root)."""
+    stages.run_chain with BUILD_SETTINGS on the CPU. Returns (model folder, data root)."""
     root = work / "KEMDy20"
     summary = synthetic.make_dataset(root, preset="tiny", seed=0)
     frames.write_frames(frames.build_frames(root), root)
     args = run_pipeline.parse_args(["--data", str(root), "--device", "cpu", "--work", str(work)])
-    dirs = run_pipeline.ChainDirs(work / "ste", work / "features", work / "graphs", work / "results", "tiny_causal")
-    pipeline = run_pipeline.Pipeline(work / run_pipeline.STATE_FILE, force=True)
-    run_pipeline.run_chain(args, pipeline, root, "tiny", BUILD_SETTINGS, dirs, util.session_splits(), None)
+    dirs = stages.ChainDirs(work / "ste", work / "features", work / "graphs", work / "results", "tiny_causal")
+    pipeline = stages.Pipeline(work / layout.STATE_FILE, force=True)
+    stages.run_chain(args, pipeline, root, "tiny", BUILD_SETTINGS, dirs, util.session_splits(), None)
     print(f"built a causal model on the tiny preset ({summary['segments']} segments) in "
           f"{sum(pipeline.timings.values()):.0f} s: {dirs.results / dirs.exp}")
     return dirs.results / dirs.exp, root

@@ -21,7 +21,8 @@ import cross_validation
 import data_loader
 import generate_graph
 import run_pipeline
-from encoder.core import checkpoints, config, extraction, frames, kemdy20, metrics, util
+import stages
+from encoder.core import checkpoints, config, extraction, frames, kemdy20, layout, metrics, util
 from encoder.core.custom_transforms import Normalization
 from encoder.core.models import STEncoder
 from encoder.core.synthetic_nodes import write_synthetic_nodes
@@ -253,7 +254,7 @@ def two_correlated_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Pa
     data = correlated_sessions()
     fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
     for k, fold_dir in enumerate(fold_dirs):
-        write_fold(fold_dir, data, HALVES[k], HALVES[1 - k], cross_validation.gnn_folder("audio"))
+        write_fold(fold_dir, data, HALVES[k], HALVES[1 - k], layout.gnn_folder("audio"))
     return data, fold_dirs
 
 
@@ -314,8 +315,8 @@ def test_dataframe_stage_reruns_when_the_files_it_reads_change(tiny_raw: Path, t
     data_key = {"root": str(root)}  # what a real root's stage key held alone before the fingerprint
 
     def frames_stage() -> str:
-        pipeline = run_pipeline.Pipeline(tmp_path / "pipeline_state.json", force=False)
-        run_pipeline.frames_stage(pipeline, root, data_key)
+        pipeline = stages.Pipeline(tmp_path / "pipeline_state.json", force=False)
+        stages.frames_stage(pipeline, root, data_key)
         return capsys.readouterr().out
 
     assert "[frames] running" in frames_stage()
@@ -416,7 +417,7 @@ def cv_run(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     add_unusable_session(data)
     relabel_away(data, (33, 37), ABSENT)
     with cv_runner(data, work) as run:
-        yield {"work": work, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
+        yield {"work": work, "data": data, "cv_dir": work / "results" / "KEMDy20_cv2", "out": run(), "run": run}
 
 
 @contextlib.contextmanager
@@ -443,6 +444,13 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     cv_dir = cv_run["cv_dir"]
     assert out[-1] == str(cv_dir / "summary_audio-eda-temp.json")
     summary = util.read_json(cv_dir / "summary_audio-eda-temp.json")
+    # the CV folder records what it was run with: resolved settings and the environment
+    recorded = util.read_json(cv_dir / layout.SETTINGS_FILE)
+    assert recorded["name"] == "" and recorded["command"][:3] == ["run_pipeline.py", "--data", str(cv_run["data"])]
+    assert recorded["STE_inputs"]["participant_norm"] is config.STE_inputs["participant_norm"]
+    assert recorded["GNN"]["num_epoch"] == config.DEMO["GNN"]["num_epoch"]  # the profile's value, not config.GNN's
+    assert recorded["GRAPH"]["numv"] == config.DEMO["GRAPH"]["numv"]
+    assert {"commit", "python", "packages", "torch_threads"} <= set(recorded["environment"])
     assert summary["modalities"] == "audio,eda,temp"
     # folds over the sessions with a usable segment only; session 5 (segment dropped) and 41 (TEMP only) in none
     assert f"sessions without a usable segment, in no fold: [{UNUSABLE_SESSION}, 41]" in out

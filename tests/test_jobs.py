@@ -13,7 +13,7 @@ from test_cv import cv_runner
 
 import cross_validation
 import run_pipeline
-from encoder.core import util
+from encoder.core import layout, util
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,14 +30,14 @@ def ablations(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = base / "KEMDy20"
     shutil.copytree(tiny_raw, data)
     cv_dir = base / "work" / "results" / "KEMDy20_cv2"
-    states = [cv_dir / f"fold_{k}" / run_pipeline.STATE_FILE for k in range(2)]
+    states = [cv_dir / f"fold_{k}" / layout.STATE_FILE for k in range(2)]
     runs: dict = {"cv_dir": cv_dir}
     with cv_runner(data, base / "work") as run:
         for jobs in (1, 2):
             out = run("--ablation", "--modalities", MODALITIES, "--jobs", str(jobs))
             runs[jobs] = {"out": out, "gnn": gnn_files(cv_dir), "summaries": summaries(cv_dir),
                           "states": [list(util.read_json(path)) for path in states],
-                          "metrics": {(k, m): util.read_json(cv_dir / f"fold_{k}" / cross_validation.gnn_folder(m)
+                          "metrics": {(k, m): util.read_json(cv_dir / f"fold_{k}" / layout.gnn_folder(m)
                                                              / "metrics.json") for k in range(2) for m in SUBSETS}}
             if jobs == 1:
                 for k, path in enumerate(states):
@@ -45,20 +45,20 @@ def ablations(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                             if not name.startswith("train_val")}
                     util.write_json(kept, path)
                     for m in SUBSETS:
-                        shutil.rmtree(cv_dir / f"fold_{k}" / cross_validation.gnn_folder(m))
+                        shutil.rmtree(cv_dir / f"fold_{k}" / layout.gnn_folder(m))
         runs["run"] = run
         yield runs
 
 
 def gnn_files(cv_dir: Path) -> dict[str, bytes]:
     """Every fold's GNN and temporal test predictions, by path under the CV folder."""
-    files = [cv_dir / f"fold_{k}" / cross_validation.gnn_folder(m) / name for k in range(2) for m in SUBSETS
+    files = [cv_dir / f"fold_{k}" / layout.gnn_folder(m) / name for k in range(2) for m in SUBSETS
              for name in ("predictions_test.csv", "predictions_test_temporal.csv")]
     return {str(path.relative_to(cv_dir)): path.read_bytes() for path in files}
 
 
 def summaries(cv_dir: Path) -> dict[str, bytes]:
-    files = [cross_validation.summary_files(cv_dir, m)["json"] for m in SUBSETS] + [cv_dir / "ablation.json"]
+    files = [layout.summary_files(cv_dir, m)["json"] for m in SUBSETS] + [cv_dir / "ablation.json"]
     return {path.name: path.read_bytes() for path in files}
 
 
@@ -69,7 +69,7 @@ def test_jobs_give_the_sequential_results(ablations: dict) -> None:
     assert "[fold 0 STE_train] up to date, skipped" in two["out"]  # the same fold encoders
     for k in range(2):
         for m in SUBSETS:
-            tag = f"[fold {k} train_val {cross_validation.modality_tag(m)}]"
+            tag = f"[fold {k} train_val {layout.modality_tag(m)}]"
             assert f"{tag} running" in one["out"] and f"{tag} running" in two["out"]
             assert f"{tag} done, " in two["out"]  # said as each worker's stage finishes
             first, second = one["metrics"][k, m], two["metrics"][k, m]
@@ -82,16 +82,16 @@ def test_workers_record_their_stages_as_the_sequential_run(ablations: dict) -> N
     for k in range(2):
         assert one["states"][k] == two["states"][k] == [
             "STE_train", "STE_forward", "generate_graph",
-            *(f"train_val {cross_validation.modality_tag(m)}" for m in SUBSETS)]
+            *(f"train_val {layout.modality_tag(m)}" for m in SUBSETS)]
     # the parallel run's cache serves a sequential rerun: nothing retrained
     assert ablations["run"]("--ablation", "--modalities", MODALITIES).count("] running") == 0
     # a parallel rerun trains only what is missing (one stage: in this process), as the sequential run did
-    before = util.read_json(cv_dir / "fold_1" / run_pipeline.STATE_FILE)
-    shutil.rmtree(cv_dir / "fold_1" / cross_validation.gnn_folder("eda"))
+    before = util.read_json(cv_dir / "fold_1" / layout.STATE_FILE)
+    shutil.rmtree(cv_dir / "fold_1" / layout.gnn_folder("eda"))
     out = ablations["run"]("--ablation", "--modalities", MODALITIES, "--jobs", "2")
     assert out.count("] running") == 1 and "[fold 1 train_val eda] running" in out
     assert "[fold 1 train_val audio] up to date, skipped" in out
-    assert util.read_json(cv_dir / "fold_1" / run_pipeline.STATE_FILE) == before
+    assert util.read_json(cv_dir / "fold_1" / layout.STATE_FILE) == before
     assert gnn_files(cv_dir) == one["gnn"]
 
 

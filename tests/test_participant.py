@@ -240,14 +240,14 @@ def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
     assert not config.STE_inputs["participant_norm"] and not config.STE_inputs["eda_components"]  # the defaults
     args = run_pipeline.parse_args(["--bio_clip_length", "41", "--participant_norm", "--eda_components"])
     settings, tag = run_pipeline.with_input_options(config.DEMO, args)
-    assert tag == "_bio41_pnorm_edac"
+    assert tag == ["bio41", "pnorm", "edac"]
     assert {k: settings["STE_inputs"][k] for k in ("bio_clip_length", "participant_norm", "eda_components")} == {
         "bio_clip_length": 41, "participant_norm": True, "eda_components": True}
     assert settings["STE_inputs"]["n_mels"] == config.DEMO["STE_inputs"]["n_mels"]  # the profile's own kept
-    assert run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args([])) == (config.DEMO, "")
+    assert run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args([])) == (config.DEMO, [])
     # an option given at its default value changes nothing, names nothing
     same = run_pipeline.parse_args(["--no-participant_norm", "--no-eda_components"])
-    assert run_pipeline.with_input_options(config.DEMO, same) == (config.DEMO, "")
+    assert run_pipeline.with_input_options(config.DEMO, same) == (config.DEMO, [])
 
 
 @pytest.mark.parametrize(("options", "count"), [(InputOptions(21, participant_norm=True), None), (ALL_ON, 4)],

@@ -70,16 +70,17 @@ def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: p
     """Users change hyperparameters in config.py; the flags only override it. A stage key without config.GNN
     would keep serving the GNN trained before the edit."""
     import run_pipeline
+    import stages
 
     args = run_pipeline.parse_args(["--device", "cpu"])
-    dirs = run_pipeline.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
+    dirs = stages.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
                                   "exp")
-    upstream = run_pipeline.Upstream(["--numv", "250"], "graphs-stamp", {"fold": None}, None)
+    upstream = stages.Upstream(["--numv", "250"], "graphs-stamp", {"fold": None}, None)
 
     settings = run_pipeline.profile_settings(config.DEMO)
 
     def key() -> dict:
-        return run_pipeline.gnn_stage(args, settings, dirs, upstream, "audio", 0).key
+        return stages.gnn_stage(args, settings, dirs, upstream, "audio", 0).key
 
     before = key()
     assert key() == before

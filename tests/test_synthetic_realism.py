@@ -19,6 +19,7 @@ from script_module import load_script
 from sklearn.metrics import f1_score
 
 import run_pipeline
+import stages
 from encoder.core import config, kemdy20, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +205,7 @@ def test_generator_version_in_the_demo_key_regenerates(tmp_path, monkeypatch, ca
     def data_stage() -> str:
         root, key, is_synthetic = run_pipeline.resolve_data(args)
         assert is_synthetic and key["generator"] == synthetic.GENERATOR_VERSION
-        pipeline = run_pipeline.Pipeline(tmp_path / "pipeline_state.json", force=False)
+        pipeline = stages.Pipeline(tmp_path / "pipeline_state.json", force=False)
         pipeline.stage("data", key, [out], lambda: None)
         return capsys.readouterr().out
 
