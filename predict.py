@@ -62,6 +62,7 @@ from encoder.core import (
     extraction,
     frames,
     participant,
+    plots,
     prediction,
     pretrained,
     text,
@@ -74,8 +75,6 @@ from encoder.core.models import STREAM_DIM, inference_model
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments")
 NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
-COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
-           "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
 
 
@@ -435,51 +434,6 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
 # --------------------------------------------------------------------------- outputs
 
 
-def _time_of_day(seconds: float, _position: Any = None) -> str:
-    seconds = int(round(seconds)) % 86400
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def plot_timeline(rows: pd.DataFrame, identities: list[str], title: str, path: Path) -> None:
-    """Segments of one script along time, one row per speaker: bar = predicted, strip above = true.
-    Wav time when every segment has annotated times, else time of day from the bio timestamps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter
-
-    wav = bool((rows["time_from"] == "wav").all())
-    start, end = (rows["start_s"], rows["end_s"]) if wav else (rows["bio_start"], rows["bio_end"])
-    low = 0.0 if wav or not len(rows) else float(start.min())
-    span = (float(end.max()) - low) if len(rows) else 1.0
-    fig = Figure(figsize=(min(max(8.0, span / 12), 24.0), 1.2 + 1.0 * len(identities)))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for y, identity in enumerate(identities):
-        mine = (rows["identity"] == identity).to_numpy()
-        left, widths = start[mine], (end[mine] - start[mine]).to_numpy()
-        ax.barh(y, widths, left=left, height=0.5, color=[COLOURS[p] for p in rows["predicted"][mine]],
-                edgecolor="black", linewidth=0.4)
-        known = (rows["true"][mine] != "").to_numpy()
-        ax.barh(y - 0.34, widths[known], left=left[known], height=0.12,
-                color=[COLOURS[t] for t in rows["true"][mine][known]], linewidth=0)
-    ax.set_yticks(range(len(identities)), identities)
-    ax.set_ylim(-0.5, len(identities) - 0.5)
-    ax.invert_yaxis()
-    ax.set_xlim(low, low + span * 1.01)
-    if wav:
-        ax.set_xlabel("time in the script's recording (s, annotation wav start/end)")
-    else:
-        ax.xaxis.set_major_formatter(FuncFormatter(_time_of_day))
-        ax.set_xlabel("time of day (from the EDA/TEMP timestamps: no annotated wav start/end)")
-    ax.set_title(f"{title}   (bar: predicted, thin strip above: true label)", fontsize=10)
-    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=e) for e, c in COLOURS.items()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
-    with util.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
 def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = None) -> list[Path]:
     """One timeline PNG per (session, script) beside `out`, the node CSV (online), then the CSV;
     returns the PNG paths."""
@@ -493,7 +447,7 @@ def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = N
         unlabelled = int(((table["session"] == session) & (table["script"] == script)).sum()) - len(rows)
         missing = f", {unlabelled} without prediction" if unlabelled else ""
         title = f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}{missing}"
-        plot_timeline(rows, identities, title, path)
+        plots.plot_timeline(rows, identities, title, path)
         pngs.append(path)
     if nodes is not None:
         write_csv(nodes, NODE_CSV_COLUMNS, node_csv(out))
