@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,26 @@ def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[
                              f"gives {embedding}", gnn_path)
 
 
-def load_models(args: argparse.Namespace) -> dict[str, Any]:
-    """Encoder checkpoint, GNN, graph settings and feature precision, from --model or --encoder/--gnn."""
+@dataclass
+class LoadedModel:
+    """What prediction runs: the encoder checkpoint, the GNN, the settings its training features and
+    graphs were made with, and the text and pretrained blocks it reads (load_models)."""
+
+    encoder_path: Path
+    encoder_state: dict[str, Any]  # checkpoints.load_encoder_checkpoint
+    gnn: models_gnn.SPELL
+    gnn_path: Path
+    graphs: dict[str, Any]  # numv, time_edge, cross_identity
+    precision: str | None  # the training features' feature_precision; None: not recorded
+    text_dim: int | None  # the features' text block width; None: they had none
+    text_block: text.TextBlock | None  # None unless the GNN reads the text block
+    pretrained_dims: dict[str, int]  # the features' pretrained blocks (pretrained.NAMES order) and widths
+    pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
+
+
+def load_models(args: argparse.Namespace) -> LoadedModel:
+    """Encoder checkpoint, GNN, graph settings, feature precision and the blocks the GNN reads, from
+    --model or --encoder/--gnn."""
     if args.model is not None and (args.encoder is not None or args.gnn is not None):
         raise util.DataError("give --model, or --encoder and --gnn, not both")
     if args.model is None and (args.encoder is None or args.gnn is None):
@@ -155,10 +174,9 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
         check_online_blocks(gnn, gnn_path)
     if gnn.causal:
         check_causal_inputs(folder, encoder_state, gnn_path)
-    return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
-            "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
-            "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None,
-            "pretrained_dims": pretrained_dims, "pretrained": pretrained_blocks(args, folder, gnn, pretrained_dims)}
+    return LoadedModel(encoder_path, encoder_state, gnn, gnn_path, graphs, folder.get("feature_precision"), text_dim,
+                       text.TextBlock.load(folder["text_path"]) if reads_text else None, pretrained_dims,
+                       pretrained_blocks(args, folder, gnn, pretrained_dims))
 
 
 def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
@@ -486,31 +504,31 @@ def main() -> None:
     sessions = parse_sessions(args.sessions)
     loaded = load_models(args)
     device = distributed.resolve_device(args.device)
-    forward, note = embedding_amp(loaded["precision"], device)
+    forward, note = embedding_amp(loaded.precision, device)
     if note:
         print(f"note: {note}")
-    graphs, gnn = loaded["graphs"], loaded["gnn"].to(device)
-    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
+    graphs, gnn = loaded.graphs, loaded.gnn.to(device)
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded.encoder_state, loaded.encoder_path))
     encoder = encoder.to(device)
     gt, segments, unusable = session_segments(args.session, sessions)
-    text_columns, text_note = text_vectors(loaded["text_block"], loaded["text_dim"], segments, args.session)
+    text_columns, text_note = text_vectors(loaded.text_block, loaded.text_dim, segments, args.session)
     if text_note:
         print(f"note: {text_note}")
-    for block in loaded["pretrained"].values():
+    for block in loaded.pretrained_blocks.values():
         block.to(device)
     text_columns = extraction.segment_columns(segments, [text_columns, *pretrained_columns(
-        loaded["pretrained"], loaded["pretrained_dims"], segments, args.session)])
+        loaded.pretrained_blocks, loaded.pretrained_dims, segments, args.session)])
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
         amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
-        ids, probs, nodes, timing = predict_online(encoder, loaded["encoder_state"], gnn, graphs, segments, device,
+        ids, probs, nodes, timing = predict_online(encoder, loaded.encoder_state, gnn, graphs, segments, device,
                                                    bool(amp), text_columns)
     else:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
-        ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward,
+        ids, probs = predict_segments(encoder, loaded.encoder_state, gnn, graphs, segments, device, forward,
                                       text_columns)
-    options = participant.InputOptions.from_inputs(loaded["encoder_state"]["inputs"])
+    options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
     table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
