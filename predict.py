@@ -143,6 +143,11 @@ class LoadedModel:
     pretrained_dims: dict[str, int]  # the features' pretrained blocks (pretrained.NAMES order) and widths
     pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
 
+    @property
+    def appended_dims(self) -> dict[str, int]:
+        """The features' blocks after the encoder's, in order: text (when they had it), then the pretrained ones."""
+        return {**({text.NAME: int(self.text_dim)} if self.text_dim is not None else {}), **self.pretrained_dims}
+
 
 def load_models(args: argparse.Namespace) -> LoadedModel:
     """Encoder checkpoint, GNN, graph settings, feature precision and the blocks the GNN reads, from
@@ -240,34 +245,23 @@ def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: mod
     return blocks
 
 
-def pretrained_columns(blocks: dict[str, pretrained.PretrainedBlock], dims: dict[str, int], segments: list[Segment],
-                       root: Path) -> list[dict[str, np.ndarray]]:
-    """Per pretrained block of the features (in order), its columns per segment: the block's own for a
-    block the GNN reads (the `lm` block with the text block's transcript checks), NaN otherwise."""
-    parts = []
-    for name, dim in dims.items():
-        if name not in blocks:
-            parts.append({s.segment_id: np.full(dim, np.nan, dtype=np.float32) for s in segments})
-            continue
-        if name == pretrained.TEXT:
-            check_transcripts(segments, root, f"the `{name}` block")
-        parts.append(blocks[name].columns(segments))
-    return parts
-
-
-def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: list[Segment],
-                 root: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """Per segment the text columns to append to its nodes' embeddings, and a note: None when the GNN's
-    features had no text block; the transcripts' vectors when the GNN reads it (util.DataError when the
-    folder has no transcript, or more than MAX_SKIP_SHARE of the segments lack one); NaN otherwise."""
-    if text_dim is None:
-        return None, None
-    if block is None:
-        return {s.segment_id: np.full(int(text_dim), np.nan, dtype=np.float32) for s in segments}, None
-    without = check_transcripts(segments, root, "the text block")
-    note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, as "
-            "in training" if without else None)
-    return text.vectors(block, segments), note
+def appended_columns(model: LoadedModel, segments: list[Segment], root: Path
+                     ) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Per segment the columns appended to its nodes' embeddings, as extraction appended them
+    (extraction.appended_columns: the text and pretrained blocks of the GNN's features, NaN for those it
+    does not read; None when its features had none), and a note on the segments without transcript.
+    util.DataError when the GNN reads the text or `lm` block and the folder has no transcript, or more
+    than MAX_SKIP_SHARE of the segments lack one."""
+    vectors, note = None, None
+    if model.text_block is not None:
+        without = check_transcripts(segments, root, "the text block")
+        note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, "
+                "as in training" if without else None)
+        vectors = text.vectors(model.text_block, segments)
+    if pretrained.TEXT in model.pretrained_blocks:
+        check_transcripts(segments, root, f"the `{pretrained.TEXT}` block")
+    blocks = model.pretrained_blocks.values()
+    return extraction.appended_columns(segments, model.appended_dims, vectors, blocks), note
 
 
 def check_transcripts(segments: list[Segment], root: Path, what: str) -> list[str]:
@@ -316,16 +310,14 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
 
 
 def session_nodes(segments: list[Segment], pred: prediction.Predictions,
-                  text_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction).
-    `text_columns` (text_vectors, or join_columns: [dim] per segment or [n_steps, dim]) are appended to
-    each node's embedding."""
+    `columns` (appended_columns) are appended to each node's embedding."""
     n = len(pred.step)
     feature = pred.features
-    if text_columns is not None:
-        feature = np.concatenate([feature, np.stack([
-            extraction.node_column(text_columns[segments[i].segment_id], int(s))
-            for i, s in zip(pred.segment_index, pred.step, strict=True)])], axis=1)
+    if columns is not None:
+        nodes = [(segments[i].segment_id, int(s)) for i, s in zip(pred.segment_index, pred.step, strict=True)]
+        feature = np.concatenate([feature, extraction.node_columns(columns, nodes)], axis=1)
     return {
         "session": np.array([segments[i].session for i in pred.segment_index], dtype=np.int64),
         "time_s": np.array([segments[i].ts[s] for i, s in zip(pred.segment_index, pred.step, strict=True)]),
@@ -339,7 +331,7 @@ def session_nodes(segments: list[Segment], pred: prediction.Predictions,
 
 def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                      graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                     forward: dict[str, Any], text_columns: dict[str, np.ndarray] | None = None
+                     forward: dict[str, Any], columns: dict[str, np.ndarray] | None = None
                      ) -> tuple[list[str], np.ndarray]:
     """Segment IDs and their mean node probabilities, one session at a time (bounded memory). A causal
     GNN's nodes get prefix participant statistics and one unchunked graph per session, as online."""
@@ -348,7 +340,7 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
         nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward,
-                                                              causal=gnn.causal), text_columns)
+                                                              causal=gnn.causal), columns)
         numv = len(nodes["time_s"]) if gnn.causal else graphs["numv"]
         built = list(generate_graph.session_graphs(nodes, numv, graphs["time_edge"], graphs["cross_identity"]))
         out = train_val.predict(gnn, built, GNN_BATCH, device)
@@ -360,10 +352,11 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
 
 def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                   amp: bool, text_columns: dict[str, np.ndarray] | None = None
+                   amp: bool, columns: dict[str, np.ndarray] | None = None
                    ) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
     """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
-    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures."""
+    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures; `columns`
+    (appended_columns) are appended to each node's embedding."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     rows: list[tuple] = []
@@ -372,8 +365,8 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
         embedder = online.NodeEmbedder(encoder, encoder_state, device, amp)
-        if text_columns is not None:
-            embedder = _WithText(embedder, text_columns)
+        if columns is not None:
+            embedder = _WithColumns(embedder, columns)
         stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"], device)
         with tqdm(total=sum(s.n_steps for s in mine), desc=f"Sess{session:02d} online", unit="node",
                   leave=False) as bar:
@@ -392,16 +385,15 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_CSV_COLUMNS)), timing
 
 
-class _WithText:
-    """A NodeEmbedder whose embeddings get their segment's text (and pretrained) columns appended."""
+class _WithColumns:
+    """A NodeEmbedder whose embeddings get their segment's appended columns (text, pretrained) appended."""
 
     def __init__(self, embedder: online.NodeEmbedder, columns: dict[str, np.ndarray]):
         self.embedder, self.columns = embedder, columns
 
     def embed(self, nodes: list[tuple[Segment, int]]) -> torch.Tensor:
         features = self.embedder.embed(nodes)
-        extra = torch.from_numpy(np.stack([extraction.node_column(self.columns[seg.segment_id], step)
-                                           for seg, step in nodes]))
+        extra = torch.from_numpy(extraction.node_columns(self.columns, [(seg.segment_id, step) for seg, step in nodes]))
         return torch.cat([features, extra.to(features.device)], dim=1)
 
     def release(self, segment_id: str) -> None:
@@ -511,23 +503,21 @@ def main() -> None:
     encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded.encoder_state, loaded.encoder_path))
     encoder = encoder.to(device)
     gt, segments, unusable = session_segments(args.session, sessions)
-    text_columns, text_note = text_vectors(loaded.text_block, loaded.text_dim, segments, args.session)
-    if text_note:
-        print(f"note: {text_note}")
     for block in loaded.pretrained_blocks.values():
         block.to(device)
-    text_columns = extraction.segment_columns(segments, [text_columns, *pretrained_columns(
-        loaded.pretrained_blocks, loaded.pretrained_dims, segments, args.session)])
+    columns, text_note = appended_columns(loaded, segments, args.session)
+    if text_note:
+        print(f"note: {text_note}")
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
         amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
         ids, probs, nodes, timing = predict_online(encoder, loaded.encoder_state, gnn, graphs, segments, device,
-                                                   bool(amp), text_columns)
+                                                   bool(amp), columns)
     else:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
         ids, probs = predict_segments(encoder, loaded.encoder_state, gnn, graphs, segments, device, forward,
-                                      text_columns)
+                                      columns)
     options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
     table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
     pngs = write_outputs(table, args.out, nodes)
