@@ -305,7 +305,7 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
                              f"(sessions: {', '.join(map(str, available)) or 'none'})", root)
     table = load_segments(built, root, splits={"predict": tuple(chosen)}, wanted=("predict",),
                           labels_required=False)
-    gt = built.segments[built.segments["session"].isin(chosen)].set_index("script")
+    gt = built.segments[built.segments["session"].isin(chosen)].set_index("segment_id")
     return gt, table.by_split["predict"], table.unusable
 
 

@@ -52,7 +52,7 @@ def test_features_carry_the_text_block(models: dict[str, Path], tiny_root: Path)
     assert record["built"] and record["fitted_on_sessions"] == [1, 2]  # the tiny preset's training sessions
     assert util.file_sha256(models["features"] / text.FILE) == record["sha256"]
     block = text.TextBlock.load(models["features"] / text.FILE)
-    gt = frames.load_frames(tiny_root).gt.set_index("script")
+    gt = frames.load_frames(tiny_root).gt.set_index("segment_id")
     nodes = generate_graph.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
                                       manifest["feature_dim"])
     first = {s: i for i, s in reversed(list(enumerate(nodes["segment_id"])))}
