@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from encoder.core import (
     extraction,
     frames,
     participant,
+    plots,
     prediction,
     pretrained,
     text,
@@ -74,8 +76,6 @@ from encoder.core.models import STREAM_DIM, inference_model
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments")
 NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
-COLOURS = {"neutral": "#b0b0b0", "happy": "#f2c12e", "surprise": "#ef7f1a", "angry": "#d62728",
-           "sad": "#1f77b4", "disqust": "#2ca02c", "fear": "#8c55b8"}
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
 
 
@@ -127,8 +127,31 @@ def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[
                              f"gives {embedding}", gnn_path)
 
 
-def load_models(args: argparse.Namespace) -> dict[str, Any]:
-    """Encoder checkpoint, GNN, graph settings and feature precision, from --model or --encoder/--gnn."""
+@dataclass
+class LoadedModel:
+    """What prediction runs: the encoder checkpoint, the GNN, the settings its training features and
+    graphs were made with, and the text and pretrained blocks it reads (load_models)."""
+
+    encoder_path: Path
+    encoder_state: dict[str, Any]  # checkpoints.load_encoder_checkpoint
+    gnn: models_gnn.SPELL
+    gnn_path: Path
+    graphs: dict[str, Any]  # numv, time_edge, cross_identity
+    precision: str | None  # the training features' feature_precision; None: not recorded
+    text_dim: int | None  # the features' text block width; None: they had none
+    text_block: text.TextBlock | None  # None unless the GNN reads the text block
+    pretrained_dims: dict[str, int]  # the features' pretrained blocks (pretrained.NAMES order) and widths
+    pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
+
+    @property
+    def appended_dims(self) -> dict[str, int]:
+        """The features' blocks after the encoder's, in order: text (when they had it), then the pretrained ones."""
+        return {**({text.NAME: int(self.text_dim)} if self.text_dim is not None else {}), **self.pretrained_dims}
+
+
+def load_models(args: argparse.Namespace) -> LoadedModel:
+    """Encoder checkpoint, GNN, graph settings, feature precision and the blocks the GNN reads, from
+    --model or --encoder/--gnn."""
     if args.model is not None and (args.encoder is not None or args.gnn is not None):
         raise util.DataError("give --model, or --encoder and --gnn, not both")
     if args.model is None and (args.encoder is None or args.gnn is None):
@@ -156,10 +179,9 @@ def load_models(args: argparse.Namespace) -> dict[str, Any]:
         check_online_blocks(gnn, gnn_path)
     if gnn.causal:
         check_causal_inputs(folder, encoder_state, gnn_path)
-    return {"encoder_path": encoder_path, "encoder_state": encoder_state, "gnn": gnn, "gnn_path": gnn_path,
-            "graphs": graphs, "precision": folder.get("feature_precision"), "text_dim": text_dim,
-            "text_block": text.TextBlock.load(folder["text_path"]) if reads_text else None,
-            "pretrained_dims": pretrained_dims, "pretrained": pretrained_blocks(args, folder, gnn, pretrained_dims)}
+    return LoadedModel(encoder_path, encoder_state, gnn, gnn_path, graphs, folder.get("feature_precision"), text_dim,
+                       text.TextBlock.load(folder["text_path"]) if reads_text else None, pretrained_dims,
+                       pretrained_blocks(args, folder, gnn, pretrained_dims))
 
 
 def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
@@ -223,34 +245,23 @@ def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: mod
     return blocks
 
 
-def pretrained_columns(blocks: dict[str, pretrained.PretrainedBlock], dims: dict[str, int], segments: list[Segment],
-                       root: Path) -> list[dict[str, np.ndarray]]:
-    """Per pretrained block of the features (in order), its columns per segment: the block's own for a
-    block the GNN reads (the `lm` block with the text block's transcript checks), NaN otherwise."""
-    parts = []
-    for name, dim in dims.items():
-        if name not in blocks:
-            parts.append({s.segment_id: np.full(dim, np.nan, dtype=np.float32) for s in segments})
-            continue
-        if name == pretrained.TEXT:
-            check_transcripts(segments, root, f"the `{name}` block")
-        parts.append(blocks[name].columns(segments))
-    return parts
-
-
-def text_vectors(block: text.TextBlock | None, text_dim: int | None, segments: list[Segment],
-                 root: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """Per segment the text columns to append to its nodes' embeddings, and a note: None when the GNN's
-    features had no text block; the transcripts' vectors when the GNN reads it (util.DataError when the
-    folder has no transcript, or more than MAX_SKIP_SHARE of the segments lack one); NaN otherwise."""
-    if text_dim is None:
-        return None, None
-    if block is None:
-        return {s.segment_id: np.full(int(text_dim), np.nan, dtype=np.float32) for s in segments}, None
-    without = check_transcripts(segments, root, "the text block")
-    note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, as "
-            "in training" if without else None)
-    return text.vectors(block, segments), note
+def appended_columns(model: LoadedModel, segments: list[Segment], root: Path
+                     ) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """Per segment the columns appended to its nodes' embeddings, as extraction appended them
+    (extraction.appended_columns: the text and pretrained blocks of the GNN's features, NaN for those it
+    does not read; None when its features had none), and a note on the segments without transcript.
+    util.DataError when the GNN reads the text or `lm` block and the folder has no transcript, or more
+    than MAX_SKIP_SHARE of the segments lack one."""
+    vectors, note = None, None
+    if model.text_block is not None:
+        without = check_transcripts(segments, root, "the text block")
+        note = (f"{len(without)} segments without transcript: their text block is the empty transcript's vector, "
+                "as in training" if without else None)
+        vectors = text.vectors(model.text_block, segments)
+    if pretrained.TEXT in model.pretrained_blocks:
+        check_transcripts(segments, root, f"the `{pretrained.TEXT}` block")
+    blocks = model.pretrained_blocks.values()
+    return extraction.appended_columns(segments, model.appended_dims, vectors, blocks), note
 
 
 def check_transcripts(segments: list[Segment], root: Path, what: str) -> list[str]:
@@ -294,21 +305,19 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
                              f"(sessions: {', '.join(map(str, available)) or 'none'})", root)
     table = load_segments(built, root, splits={"predict": tuple(chosen)}, wanted=("predict",),
                           labels_required=False)
-    gt = built.segments[built.segments["session"].isin(chosen)].set_index("script")
+    gt = built.segments[built.segments["session"].isin(chosen)].set_index("segment_id")
     return gt, table.by_split["predict"], table.unusable
 
 
 def session_nodes(segments: list[Segment], pred: prediction.Predictions,
-                  text_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction).
-    `text_columns` (text_vectors, or join_columns: [dim] per segment or [n_steps, dim]) are appended to
-    each node's embedding."""
+    `columns` (appended_columns) are appended to each node's embedding."""
     n = len(pred.step)
     feature = pred.features
-    if text_columns is not None:
-        feature = np.concatenate([feature, np.stack([
-            extraction.node_column(text_columns[segments[i].segment_id], int(s))
-            for i, s in zip(pred.segment_index, pred.step, strict=True)])], axis=1)
+    if columns is not None:
+        nodes = [(segments[i].segment_id, int(s)) for i, s in zip(pred.segment_index, pred.step, strict=True)]
+        feature = np.concatenate([feature, extraction.node_columns(columns, nodes)], axis=1)
     return {
         "session": np.array([segments[i].session for i in pred.segment_index], dtype=np.int64),
         "time_s": np.array([segments[i].ts[s] for i, s in zip(pred.segment_index, pred.step, strict=True)]),
@@ -322,7 +331,7 @@ def session_nodes(segments: list[Segment], pred: prediction.Predictions,
 
 def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                      graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                     forward: dict[str, Any], text_columns: dict[str, np.ndarray] | None = None
+                     forward: dict[str, Any], columns: dict[str, np.ndarray] | None = None
                      ) -> tuple[list[str], np.ndarray]:
     """Segment IDs and their mean node probabilities, one session at a time (bounded memory). A causal
     GNN's nodes get prefix participant statistics and one unchunked graph per session, as online."""
@@ -331,7 +340,7 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
         nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward,
-                                                              causal=gnn.causal), text_columns)
+                                                              causal=gnn.causal), columns)
         numv = len(nodes["time_s"]) if gnn.causal else graphs["numv"]
         built = list(generate_graph.session_graphs(nodes, numv, graphs["time_edge"], graphs["cross_identity"]))
         out = train_val.predict(gnn, built, GNN_BATCH, device)
@@ -343,10 +352,11 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
 
 def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
-                   amp: bool, text_columns: dict[str, np.ndarray] | None = None
+                   amp: bool, columns: dict[str, np.ndarray] | None = None
                    ) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
     """The online replay (online.replay) of every session: segment IDs in the order they were labelled,
-    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures."""
+    their probabilities, the node table (NODE_CSV_COLUMNS, arrival order) and latency figures; `columns`
+    (appended_columns) are appended to each node's embedding."""
     ids: list[str] = []
     probs: list[np.ndarray] = []
     rows: list[tuple] = []
@@ -355,8 +365,8 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     for session in sorted({s.session for s in segments}):
         mine = [s for s in segments if s.session == session]
         embedder = online.NodeEmbedder(encoder, encoder_state, device, amp)
-        if text_columns is not None:
-            embedder = _WithText(embedder, text_columns)
+        if columns is not None:
+            embedder = _WithColumns(embedder, columns)
         stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"], device)
         with tqdm(total=sum(s.n_steps for s in mine), desc=f"Sess{session:02d} online", unit="node",
                   leave=False) as bar:
@@ -375,16 +385,15 @@ def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn:
     return ids, np.stack(probs), pd.DataFrame(rows, columns=list(NODE_CSV_COLUMNS)), timing
 
 
-class _WithText:
-    """A NodeEmbedder whose embeddings get their segment's text (and pretrained) columns appended."""
+class _WithColumns:
+    """A NodeEmbedder whose embeddings get their segment's appended columns (text, pretrained) appended."""
 
     def __init__(self, embedder: online.NodeEmbedder, columns: dict[str, np.ndarray]):
         self.embedder, self.columns = embedder, columns
 
     def embed(self, nodes: list[tuple[Segment, int]]) -> torch.Tensor:
         features = self.embedder.embed(nodes)
-        extra = torch.from_numpy(np.stack([extraction.node_column(self.columns[seg.segment_id], step)
-                                           for seg, step in nodes]))
+        extra = torch.from_numpy(extraction.node_columns(self.columns, [(seg.segment_id, step) for seg, step in nodes]))
         return torch.cat([features, extra.to(features.device)], dim=1)
 
     def release(self, segment_id: str) -> None:
@@ -435,51 +444,6 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
 # --------------------------------------------------------------------------- outputs
 
 
-def _time_of_day(seconds: float, _position: Any = None) -> str:
-    seconds = int(round(seconds)) % 86400
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def plot_timeline(rows: pd.DataFrame, identities: list[str], title: str, path: Path) -> None:
-    """Segments of one script along time, one row per speaker: bar = predicted, strip above = true.
-    Wav time when every segment has annotated times, else time of day from the bio timestamps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter
-
-    wav = bool((rows["time_from"] == "wav").all())
-    start, end = (rows["start_s"], rows["end_s"]) if wav else (rows["bio_start"], rows["bio_end"])
-    low = 0.0 if wav or not len(rows) else float(start.min())
-    span = (float(end.max()) - low) if len(rows) else 1.0
-    fig = Figure(figsize=(min(max(8.0, span / 12), 24.0), 1.2 + 1.0 * len(identities)))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for y, identity in enumerate(identities):
-        mine = (rows["identity"] == identity).to_numpy()
-        left, widths = start[mine], (end[mine] - start[mine]).to_numpy()
-        ax.barh(y, widths, left=left, height=0.5, color=[COLOURS[p] for p in rows["predicted"][mine]],
-                edgecolor="black", linewidth=0.4)
-        known = (rows["true"][mine] != "").to_numpy()
-        ax.barh(y - 0.34, widths[known], left=left[known], height=0.12,
-                color=[COLOURS[t] for t in rows["true"][mine][known]], linewidth=0)
-    ax.set_yticks(range(len(identities)), identities)
-    ax.set_ylim(-0.5, len(identities) - 0.5)
-    ax.invert_yaxis()
-    ax.set_xlim(low, low + span * 1.01)
-    if wav:
-        ax.set_xlabel("time in the script's recording (s, annotation wav start/end)")
-    else:
-        ax.xaxis.set_major_formatter(FuncFormatter(_time_of_day))
-        ax.set_xlabel("time of day (from the EDA/TEMP timestamps: no annotated wav start/end)")
-    ax.set_title(f"{title}   (bar: predicted, thin strip above: true label)", fontsize=10)
-    handles = [Patch(facecolor=c, edgecolor="black", linewidth=0.4, label=e) for e, c in COLOURS.items()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
-    with util.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-
-
 def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = None) -> list[Path]:
     """One timeline PNG per (session, script) beside `out`, the node CSV (online), then the CSV;
     returns the PNG paths."""
@@ -493,7 +457,7 @@ def write_outputs(table: pd.DataFrame, out: Path, nodes: pd.DataFrame | None = N
         unlabelled = int(((table["session"] == session) & (table["script"] == script)).sum()) - len(rows)
         missing = f", {unlabelled} without prediction" if unlabelled else ""
         title = f"Sess{session:02d} script{script:02d}: {len(rows)} segments{accuracy}{missing}"
-        plot_timeline(rows, identities, title, path)
+        plots.plot_timeline(rows, identities, title, path)
         pngs.append(path)
     if nodes is not None:
         write_csv(nodes, NODE_CSV_COLUMNS, node_csv(out))
@@ -532,31 +496,29 @@ def main() -> None:
     sessions = parse_sessions(args.sessions)
     loaded = load_models(args)
     device = distributed.resolve_device(args.device)
-    forward, note = embedding_amp(loaded["precision"], device)
+    forward, note = embedding_amp(loaded.precision, device)
     if note:
         print(f"note: {note}")
-    graphs, gnn = loaded["graphs"], loaded["gnn"].to(device)
-    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded["encoder_state"], loaded["encoder_path"]))
+    graphs, gnn = loaded.graphs, loaded.gnn.to(device)
+    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded.encoder_state, loaded.encoder_path))
     encoder = encoder.to(device)
     gt, segments, unusable = session_segments(args.session, sessions)
-    text_columns, text_note = text_vectors(loaded["text_block"], loaded["text_dim"], segments, args.session)
+    for block in loaded.pretrained_blocks.values():
+        block.to(device)
+    columns, text_note = appended_columns(loaded, segments, args.session)
     if text_note:
         print(f"note: {text_note}")
-    for block in loaded["pretrained"].values():
-        block.to(device)
-    text_columns = extraction.segment_columns(segments, [text_columns, *pretrained_columns(
-        loaded["pretrained"], loaded["pretrained_dims"], segments, args.session)])
     nodes = None
     if args.online:
         torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
         amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
-        ids, probs, nodes, timing = predict_online(encoder, loaded["encoder_state"], gnn, graphs, segments, device,
-                                                   bool(amp), text_columns)
+        ids, probs, nodes, timing = predict_online(encoder, loaded.encoder_state, gnn, graphs, segments, device,
+                                                   bool(amp), columns)
     else:
         forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
-        ids, probs = predict_segments(encoder, loaded["encoder_state"], gnn, graphs, segments, device, forward,
-                                      text_columns)
-    options = participant.InputOptions.from_inputs(loaded["encoder_state"]["inputs"])
+        ids, probs = predict_segments(encoder, loaded.encoder_state, gnn, graphs, segments, device, forward,
+                                      columns)
+    options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
     table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())

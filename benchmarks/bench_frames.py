@@ -23,8 +23,8 @@ from encoder.core import frames, synthetic, util
 def reference_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
     """The original's approach: filter the whole DataFrame once per segment."""
     entities = {}
-    for segment in tqdm(sorted(joined["script"].unique()), desc="reference", unit="segment", leave=False):
-        rows = joined[joined["script"] == segment].sort_values("ts")
+    for segment in tqdm(sorted(joined["segment_id"].unique()), desc="reference", unit="segment", leave=False):
+        rows = joined[joined["segment_id"] == segment].sort_values("ts")
         entities[segment] = rows[["ts", "EDA_value", "TEMP_value"]].to_numpy(dtype=np.float64)
     return entities
 
@@ -42,9 +42,9 @@ def main() -> None:
         sessions = set(range(1, 100))
         eda, _ = frames.read_modality(root, "EDA", sessions)
         temp, _ = frames.read_modality(root, "TEMP", sessions)
-        joined = eda.merge(temp, on=["script", "ts"], how="inner")
+        joined = eda.merge(temp, on=["segment_id", "ts"], how="inner")
         read_s = time.perf_counter() - start
-        print(f"joined rows: {len(joined)}, segments: {joined['script'].nunique()}, read+join {read_s:.2f} s")
+        print(f"joined rows: {len(joined)}, segments: {joined['segment_id'].nunique()}, read+join {read_s:.2f} s")
 
         start = time.perf_counter()
         ours = frames.build_entities(joined)

@@ -108,7 +108,7 @@ def test_every_surviving_node_keeps_its_clips(clean_and_corrupted):
         assert np.array_equal(temp[~reads_gap], clean_temp[~reads_gap]), key
         if reads_gap.any():  # the missing TEMP value: linear interpolation of its two neighbours in time
             k = int(np.flatnonzero(reads_gap)[0])
-            neighbours = built["clean"].temp.set_index(["script", "ts"]).loc[
+            neighbours = built["clean"].temp.set_index(["segment_id", "ts"]).loc[
                 [(gap_segment, gap_time - config.BIO_STEP_S), (gap_segment, gap_time + config.BIO_STEP_S)],
                 "TEMP_value"]
             assert temp[k] == pytest.approx(neighbours.mean(), abs=1e-5)

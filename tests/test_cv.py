@@ -333,7 +333,7 @@ def test_dataframe_stage_reruns_when_the_files_it_reads_change(tiny_raw: Path, t
     wav = kemdy20.wav_files(root)[0]
     wav.unlink()
     assert "[frames] running" in frames_stage()
-    assert wav.stem not in set(frames.load_frames(root).gt["script"])  # the stale table is gone
+    assert wav.stem not in set(frames.load_frames(root).gt["segment_id"])  # the stale table is gone
     assert "[frames] up to date, skipped" in frames_stage()
 
 

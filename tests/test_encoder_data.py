@@ -67,7 +67,7 @@ def test_missing_wav_is_counted_and_skipped_and_too_many_fail(tiny_raw, tmp_path
     gone_before.unlink()  # the dataframe stage drops this one, load_segments the two below
     built = frames.build_frames(root)
     assert built.dropped == {**before, gone_before.stem: "no_wav"}
-    wavs = [layout.wav_path(root, segment_id) for segment_id in built.gt["script"]]
+    wavs = [layout.wav_path(root, segment_id) for segment_id in built.gt["segment_id"]]
     wavs[0].unlink()
     wavs[1].write_bytes(b"broken")
     table = load_segments(built, root)

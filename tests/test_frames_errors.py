@@ -212,7 +212,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path):
     """Broken copies of tiny for every case; a few real CLI processes started in the background."""
     base = tmp_path_factory.mktemp("broken")
     clean = frames.build_frames(tiny_raw)
-    kept = list(clean.gt["script"])
+    kept = list(clean.gt["segment_id"])
     pool = ThreadPoolExecutor(max_workers=2)
     runs = {}
 
@@ -290,14 +290,14 @@ def test_segments_without_wav_and_bio_are_skipped_and_counted(setup):
     built = frames.build_frames(setup["strict"])
     no_bio = setup["no_bio"] + 1
     assert built.report["dropped"] == {"no_wav": 3, "no_joined_bio_rows": no_bio}
-    kept = set(built.gt["script"])
+    kept = set(built.gt["segment_id"])
     assert stripped not in kept and stripped not in built.entities
     assert not kept & set(removed)
     assert built.report["segments_kept"] == built.report["segments_annotated"] - 3 - no_bio
     assert f"dropped: 3 without wav, {no_bio} without joined EDA/TEMP rows" in frames.format_report(built)
     # without the wav check, the segments without wav are kept
     unchecked = frames.build_frames(setup["strict"], check_wav=False)
-    assert set(removed) <= set(unchecked.gt["script"])
+    assert set(removed) <= set(unchecked.gt["segment_id"])
     assert unchecked.report["dropped"] == {"no_wav": 0, "no_joined_bio_rows": no_bio}
 
 
@@ -378,7 +378,7 @@ def test_cli_skips_and_reports_a_few_broken_segments(setup):
     assert sorted(set(after) - set(run.before)) == sorted(frames.ARTIFACTS)  # no temporary left over
     gt = pd.read_csv(few / "gt_aug.csv")
     assert len(gt) == len(setup["kept"]) - 4
-    assert stripped not in set(gt["script"]) and not set(removed) & set(gt["script"])
+    assert stripped not in set(gt["segment_id"]) and not set(removed) & set(gt["segment_id"])
 
 
 def test_cli_fails_above_max_skip_share(setup):

@@ -166,7 +166,7 @@ def test_malformed_timestamps_are_flagged(stamp):
 
 def test_read_annotation(hand_root):
     table = kemdy20.read_annotation(hand_root / "annotation" / "Sess01_eval.csv")
-    assert table["script"].tolist() == [F1, M1, F2, M2]
+    assert table["segment_id"].tolist() == [F1, M1, F2, M2]
     assert table["Numb"].tolist() == [1, 2, 3, 4]
     assert table["wav_start"].tolist() == [1.25, 1.5, 3.0, 0.5]
     assert table["wav_end"].tolist() == [2.0, 2.75, 3.5, 1.5]
@@ -191,14 +191,14 @@ def test_tie_target_is_first_listed_label():
 
 def test_read_bio_keeps_rows_inside_segments(hand_root):
     eda = kemdy20.read_bio(hand_root / "EDA/Session01/Sess01_script01_User001F.csv", "EDA")
-    assert list(eda.columns) == ["EDA_value", "ts", "script"]
+    assert list(eda.columns) == ["EDA_value", "ts", "segment_id"]
     assert eda["EDA_value"].tolist() == [0.5123, 0.5134, 0.521, 0.541, 0.552]
     assert eda["ts"].tolist() == [T0 + 0.25, T0 + 0.5, T0 + 0.75, T0 + 1.25, T0 + 1.5]
-    assert eda["script"].tolist() == [F1, F1, F1, F2, F2]
+    assert eda["segment_id"].tolist() == [F1, F1, F1, F2, F2]
     temp = kemdy20.read_bio(hand_root / "TEMP/Session01/Sess01_script01_User001F.csv", "TEMP")
-    assert list(temp.columns) == ["TEMP_value", "ts", "script"]
+    assert list(temp.columns) == ["TEMP_value", "ts", "segment_id"]
     assert temp["TEMP_value"].tolist() == [33.11, 33.13, 33.15, 33.16, 33.17]
-    assert temp["script"].tolist() == [F1, F1, F2, F2, F2]
+    assert temp["segment_id"].tolist() == [F1, F1, F2, F2, F2]
 
 
 def test_read_bio_of_preamble_only_file_is_empty(tmp_path):
@@ -245,7 +245,7 @@ def test_artifacts_of_hand_worked_case(hand_root, hand_frames):
     assert sorted(p.name for p in hand_root.iterdir() if p.is_file()) == sorted(frames.ARTIFACTS)
 
     gt = pd.read_csv(hand_root / "gt_aug.csv", dtype=str, keep_default_na=False)
-    assert gt["script"].tolist() == [F1, M1, F2]
+    assert gt["segment_id"].tolist() == [F1, M1, F2]
     assert gt["emotion"].tolist() == ["neutral;happy", "disqust", "angry"]
     assert gt["emotion_one_hot"].tolist() == ["1 1 0 0 0 0 0", "0 0 0 0 0 1 0", "0 0 0 1 0 0 0"]
     assert gt["target"].tolist() == ["0", "5", "3"]
@@ -256,14 +256,14 @@ def test_artifacts_of_hand_worked_case(hand_root, hand_frames):
     assert gt["wav_end"].astype(float).tolist() == [2.0, 2.75, 3.5]
 
     eda = pd.read_csv(hand_root / "EDA_aug.csv")
-    assert list(eda.columns) == ["EDA_value", "ts", "script"]
+    assert list(eda.columns) == ["EDA_value", "ts", "segment_id"]
     # Bio rows of the kept segments, by segment then time; the dropped segment's rows are gone.
-    assert eda["script"].tolist() == [F1, F1, F1, F2, F2, M1, M1, M1]
+    assert eda["segment_id"].tolist() == [F1, F1, F1, F2, F2, M1, M1, M1]
     assert eda["ts"].tolist() == [T0 + 0.25, T0 + 0.5, T0 + 0.75, T0 + 1.25, T0 + 1.5, T0 + 0.5, T0 + 0.75, T0 + 1]
     assert eda["EDA_value"].tolist() == [0.5123, 0.5134, 0.521, 0.541, 0.552, 2.12, 2.13, 2.14]
     temp = pd.read_csv(hand_root / "TEMP_aug.csv")
-    assert list(temp.columns) == ["TEMP_value", "ts", "script"]
-    assert temp["script"].tolist() == [F1, F1, F2, F2, F2, M1, M1, M1]
+    assert list(temp.columns) == ["TEMP_value", "ts", "segment_id"]
+    assert temp["segment_id"].tolist() == [F1, F1, F2, F2, F2, M1, M1, M1]
     assert temp["TEMP_value"].tolist() == [33.11, 33.13, 33.15, 33.16, 33.17, 35.22, 35.23, 35.24]
 
     with open(hand_root / "all_entity.pickle", "rb") as fh:
@@ -274,7 +274,7 @@ def test_artifacts_of_hand_worked_case(hand_root, hand_frames):
 
     with open(hand_root / "ts_script.pickle", "rb") as fh:
         nodes = pickle.load(fh)
-    assert list(nodes.columns) == ["session", "ts", "identity", "script", "step"]
+    assert list(nodes.columns) == ["session", "ts", "identity", "segment_id", "step"]
     expected = [
         (1, T0 + 0.25, "User001F", F1, 0),
         (1, T0 + 0.5, "User002M", M1, 0),
@@ -291,6 +291,24 @@ def test_load_frames_round_trip(hand_root, hand_frames):
     frames.write_frames(hand_frames, hand_root)
     loaded = frames.load_frames(hand_root)
     assert_frames_equal(loaded, hand_frames)
+
+
+def test_load_frames_reads_tables_with_the_old_segment_id_column(hand_root, hand_frames):
+    """Tables built when the segment-ID column was named `script` (frames.OLD_SEGMENT_ID) load as built now."""
+    frames.write_frames(hand_frames, hand_root)
+    for name in ("gt_aug.csv", "EDA_aug.csv", "TEMP_aug.csv"):
+        path = hand_root / name
+        header, body = path.read_text(encoding="utf-8").split("\n", 1)
+        columns = header.split(",")
+        assert "segment_id" in columns
+        old = [frames.OLD_SEGMENT_ID if c == "segment_id" else c for c in columns]
+        path.write_text(",".join(old) + "\n" + body, encoding="utf-8")
+    with open(hand_root / "ts_script.pickle", "rb") as fh:
+        nodes = pickle.load(fh)
+    with open(hand_root / "ts_script.pickle", "wb") as fh:
+        pickle.dump(nodes.rename(columns={"segment_id": frames.OLD_SEGMENT_ID}), fh)
+    assert frames.OLD_SEGMENT_ID in pd.read_csv(hand_root / "gt_aug.csv").columns
+    assert_frames_equal(frames.load_frames(hand_root), hand_frames)
 
 
 def test_load_frames_round_trip_tiny(tiny_root):
@@ -335,13 +353,13 @@ def test_build_entities_equals_per_segment_filter():
     for segment in segments:
         n = int(rng.integers(1, 30))
         ts = 40000 + rng.choice(2000, size=n, replace=False) * 0.25
-        parts.append(pd.DataFrame({"EDA_value": rng.uniform(0.01, 20, n), "ts": ts, "script": segment,
+        parts.append(pd.DataFrame({"EDA_value": rng.uniform(0.01, 20, n), "ts": ts, "segment_id": segment,
                                    "TEMP_value": np.round(rng.uniform(28, 37, n), 2)}))
     joined = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=1).reset_index(drop=True)
     entities = frames.build_entities(joined)
     assert sorted(entities) == sorted(segments)
     for segment in segments:
-        expected = joined[joined["script"] == segment].sort_values("ts")[["ts", "EDA_value", "TEMP_value"]]
+        expected = joined[joined["segment_id"] == segment].sort_values("ts")[["ts", "EDA_value", "TEMP_value"]]
         np.testing.assert_array_equal(entities[segment], expected.to_numpy(dtype=np.float64))
     assert frames.build_entities(joined.iloc[:0]) == {}
 

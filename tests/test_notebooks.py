@@ -33,6 +33,6 @@ def test_df_generator_runs_on_tiny(tmp_path, tiny_raw, monkeypatch):
     # what the notebook wrote is what the stage builds
     loaded = frames.load_frames(root)
     built = frames.build_frames(root)
-    assert list(loaded.gt["script"]) == list(built.gt["script"])
+    assert list(loaded.gt["segment_id"]) == list(built.gt["segment_id"])
     assert sorted(loaded.entities) == sorted(built.entities)
     assert len(loaded.nodes) == len(built.nodes)

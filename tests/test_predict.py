@@ -157,13 +157,13 @@ def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path)
     assert list(table.columns) == list(predict.COLUMNS)
     built = frames.build_frames(tiny_root)
     annotated = built.segments[built.segments["session"] == SESSION]
-    assert sorted(table["segment_id"]) == sorted(annotated["script"])
+    assert sorted(table["segment_id"]) == sorted(annotated["segment_id"])
     unusable = table[table["reason"] != ""]
     assert dict(zip(unusable["segment_id"], unusable["reason"], strict=True)) == {
         k: v for k, v in built.dropped.items() if util.parse_segment_id(k)["session"] == SESSION}
     assert (unusable[[*PROBS, "predicted"]] == "").all().all()
     table = table[table["reason"] == ""].reset_index(drop=True)
-    gt = built.gt[built.gt["session"] == SESSION].set_index("script").loc[table["segment_id"]]
+    gt = built.gt[built.gt["session"] == SESSION].set_index("segment_id").loc[table["segment_id"]]
     assert sorted(table["segment_id"]) == sorted(gt.index) and len(table) == len(gt) > 0
     assert (table["session"] == SESSION).all()
     assert table["script"].tolist() == [util.parse_segment_id(s)["script"] for s in table["segment_id"]]
@@ -206,7 +206,7 @@ def test_one_timeline_per_script(predicted: dict) -> None:
 def test_a_segment_without_wav_is_a_row_with_its_reason(models: dict[str, Path], tiny_raw: Path,
                                                          tmp_path: Path) -> None:
     root = copy_session(tiny_raw, tmp_path / "one_wav_less")
-    annotated = frames.build_frames(root).segments["script"].tolist()
+    annotated = frames.build_frames(root).segments["segment_id"].tolist()
     gone = sorted((root / "wav" / f"Session{SESSION}").glob("*.wav"))[3]
     gone.unlink()
     out = tmp_path / "pred.csv"
@@ -311,7 +311,7 @@ def test_unlabelled_and_annotation_less_copies_predict_like_the_labelled_origina
         np.testing.assert_allclose(table[["start_s", "end_s"]].to_numpy(), expected[["start_s", "end_s"]].to_numpy())
     else:
         assert (table["time_from"] == "bio").all() and "time_from = bio" in stdout
-        first = nodes.groupby("script")["ts"].agg(["min", "max", "size"]).loc[table.index]
+        first = nodes.groupby("segment_id")["ts"].agg(["min", "max", "size"]).loc[table.index]
         np.testing.assert_allclose(table["start_s"], first["min"])
         np.testing.assert_allclose(table["end_s"], first["max"] + config.BIO_STEP_S)
     assert len(list(out.parent.glob("pred_*.png"))) == table["script"].nunique()

@@ -52,7 +52,7 @@ def test_features_carry_the_text_block(models: dict[str, Path], tiny_root: Path)
     assert record["built"] and record["fitted_on_sessions"] == [1, 2]  # the tiny preset's training sessions
     assert util.file_sha256(models["features"] / text.FILE) == record["sha256"]
     block = text.TextBlock.load(models["features"] / text.FILE)
-    gt = frames.load_frames(tiny_root).gt.set_index("script")
+    gt = frames.load_frames(tiny_root).gt.set_index("segment_id")
     nodes = generate_graph.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
                                       manifest["feature_dim"])
     first = {s: i for i, s in reversed(list(enumerate(nodes["segment_id"])))}
@@ -129,7 +129,7 @@ def test_nan_text_columns_never_reach_a_plain_gnn(models: dict[str, Path]) -> No
     edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
     logits = gnn.eval()(x, edges, torch.ones(4))
     assert torch.isfinite(logits).all()
-    assert predict.text_vectors(None, None, [], Path("x")) == (None, None)
+    assert extraction.appended_columns([], {}) is None  # features without text block: nothing appended
 
 
 def test_online_embeddings_get_the_text_columns() -> None:
@@ -150,8 +150,38 @@ def test_online_embeddings_get_the_text_columns() -> None:
 
     inner = Embedder()
     columns = {"a": np.array([1, 2], dtype=np.float32), "b": np.array([3, 4], dtype=np.float32)}
-    wrapped = predict._WithText(inner, columns)
+    wrapped = predict._WithColumns(inner, columns)
     out = wrapped.embed([(Seg("a"), 0), (Seg("b"), 0), (Seg("a"), 1)])
     assert out.tolist() == [[0, 0, 0, 1, 2], [0, 0, 0, 3, 4], [0, 0, 0, 1, 2]]
     wrapped.release("a")
     assert inner.released == ["a"]
+
+
+def test_appended_columns_in_feature_order() -> None:
+    """The columns after the encoder's, as extraction and prediction both assemble them: the blocks in
+    `dims` order, the text vector and a per-segment block broadcast over the steps beside a per-node one,
+    NaN for a block that is not given; node_columns picks each node's row."""
+
+    class Seg:
+        def __init__(self, segment_id: str, n_steps: int):
+            self.segment_id, self.n_steps = segment_id, n_steps
+
+    class Block:
+        name = "ssl"
+
+        def columns(self, segments: list) -> dict[str, np.ndarray]:
+            return {s.segment_id: np.arange(2 * s.n_steps, dtype=np.float32).reshape(s.n_steps, 2) for s in segments}
+
+    segments = [Seg("a", 3), Seg("b", 2)]
+    vectors = {"a": np.array([1, 2], dtype=np.float32), "b": np.array([3, 4], dtype=np.float32)}
+    columns = extraction.appended_columns(segments, {text.NAME: 2, "lm": 1, "ssl": 2}, vectors, [Block()])
+    assert columns["a"].shape == (3, 5) and columns["b"].shape == (2, 5)
+    np.testing.assert_array_equal(columns["a"][:, :2], [[1, 2]] * 3)
+    assert np.isnan(columns["a"][:, 2]).all() and np.isnan(columns["b"][:, 2]).all()
+    np.testing.assert_array_equal(columns["b"][:, 3:], [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(extraction.node_columns(columns, [("b", 1), ("a", 0)]),
+                                  [[3, 4, np.nan, 2, 3], [1, 2, np.nan, 0, 1]])
+    only_text = extraction.appended_columns(segments, {text.NAME: 2}, vectors)
+    assert only_text["a"].shape == (2,)  # one vector per segment: kept as [dim]
+    nan_text = extraction.appended_columns(segments, {text.NAME: 2})
+    assert nan_text["b"].dtype == np.float32 and np.isnan(nan_text["b"]).all()

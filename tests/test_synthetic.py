@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from encoder.core import config, frames, kemdy20, synthetic
+from encoder.core import config, frames, kemdy20, layout, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = ["encoder/data/make_synthetic_kemdy20.py"]
@@ -90,12 +90,12 @@ def test_bio_files_have_preamble_and_4hz_rows(tiny_raw):
 
 def test_wavs_and_transcripts(tiny_raw, annotations):
     wavs = sorted((tiny_raw / "wav").rglob("*.wav"))
-    assert sorted(p.stem for p in wavs) == sorted(annotations["script"])
+    assert sorted(p.stem for p in wavs) == sorted(annotations["segment_id"])
     for row in annotations.itertuples():
-        path = tiny_raw / "wav" / f"Session{row.session:02d}" / f"{row.script}.wav"
+        path = layout.wav_path(tiny_raw, row.segment_id)
         info = sf.info(str(path))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
-        assert abs(info.frames - (row.wav_end - row.wav_start) * 16000) <= 1, row.script
+        assert abs(info.frames - (row.wav_end - row.wav_start) * 16000) <= 1, row.segment_id
         text = path.with_suffix(".txt").read_bytes().decode("cp949")
         assert text.strip() and any(ord(ch) > 127 for ch in text)
 
@@ -103,7 +103,7 @@ def test_wavs_and_transcripts(tiny_raw, annotations):
 def test_segment_ids_and_participants(annotations):
     by_session = defaultdict(set)
     indices = defaultdict(list)
-    for segment, session in zip(annotations["script"], annotations["session"], strict=True):
+    for segment, session in zip(annotations["segment_id"], annotations["session"], strict=True):
         match = SEGMENT_RE.match(segment)
         assert match, segment
         ss, cc, uuu, gender, kkk = match.groups()

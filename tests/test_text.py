@@ -121,14 +121,14 @@ def test_frames_count_missing_and_undecodable_transcripts(tiny_raw: Path, tmp_pa
     txts[2].write_bytes("l/ 정말+ 좋아요".encode())
     built = frames.build_frames(root)
     report = built.report["transcripts"]
-    kept = set(built.gt["script"])
+    kept = set(built.gt["segment_id"])
     expected_missing = {p.stem: status for p, status in ((txts[0], "missing"), (txts[1], "undecodable"))
                         if p.stem in kept}
     assert report["segments_without_transcript"] == expected_missing
     assert report["missing"] + report["undecodable"] == len(expected_missing)
     assert report["read"] == len(built.gt) - len(expected_missing)
     assert report["encodings"]["utf-8"] == int(txts[2].stem in kept)
-    gt = built.gt.set_index("script")
+    gt = built.gt.set_index("segment_id")
     for segment_id, status in expected_missing.items():  # kept, empty, with the reason
         assert (gt.loc[segment_id, "transcript"], gt.loc[segment_id, "transcript_status"]) == ("", status)
     if txts[2].stem in kept:

@@ -154,7 +154,7 @@ def load_segments(
         if split not in wanted or (sessions is not None and int(row.session) not in sessions):
             continue
         table.considered += 1
-        segment_id = str(row.script)
+        segment_id = str(row.segment_id)
         entity = frames.entities.get(segment_id)
         path = layout.wav_path(root, segment_id)
         reason = io.check_wav(path)

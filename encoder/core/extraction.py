@@ -34,7 +34,7 @@ import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,9 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
         started = time.perf_counter()
         text_vectors = text.vectors(block, mine_segments) if block is not None else None
         text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
+        dims = {**({text.NAME: block.dim} if block is not None else {}), **{b.name: b.dim for b in blocks}}
         local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
-                                  Path(staging), text_vectors, blocks, options, causal)
+                                  Path(staging), dims, text_vectors, blocks, options, causal)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
@@ -190,12 +191,14 @@ def _made(path: Path) -> Path:
 
 def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[Segment], norm: Normalization,
                       clip_length: int, params: SpectrogramParams, settings: dict[str, Any],
-                      staging: Path, text_vectors: dict[str, np.ndarray] | None = None,
+                      staging: Path, dims: Mapping[str, int] | None = None,
+                      text_vectors: dict[str, np.ndarray] | None = None,
                       blocks: Sequence[pretrained.PretrainedBlock] = (),
                       options: InputOptions | None = None, causal: bool = False) -> dict[str, Any]:
-    """Embed every step of `segments` (grouped by session) and write one node file per session, the
-    segment's text vector appended to each node's embedding when `text_vectors` are given, then the
-    pretrained `blocks`' columns, computed per session; `causal`: prefix participant statistics."""
+    """Embed every step of `segments` (grouped by session) and write one node file per session, each
+    node's embedding followed by the blocks of `dims` (appended_columns: the segment's text vector from
+    `text_vectors`, then the pretrained `blocks`' columns, computed per session); `causal`: prefix
+    participant statistics."""
     dataset = make_dataset(segments, norm, clip_length, params, options, causal)
     remaining = {}
     for seg in segments:
@@ -216,7 +219,7 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                 done = Predictions.concat(buffers.pop(session))
                 split = segments[done.segment_index[0]].split
                 written[(split, int(session))] = _write_session(staging, split, int(session), segments, done,
-                                                                text_vectors, blocks)
+                                                                dims or {}, text_vectors, blocks)
                 parts.setdefault(split, []).append(([segments[i].segment_id for i in done.segment_index],
                                                     np.array([segments[i].target for i in done.segment_index]),
                                                     done.probs))
@@ -225,15 +228,17 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
 
 
 def _write_session(staging: Path, split: str, session: int, segments: list[Segment], pred: Predictions,
-                   text_vectors: dict[str, np.ndarray] | None = None,
+                   dims: Mapping[str, int], text_vectors: dict[str, np.ndarray] | None = None,
                    blocks: Sequence[pretrained.PretrainedBlock] = ()) -> int:
     mine = [segments[i] for i in np.unique(pred.segment_index)]
-    extra = segment_columns(mine, [text_vectors, *(block.columns(mine) for block in blocks)])
+    extra = appended_columns(mine, dims, text_vectors, blocks)
+    features = pred.features
+    if extra is not None:
+        nodes = [(segments[i].segment_id, step) for i, step in zip(pred.segment_index, pred.step, strict=True)]
+        features = np.concatenate([features, node_columns(extra, nodes)], axis=1)
     rows = []
-    for i, step, feature in zip(pred.segment_index, pred.step, pred.features, strict=True):
+    for i, step, feature in zip(pred.segment_index, pred.step, features, strict=True):
         seg = segments[i]
-        if extra is not None:
-            feature = np.concatenate([feature, node_column(extra[seg.segment_id], step)])
         rows.append((seg.session, float(seg.ts[step]), seg.identity, seg.label.copy(), seg.target,
                      seg.segment_id, np.ascontiguousarray(feature, dtype=np.float32)))
     rows.sort(key=lambda r: (r[1], r[5]))
@@ -351,12 +356,30 @@ def _publish(staging: Path, out_dir: Path, splits: dict[str, Sequence[int]], man
     util.write_json(manifest, out_dir / MANIFEST_FILE)
 
 
-def segment_columns(segments: Sequence[Segment], parts: Sequence[dict[str, np.ndarray] | None]
+def appended_columns(segments: Sequence[Segment], dims: Mapping[str, int],
+                     text_vectors: Mapping[str, np.ndarray] | None = None,
+                     blocks: Iterable[pretrained.PretrainedBlock] = ()) -> dict[str, np.ndarray] | None:
+    """Segment ID -> the columns appended to its nodes' embeddings after the encoder's (segment_columns),
+    for extraction and prediction alike. `dims` are the features' blocks past the encoder's, in order
+    (text, then pretrained.NAMES): each is the segment's text vector (`text_vectors`, for text.NAME), the
+    pretrained block's own columns (`blocks`, by name), or, when neither is given, NaN [dim]: a block the
+    model does not read, never zero. None when `dims` is empty."""
+    given = {block.name: block for block in blocks}
+    parts = []
+    for name, dim in dims.items():
+        if name == text.NAME and text_vectors is not None:
+            parts.append(text_vectors)
+        elif name in given:
+            parts.append(given[name].columns(segments))
+        else:
+            parts.append({s.segment_id: np.full(dim, np.nan, dtype=np.float32) for s in segments})
+    return segment_columns(segments, parts)
+
+
+def segment_columns(segments: Sequence[Segment], parts: Sequence[Mapping[str, np.ndarray] | None]
                     ) -> dict[str, np.ndarray] | None:
-    """Segment ID -> the columns appended to its nodes' embeddings after the encoder's: the blocks of
-    `parts` side by side (each segment ID -> [dim] or [n_steps, dim]), [dim] when every block has one
-    vector per segment, else [n_steps, dim]; None when there is none. Extraction and prediction both
-    append them with node_column."""
+    """The blocks of `parts` side by side per segment ID (each segment ID -> [dim] or [n_steps, dim]),
+    [dim] when every block has one vector per segment, else [n_steps, dim]; None when there is none."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
@@ -374,6 +397,11 @@ def segment_columns(segments: Sequence[Segment], parts: Sequence[dict[str, np.nd
 def node_column(values: np.ndarray, step: int) -> np.ndarray:
     """A node's columns of a block: the segment's vector ([dim]) or the node's row of [n_steps, dim]."""
     return values[step] if values.ndim == 2 else values
+
+
+def node_columns(columns: Mapping[str, np.ndarray], nodes: Iterable[tuple[str, int]]) -> np.ndarray:
+    """[n, dim]: per node (segment ID, step) its row of appended_columns' `columns`, to append to its embedding."""
+    return np.stack([node_column(columns[segment_id], step) for segment_id, step in nodes])
 
 
 def pretrained_records(blocks: Sequence[pretrained.PretrainedBlock], results: Sequence[dict[str, Any]]

@@ -23,6 +23,7 @@ from encoder.core import config, kemdy20, util
 
 ARTIFACTS = ("EDA_aug.csv", "TEMP_aug.csv", "gt_aug.csv", "all_entity.pickle", "ts_script.pickle", "frames_report.json")
 GRID_TOLERANCE_S = 1e-3  # a node within 1 ms of its segment's 4 Hz grid counts as on it
+OLD_SEGMENT_ID = "script"  # the segment-ID column's name in tables built before it was `segment_id`
 
 
 @dataclass
@@ -64,12 +65,12 @@ def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tu
             tables.append(kemdy20.read_bio(path, modality))
             bar.update()
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        {f"{modality}_value": [], "ts": [], "script": []})
+        {f"{modality}_value": [], "ts": [], "segment_id": []})
     value = f"{modality}_value"
-    duplicate = table.duplicated(["script", "ts"], keep="first").to_numpy()
+    duplicate = table.duplicated(["segment_id", "ts"], keep="first").to_numpy()
     conflicting = 0
     if duplicate.any():
-        kept_value = table.groupby(["script", "ts"], sort=False)[value].transform("first").to_numpy()
+        kept_value = table.groupby(["segment_id", "ts"], sort=False)[value].transform("first").to_numpy()
         conflicting = int((duplicate & (table[value].to_numpy() != kept_value)).sum())
         table = table[~duplicate].reset_index(drop=True)
     return table, {"files": len(used), "files_without_annotation": len(files) - len(used),
@@ -79,7 +80,7 @@ def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tu
 
 def segment_origins(eda: pd.DataFrame, temp: pd.DataFrame) -> pd.Series:
     """Segment ID -> its origin: the earliest timestamp among its EDA and TEMP rows (the wav's start)."""
-    return pd.concat([eda[["script", "ts"]], temp[["script", "ts"]]]).groupby("script")["ts"].min()
+    return pd.concat([eda[["segment_id", "ts"]], temp[["segment_id", "ts"]]]).groupby("segment_id")["ts"].min()
 
 
 def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
@@ -87,12 +88,12 @@ def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
     missing before a segment's first node or between two nodes (gaps)."""
     if nodes.empty:
         return {"nodes_off_grid": 0, "gaps": 0, "missing_steps": 0, "segments_with_gaps": 0}
-    ordered = nodes.sort_values(["script", "ts"], kind="stable")
+    ordered = nodes.sort_values(["segment_id", "ts"], kind="stable")
     ts = ordered["ts"].to_numpy()
-    scripts = ordered["script"].to_numpy()
-    offset = (ts - origins.loc[scripts].to_numpy()) / config.BIO_STEP_S
+    segment_ids = ordered["segment_id"].to_numpy()
+    offset = (ts - origins.loc[segment_ids].to_numpy()) / config.BIO_STEP_S
     tolerance = GRID_TOLERANCE_S / config.BIO_STEP_S
-    first = np.r_[True, scripts[1:] != scripts[:-1]]
+    first = np.r_[True, segment_ids[1:] != segment_ids[:-1]]
     step_before = np.where(first, offset, np.diff(offset, prepend=0.0))  # steps since the origin or the last node
     gap = np.where(first, step_before > tolerance, step_before > 1 + tolerance)
     missing = np.where(gap, np.rint(step_before) - (~first), 0).clip(min=0)
@@ -100,7 +101,7 @@ def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
         "nodes_off_grid": int((np.abs(offset - np.rint(offset)) > tolerance).sum()),
         "gaps": int(gap.sum()),
         "missing_steps": int(missing.sum()),
-        "segments_with_gaps": int(len(np.unique(scripts[gap]))),
+        "segments_with_gaps": int(len(np.unique(segment_ids[gap]))),
     }
 
 
@@ -114,13 +115,13 @@ def rows_by_segment(table: pd.DataFrame, *values: str) -> dict[str, np.ndarray]:
     """Segment ID -> its rows as float64 [ts, *values], time-ordered (one sort, one split)."""
     if table.empty:
         return {}
-    scripts = table["script"].to_numpy()
+    segment_ids = table["segment_id"].to_numpy()
     ts = table["ts"].to_numpy(dtype=np.float64)
-    order = np.lexsort((ts, scripts))
-    scripts = scripts[order]
+    order = np.lexsort((ts, segment_ids))
+    segment_ids = segment_ids[order]
     rows = np.column_stack([ts[order], *(table[v].to_numpy(dtype=np.float64)[order] for v in values)])
-    starts = np.flatnonzero(np.r_[True, scripts[1:] != scripts[:-1]])
-    return dict(zip(scripts[starts], np.split(rows, starts[1:]), strict=True))
+    starts = np.flatnonzero(np.r_[True, segment_ids[1:] != segment_ids[:-1]])
+    return dict(zip(segment_ids[starts], np.split(rows, starts[1:]), strict=True))
 
 
 def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | None = None,
@@ -134,22 +135,22 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     if not labels_required:
         tables.append(kemdy20.wav_segments(root, {kemdy20.session_of_file(f) for f in annotation_files}))
     gt = pd.concat([t for t in tables if len(t)] or tables[-1:], ignore_index=True)
-    duplicated = gt["script"].duplicated()
+    duplicated = gt["segment_id"].duplicated()
     if duplicated.any():
-        raise util.DataError(f"segment {gt['script'][duplicated].iloc[0]} is annotated twice", root / "annotation")
+        raise util.DataError(f"segment {gt['segment_id'][duplicated].iloc[0]} is annotated twice", root / "annotation")
     sessions = set(gt["session"])
     eda, eda_info = read_modality(root, "EDA", sessions)
     temp, temp_info = read_modality(root, "TEMP", sessions)
-    joined = eda.merge(temp, on=["script", "ts"], how="inner")
+    joined = eda.merge(temp, on=["segment_id", "ts"], how="inner")
 
-    annotated = set(gt["script"])
-    with_bio = set(joined["script"]) & annotated
-    has_wav = gt["script"].isin(kemdy20.wav_index(root)) if check_wav else pd.Series(True, index=gt.index)
-    has_bio = gt["script"].isin(with_bio)
+    annotated = set(gt["segment_id"])
+    with_bio = set(joined["segment_id"]) & annotated
+    has_wav = gt["segment_id"].isin(kemdy20.wav_index(root)) if check_wav else pd.Series(True, index=gt.index)
+    has_bio = gt["segment_id"].isin(with_bio)
     keep = has_wav & has_bio
     dropped = {"no_wav": int((~has_wav).sum()), "no_joined_bio_rows": int((has_wav & ~has_bio).sum())}
     reasons = np.where(~has_wav, "no_wav", "no_joined_bio_rows")
-    dropped_segments = {str(k): str(v) for k, v in zip(gt["script"][~keep], reasons[~keep.to_numpy()], strict=True)}
+    dropped_segments = {str(k): str(v) for k, v in zip(gt["segment_id"][~keep], reasons[~keep.to_numpy()], strict=True)}
     n_dropped = int((~keep).sum())
     if n_dropped > max_skip_share * len(gt):
         raise util.DataError(
@@ -159,25 +160,25 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     gt, transcripts = add_transcripts(gt, root)
     every_segment = gt.reset_index(drop=True)
     gt = gt[keep].reset_index(drop=True)
-    kept_ids = set(gt["script"])
-    joined_kept = joined[joined["script"].isin(kept_ids)]
+    kept_ids = set(gt["segment_id"])
+    joined_kept = joined[joined["segment_id"].isin(kept_ids)]
     entities = build_entities(joined_kept)
     gt["split"] = [util.split_of_session(s) for s in gt["session"]]
-    gt["n_samples"] = [len(entities[s]) for s in gt["script"]]
+    gt["n_samples"] = [len(entities[s]) for s in gt["segment_id"]]
 
     step = np.concatenate([np.arange(len(a)) for a in entities.values()]) if entities else np.array([], int)
     node_ids = np.repeat(list(entities), [len(a) for a in entities.values()])
     nodes = pd.DataFrame({"ts": np.concatenate([a[:, 0] for a in entities.values()]) if entities else [],
-                          "script": node_ids, "step": step})
-    info = gt.set_index("script").loc[nodes["script"], ["session", "identity"]]
+                          "segment_id": node_ids, "step": step})
+    info = gt.set_index("segment_id").loc[nodes["segment_id"], ["session", "identity"]]
     nodes["session"] = info["session"].to_numpy()
     nodes["identity"] = info["identity"].to_numpy()
-    nodes = nodes.sort_values(["session", "ts", "identity", "script"], kind="stable").reset_index(drop=True)
-    nodes = nodes[["session", "ts", "identity", "script", "step"]]
+    nodes = nodes.sort_values(["session", "ts", "identity", "segment_id"], kind="stable").reset_index(drop=True)
+    nodes = nodes[["session", "ts", "identity", "segment_id", "step"]]
 
-    order = ["script", "ts"]
-    eda_kept = eda[eda["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
-    temp_kept = temp[temp["script"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
+    order = ["segment_id", "ts"]
+    eda_kept = eda[eda["segment_id"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
+    temp_kept = temp[temp["segment_id"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
     report = {
         "root": str(root),
         "annotation_files": len(annotation_files),
@@ -188,7 +189,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
         "dropped": dropped,
         "bio_rows_in_segments": {"EDA": len(eda), "TEMP": len(temp), "joined": len(joined)},
         "join_dropped_rows": {"EDA_only": len(eda) - len(joined), "TEMP_only": len(temp) - len(joined),
-                              "not_annotated": int((~joined["script"].isin(annotated)).sum())},
+                              "not_annotated": int((~joined["segment_id"].isin(annotated)).sum())},
         "files": {"EDA": eda_info, "TEMP": temp_info},
         "irregular": {
             "duplicate_rows": {m: info["duplicate_rows"] for m, info in (("EDA", eda_info), ("TEMP", temp_info))},
@@ -214,8 +215,8 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
 def add_transcripts(gt: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`gt` with each segment's transcript read (kemdy20.read_transcript) in columns `transcript` and
     `transcript_status`, and per segment how it was read (`encoding`, `marks`) for transcript_report."""
-    read = [kemdy20.read_transcript(root, segment_id) for segment_id in gt["script"]]
-    details = pd.DataFrame({"script": gt["script"].to_numpy(), "status": [r[1] for r in read],
+    read = [kemdy20.read_transcript(root, segment_id) for segment_id in gt["segment_id"]]
+    details = pd.DataFrame({"segment_id": gt["segment_id"].to_numpy(), "status": [r[1] for r in read],
                             "encoding": [r[2] for r in read], "marks": [r[3] for r in read]})
     return gt.assign(transcript=[r[0] for r in read], transcript_status=[r[1] for r in read]), details
 
@@ -230,7 +231,7 @@ def transcript_report(details: pd.DataFrame) -> dict:
         "missing": int((status == "missing").sum()),
         "undecodable": int((status == "undecodable").sum()),
         "marks_stripped": {kind: int(sum(m[kind] for m in details["marks"])) for kind in kemdy20.TRANSCRIPT_MARKS},
-        "segments_without_transcript": dict(zip(details["script"][missing], status[missing], strict=True)),
+        "segments_without_transcript": dict(zip(details["segment_id"][missing], status[missing], strict=True)),
     }
 
 
@@ -258,8 +259,9 @@ def load_frames(root: Path) -> Frames:
     if missing:
         raise util.DataError(f"missing {missing[0]}: run `python encoder/build_frames.py --root {root}` first",
                              root / missing[0])
-    gt = pd.read_csv(root / "gt_aug.csv", dtype={"emotion_one_hot": str, "split": str, "script": str,
-                                                 "transcript": str, "transcript_status": str})
+    gt = segment_id_column(pd.read_csv(root / "gt_aug.csv", dtype={
+        "emotion_one_hot": str, "split": str, "segment_id": str, OLD_SEGMENT_ID: str, "transcript": str,
+        "transcript_status": str}))
     gt["split"] = gt["split"].where(gt["split"].notna(), None)
     if "transcript" not in gt:
         raise util.DataError("gt_aug.csv has no transcript column (built by an older version): rerun "
@@ -268,9 +270,18 @@ def load_frames(root: Path) -> Frames:
     with open(root / "all_entity.pickle", "rb") as fh:
         entities = pickle.load(fh)
     with open(root / "ts_script.pickle", "rb") as fh:
-        nodes = pickle.load(fh)
-    return Frames(gt=gt, eda=pd.read_csv(root / "EDA_aug.csv"), temp=pd.read_csv(root / "TEMP_aug.csv"),
-                  entities=entities, nodes=nodes, report=util.read_json(root / "frames_report.json"))
+        nodes = segment_id_column(pickle.load(fh))
+    return Frames(gt=gt, eda=segment_id_column(pd.read_csv(root / "EDA_aug.csv")),
+                  temp=segment_id_column(pd.read_csv(root / "TEMP_aug.csv")), entities=entities, nodes=nodes,
+                  report=util.read_json(root / "frames_report.json"))
+
+
+def segment_id_column(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with the segment-ID column of an older build (OLD_SEGMENT_ID) named `segment_id`, so that
+    tables written before the rename are read as they are, without a rebuild."""
+    if OLD_SEGMENT_ID in table.columns and "segment_id" not in table.columns:
+        return table.rename(columns={OLD_SEGMENT_ID: "segment_id"})
+    return table
 
 
 def kept_sessions(root: Path) -> list[int]:

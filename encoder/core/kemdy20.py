@@ -188,19 +188,19 @@ def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
             "annotation header rows missing or wrong: expected 'Numb,Wav,,Segment ID,Total Evaluation,...' "
             "then ' ,start,end, ,Emotion,Valence,Arousal,...'", path, 1)
     body = table.iloc[2:, :7].copy()
-    body.columns = ["Numb", "wav_start", "wav_end", "script", "emotion", "valence", "arousal"]
+    body.columns = ["Numb", "wav_start", "wav_end", "segment_id", "emotion", "valence", "arousal"]
     body["line"] = np.arange(3, 3 + len(body))
-    body = body[body["script"].str.len() > 0]
+    body = body[body["segment_id"].str.len() > 0]
     session = session_of_file(path)
-    ids = body["script"].str.strip()
+    ids = body["segment_id"].str.strip()
     valid = ids.str.fullmatch(util.SEGMENT_ID_RE.pattern.strip("^$"))
     if not valid.all():
         bad = body[~valid].iloc[0]
-        raise util.DataError(f"malformed segment ID {bad['script']!r}", path, int(bad["line"]))
+        raise util.DataError(f"malformed segment ID {bad['segment_id']!r}", path, int(bad["line"]))
     other = ids.str[4:6].astype(int) != session
     if other.any():
         bad = body[other].iloc[0]
-        raise util.DataError(f"segment {bad['script']} belongs to another session", path, int(bad["line"]))
+        raise util.DataError(f"segment {bad['segment_id']} belongs to another session", path, int(bad["line"]))
     fields = ["wav_start", "wav_end", "valence", "arousal"]
     numbers = body[fields].apply(pd.to_numeric, errors="coerce")
     if labels_required:
@@ -222,7 +222,7 @@ def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
         "Numb": pd.to_numeric(body["Numb"], errors="coerce").astype("Int64").to_numpy(),
         "wav_start": numbers["wav_start"].to_numpy(),
         "wav_end": numbers["wav_end"].to_numpy(),
-        "script": ids.to_numpy(),
+        "segment_id": ids.to_numpy(),
         "session": session,
         "identity": ids.str.extract(util.SEGMENT_ID_RE)[2].to_numpy(),
         "emotion": emotions.to_numpy(),
@@ -271,7 +271,7 @@ def wav_segments(root: Path, skip_sessions: set[int]) -> pd.DataFrame:
         "Numb": pd.array([pd.NA] * len(rows), dtype="Int64"),
         "wav_start": np.full(len(rows), np.nan),
         "wav_end": np.full(len(rows), np.nan),
-        "script": [r[0] for r in rows],
+        "segment_id": [r[0] for r in rows],
         "session": np.array([r[1] for r in rows], dtype=np.int64),
         "identity": [r[2] for r in rows],
         "emotion": [""] * len(rows),
@@ -307,14 +307,14 @@ def parse_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_bio(path: Path, modality: str) -> pd.DataFrame:
     """One EDA or TEMP file -> its rows inside annotated segments: `{modality}_value`, `ts`
-    (seconds of day) and `script` (segment ID). Rows outside segments are read, checked, dropped."""
+    (seconds of day) and `segment_id` (the segment ID). Rows outside segments are read, checked, dropped."""
     path = Path(path)
     value_name = f"{modality}_value"
     try:
-        table = pd.read_csv(path, header=None, skiprows=BIO_PREAMBLE_LINES, names=["value", "ts", "script"],
+        table = pd.read_csv(path, header=None, skiprows=BIO_PREAMBLE_LINES, names=["value", "ts", "segment_id"],
                             dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        return pd.DataFrame({value_name: [], "ts": [], "script": []})
+        return pd.DataFrame({value_name: [], "ts": [], "segment_id": []})
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise util.DataError(f"cannot parse {modality} CSV ({str(err).splitlines()[0]})", path) from None
     values = pd.to_numeric(table["value"], errors="coerce").to_numpy(dtype=np.float64)
@@ -328,9 +328,9 @@ def read_bio(path: Path, modality: str) -> pd.DataFrame:
         i = int(np.argmax(~valid))
         raise util.DataError(f"malformed timestamp {table['ts'].iat[i]!r} (expected YYYY-MMDD-HHMM-SS-mmm)",
                              path, i + 1 + BIO_PREAMBLE_LINES)
-    inside = (table["script"].str.len() > 0).to_numpy()
+    inside = (table["segment_id"].str.len() > 0).to_numpy()
     return pd.DataFrame({value_name: values[inside], "ts": seconds[inside],
-                         "script": table["script"].to_numpy()[inside]})
+                         "segment_id": table["segment_id"].to_numpy()[inside]})
 
 
 def session_folders(root: Path, folder: str) -> list[Path]:
