@@ -50,7 +50,7 @@ MANIFEST = "model.json"
 GNN_FILE = "gnn.pth"
 ENCODER_FILE = "encoder.pth"
 # What train_val.py writes beside model/ in results/<exp>/, named once here for the modules that read
-# it without importing train_val (and torch_geometric): cross_validation.py, run_pipeline.py.
+# it without importing train_val (and torch_geometric): cv_results.py, run_pipeline.py.
 GNN_METRICS_FILE = "metrics.json"
 GNN_PREDICTIONS_FILE = "predictions_test.csv"
 TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"

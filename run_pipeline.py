@@ -43,7 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cross_validation
+import cv_results
 import generate_graph
 import stages
 import train_val
@@ -281,15 +281,15 @@ def run_single(args: argparse.Namespace, pipeline: stages.Pipeline, root: Path, 
         train_val.print_summary({**util.read_json(dirs.metrics), "metrics_path": str(dirs.metrics)})
         if len(runs) == 1:
             return
-        pred = cross_validation.fold_predictions(dirs.results, dirs.exp, dirs.features)
+        pred = cv_results.fold_predictions(dirs.results, dirs.exp, dirs.features)
         per_seed.append({"seed": seed, "modalities": args.modalities, "metrics_path": str(dirs.metrics),
-                         "pooled": cross_validation.pooled_figures(pred["sessions"], pred["targets"],
+                         "pooled": cv_results.pooled_figures(pred["sessions"], pred["targets"],
                                                                    pred["predictions"], seed=args.seed)})
-    summary = cross_validation.seeds_summary(per_seed, stages.seed_list(args), args.keep_encoder)
+    summary = cv_results.seeds_summary(per_seed, stages.seed_list(args), args.keep_encoder)
     summary["per_seed"] = per_seed
     path = layout.seeds_summary_path(args.work / "results", exp, args.keep_encoder)
     util.write_json(summary, path)
-    print("\n" + cross_validation.format_seeds(summary))
+    print("\n" + cv_results.format_seeds(summary))
     print(path)
 
 
@@ -310,7 +310,7 @@ def run_cv(args: argparse.Namespace, pipeline: stages.Pipeline, root: Path, fram
     except ValueError as err:
         raise util.DataError(f"--cv {args.cv} over the {len(sessions)} sessions with a usable segment: {err}",
                              root) from None
-    modality_sets = cross_validation.modality_subsets(args.modalities) if args.ablation else [args.modalities]
+    modality_sets = cv_results.modality_subsets(args.modalities) if args.ablation else [args.modalities]
     util.write_json(recorded, cv_dir / layout.SETTINGS_FILE)
     with stages.GnnWorkers(args.jobs) as workers:
         plan = stages.plan_cv(args, cv_dir, folds, modality_sets)
@@ -323,30 +323,30 @@ def run_cv(args: argparse.Namespace, pipeline: stages.Pipeline, root: Path, fram
     reports, per_seed = [], []
     last: Path | None = None  # the path printed last
     for seed in seeds:
-        summaries = {m: cross_validation.summarise(fold_dirs[seed], m, seed=first, unusable_sessions=unusable,
+        summaries = {m: cv_results.summarise(fold_dirs[seed], m, seed=first, unusable_sessions=unusable,
                                                    suffix=suffixes[seed]) for m in modality_sets}
-        written = {m: cross_validation.write_summary(summaries[m], trees[seed]) for m in modality_sets}
+        written = {m: cv_results.write_summary(summaries[m], trees[seed]) for m in modality_sets}
         last = written[args.modalities]
         reports.append((f"\nseed {seed}:\n" if args.seeds > 1 else "")
-                       + cross_validation.format_summary(summaries[args.modalities]))
+                       + cv_results.format_summary(summaries[args.modalities]))
         if args.ablation:
-            ablation = cross_validation.ablation_summary(fold_dirs[seed], summaries, args.modalities, seed=first,
+            ablation = cv_results.ablation_summary(fold_dirs[seed], summaries, args.modalities, seed=first,
                                                          suffix=suffixes[seed])
-            last = cross_validation.write_ablation(ablation, trees[seed])
-            reports.append(cross_validation.format_ablation(ablation))
+            last = cv_results.write_ablation(ablation, trees[seed])
+            reports.append(cv_results.format_ablation(ablation))
         per_seed.append({**summaries[args.modalities], "seed": seed, "summary": str(written[args.modalities])})
     print(f"\nwall time {time.perf_counter() - started:.0f} s for {args.cv} folds"
           + (f" and {args.seeds} seeds" if args.seeds > 1 else ""))
     print("\n".join(reports))
     if args.seeds > 1:
-        over_seeds = cross_validation.seed_differences([fold_dirs[s] for s in seeds], args.modalities,
+        over_seeds = cv_results.seed_differences([fold_dirs[s] for s in seeds], args.modalities,
                                                        [suffixes[s] for s in seeds], seed=first)
-        summary = cross_validation.seeds_summary(per_seed, seeds, args.keep_encoder, over_seeds)
+        summary = cv_results.seeds_summary(per_seed, seeds, args.keep_encoder, over_seeds)
         summary["per_seed"] = [{"seed": s["seed"], "summary": s["summary"]} for s in per_seed]
         last = layout.seeds_summary_path(cv_dir, layout.modality_tag(args.modalities) + stages.graph_variant(args),
                                          args.keep_encoder)
         util.write_json(summary, last)
-        print("\n" + cross_validation.format_seeds(summary))
+        print("\n" + cv_results.format_seeds(summary))
     print(last)
 
 

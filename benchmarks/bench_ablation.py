@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import cross_validation
+import cv_results
 from encoder.core import layout, synthetic, util
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def run_pipeline(data: Path, work: Path, *flags: str) -> float:
 
 def summaries(cv_dir: Path, modalities: str) -> dict[str, bytes]:
     """The ablation's JSON files: every subset's summary and ablation.json, by name."""
-    paths = [layout.summary_files(cv_dir, m)["json"] for m in cross_validation.modality_subsets(modalities)]
+    paths = [layout.summary_files(cv_dir, m)["json"] for m in cv_results.modality_subsets(modalities)]
     return {path.name: path.read_bytes() for path in [*paths, cv_dir / "ablation.json"]}
 
 
@@ -64,7 +64,7 @@ def main() -> None:
         synthetic.make_dataset(data, preset="tiny", seed=0)
         base_s = run_pipeline(data, work, "--modalities", args.modalities)
         shutil.copytree(work, base)
-        n_subsets = len(cross_validation.modality_subsets(args.modalities))
+        n_subsets = len(cv_results.modality_subsets(args.modalities))
         print(f"tiny preset, --cv {K} --modalities {args.modalities}: {base_s:.1f} s (each fold's encoder, features, "
               f"graphs and GNN, shared by both sides)")
         print(f"--cv {K} --ablation from copies of it ({n_subsets - 1} subsets x {K} folds to train):")

@@ -33,7 +33,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import cross_validation  # noqa: E402
+import cv_results  # noqa: E402
 from encoder.core import metrics, util  # noqa: E402
 
 RUNS_DIR = REPO_ROOT / "docs" / "runs"
@@ -58,11 +58,11 @@ def provenance(run: dict[str, Any]) -> str:
 def table_text(result: dict[str, Any]) -> str:
     """A run's table as its command prints it."""
     if "over_seeds" in result:
-        return cross_validation.format_seed_differences(result)
+        return cv_results.format_seed_differences(result)
     if "per_seed" in result:
-        return cross_validation.format_seeds(result)
+        return cv_results.format_seeds(result)
     if "folds" in result:
-        return cross_validation.format_summary(result)
+        return cv_results.format_summary(result)
     raise ValueError(f"no table for a result with keys {sorted(result)}")
 
 

@@ -1,4 +1,4 @@
-"""cross_validation.compare_runs: run B minus run A over the same folds, paired on the same test segments,
+"""cv_results.compare_runs: run B minus run A over the same folds, paired on the same test segments,
 on hand-made fold folders whose differences are worked out by hand; runs over other folds are refused."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_cv import write_fold
 
-import cross_validation
+import cv_results
 from encoder.core import config, layout, metrics, util
 
 GNN = layout.gnn_folder("audio")
@@ -53,12 +53,12 @@ def intervals_from_two_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_four_sessions_get_no_interval(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
-    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=200, seed=0)
+    comparison = cv_results.compare_runs(a, b, "audio", n_boot=200, seed=0)
     gnn = comparison["rows"]["gnn"]
     assert gnn["a"]["ci95"] is gnn["b"]["ci95"] is gnn["b_minus_a"]["ci95"] is None
     assert gnn["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
     assert comparison["bootstrap"]["min_sessions"] == 8 and comparison["bootstrap"]["n_sessions"] == 4
-    lines = cross_validation.format_comparison(comparison).splitlines()
+    lines = cv_results.format_comparison(comparison).splitlines()
     assert any(line.startswith("gnn ") and "0.7500 [n/a (4 sessions)]" in line and "+0.2500 [n/a (4 sessions)]" in line
                for line in lines)
 
@@ -67,9 +67,9 @@ def test_four_sessions_get_no_interval(tmp_path: Path) -> None:
 def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", WRONG, temporal=WRONG)
     b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
-    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=500, seed=0)
+    comparison = cv_results.compare_runs(a, b, "audio", n_boot=500, seed=0)
     assert comparison["systems"] == ["encoder", "temporal", "gnn"] and comparison["notes"] == []
-    summary = cross_validation.summarise(layout.fold_dirs(a), "audio", seed=0, n_boot=500)
+    summary = cv_results.summarise(layout.fold_dirs(a), "audio", seed=0, n_boot=500)
     for name, row in comparison["rows"].items():
         assert row["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
         assert row["a"] == row["b"] == {k: summary["pooled"][name][k] for k in ("macro_f1", "ci95")}
@@ -85,7 +85,7 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     # The encoders are the same in both runs (0 [0, 0]); A alone has a temporal baseline (left out).
     a = write_run(tmp_path / "a", WRONG, temporal=TARGETS)
     b = write_run(tmp_path / "b", TARGETS)
-    comparison = cross_validation.compare_runs(a, b, "audio", n_boot=1000, seed=0)
+    comparison = cv_results.compare_runs(a, b, "audio", n_boot=1000, seed=0)
     assert comparison["systems"] == ["encoder", "gnn"]
     assert comparison["notes"] == ["temporal: not in every fold of both runs, left out"]
     gnn = comparison["rows"]["gnn"]
@@ -94,7 +94,7 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     assert gnn["b_minus_a"]["ci95"][0] == 0.0 and 0.25 < gnn["b_minus_a"]["ci95"][1] <= 2 / 3 + 1e-12
     assert comparison["rows"]["encoder"]["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
     # B − A is −(A − B): the same resamples, the interval mirrored
-    reverse = cross_validation.compare_runs(b, a, "audio", n_boot=1000, seed=0)["rows"]["gnn"]["b_minus_a"]
+    reverse = cv_results.compare_runs(b, a, "audio", n_boot=1000, seed=0)["rows"]["gnn"]["b_minus_a"]
     assert reverse["macro_f1"] == pytest.approx(-0.25)
     assert reverse["ci95"] == pytest.approx([-gnn["b_minus_a"]["ci95"][1], -gnn["b_minus_a"]["ci95"][0]])
 
@@ -103,7 +103,7 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
 def test_cli_prints_the_table_and_writes_into_b(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(b / "compare_audio.json")
     written = util.read_json(b / "compare_audio.json")
@@ -119,7 +119,7 @@ def test_runs_over_other_folds_are_refused(tmp_path: Path) -> None:
     splits = util.read_json(other_splits / "fold_1" / "splits.json")
     util.write_json({**splits, "train": splits["val"], "val": splits["train"]}, other_splits / "fold_1" / "splits.json")
     with pytest.raises(util.DataError, match="fold 1's splits.json differ") as err:
-        cross_validation.compare_runs(a, other_splits, "audio")
+        cv_results.compare_runs(a, other_splits, "audio")
     assert str(a) in str(err.value) and str(other_splits) in str(err.value) and "\n" not in str(err.value)
 
     other_segments = write_run(tmp_path / "c", TARGETS)
@@ -127,7 +127,7 @@ def test_runs_over_other_folds_are_refused(tmp_path: Path) -> None:
                  other_segments / "fold_0" / "features" / "encoder_predictions_test.csv"):
         pd.read_csv(path, dtype=str).iloc[:-1].to_csv(path, index=False)  # one test segment fewer
     with pytest.raises(util.DataError, match="fold 0's test segment IDs differ") as err:
-        cross_validation.compare_runs(a, other_segments, "audio")
+        cv_results.compare_runs(a, other_segments, "audio")
     assert str(a) in str(err.value) and str(other_segments) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -140,7 +140,7 @@ def test_over_seeds_averages_the_seeds_paired_differences_on_the_same_resamples(
     write_run(a / "seed_1", TARGETS, reverse=True)  # another row order: aligned by segment ID
     write_run(b / "seed_1", TARGETS)
     write_run(b / "seed_2", TARGETS)  # B alone has seed 2: left out
-    comparison = cross_validation.compare_seeds(a, b, "audio", n_boot=1000, seed=0)
+    comparison = cv_results.compare_seeds(a, b, "audio", n_boot=1000, seed=0)
     assert comparison["seeds"] == ["first", "seed_1"] and comparison["systems"] == ["encoder", "gnn"]
     first = comparison["per_seed"][0]["rows"]["gnn"]["b_minus_a"]
     gnn = comparison["over_seeds"]["gnn"]
@@ -151,7 +151,7 @@ def test_over_seeds_averages_the_seeds_paired_differences_on_the_same_resamples(
     assert comparison["over_seeds"]["encoder"]["ci95"] == [0.0, 0.0]
 
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(b / "compare_audio_seeds.json")
     assert util.read_json(b / "compare_audio_seeds.json")["over_seeds"]["gnn"]["macro_f1"] == pytest.approx(0.125)
@@ -163,10 +163,10 @@ def test_a_comparison_over_seeds_needs_two_shared_seeds(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
     write_run(b / "seed_1", TARGETS)
     with pytest.raises(util.DataError, match="1 seed shared") as err:
-        cross_validation.compare_seeds(a, b, "audio")
+        cv_results.compare_seeds(a, b, "audio")
     assert "\n" not in str(err.value)
     with contextlib.redirect_stdout(io.StringIO()) as out:  # the CLI compares the one shared seed
-        cross_validation.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
     assert out.getvalue().strip().splitlines()[-1] == str(b / "compare_audio.json")
 
 
@@ -178,11 +178,11 @@ def test_suffix_b_compares_two_gnns_trained_in_the_same_folds(tmp_path: Path) ->
     data = {"sessions": SESSIONS, "targets": TARGETS, "gnn": TARGETS, "encoder": TARGETS}
     for k in range(2):
         write_fold(run / f"fold_{k}", data, HALVES[k], HALVES[1 - k], GNN + "_ciy")
-    comparison = cross_validation.compare_runs(run, run, "audio", n_boot=500, seed=0, suffix_b="_ciy")
+    comparison = cv_results.compare_runs(run, run, "audio", n_boot=500, seed=0, suffix_b="_ciy")
     assert comparison["rows"]["gnn"]["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
     assert comparison["rows"]["encoder"]["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cross_validation.main(["--compare", str(run), str(run), "--modalities", "audio", "--suffix_b", "_ciy"])
+        cv_results.main(["--compare", str(run), str(run), "--modalities", "audio", "--suffix_b", "_ciy"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(run / "compare_audio_ciy.json")
     assert lines[2] == f"B: {run} (GNN folders gnn_audio_ciy)"
@@ -195,13 +195,13 @@ def test_seed_differences_average_each_seeds_gnn_minus_encoder_on_the_same_resam
     first = write_run(tmp_path / "s0", TARGETS, encoder=WRONG, temporal=TARGETS)
     second = write_run(tmp_path / "s1", TARGETS, encoder=TARGETS, temporal=WRONG, reverse=True)
     trees = [layout.fold_dirs(first), layout.fold_dirs(second)]
-    over = cross_validation.seed_differences(trees, "audio", ["", ""], n_boot=1000, seed=0)
-    alone = cross_validation.summarise(trees[0], "audio", seed=0, n_boot=1000)["pooled"]["gnn_minus_encoder"]
+    over = cv_results.seed_differences(trees, "audio", ["", ""], n_boot=1000, seed=0)
+    alone = cv_results.summarise(trees[0], "audio", seed=0, n_boot=1000)["pooled"]["gnn_minus_encoder"]
     assert over["gnn_minus_encoder"]["macro_f1"] == pytest.approx(0.125)
     assert over["gnn_minus_encoder"]["ci95"] == pytest.approx([alone["ci95"][0] / 2, alone["ci95"][1] / 2])
     assert over["gnn_minus_temporal"]["macro_f1"] == pytest.approx(0.125)  # 0 on seed 0, +0.25 on seed 1
-    per_seed = [cross_validation.summarise(t, "audio", seed=0, n_boot=1000) | {"modalities": "audio"} for t in trees]
-    summary = cross_validation.seeds_summary(per_seed, [0, 1], keep_encoder=False, over_seeds=over)
+    per_seed = [cv_results.summarise(t, "audio", seed=0, n_boot=1000) | {"modalities": "audio"} for t in trees]
+    summary = cv_results.seeds_summary(per_seed, [0, 1], keep_encoder=False, over_seeds=over)
     assert summary["macro_f1"]["gnn_minus_encoder"]["per_seed"] == pytest.approx([0.25, 0.0])
-    text = cross_validation.format_seeds(summary)
+    text = cv_results.format_seeds(summary)
     assert "gnn − encoder, mean over seeds [95% CI, the same sessions resampled for every seed]: +0.1250 [" in text

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-import cross_validation
+import cv_results
 import data_loader
 import generate_graph
 import run_pipeline
@@ -166,10 +166,10 @@ def test_pooled_interval_averages_over_the_full_truths_classes() -> None:
     targets = np.zeros(16, dtype=int)
     targets[-1] = 1
     predictions = np.zeros(16, dtype=int)
-    pooled = cross_validation.pooled_macro_f1(sessions, targets, predictions, n_boot=500, seed=0)
+    pooled = cv_results.pooled_macro_f1(sessions, targets, predictions, n_boot=500, seed=0)
     assert pooled["macro_f1"] == pytest.approx(15 / 31)
     assert pooled["ci95"] == pytest.approx([13 / 29, 0.5])
-    difference = cross_validation.paired_difference(sessions, targets, targets, predictions, n_boot=500, seed=0)
+    difference = cv_results.paired_difference(sessions, targets, targets, predictions, n_boot=500, seed=0)
     # `first` right everywhere: 1.0 with session 8 drawn, else 0.5 (class 1 scored 0 in both): 0 for m = 0
     assert difference["macro_f1"] == pytest.approx(1 - 15 / 31)
     assert difference["ci95"] == pytest.approx([0.0, 1 - 13 / 29])
@@ -191,10 +191,10 @@ def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimat
     assert few["ci95"][1] - few["ci95"][0] > many["ci95"][1] - many["ci95"][0]
 
 
-def test_cross_validation_does_not_import_the_gnn_stack() -> None:
+def test_cv_results_does_not_import_the_gnn_stack() -> None:
     # the CV summary only reads CSV/JSON and draws figures: no torch_geometric, no train_val
     repo = Path(__file__).resolve().parents[1]
-    code = "import cross_validation, sys; print('torch_geometric' in sys.modules, 'train_val' in sys.modules)"
+    code = "import cv_results, sys; print('torch_geometric' in sys.modules, 'train_val' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(repo)})
     assert result.stdout.split() == ["False", "False"]
@@ -234,7 +234,7 @@ def test_session_bootstrap_is_wider_than_a_segment_bootstrap_when_sessions_are_c
 
 
 def write_fold(fold_dir: Path, data: dict[str, np.ndarray], test: list[int], rest: list[int], gnn: str) -> None:
-    """A finished CV fold folder as run_pipeline writes it, holding only what cross_validation reads."""
+    """A finished CV fold folder as run_pipeline writes it, holding only what cv_results reads."""
     mine = np.isin(data["sessions"], test)
     ids = [f"Sess{s:02d}_script01_User{2 * s - 1:03d}F_{i:03d}" for i, s in enumerate(data["sessions"][mine])]
     probs = np.full((len(ids), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
@@ -260,7 +260,7 @@ def two_correlated_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Pa
 
 def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlate(tmp_path: Path) -> None:
     data, fold_dirs = two_correlated_folds(tmp_path)
-    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=1000)
+    summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=1000)
     paired = summary["pooled"]["gnn_minus_encoder"]
     targets = data["targets"]
     f1 = {name: (lambda idx, y=data[name]: metrics.macro_f1(targets[idx], y[idx])) for name in ("gnn", "encoder")}
@@ -280,14 +280,14 @@ def test_paired_difference_is_narrower_than_an_unpaired_one_when_errors_correlat
 
 def test_fold_spread_is_the_sample_sd_and_the_header_says_so(tmp_path: Path) -> None:
     data, fold_dirs = two_correlated_folds(tmp_path)
-    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=200)
+    summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=200)
     for name in ("encoder", "gnn"):
         a, b = (metrics.macro_f1(data["targets"][mine], data[name][mine])
                 for mine in (np.isin(data["sessions"], half) for half in HALVES))
         assert a != b
         # two values: sample sd |a - b| / sqrt(2); the population sd (ddof=0) would be |a - b| / 2
         assert summary["mean_std"][name]["macro_f1"] == pytest.approx([(a + b) / 2, abs(a - b) / np.sqrt(2)])
-    text = cross_validation.format_summary(summary).splitlines()
+    text = cv_results.format_summary(summary).splitlines()
     assert "mean ± sd (ddof=1)" in text[1]
     sd = summary["mean_std"]["gnn"]["macro_f1"][1]
     assert any(line.startswith("gnn ") and f" ± {sd:.4f} " in line for line in text)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from test_cv import cv_runner
 
-import cross_validation
+import cv_results
 import run_pipeline
 from encoder.core import layout, util
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODALITIES = "audio,eda"
-SUBSETS = cross_validation.modality_subsets(MODALITIES)
+SUBSETS = cv_results.modality_subsets(MODALITIES)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_cv import cv_runner
 
-import cross_validation
+import cv_results
 import run_pipeline
 from encoder.core import config, util
 
@@ -27,10 +27,10 @@ ALL = "audio-eda-temp"
 
 
 def test_modality_subsets_are_every_non_empty_subset() -> None:
-    assert cross_validation.modality_subsets("audio,eda,temp") == [
+    assert cv_results.modality_subsets("audio,eda,temp") == [
         "audio", "eda", "temp", "audio,eda", "audio,temp", "eda,temp", "audio,eda,temp"]
-    assert len(cross_validation.modality_subsets("audio,eda,temp,text")) == 2**4 - 1
-    assert cross_validation.modality_subsets("audio") == ["audio"]
+    assert len(cv_results.modality_subsets("audio,eda,temp,text")) == 2**4 - 1
+    assert cv_results.modality_subsets("audio") == ["audio"]
 
 
 @pytest.mark.parametrize("flags", [["--keep_encoder"], ["--seeds", "1", "--keep_encoder"], ["--ablation"],
@@ -245,6 +245,6 @@ def test_cross_identity_graphs_are_built_beside_the_default_on_the_same_encoders
                                       for path in sorted(graph_dir.glob("test/processed/*.pt")))
             assert edges["ciy"] > edges["cin"] > 0  # edges to the other speaker on top of the default's
     # the same encoder in both: the paired comparison gives the encoder no difference on any seed
-    comparison = cross_validation.compare_seeds(cv_dir, cv_dir, "audio,eda,temp", n_boot=50, suffix_b="_ciy")
+    comparison = cv_results.compare_seeds(cv_dir, cv_dir, "audio,eda,temp", n_boot=50, suffix_b="_ciy")
     assert comparison["over_seeds"]["encoder"]["per_seed"] == [0.0, 0.0]
     assert seeded["run"]("--seeds", "2").count("] running") == 0  # the default's stage cache is intact

@@ -16,7 +16,7 @@ from test_cv import correlated_sessions, width, write_fold
 from test_gnn import graphs_of
 from torch_geometric.data import Data
 
-import cross_validation
+import cv_results
 import data_loader
 import models_temporal
 import train_val
@@ -173,7 +173,7 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[-7:-3]] == ["majority", "encoder", "temporal", "GNN"]
     assert lines[-5].split()[1:] == [f"{temporal['segment'][k]:.4f}" for k in ("accuracy", "macro_f1", "weighted_f1")]
-    assert train_val.TEMPORAL_PREDICTIONS_FILE == cross_validation.TEMPORAL_PREDICTIONS_FILE
+    assert train_val.TEMPORAL_PREDICTIONS_FILE == cv_results.TEMPORAL_PREDICTIONS_FILE
 
 
 def test_no_temporal_and_causal(planted: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -204,18 +204,18 @@ def cv_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
     fold_dirs = [tmp_path / f"fold_{k}" for k in range(2)]
     for k, fold_dir in enumerate(fold_dirs):
         write_fold(fold_dir, data, halves[k], halves[1 - k], gnn)
-        predictions = metrics.read_segment_predictions(fold_dir / gnn / cross_validation.GNN_PREDICTIONS_FILE)
+        predictions = metrics.read_segment_predictions(fold_dir / gnn / cv_results.GNN_PREDICTIONS_FILE)
         mine = np.isin(data["sessions"], halves[k])
         probs = np.full((mine.sum(), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
         metrics.write_segment_predictions(predictions["segment_ids"][::-1], data["targets"][mine][::-1],
                                           data["temporal"][mine][::-1], probs,  # another order: aligned by ID
-                                          fold_dir / gnn / cross_validation.TEMPORAL_PREDICTIONS_FILE)
+                                          fold_dir / gnn / cv_results.TEMPORAL_PREDICTIONS_FILE)
     return data, fold_dirs
 
 
 def test_cv_summary_has_temporal_and_a_paired_gnn_minus_temporal(tmp_path: Path) -> None:
     data, fold_dirs = cv_folds(tmp_path)
-    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=500)
+    summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=500)
     assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"] and summary["notes"] == []
     targets = data["targets"]
     for fold, half in zip(summary["folds"], (range(1, 11), range(11, 21)), strict=True):
@@ -230,24 +230,24 @@ def test_cv_summary_has_temporal_and_a_paired_gnn_minus_temporal(tmp_path: Path)
     assert diff["macro_f1"] == pytest.approx(pooled["gnn"]["macro_f1"] - pooled["temporal"]["macro_f1"])
     assert diff["ci95"][0] <= diff["macro_f1"] <= diff["ci95"][1] and diff["ci95"][0] > 0
     assert width(diff) < width(pooled["temporal"])  # paired: the shared session effect cancels
-    text = cross_validation.format_summary(summary).splitlines()
+    text = cv_results.format_summary(summary).splitlines()
     assert [line.split()[0] for line in text[2:6]] == ["majority", "encoder", "temporal", "gnn"]
     assert (f"GNN − temporal (pooled, paired): {diff['macro_f1']:+.4f} [{diff['ci95'][0]:+.4f}, "
             f"{diff['ci95'][1]:+.4f}] over 20 sessions") in text
     assert any(line.startswith("GNN − encoder (pooled, paired)") for line in text)
-    path = cross_validation.write_summary(summary, tmp_path)
+    path = cv_results.write_summary(summary, tmp_path)
     assert util.read_json(path)["pooled"]["gnn_minus_temporal"] == diff
 
 
 def test_cv_summary_of_folds_without_a_temporal_baseline_leaves_it_out_with_a_note(tmp_path: Path) -> None:
     _, fold_dirs = cv_folds(tmp_path)
     old = fold_dirs[1] / layout.gnn_folder("audio")
-    (old / cross_validation.TEMPORAL_PREDICTIONS_FILE).unlink()  # a fold trained before the temporal baseline
-    summary = cross_validation.summarise(fold_dirs, "audio", seed=0, n_boot=200)
+    (old / cv_results.TEMPORAL_PREDICTIONS_FILE).unlink()  # a fold trained before the temporal baseline
+    summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=200)
     assert summary["systems"] == ["majority", "encoder", "gnn"]
     assert "temporal" not in summary["pooled"] and "gnn_minus_temporal" not in summary["pooled"]
     assert all("temporal" not in fold["segment"] for fold in summary["folds"])
     assert len(summary["notes"]) == 1 and str(old) in summary["notes"][0]
-    text = cross_validation.format_summary(summary)
+    text = cv_results.format_summary(summary)
     assert f"note: {summary['notes'][0]}" in text and "GNN − temporal (pooled" not in text
-    cross_validation.write_summary(summary, tmp_path)  # the figure draws three bars per fold
+    cv_results.write_summary(summary, tmp_path)  # the figure draws three bars per fold

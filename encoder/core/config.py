@@ -149,7 +149,7 @@ GNN = {
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
 }
 
-# Cross-validation summaries and comparisons (cross_validation.py; run_pipeline.py --cv K, --seeds N).
+# Cross-validation summaries and comparisons (cv_results.py; run_pipeline.py --cv K, --seeds N).
 CV = {
     "bootstrap_resamples": 2000,  # session-bootstrap resamples of every pooled interval and paired difference
     "min_sessions_for_interval": 8,  # fewer tested sessions: no interval (printed n/a), the bootstrap says too little

@@ -10,7 +10,7 @@ with segment IDs `SessSS_scriptNN_<participant>_III` and participants `UserNNNG`
 The feature stage's node files (written by extraction.py and synthetic_nodes.py, read by
 generate_graph.py): `<features>/features_<split>/SessSS.pkl`.
 
-The results trees (written by run_pipeline.py, read by cross_validation.py):
+The results trees (written by run_pipeline.py, read by cv_results.py):
 
     <work>/pipeline_state.json, results/<exp>/            the single run
     <work>/results/seed_S/                                 a later seed's whole chain (single run)

@@ -1,4 +1,4 @@
-"""Figures of the GNN stage (train_val.py), the CV summary (cross_validation.py) and prediction
+"""Figures of the GNN stage (train_val.py), the CV summary (cv_results.py) and prediction
 (predict.py's timelines); matplotlib only, so that drawing a figure imports neither torch_geometric nor
 a training module."""
 

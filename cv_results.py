@@ -1,62 +1,17 @@
-"""Summary of a session K-fold cross-validation run by `run_pipeline.py --cv K`.
+"""Summaries and comparisons of the CV runs that `run_pipeline.py --cv K` writes (docs/cross-validation.md).
 
-Layout under `results/<data>_cvK/` (see run_pipeline.py): each fold folder `fold_k/` holds the fold's
-assigned sessions (`splits.json`), its encoder, features and graphs (`encoder/`, `features/`,
-`graphs/`, shared by every modality set) and one GNN folder per modality set (`gnn_<modalities>/`,
-e.g. `gnn_audio-eda-temp/`). The summary of one modality set reads `gnn_<modalities>/metrics.json`
-and `predictions_test.csv`, the temporal baseline's `predictions_test_temporal.csv` beside them and
-the encoder's own test predictions (`features/encoder_predictions_test.csv`) and reports, at segment
-level, for the majority baseline (the fold's training-majority class), the encoder alone, the temporal
-baseline without a graph (train_val.py) and the GNN:
+For each modality set it reads every fold's GNN folder, the temporal baseline's predictions beside it
+and the encoder's own test predictions, and reports at segment level the majority baseline, the encoder
+alone, the temporal baseline and the GNN: per fold, mean ± sd over folds (sample sd, ddof=1), and pooled
+over every tested session with session-bootstrap 95% intervals and the paired differences GNN − encoder
+and GNN − temporal (`summarise`; no interval below config.CV's fewest sessions). Also the tables across
+seeds (`seeds_summary`, `seed_differences`), the modality ablation (`ablation_summary`: the GNN's inputs
+swapped on one encoder trained on all modalities) and the paired comparison of two runs over the same
+folds, on every seed both have:
 
-* per fold: its train/validation/test sessions, the test sessions that have a usable segment, and
-  accuracy, macro-F1 and weighted-F1 on its test segments; mean ± sd over folds (sample sd, ddof=1, the
-  one spread used across folds and seeds);
-* pooled: every session with a usable segment is tested exactly once, so the folds' test segments
-  together are the whole usable dataset; the pooled macro-F1 comes with a 95% bootstrap interval that
-  resamples the sessions that have a test segment (metrics.session_bootstrap), and the paired
-  differences GNN − encoder and GNN − temporal are resampled on the same sessions. A session without a
-  usable segment (no annotated segment with a wav and EDA/TEMP rows, e.g. TEMP only) is in no fold, not
-  counted as tested and never resampled; the summary lists it and says how many sessions and segments
-  the pooled figure covers. Every resample's macro-F1 averages over the classes of the full pooled
-  truth (a resample that lacks a class scores it 0), so each resample estimates the same quantity.
-  With fewer than metrics.MIN_SESSIONS_FOR_INTERVAL (8) tested sessions there is no interval: ci95 is
-  null in the JSON and printed as `n/a (k sessions)`.
+    python cv_results.py --compare A B [--modalities audio,eda,temp] [--suffix_b _ciy]
 
-Fold folders trained before the temporal baseline existed (or with train_val.py --no_temporal) have
-no temporal predictions: if any fold lacks them, the summary leaves the temporal row and GNN − temporal
-out, for every fold (a pooled figure must cover every fold), and says so in `notes` and in the printed
-summary; `systems` lists the rows it has.
-
-Written beside the folds: `summary_<modalities>.json` (`systems`, `folds`, `pooled` per system:
-macro_f1, ci95, accuracy, weighted_f1, n_segments, n_sessions; gnn_minus_encoder and
-gnn_minus_temporal; `notes`), `summary_<modalities>.png` (per-fold bars with the pooled interval) and
-`confusion_pooled_<modalities>.png`. A GNN folder suffix `_seedS` (a seed's GNN on the first seed's
-encoders, run_pipeline.py --keep_encoder) carries over to the summary files' names.
-
-Across seeds (run_pipeline.py --seeds N): `seeds_summary` gives per system and paired difference the
-pooled macro-F1 of each seed, their mean and sample sd (ddof=1), and each seed's own pooled interval.
-Modality ablation (run_pipeline.py --cv K --ablation): `ablation_summary` gives per non-empty subset of
-the modalities (`modality_subsets`) the GNN's and the temporal baseline's pooled macro-F1 with their
-intervals and the GNN's paired difference to the GNN on all modalities (`gnn_minus_all`, the same
-session bootstrap as gnn_minus_encoder: `paired_difference`); `ablation<suffix>.json` and `.png`.
-The ablation swaps the GNN's (and temporal baseline's) input blocks on one encoder per fold, trained
-on all modalities: it says which of that encoder's embeddings the GNN needs, not what an encoder
-trained on a subset would reach.
-
-Two runs over the same folds (e.g. a baseline and the same CV with one option switched on):
-
-    python cross_validation.py --compare A B [--modalities audio,eda,temp]
-
-`compare_runs` gives, per system of encoder, temporal and GNN that both runs have in every fold, run B's
-pooled macro-F1 minus run A's on the same test segments, paired with the same session bootstrap as
-gnn_minus_encoder, beside each run's pooled macro-F1 and interval; it refuses runs whose folds differ
-(their number, a fold's splits.json, its test segment IDs or labels). Printed as a table
-(`format_comparison`) and written to B's folder as `compare_<modalities>.json`. `--suffix_b` reads B's
-GNN folders with a suffix (e.g. `_ciy`, run_pipeline.py --cross_identity ciy in the same folds). Runs
-made with --seeds N are compared on every seed both have (`compare_seeds`): each seed's table, then per
-system the mean over seeds of B − A with one paired session-bootstrap interval
-(`compare_<modalities>[_suffix]_seeds.json`).
+Every folder and file name it reads or writes comes from encoder/core/layout.py.
 """
 
 from __future__ import annotations
