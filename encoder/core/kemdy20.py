@@ -1,45 +1,17 @@
-"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs and the wav layout
+"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs, the wav layout and transcripts
 (docs/kemdy20.md).
 
-Every reader checks its input and raises util.DataError naming the file and, where it applies,
-the line number in that file (1-based, header and preamble lines included).
+Every reader checks its input and raises util.DataError naming the file and, where it applies, the
+line number in that file (1-based, header and preamble lines included). Transcripts are the exception:
+a missing or undecodable one is not an error (the segment's audio and bio signals are fine); the reader
+says which (`status`) and the dataframe stage keeps the segment with an empty transcript.
 
-Transcripts (`wav/SessionSS/<segment ID>.txt`, `read_transcript`) are the exception: a missing or
-undecodable transcript is not an error (the segment's audio and bio signals are fine); the reader says
-which (`status`) and the dataframe stage keeps the segment with an empty transcript and counts it.
-
-Encoding: KEMDy20 writes cp949, but a transcript edited or re-saved elsewhere may be UTF-8. The bytes
-are read as strict UTF-8 and as cp949; when only one reading is valid it is taken, when neither is the
-transcript is `undecodable`. A leading UTF-8 byte-order mark is dropped. When both are valid, the
-reading that looks more like Korean wins: its score is the number of Hangul characters (syllables
-U+AC00-U+D7A3 and Jamo) minus the number of Hanja (CJK ideographs); a tie goes to UTF-8. Why this works
-in both directions:
-  UTF-8 read as cp949: UTF-8 Hangul (lead 0xEA-0xED, two continuation bytes 0x80-0xBF) lies mostly
-    inside cp949's two-byte ranges (lead 0x81-0xFE, trail 0x41-0xFE), so UTF-8 text is often valid
-    cp949 (13% of random 1-4-syllable strings, 10% of those with a U+0080-U+07FF character such as
-    `·`, `°`, `é` added). That cp949 reading pairs the bytes out of step and yields Hanja (lead 0xCA-0xFD)
-    where the UTF-8 reading has Hangul, so it scores lower.
-  cp949 read as UTF-8: a cp949 Hangul pair is valid UTF-8 only as a two-byte sequence (lead 0xC2-0xC8,
-    trail 0x80-0xBF, e.g. `천` = C3 B5 reads as `õ`, `째` = C2 B0 as `°`): a cp949 lead below 0xC2 cannot
-    start a UTF-8 sequence (0x80-0xBF continue one, 0xC0-0xC1 are never valid), and leads 0xC9 and up
-    are not Hangul. So a valid UTF-8 reading of cp949 Hangul text is ASCII plus U+0080-U+023F and holds
-    no Hangul, while the cp949 reading does: cp949 wins (about 1% of random 1-4-syllable strings are
-    valid UTF-8).
-  Left ambiguous: a UTF-8 text with no Hangul whose U+0080-U+07FF characters all come from such pairs
-    (`°` alone is byte for byte cp949 `째`, `é` alone is `챕`). It is read as cp949, the dataset's own
-    encoding, unless such a character sits inside a Latin word (next to an ASCII letter: `café`,
-    `25°C`), which a Hangul syllable of cp949 text rarely does.
-
-Transcription marks (KEMDy20 follows the ETRI/KsponSpeech conventions) are stripped to plain words,
-in this order, each occurrence counted by kind (`TRANSCRIPT_MARKS`):
-  dual        `(A)/(B)`: orthographic A and pronounced B of one word -> A
-  noise       a tag `b/` breath, `l/` laughter, `n/` noise, `o/` other sound, `u/` unintelligible
-              (one of these letters, alone or at the start of a word, then `/`) -> removed
-  slash       any other `/` (fillers and interjections such as `음/`, `어/`) -> removed, word kept
-  plus        `+` (repeated or broken-off word) -> removed, word kept
-  star        `*` (word not clearly heard) -> removed, word kept
-  parenthesis `(` or `)` left over (not a dual form) -> removed, text inside kept
-Whitespace is then collapsed. Nothing else is changed (punctuation such as `.`, `?`, `,` is kept).
+A transcript's bytes are read as strict UTF-8 and as cp949 (a leading byte-order mark dropped); when
+both are valid, the reading with more Hangul minus Hanja wins, a tie going to UTF-8 (docs/kemdy20.md
+says why this tells the two apart). Transcription marks (the ETRI/KsponSpeech conventions) are stripped
+to plain words and counted by kind (`TRANSCRIPT_MARKS`): `(A)/(B)` -> A; the tags `b/ l/ n/ o/ u/` at
+a word's start removed; any other `/`, `+`, `*` and leftover parentheses removed with the word kept;
+whitespace collapsed; punctuation kept.
 """
 
 from __future__ import annotations
