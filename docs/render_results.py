@@ -75,17 +75,25 @@ def verdict(row: dict[str, Any]) -> str:
 
 
 def contributions_table(names: list[str], runs_dir: Path = RUNS_DIR) -> str:
-    """One Markdown row per option and system: B − A on each seed, the mean over seeds [95% CI] and the verdict."""
+    """One Markdown row per option and system: B − A on each seed, the mean over seeds [95% CI] and the
+    verdict. A system whose predictions the option does not change (B − A zero on every seed) is named
+    below the table instead."""
     lines = ["| option | system | B − A per seed | mean over seeds [95% CI] | verdict |",
              "| --- | --- | --- | --- | --- |"]
+    unchanged = []
     for name in names:
         run = read_run(name, runs_dir)
         result = run["result"]
         n_sessions = result["bootstrap"]["n_sessions"]
         for system, row in result["over_seeds"].items():
+            if not any(row["per_seed"]):  # the same predictions in both runs (an option after this system)
+                unchanged.append(f"{SYSTEM_NAMES.get(system, system)} under {run['option']}")
+                continue
             per_seed = ", ".join(f"{v:+.4f}" for v in row["per_seed"])
             lines.append(f"| {run['option']} | {SYSTEM_NAMES.get(system, system)} | {per_seed} | "
                          f"{metrics.format_estimate(row, n_sessions, '+')} | {verdict(row)} |")
+    if unchanged:
+        lines += ["", f"Not listed, the same on every seed in both runs: {', '.join(unchanged)}."]
     return "\n".join(lines)
 
 
@@ -95,7 +103,7 @@ def render_block(kind: str, spec: str, runs_dir: Path = RUNS_DIR) -> str:
     if kind == "runs":
         if not words or words[0] != "contributions":
             raise ValueError(f"unknown block <!-- runs: {spec} -->")
-        commands = "; ".join(f"`{read_run(n, runs_dir)['command']}`" for n in words[1:])
+        commands = "; ".join(provenance(read_run(n, runs_dir)).removesuffix(":") for n in words[1:])
         return f"From {commands}:\n\n{contributions_table(words[1:], runs_dir)}\n"
     run = read_run(spec.strip(), runs_dir)
     return f"{provenance(run)}\n\n```\n{table_text(run['result'])}\n```\n"

@@ -34,16 +34,24 @@ def test_contributions_rows_and_verdicts_from_hand_made_runs(tmp_path: Path) -> 
     for name, (values, ci) in runs.items():
         util.write_json({"command": f"cmd {name}", "commit": "abc1234", "date": "2026-12-04", "machine": "m",
                          "option": f"option {name}", "result": comparison(values, ci)}, tmp_path / f"{name}.json")
-    page = "intro\n<!-- runs: contributions gain zero loss few -->\nstale\n<!-- end run -->\nafter\n"
+    same = comparison([0.02, 0.04], [0.005, 0.06])  # the GNN gains; the encoder is shared by A and B
+    same["over_seeds"]["encoder"] = {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True, "per_seed": [0.0, 0.0],
+                                     "sd": 0.0}
+    util.write_json({"command": "cmd same", "commit": "abc1234", "date": "2026-12-04", "machine": "m",
+                     "option": "option graphs only", "result": same}, tmp_path / "same.json")
+    page = "intro\n<!-- runs: contributions gain zero loss few same -->\nstale\n<!-- end run -->\nafter\n"
     rendered = render.render_page(page, tmp_path)
     lines = rendered.splitlines()
     assert lines[0] == "intro" and lines[-1] == "after" and "stale" not in rendered
-    assert lines[2] == "From `cmd gain`; `cmd zero`; `cmd loss`; `cmd few`:"
+    assert lines[2] == "From " + "; ".join(f"`cmd {name}` (commit abc1234, 2026-12-04, m)"
+                                           for name in (*runs, "same")) + ":"
     rows = [line for line in lines if line.startswith("| option ")][1:]  # after the header
     assert rows == ["| option gain | GNN | +0.0200, +0.0400 | +0.0300 [+0.0050, +0.0600] | gain |",
                     "| option zero | GNN | +0.0100, -0.0100 | +0.0000 [-0.0300, +0.0300] | holds zero |",
                     "| option loss | GNN | -0.0500, -0.0300 | -0.0400 [-0.0700, -0.0100] | loss |",
-                    "| option few | GNN | +0.1000, +0.1000 | +0.1000 [n/a (12 sessions)] | no interval |"]
+                    "| option few | GNN | +0.1000, +0.1000 | +0.1000 [n/a (12 sessions)] | no interval |",
+                    "| option graphs only | GNN | +0.0200, +0.0400 | +0.0300 [+0.0050, +0.0600] | gain |"]
+    assert "Not listed, the same on every seed in both runs: encoder under option graphs only." in lines
     assert render.render_page(rendered, tmp_path) == rendered  # rendering is idempotent
 
 
