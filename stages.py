@@ -167,10 +167,13 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
                    "optimization": util.merge_settings(config.STE_optimization_params, opt),
                    "splits": encoder_splits, "fold": fold}
     best = dirs.ste / "best.pth"
-    encoder_stamp = pipeline.stage(
-        "STE_train", encoder_key, [best],
-        lambda: training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt,
-                                       splits=encoder_splits))
+
+    def train() -> None:
+        training.train_encoder(device=args.device, root=root, inputs=inputs, optimization=opt, splits=encoder_splits)
+        if fold is not None:  # a fold's best.pth is only read, never resumed from (its epoch files are gone)
+            checkpoints.drop_training_state(best)
+
+    encoder_stamp = pipeline.stage("STE_train", encoder_key, [best], train)
     if fold is not None:  # a trained fold encoder serves features and prediction from best.pth alone
         for path in checkpoints.epoch_checkpoints(dirs.ste):  # (each epoch file holds weights and optimizer)
             path.unlink()

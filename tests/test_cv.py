@@ -462,6 +462,9 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
         assert fold["tested_sessions"] == splits["test"]
         # a trained fold encoder keeps best.pth only: the epoch checkpoints (weights and optimizer) are for resuming
         assert [p.name for p in (cv_dir / f"fold_{k}" / "encoder").glob("*.pth")] == ["best.pth"]
+        # and best.pth without the optimizer, scheduler and scaler state that only resuming reads
+        state = checkpoints.load_encoder_checkpoint(cv_dir / f"fold_{k}" / "encoder" / "best.pth")
+        assert not set(checkpoints.TRAINING_STATE) & set(state) and {"model", "normalization", "best"} <= set(state)
     # a fold whose test sessions lack some classes goes through (macro-F1 over the classes present)
     assert not set(ABSENT) & set(summary["folds"][1]["classes_present"])
     assert set(ABSENT) <= set(summary["folds"][0]["classes_present"])
