@@ -4,7 +4,7 @@
                            [--profile demo|full] [--stacking insample|split|split-seen] [--cv K [--ablation]]
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
                            [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components]
-                           [--bio_clip_length STEPS] [--cross_identity cin|ciy]
+                           [--bio_clip_length STEPS] [--audio_pass segment|clip] [--cross_identity cin|ciy]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
@@ -112,6 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
                              f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
                              "/ _noedac when it differs from the default")
+    parser.add_argument("--audio_pass", choices=("segment", "clip"), default=None,
+                        help="the audio ResNet18 once over each segment's spectrogram, each node pooled from its "
+                             "clip window (segment), or over every node's clip (clip, the original's); default "
+                             f"config.STE_inputs ({config.STE_inputs['audio_pass']}); folder names get _segpass / "
+                             "_clippass when it differs from the default")
     parser.add_argument("--cross_identity", choices=("cin", "ciy"), default=None,
                         help="graph edges within one speaker (cin) or also to the other speaker (ciy); default "
                              f"config.GRAPH ({config.GRAPH['cross_identity']}). Set apart from it, the graphs and "
@@ -238,10 +243,11 @@ def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tu
     config.STE_inputs, and their tags, the default experiment name's parts (`bioN`, `pnorm` or
     `nopnorm`, `edac` or `noedac`; none when every option is the default)."""
     asked = {"bio_clip_length": args.bio_clip_length, "participant_norm": args.participant_norm,
-             "eda_components": args.eda_components}
+             "eda_components": args.eda_components, "audio_pass": args.audio_pass}
     chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
     names = {"participant_norm": "pnorm", "eda_components": "edac"}
-    tags = [f"bio{v}" if k == "bio_clip_length" else f"{'' if v else 'no'}{names[k]}" for k, v in chosen.items()]
+    tags = [f"bio{v}" if k == "bio_clip_length" else f"{v[:3]}pass" if k == "audio_pass"
+            else f"{'' if v else 'no'}{names[k]}" for k, v in chosen.items()]
     if not chosen:
         return settings, tags
     return {**settings, "STE_inputs": {**settings["STE_inputs"], **chosen}}, tags

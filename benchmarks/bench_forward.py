@@ -4,8 +4,11 @@
   (prediction.iter_predictions, as STE_forward runs it);
 * reference: batch size 1, re-reading the wav and recomputing the clip's spectrogram for every step.
 
-Both must give the same embeddings (allclose). The last line printed is
-`ratio=<reference/ours> reference_s=<s> ours_s=<s> nodes_per_s=<ours>`.
+Both must give the same embeddings (allclose). Then the segment audio pass (models.py: the ResNet18
+trunk once over each segment's spectrogram, every node pooled from its clip window) on the same weights
+and nodes, through the same iter_predictions. The last two lines printed are
+`ratio=<reference/ours> reference_s=<s> ours_s=<s> nodes_per_s=<ours>` and
+`segment_ratio=<ours per-clip s / segment-pass s> segment_s=<s> segment_nodes_per_s=<n>`.
 
     python benchmarks/bench_forward.py [--root KEMDY20_ROOT] [--checkpoint best.pth] [--segments 12]
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ from encoder.core import checkpoints, config, frames, io, prediction, synthetic,
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
 from encoder.core.models import STEncoder, inference_model
+from encoder.core.participant import InputOptions
 
 CPU = torch.device("cpu")
 
@@ -53,10 +58,12 @@ def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normal
 
 
 def our_embeddings(model: STEncoder, segments: list[Segment], norm: Normalization, clip_length: int,
-                   params: SpectrogramParams, batch_size: int, num_workers: int) -> np.ndarray:
-    dataset = SegmentDataset(segments, norm, clip_length, params)
-    parts = prediction.iter_predictions(inference_model(model), dataset, batch_size, num_workers, torch.device("cpu"),
-                                          with_features=True)
+                   params: SpectrogramParams, batch_size: int, num_workers: int,
+                   options: InputOptions | None = None) -> np.ndarray:
+    """`model`: an inference_model (BatchNorm folded once, outside the timings)."""
+    dataset = SegmentDataset(segments, norm, clip_length, params, options=options)
+    parts = prediction.iter_predictions(model, dataset, batch_size, num_workers, torch.device("cpu"),
+                                        with_features=True)
     return np.concatenate([p.features for p in parts])
 
 
@@ -101,9 +108,10 @@ def run(args: argparse.Namespace, root: Path) -> None:
     if not segments:
         raise util.DataError("no usable test segment to embed", root)
     n_nodes = sum(s.n_steps for s in segments)
-    our_embeddings(model, segments[:1], norm, clip_length, params, args.batch_size, 0)  # warm-up
+    folded = inference_model(model)
+    our_embeddings(folded, segments[:1], norm, clip_length, params, args.batch_size, 0)  # warm-up
     started = time.perf_counter()
-    ours = our_embeddings(model, segments, norm, clip_length, params, args.batch_size, args.num_workers)
+    ours = our_embeddings(folded, segments, norm, clip_length, params, args.batch_size, args.num_workers)
     ours_s = time.perf_counter() - started
     started = time.perf_counter()
     reference = reference_embeddings(model, segments, norm, clip_length, params)
@@ -117,6 +125,16 @@ def run(args: argparse.Namespace, root: Path) -> None:
           f"skipped {report['skipped']} of {report['considered']} segments {report['dropped_reasons']}")
     print(f"ratio={reference_s / ours_s:.2f} reference_s={reference_s:.2f} ours_s={ours_s:.2f} "
           f"nodes_per_s={n_nodes / ours_s:.1f}")
+    segment_model = STEncoder(audio_pass="segment", eda_channels=1)
+    segment_model.load_state_dict(model.state_dict())
+    options = replace(InputOptions(clip_length), audio_pass="segment")
+    segment_folded = inference_model(segment_model.eval())
+    our_embeddings(segment_folded, segments[:1], norm, clip_length, params, args.batch_size, 0, options)  # warm-up
+    started = time.perf_counter()
+    our_embeddings(segment_folded, segments, norm, clip_length, params, args.batch_size, args.num_workers, options)
+    segment_s = time.perf_counter() - started
+    print(f"segment_ratio={ours_s / segment_s:.2f} segment_s={segment_s:.2f} "
+          f"segment_nodes_per_s={n_nodes / segment_s:.1f}")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ def load_encoder_checkpoint(path: Path) -> dict[str, Any]:
 
 def encoder_from_checkpoint(state: dict[str, Any], path: Path) -> STEncoder:
     """Build the encoder and load the checkpoint's weights; another model shape → util.DataError."""
+    options = InputOptions.from_inputs(state["inputs"])
     model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)),
-                      eda_channels=InputOptions.from_inputs(state["inputs"]).eda_channels)
+                      eda_channels=options.eda_channels, audio_pass=options.audio_pass)
     load_state_dict(model, state["model"], path, "encoder")
     return model
 

@@ -63,6 +63,11 @@ STE_inputs = {
     # (docs/results.md); its earlier gain came from synthetic bio levels that z-scoring turned into the label.
     "participant_norm": False,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
     "eda_components": False,  # NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA
+    # Audio stream: "segment" runs the ResNet18 trunk once over a segment's spectrogram and pools each node's
+    # clip window from it; "clip" runs it over every node's clip (the original's; models.py).
+    "audio_pass": "clip",
+    "segment_chunk_frames": 2048,  # longest spectrogram one trunk pass takes (a training crop, an extraction chunk)
+    "segment_context_frames": 256,  # real spectrogram either side of a chunk's core when a segment is chunked
 }
 
 STE_optimization_params = {

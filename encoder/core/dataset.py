@@ -7,7 +7,10 @@
   into batches of nodes.
 * `CausalSegmentDataset`: the same nodes with the inputs a causal model runs on: each node's participant
   statistics (and EDA components) from what has arrived by its clip end, as predict.py --online embeds
-  it (participant.prefix_views), so it returns the node clips themselves.
+  it (participant.prefix_views), so it returns the node clips themselves (with the segment audio pass
+  too: a causal node's audio vector comes from its own clip, never from the segment after it).
+* `TrainSegmentDataset`: the segment audio pass's training items (a segment's spectrogram and all its
+  nodes), batched by `collate_segments`.
 
 A "step" is a node's index inside its segment (its joined EDA/TEMP row). Its clips are placed by the
 node's timestamp, not by that index (frames.py states the rule): the audio clip by its frame offset
@@ -250,6 +253,73 @@ class TrainClipDataset(Dataset):
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
 
 
+class TrainSegmentDataset(Dataset):
+    """The segment pass's training items: one per segment per epoch, its spectrogram (up to
+    `options.segment_chunk_frames`; a longer segment gives a crop drawn anew each epoch from (seed, epoch,
+    segment index)) with every node whose clip window lies inside it: their frame offsets in the crop, their
+    bio clips, the segment's label. `collate_segments` batches them."""
+
+    def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
+                 params: SpectrogramParams, seed: int, options: InputOptions):
+        self.segments = list(segments)
+        self.norm = norm
+        self.clip_length = clip_length
+        self.params = params
+        self.seed = seed
+        self.options = options
+        self.epoch = 0
+        if options.segment_chunk_frames < 2 * params.clip_frames(clip_length):
+            raise ValueError(f"segment_chunk_frames {options.segment_chunk_frames} must hold two clips "
+                             f"({2 * params.clip_frames(clip_length)} frames)")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        seg = self.segments[index]
+        offsets = seg.frame_offsets(self.params)
+        width = self.params.clip_frames(self.clip_length)
+        wav = io.read_wav(seg.wav, self.params.sample_rate)
+        spec = participant.audio_input(seg, segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params),
+                                       self.norm, self.options)
+        start, end, chunk = 0, spec.shape[1], self.options.segment_chunk_frames
+        if end > chunk:
+            start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(end - chunk + 1))
+            end = start + chunk
+        steps = np.flatnonzero((offsets >= start) & (offsets + width <= end))
+        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
+        return {"spec": torch.from_numpy(np.ascontiguousarray(spec[:, start:end])),
+                "offsets": torch.from_numpy(offsets[steps] - start), "eda": torch.from_numpy(eda),
+                "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label), "width": width}
+
+
+def collate_segments(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Batch TrainSegmentDataset items: spectrograms zero-padded to the longest (B, 1, n_mels, frames), the
+    nodes' bio clips concatenated, `pool` (N, B · positions) averaging each node's window of its own
+    segment's trunk output (models.window_pool), each node's label, and `weight`, 1 / (its segment's
+    nodes · B), so that every segment counts once in the loss, as one clip does in the per-clip pass."""
+    from encoder.core.models import TRUNK_STRIDE, window_pool
+
+    frames = max(item["spec"].shape[1] for item in items)
+    positions = -(-frames // TRUNK_STRIDE)
+    spec = torch.zeros(len(items), 1, items[0]["spec"].shape[0], frames)
+    counts = [len(item["offsets"]) for item in items]
+    pool = torch.zeros(sum(counts), len(items) * positions)
+    row = 0
+    for b, item in enumerate(items):
+        spec[b, 0, :, : item["spec"].shape[1]] = item["spec"]
+        pool[row : row + counts[b], b * positions : (b + 1) * positions] = window_pool(item["offsets"], item["width"],
+                                                                                       positions)
+        row += counts[b]
+    return {"spec": spec, "pool": pool, "eda": torch.cat([item["eda"] for item in items]),
+            "temp": torch.cat([item["temp"] for item in items]),
+            "label": torch.cat([item["label"].expand(n, -1) for item, n in zip(items, counts, strict=True)]),
+            "weight": torch.cat([torch.full((n,), 1.0 / (n * len(items))) for n in counts])}
+
+
 class SegmentDataset(Dataset):
     """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip,
     the frame offset of each step, its EDA clips (n_steps, eda channels, L) and TEMP clips
@@ -312,7 +382,10 @@ class CausalSegmentDataset(SegmentDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not self.options.needs_participant:
-            return super().__getitem__(index)
+            item = super().__getitem__(index)
+            if self.options.segment_pass:  # a causal node sees its own clip, never the segment after it
+                item["clips"] = segment_clips(item, self.clip_length, self.params)
+            return item
         seg = self.segments[index]
         steps = self.steps(index)
         offsets = seg.frame_offsets(self.params, steps)
@@ -378,13 +451,13 @@ def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: 
                       np.full(n, int(item["index"])), item["steps"].numpy()))
         pending += n
         while pending >= batch_size:
-            yield _take(parts, batch_size)
+            yield take_nodes(parts, batch_size)
             pending -= batch_size
     if pending:
-        yield _take(parts, pending)
+        yield take_nodes(parts, pending)
 
 
-def _take(parts: list, count: int) -> NodeBatch:
+def take_nodes(parts: list, count: int) -> NodeBatch:
     """Remove the first `count` nodes from `parts` (in place) and stack them into a batch."""
     taken: list[tuple] = []
     need = count

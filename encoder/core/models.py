@@ -3,6 +3,14 @@ spectrogram and two 1D ResNet18s over the clip's EDA and TEMP values, with per-s
 
 Node embedding = the three 512-d pooled vectors concatenated in the order audio | EDA | TEMP
 (`FEATURE_ORDER`), 1536 values. All heads return logits; the loss applies the softmax itself.
+
+The audio stream runs in one of two passes (`audio_pass`, config.STE_inputs): "clip", the original's,
+where each node's 2.75 s clip goes through the whole ResNet18 and is average-pooled; or "segment", where
+the ResNet18's trunk runs once over a segment's whole spectrogram (`segment_audio_map`) and each node's
+vector is the trunk output averaged over the node's clip window (`window_pool`), so that every second of
+audio is encoded once rather than once per overlapping clip. A clip given to a segment-pass model is
+pooled the same way over its own width, so the per-clip path (causal, online) and the segment path share
+one definition of a node's audio vector.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ FEATURE_ORDER = ("audio", "eda", "temp")
 STREAM_DIM = 512
 HEAD_DIM = 128
 EMBEDDING_DIM = STREAM_DIM * len(FEATURE_ORDER)
+AUDIO_PASSES = ("segment", "clip")
+TRUNK_STRIDE = 32  # spectrogram frames per position of the ResNet18 trunk's output (stride 2 five times)
 
 
 class EncoderOutput(NamedTuple):
@@ -106,6 +116,30 @@ def audio_resnet18(weights: Path | str | None = None) -> nn.Module:
     return net
 
 
+class AudioTrunk(nn.Module):
+    """The audio ResNet18 without its pooling: (B, 1, mels, frames) → (B, 512, frames / 32), the last
+    block's output averaged over the mel axis. It holds the ResNet's own layers (no copy)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x)))).mean(dim=2)
+
+
+def window_pool(offsets: torch.Tensor, width: int, positions: int, stride: int = TRUNK_STRIDE) -> torch.Tensor:
+    """(n, positions) weights that average a trunk output over each node's window [offset, offset + width)
+    of spectrogram frames: position t covers frames [t·stride, (t + 1)·stride), weighted by its overlap
+    with the window; each row sums to 1 (the window lies within the positions' frames)."""
+    starts = offsets.to(torch.float64)[:, None]
+    bins = torch.arange(positions, dtype=torch.float64, device=offsets.device)[None, :] * stride
+    overlap = (torch.minimum(starts + width, bins + stride) - torch.maximum(starts, bins)).clamp(min=0)
+    return (overlap / overlap.sum(dim=1, keepdim=True)).to(torch.float32)
+
+
 class Head(nn.Module):
     """512-d pooled vector → FC 128 → ReLU (kept for the fused head) → 7 auxiliary logits."""
 
@@ -122,11 +156,15 @@ class Head(nn.Module):
 
 class STEncoder(nn.Module):
     """Three streams, three auxiliary heads and a fused head over the concatenated 3 × 128 vectors.
-    `eda_channels`: input channels of the EDA stream (4 with the EDA components, encoder/core/participant.py)."""
+    `eda_channels`: input channels of the EDA stream (4 with the EDA components, encoder/core/participant.py);
+    `audio_pass`: "clip" or "segment" (module docstring); the weights are the same in both."""
 
     def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None,
-                 eda_channels: int = 1):
+                 eda_channels: int = 1, audio_pass: str = "clip"):
         super().__init__()
+        if audio_pass not in AUDIO_PASSES:
+            raise ValueError(f"audio_pass must be one of {AUDIO_PASSES}, not {audio_pass!r}")
+        self.audio_pass = audio_pass
         self.audio = audio_resnet18(weights)
         self.eda = ResNet1d(in_channels=eda_channels)
         self.temp = ResNet1d()
@@ -135,20 +173,72 @@ class STEncoder(nn.Module):
         self.temp_head = Head(num_classes)
         self.fused = nn.Linear(HEAD_DIM * len(FEATURE_ORDER), num_classes)
 
-    def forward(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor) -> EncoderOutput:
-        """audio (B, 1, n_mels, frames), eda (B, eda_channels, L) and temp (B, 1, L), L the bio clip length."""
-        pooled = [self.audio(audio), self.eda(eda), self.temp(temp)]
+    def trunk(self) -> nn.Module:
+        """The audio trunk (AudioTrunk over this model's ResNet18, or its folded copy in an inference model)."""
+        folded = getattr(self, "folded_trunk", None)
+        return folded if folded is not None else AudioTrunk(self.audio)
+
+    def forward(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor,
+                pool: torch.Tensor | None = None) -> EncoderOutput:
+        """eda (N, eda_channels, L) and temp (N, 1, L), L the bio clip length, of N nodes; audio either N
+        clips (N, 1, n_mels, clip frames) or, with `pool` (N, B · positions), B segment spectrograms
+        (B, 1, n_mels, frames) whose trunk outputs `pool` averages into the N nodes' vectors."""
+        if pool is not None:
+            positions = self.trunk()(audio)  # (B, 512, P)
+            vectors = pool @ positions.permute(0, 2, 1).reshape(-1, STREAM_DIM)
+        else:
+            vectors = self.clip_vectors(audio)
+        return self.from_vectors(vectors, eda, temp)
+
+    def clip_vectors(self, clips: torch.Tensor) -> torch.Tensor:
+        """(N, 512) audio vectors of N clips: the ResNet's average pool ("clip"), or the trunk output
+        averaged over the clip's own width as window_pool weighs it ("segment")."""
+        if self.audio_pass == "clip":
+            return self.audio(clips)
+        positions = self.trunk()(clips)
+        weights = window_pool(torch.zeros(1, device=clips.device), clips.shape[-1], positions.shape[-1])
+        return (positions * weights.to(positions.dtype)[:, None, :]).sum(dim=2)
+
+    def from_vectors(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor) -> EncoderOutput:
+        """The heads over given (N, 512) audio vectors and the bio streams of the N nodes."""
+        pooled = [audio, self.eda(eda), self.temp(temp)]
         heads = [self.audio_head, self.eda_head, self.temp_head]
         hidden, logits = zip(*(head(x) for head, x in zip(heads, pooled, strict=True)), strict=True)
         fused = self.fused(torch.cat(hidden, dim=1))
         return EncoderOutput(*logits, fused, torch.cat(pooled, dim=1))
 
 
-def inference_model(model: STEncoder) -> nn.Module:
-    """A copy of `model` for feature extraction: BatchNorm folded into the convolutions (eval
-    statistics) and channels-last weights; same outputs up to float rounding, about twice as fast on CPU."""
+def segment_audio_map(model: STEncoder, spec: torch.Tensor, chunk_frames: int, context_frames: int) -> torch.Tensor:
+    """(512, positions) trunk output of one segment's spectrogram `spec` (1, 1, n_mels, frames). A segment
+    longer than `chunk_frames` runs in chunks whose cores tile it, each with `context_frames` of real
+    spectrogram either side where the segment has them (both multiples of TRUNK_STRIDE), so a position's
+    value never depends on where a chunk boundary fell beyond its context, and the segment's own two ends
+    are padded the same way whether it was chunked or not."""
+    frames = spec.shape[-1]
+    if frames <= chunk_frames:
+        return model.trunk()(spec)[0]
+    core = chunk_frames - 2 * context_frames
+    if core <= 0 or core % TRUNK_STRIDE or context_frames % TRUNK_STRIDE:
+        raise ValueError(f"chunk {chunk_frames} and context {context_frames} frames must leave a core that is a "
+                         f"positive multiple of {TRUNK_STRIDE}")
+    parts = []
+    for start in range(0, frames, core):
+        lo = max(start - context_frames, 0)
+        out = model.trunk()(spec[..., lo : min(start + core + context_frames, frames)])[0]
+        first = (start - lo) // TRUNK_STRIDE
+        parts.append(out[:, first : first + core // TRUNK_STRIDE])
+    return torch.cat(parts, dim=1)
+
+
+def inference_model(model: STEncoder) -> STEncoder:
+    """A copy of `model` for feature extraction: each stream (and the audio trunk the segment pass runs)
+    with BatchNorm folded into its convolutions (eval statistics) and channels-last weights; same outputs
+    up to float rounding, about twice as fast on CPU."""
     from torch.fx.experimental.optimization import fuse
 
-    fused = fuse(copy.deepcopy(model).eval())
-    return fused.to(memory_format=torch.channels_last).eval()
-
+    copied = copy.deepcopy(model).eval()
+    trunk = fuse(AudioTrunk(copied.audio).eval()).to(memory_format=torch.channels_last).eval()
+    for name in ("audio", "eda", "temp"):
+        setattr(copied, name, fuse(getattr(copied, name)).to(memory_format=torch.channels_last).eval())
+    copied.folded_trunk = trunk
+    return copied.eval()

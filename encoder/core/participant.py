@@ -28,6 +28,10 @@ otherwise divide by nearly zero. Every participant-standardised value is then cl
 Offline and online statistics go through the same floors and clip.
 
 Participant = (session, identity). Each option only ever reads that participant's own rows and wavs.
+
+InputOptions also carries the audio stream's pass (`audio_pass`, "segment" or "clip", with the segment
+pass's chunk and context lengths in spectrogram frames; models.py), since a checkpoint's features depend
+on it as much as on the options above.
 """
 
 from __future__ import annotations
@@ -57,12 +61,22 @@ class InputOptions:
     bio_clip_length: int
     participant_norm: bool = False
     eda_components: bool = False
+    audio_pass: str = "clip"
+    segment_chunk_frames: int = 2048
+    segment_context_frames: int = 256
 
     @classmethod
     def from_inputs(cls, inputs: dict[str, Any]) -> InputOptions:
-        """From STE_inputs or a checkpoint's inputs (a checkpoint from before the options: all off)."""
+        """From STE_inputs or a checkpoint's inputs (a checkpoint from before the options: all off, and
+        the per-clip audio pass)."""
         bio = inputs.get("bio_clip_length") or inputs["clip_length"]
-        return cls(int(bio), bool(inputs.get("participant_norm", False)), bool(inputs.get("eda_components", False)))
+        return cls(int(bio), bool(inputs.get("participant_norm", False)), bool(inputs.get("eda_components", False)),
+                   str(inputs.get("audio_pass", "clip")), int(inputs.get("segment_chunk_frames", 2048)),
+                   int(inputs.get("segment_context_frames", 256)))
+
+    @property
+    def segment_pass(self) -> bool:
+        return self.audio_pass == "segment"
 
     @property
     def eda_channels(self) -> int:
@@ -74,7 +88,9 @@ class InputOptions:
 
     def signature(self) -> dict[str, Any]:
         return {"bio_clip_length": self.bio_clip_length, "participant_norm": self.participant_norm,
-                "eda_components": self.eda_components}
+                "eda_components": self.eda_components, "audio_pass": self.audio_pass,
+                "segment_chunk_frames": self.segment_chunk_frames,
+                "segment_context_frames": self.segment_context_frames}
 
 
 @dataclass

@@ -4,7 +4,7 @@ model in eval mode, one spectrogram per segment, with fused-head probabilities, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,21 +16,34 @@ from tqdm import tqdm
 
 from encoder.core import config, metrics, participant, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
-from encoder.core.dataset import Segment, SegmentDataset, make_dataset, node_batches
+from encoder.core.dataset import (
+    CausalSegmentDataset,
+    NodeBatch,
+    Segment,
+    SegmentDataset,
+    make_dataset,
+    node_batches,
+    take_nodes,
+)
 from encoder.core.distributed import resolve_device
-from encoder.core.models import EncoderOutput
+from encoder.core.models import EncoderOutput, segment_audio_map, window_pool
 from encoder.core.participant import InputOptions
 
 HEADS = ("audio", "eda", "temp", "fused")
 
 def encoder_loss(
-    output: EncoderOutput, label: torch.Tensor, class_weight: torch.Tensor | None = None
+    output: EncoderOutput, label: torch.Tensor, class_weight: torch.Tensor | None = None,
+    node_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Sum of the four heads' cross-entropies, taken on logits against the normalised multi-hot
-    `label` (B, 7). Returns (total, per-head mean losses)."""
-    per_head = {
-        name: functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight) for name in HEADS
-    }
+    `label` (B, 7). Returns (total, per-head losses): the mean over the B rows, or with `node_weight`
+    (B,), summing to 1, their weighted sum."""
+    if node_weight is None:
+        per_head = {name: functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight)
+                    for name in HEADS}
+    else:
+        per_head = {name: (functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight,
+                                                    reduction="none") * node_weight).sum() for name in HEADS}
     return sum(per_head.values()), per_head
 
 
@@ -73,24 +86,68 @@ def iter_predictions(
     progress: str | None = None,
 ) -> Iterator[Predictions]:
     """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
-    per segment. The caller restores train mode if it needs it."""
+    per segment; with the segment audio pass (not causal) one Predictions per segment, whatever
+    `batch_size`. The caller restores train mode if it needs it."""
     model.eval()
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         worker_init_fn=util.loader_worker_init)
     labels = torch.from_numpy(np.stack([s.label for s in dataset.segments])) if dataset.segments else None
     total = sum(len(dataset.steps(i)) for i in range(len(dataset)))
     bar = tqdm(total=total, desc=progress, unit="node", disable=progress is None, leave=False)
-    with torch.inference_mode(), bar:
+    with torch.inference_mode(), bar, util.one_blas_thread():
+        if dataset.options.segment_pass and not isinstance(dataset, CausalSegmentDataset):
+            for batch, vectors in segment_node_batches(model, loader, dataset, batch_size, device, amp):
+                with autocast(device, amp):
+                    out = model.from_vectors(vectors, batch.eda, batch.temp)
+                label = labels[torch.from_numpy(batch.segment_index)].to(device)
+                yield _predictions(out, label, batch.segment_index, batch.step, with_features)
+                bar.update(len(batch.step))
+            return
         for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params, device):
             with autocast(device, amp):
                 out = model(batch.audio.to(device), batch.eda.to(device), batch.temp.to(device))
             label = labels[torch.from_numpy(batch.segment_index)].to(device)
-            loss = sum(functional.cross_entropy(getattr(out, h).float(), label, reduction="none") for h in HEADS)
-            yield Predictions(
-                batch.segment_index, batch.step, torch.softmax(out.fused.float(), dim=1).cpu().numpy(),
-                loss.cpu().numpy(), out.embedding.float().cpu().numpy() if with_features else None,
-            )
+            yield _predictions(out, label, batch.segment_index, batch.step, with_features)
             bar.update(len(batch.step))
+
+
+def segment_node_batches(model: torch.nn.Module, items: Iterable[dict[str, Any]], dataset: SegmentDataset,
+                         batch_size: int, device: torch.device, amp: bool) -> Iterator[tuple[NodeBatch, torch.Tensor]]:
+    """The segment audio pass over SegmentDataset items: per segment the trunk once over its spectrogram
+    (models.segment_audio_map, chunked as the options say) and each node's audio vector averaged over its
+    clip window; the nodes of consecutive segments packed into batches of `batch_size` (the last smaller)
+    as (NodeBatch without audio, their (n, 512) audio vectors), for the bio streams and the heads."""
+    options = dataset.options
+    width = dataset.params.clip_frames(dataset.clip_length)
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
+    pending = 0
+    for item in items:
+        with autocast(device, amp):
+            positions = segment_audio_map(model, item["spec"].to(device)[None, None], options.segment_chunk_frames,
+                                          options.segment_context_frames)
+            weights = window_pool(item["offsets"].to(device), width, positions.shape[1])
+            vectors = weights.to(positions.dtype) @ positions.T
+        n = len(item["steps"])
+        parts.append((vectors, item["eda"].to(device), item["temp"].to(device), np.full(n, int(item["index"])),
+                      item["steps"].numpy()))
+        pending += n
+        while pending >= batch_size:
+            yield _as_vectors(take_nodes(parts, batch_size))
+            pending -= batch_size
+    if pending:
+        yield _as_vectors(take_nodes(parts, pending))
+
+
+def _as_vectors(batch: NodeBatch) -> tuple[NodeBatch, torch.Tensor]:
+    """dataset.take_nodes stacks the parts' first member as `audio`: here the nodes' audio vectors."""
+    return NodeBatch(torch.empty(0), batch.eda, batch.temp, batch.segment_index, batch.step), batch.audio
+
+
+def _predictions(out: EncoderOutput, label: torch.Tensor, index: np.ndarray, steps: np.ndarray,
+                 with_features: bool) -> Predictions:
+    loss = sum(functional.cross_entropy(getattr(out, h).float(), label, reduction="none") for h in HEADS)
+    return Predictions(index, steps, torch.softmax(out.fused.float(), dim=1).cpu().numpy(), loss.cpu().numpy(),
+                       out.embedding.float().cpu().numpy() if with_features else None)
 
 
 def node_metrics(segments: Sequence[Segment], pred: Predictions) -> dict[str, Any]:

@@ -31,7 +31,15 @@ from encoder.core.checkpoints import (
     save_torch_file,
 )
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
-from encoder.core.dataset import Segment, SegmentDataset, TrainClipDataset, compute_normalization, load_segments
+from encoder.core.dataset import (
+    Segment,
+    SegmentDataset,
+    TrainClipDataset,
+    TrainSegmentDataset,
+    collate_segments,
+    compute_normalization,
+    load_segments,
+)
 from encoder.core.distributed import Runtime, barrier, broadcast_buffers, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
 from encoder.core.models import STEncoder
@@ -120,7 +128,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     participant.attach([*train_segs, *val_segs], params, options)
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
-    model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels).to(device)
+    model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
+                      audio_pass=options.audio_pass).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -159,14 +168,18 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     net: torch.nn.Module = model
     if runtime.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
+    if options.segment_pass:
+        train_set = TrainSegmentDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
+    else:
+        train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
     sampler = DistributedSampler(train_set, shuffle=True, seed=int(settings["seed"])) if runtime.distributed else None
     generator = torch.Generator()
     per_rank = len(train_set) // runtime.world_size
     loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=sampler is None, sampler=sampler,
                         num_workers=settings["num_workers"], generator=generator,
                         worker_init_fn=util.loader_worker_init,
-                        drop_last=per_rank > settings["batch_size"], pin_memory=device.type == "cuda")
+                        drop_last=per_rank > settings["batch_size"], pin_memory=device.type == "cuda",
+                        collate_fn=collate_segments if options.segment_pass else None)
     record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,
               "device": str(device), "environment": util.environment(device)}
@@ -218,23 +231,38 @@ def _train_one_epoch(net: torch.nn.Module, loader: DataLoader, optimizer: torch.
     net.train()
     sums = dict.fromkeys((*HEADS, "total"), 0.0)
     seen = 0
-    for audio, eda, temp, label, _target in tqdm(loader, desc=progress, disable=progress is None, leave=False):
-        if len(label) < 2:  # BatchNorm cannot train on a single clip
-            continue
-        audio, eda, temp, label = (x.to(device, non_blocking=True) for x in (audio, eda, temp, label))
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            out = net(audio, eda, temp)
-        total, per_head = encoder_loss(out, label, weight)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        n = len(label)
-        seen += n
-        sums["total"] += total.detach().item() * n
-        for h in HEADS:
-            sums[h] += per_head[h].detach().item() * n
+    with util.one_blas_thread():
+        for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
+            sums, seen = _train_step(net, batch, optimizer, scaler, device, amp, weight, sums, seen)
     return {k: v / max(seen, 1) for k, v in sums.items()}
+
+
+def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                device: torch.device, amp: bool, weight: torch.Tensor | None, sums: dict[str, float],
+                seen: int) -> tuple[dict[str, float], int]:
+    """One optimisation step on a batch of clips (per-clip pass) or of segments (segment pass, a dict);
+    returns the running loss sums and the count of clips or segments seen."""
+    pool = node_weight = None
+    if isinstance(batch, dict):
+        audio, eda, temp, label, pool, node_weight = (
+            batch[k].to(device, non_blocking=True) for k in ("spec", "eda", "temp", "label", "pool", "weight"))
+        n = len(batch["spec"])
+    else:
+        audio, eda, temp, label = (x.to(device, non_blocking=True) for x in batch[:4])
+        n = len(label)
+    if n < 2:  # BatchNorm cannot train on a single clip or segment
+        return sums, seen
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        out = net(audio, eda, temp, pool)
+    total, per_head = encoder_loss(out, label, weight, node_weight)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    sums["total"] += total.detach().item() * n
+    for h in HEADS:
+        sums[h] += per_head[h].detach().item() * n
+    return sums, seen + n
 
 
 def _prune(out_dir: Path, keep: int | None) -> None:

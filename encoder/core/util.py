@@ -173,6 +173,16 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def one_blas_thread() -> Any:
+    """A context in which NumPy's BLAS runs on one thread. Where the data loader runs in the process that
+    runs the model (num_workers 0, the demo's setting), the mel projection's BLAS threads otherwise spin
+    on the cores after each call and slow torch's own threads: the segment pass's extraction took 2.3x as
+    long with them on 2 cores (benchmarks/bench_forward.py)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def loader_worker_init(_worker_id: int) -> None:
     """DataLoader `worker_init_fn`: one BLAS thread per worker process. Torch already gives each worker
     one thread, but NumPy's BLAS (the mel projection) would start one thread per core in every worker:
