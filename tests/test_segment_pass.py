@@ -13,6 +13,7 @@ from encoder.core import checkpoints, extraction, frames, io, layout, participan
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, segment_spectrogram
 from encoder.core.dataset import CausalSegmentDataset, TrainSegmentDataset, collate_segments, load_segments
 from encoder.core.models import (
+    TRUNK_STRIDE,
     STEncoder,
     inference_model,
     segment_audio_map,
@@ -78,35 +79,34 @@ def tiny_segments(tiny_root):
     return table.by_split["train"][:6]
 
 
-def test_training_batches_hold_every_node_inside_a_crop_once_per_segment(tiny_segments):
+def test_training_items_are_spans_of_consecutive_nodes_each_segment_weighted_once(tiny_segments):
     params = SpectrogramParams.from_dict({**TINY_INPUTS, "clip_length": 11, "fmin": 20.0})
-    width = params.clip_frames(11)
-    options = InputOptions(11, audio_pass="segment", segment_chunk_frames=4 * width)
-    dataset = TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, seed=0, options=options)
+    width, per_step = params.clip_frames(11), params.frames_per_step
+    options = InputOptions(11, audio_pass="segment")
+    dataset = TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, seed=0, options=options,
+                                  span_steps=3)
     items = [dataset[i] for i in range(len(dataset))]
     for seg, item in zip(tiny_segments, items, strict=True):
-        frames_in_crop = item["spec"].shape[1]
-        assert frames_in_crop <= 4 * width
         offsets = item["offsets"].numpy()
-        assert (offsets >= 0).all() and (offsets + width <= frames_in_crop).all()
-        assert len(offsets) == item["eda"].shape[0] == item["temp"].shape[0] <= seg.n_steps
+        assert len(offsets) == min(3, seg.n_steps) == item["eda"].shape[0] == item["temp"].shape[0]
+        assert offsets[0] == 0 and offsets[-1] + width == item["spec"].shape[1]  # first clip start to last clip end
+        assert (np.diff(offsets) == per_step).all()  # consecutive nodes of the 4 Hz grid
     batch = collate_segments(items)
     n = sum(len(item["offsets"]) for item in items)
     assert batch["spec"].shape[0] == len(items) and batch["pool"].shape[0] == n
+    assert batch["pool"].shape[1] == len(items) * -(-batch["spec"].shape[-1] // TRUNK_STRIDE)
     assert torch.allclose(batch["pool"].sum(dim=1), torch.ones(n))
     assert float(batch["weight"].sum()) == pytest.approx(1.0)
+    first = len(items[0]["offsets"])
+    assert float(batch["weight"][:first].sum()) == pytest.approx(1 / len(items))
     assert torch.equal(batch["label"][0], items[0]["label"])
-    dataset.set_epoch(1)
-    long = [i for i, seg in enumerate(tiny_segments) if dataset[i]["spec"].shape[1] == 4 * width]
-    assert long, "no segment longer than the crop: the test would not see a crop move"
-    assert any(not torch.equal(dataset[i]["offsets"], items[i]["offsets"]) for i in long)
-
-
-def test_too_short_a_chunk_is_refused(tiny_segments):
-    params = SpectrogramParams.from_dict({**TINY_INPUTS, "clip_length": 11, "fmin": 20.0})
-    options = InputOptions(11, audio_pass="segment", segment_chunk_frames=params.clip_frames(11))
-    with pytest.raises(ValueError, match="two clips"):
-        TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, 0, options)
+    moved = []
+    for epoch in range(1, 4):
+        dataset.set_epoch(epoch)
+        moved += [not torch.equal(dataset[i]["spec"], items[i]["spec"]) for i in range(len(items))]
+    assert any(moved)
+    with pytest.raises(ValueError, match="span_steps"):
+        TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, 0, options, span_steps=0)
 
 
 @pytest.fixture(scope="module")

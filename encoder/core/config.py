@@ -66,7 +66,7 @@ STE_inputs = {
     # Audio stream: "segment" runs the ResNet18 trunk once over a segment's spectrogram and pools each node's
     # clip window from it; "clip" runs it over every node's clip (the original's; models.py).
     "audio_pass": "clip",
-    "segment_chunk_frames": 2048,  # longest spectrogram one trunk pass takes (a training crop, an extraction chunk)
+    "segment_chunk_frames": 2048,  # longest spectrogram one trunk pass takes; a longer segment runs in chunks
     "segment_context_frames": 256,  # real spectrogram either side of a chunk's core when a segment is chunked
 }
 
@@ -82,6 +82,7 @@ STE_optimization_params = {
     "seed": SEED,
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
+    "segment_span_steps": 5,  # segment audio pass: consecutive nodes per training item (dataset.TrainSegmentDataset)
     "keep_checkpoints": 3,  # epoch_NNN.pth files kept besides best.pth (None: keep all)
     "progress": True,  # tqdm bars
 }

@@ -254,23 +254,25 @@ class TrainClipDataset(Dataset):
 
 
 class TrainSegmentDataset(Dataset):
-    """The segment pass's training items: one per segment per epoch, its spectrogram (up to
-    `options.segment_chunk_frames`; a longer segment gives a crop drawn anew each epoch from (seed, epoch,
-    segment index)) with every node whose clip window lies inside it: their frame offsets in the crop, their
-    bio clips, the segment's label. `collate_segments` batches them."""
+    """The segment pass's training items: one per segment per epoch, a span of `span_steps` consecutive
+    nodes (all of a shorter segment) starting at a node drawn anew each epoch from (seed, epoch, segment
+    index): the spectrogram from the first node's clip start to the last one's clip end, those nodes' frame
+    offsets in it, their bio clips and the segment's label. The trunk runs over the span and pools every
+    node of it, as extraction pools every node of a whole segment; a span a few nodes long costs little
+    more than one clip. `collate_segments` batches them."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, seed: int, options: InputOptions):
+                 params: SpectrogramParams, seed: int, options: InputOptions, span_steps: int):
+        if span_steps < 1:
+            raise ValueError(f"span_steps must be at least 1, not {span_steps}")
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
         self.params = params
         self.seed = seed
         self.options = options
+        self.span_steps = int(span_steps)
         self.epoch = 0
-        if options.segment_chunk_frames < 2 * params.clip_frames(clip_length):
-            raise ValueError(f"segment_chunk_frames {options.segment_chunk_frames} must hold two clips "
-                             f"({2 * params.clip_frames(clip_length)} frames)")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -280,19 +282,19 @@ class TrainSegmentDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         seg = self.segments[index]
-        offsets = seg.frame_offsets(self.params)
+        first = 0
+        if seg.n_steps > self.span_steps:
+            first = int(np.random.default_rng([self.seed, self.epoch, index]).integers(seg.n_steps - self.span_steps + 1))
+        steps = np.arange(first, min(first + self.span_steps, seg.n_steps))
+        offsets = seg.frame_offsets(self.params, steps)
         width = self.params.clip_frames(self.clip_length)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = participant.audio_input(seg, segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params),
                                        self.norm, self.options)
-        start, end, chunk = 0, spec.shape[1], self.options.segment_chunk_frames
-        if end > chunk:
-            start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(end - chunk + 1))
-            end = start + chunk
-        steps = np.flatnonzero((offsets >= start) & (offsets + width <= end))
+        start = int(offsets[0])
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
-        return {"spec": torch.from_numpy(np.ascontiguousarray(spec[:, start:end])),
-                "offsets": torch.from_numpy(offsets[steps] - start), "eda": torch.from_numpy(eda),
+        return {"spec": torch.from_numpy(np.ascontiguousarray(spec[:, start : int(offsets[-1]) + width])),
+                "offsets": torch.from_numpy(offsets - start), "eda": torch.from_numpy(eda),
                 "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label), "width": width}
 
 

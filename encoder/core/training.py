@@ -169,7 +169,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     if runtime.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if options.segment_pass:
-        train_set = TrainSegmentDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
+        train_set = TrainSegmentDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options,
+                                        int(settings["segment_span_steps"]))
     else:
         train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
     sampler = DistributedSampler(train_set, shuffle=True, seed=int(settings["seed"])) if runtime.distributed else None
