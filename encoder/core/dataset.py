@@ -284,7 +284,8 @@ class TrainSegmentDataset(Dataset):
         seg = self.segments[index]
         first = 0
         if seg.n_steps > self.span_steps:
-            first = int(np.random.default_rng([self.seed, self.epoch, index]).integers(seg.n_steps - self.span_steps + 1))
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            first = int(rng.integers(seg.n_steps - self.span_steps + 1))
         steps = np.arange(first, min(first + self.span_steps, seg.n_steps))
         offsets = seg.frame_offsets(self.params, steps)
         width = self.params.clip_frames(self.clip_length)
