@@ -31,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hop_length", type=int)
     parser.add_argument("--n_mels", type=int)
     parser.add_argument("--fmax", type=float)
+    parser.add_argument("--audio_pass", choices=("segment", "clip"),
+                        help="the audio ResNet18 once per segment, nodes pooled from it, or once per node's clip")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch checkpoint in out_dir")
     return parser.parse_args()
 
@@ -38,7 +40,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     given = {k: v for k, v in vars(args).items() if v is not None}
-    input_keys = ("weights", "sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmax")
+    input_keys = ("weights", "sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmax", "audio_pass")
     opt_keys = ("out_dir", "epochs", "batch_size", "lr", "num_workers", "seed", "class_weight")
     if "epochs" in given:
         given.setdefault("scheduler_T_max", given["epochs"])

@@ -23,7 +23,9 @@ from encoder.core.prediction import encoder_loss
 
 ENCODER_DIR = config.REPO_ROOT / "encoder"
 RECORDER = Path(__file__).with_name("ddp_record_training.py")
-TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16}
+# the per-clip audio pass, whose one-process reference below replays TrainClipDataset's draws
+TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16,
+               "audio_pass": "clip"}
 TINY_FLAGS = [arg for key, value in TINY_INPUTS.items() for arg in (f"--{key}", str(value))]
 CLIP_LENGTH, EPOCHS, BATCH_SIZE, SEED = 11, 2, 8, 3  # BATCH_SIZE is per rank, as in STE_train.py
 WORLD_SIZE = 2
@@ -64,7 +66,7 @@ def reference_training(root: Path) -> dict:
     table = load_segments(load_frames(root), root, util.session_splits(), wanted=("train", "val"))
     train = table.by_split["train"]
     participant.attach([*train, *table.by_split["val"]], params, options)  # as train_encoder does
-    model = STEncoder(eda_channels=options.eda_channels)
+    model = STEncoder(eda_channels=options.eda_channels, audio_pass=options.audio_pass)
     initial = snapshot(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["scheduler_T_max"])

@@ -337,10 +337,12 @@ def test_model_folder_holds_everything_prediction_needs(models: dict[str, Path],
     assert spec["graph"] == graph_build["build"] and spec["graph"]["numv"] == 40  # copied verbatim, the one record
     assert spec["classes"] == list(config.EMOTIONS) and spec["feature_precision"] == "float32"
     assert spec["normalization"] == state["normalization"] and spec["clip_length"] == state["inputs"]["clip_length"]
-    options = ("bio_clip_length", "participant_norm", "eda_components")
+    options = ("bio_clip_length", "participant_norm", "eda_components", "audio_pass", "segment_chunk_frames",
+               "segment_context_frames")
     assert spec["spectrogram"] == {k: v for k, v in state["inputs"].items() if k != "clip_length" and k not in options}
     assert spec["input_options"] == {"bio_clip_length": 11, "participant_norm": True,
-                                     "eda_components": config.STE_inputs["eda_components"]}
+                                     "eda_components": config.STE_inputs["eda_components"],
+                                     **{k: config.STE_inputs[k] for k in options[3:]}}
     assert spec["participant_statistics"] == "session"
     # the folder works wherever it is copied; without its encoder.pth it finds the recorded source by hash
     moved = tmp_path / "model"
