@@ -53,6 +53,7 @@ from encoder.core import (
     frames,
     kemdy20,
     layout,
+    models,
     synthetic,
     util,
 )
@@ -112,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
                              f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
                              "/ _noedac when it differs from the default")
-    parser.add_argument("--audio_pass", choices=("segment", "clip"), default=None,
+    parser.add_argument("--audio_pass", choices=models.AUDIO_PASSES, default=None,
                         help="the audio ResNet18 once over each segment's spectrogram, each node pooled from its "
                              "clip window (segment), or over every node's clip (clip, the original's); default "
                              f"config.STE_inputs ({config.STE_inputs['audio_pass']}); folder names get _segpass / "

@@ -9,7 +9,7 @@ Defaults come from encoder/core/config.py (STE_inputs, STE_optimization_params);
 import argparse
 from pathlib import Path
 
-from encoder.core import training, util
+from encoder.core import models, training, util
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hop_length", type=int)
     parser.add_argument("--n_mels", type=int)
     parser.add_argument("--fmax", type=float)
-    parser.add_argument("--audio_pass", choices=("segment", "clip"),
+    parser.add_argument("--audio_pass", choices=models.AUDIO_PASSES,
                         help="the audio ResNet18 once per segment, nodes pooled from it, or once per node's clip")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch checkpoint in out_dir")
     return parser.parse_args()

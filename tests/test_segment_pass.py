@@ -91,6 +91,11 @@ def test_training_items_are_spans_of_consecutive_nodes_each_segment_weighted_onc
         assert len(offsets) == min(3, seg.n_steps) == item["eda"].shape[0] == item["temp"].shape[0]
         assert offsets[0] == 0 and offsets[-1] + width == item["spec"].shape[1]  # first clip start to last clip end
         assert (np.diff(offsets) == per_step).all()  # consecutive nodes of the 4 Hz grid
+        # the span's spectrogram is computed alone, frame for frame the whole segment's under those nodes
+        whole = segment_spectrogram(io.read_wav(seg.wav, params.sample_rate), int(seg.frame_offsets(params)[-1]), 11,
+                                    params)
+        first = int(seg.frame_offsets(params)[int(item["steps"][0])])
+        assert np.allclose(item["spec"].numpy(), whole[:, first : first + item["spec"].shape[1]], atol=1e-5)
     batch = collate_segments(items)
     n = sum(len(item["offsets"]) for item in items)
     assert batch["spec"].shape[0] == len(items) and batch["pool"].shape[0] == n

@@ -100,10 +100,12 @@ def frame_offsets(ts: np.ndarray, origin: float, params: SpectrogramParams) -> n
     return offsets.astype(np.int64)
 
 
-def segment_spectrogram(wav: np.ndarray, last_offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
-    """Frames covering the clips of every node of a segment up to frame offset `last_offset`."""
-    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples)
-    n_frames = int(last_offset) + params.clip_frames(clip_length)
+def segment_spectrogram(wav: np.ndarray, last_offset: int, clip_length: int, params: SpectrogramParams,
+                        first_offset: int = 0) -> np.ndarray:
+    """Frames covering the clips of the nodes of a segment from frame offset `first_offset` (0: the whole
+    segment's) to `last_offset`; equal to the whole segment's frames [first_offset, last_offset + clip)."""
+    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples) + int(first_offset) * params.hop_length
+    n_frames = int(last_offset) - int(first_offset) + params.clip_frames(clip_length)
     return log_mel_frames(wav, start, n_frames, params)
 
 

@@ -9,8 +9,8 @@
   statistics (and EDA components) from what has arrived by its clip end, as predict.py --online embeds
   it (participant.prefix_views), so it returns the node clips themselves (with the segment audio pass
   too: a causal node's audio vector comes from its own clip, never from the segment after it).
-* `TrainSegmentDataset`: the segment audio pass's training items (a segment's spectrogram and all its
-  nodes), batched by `collate_segments`.
+* `TrainSegmentDataset`: the segment audio pass's training items (a span of consecutive nodes of a
+  segment and the spectrogram under them), batched by `collate_segments`.
 
 A "step" is a node's index inside its segment (its joined EDA/TEMP row). Its clips are placed by the
 node's timestamp, not by that index (frames.py states the rule): the audio clip by its frame offset
@@ -256,8 +256,8 @@ class TrainClipDataset(Dataset):
 class TrainSegmentDataset(Dataset):
     """The segment pass's training items: one per segment per epoch, a span of `span_steps` consecutive
     nodes (all of a shorter segment) starting at a node drawn anew each epoch from (seed, epoch, segment
-    index): the spectrogram from the first node's clip start to the last one's clip end, those nodes' frame
-    offsets in it, their bio clips and the segment's label. The trunk runs over the span and pools every
+    index): the spectrogram from the first node's clip start to the last one's clip end, those nodes' steps
+    and frame offsets in it, their bio clips and the segment's label. The trunk runs over the span and pools every
     node of it, as extraction pools every node of a whole segment; a span a few nodes long costs little
     more than one clip. `collate_segments` batches them."""
 
@@ -288,15 +288,13 @@ class TrainSegmentDataset(Dataset):
             first = int(rng.integers(seg.n_steps - self.span_steps + 1))
         steps = np.arange(first, min(first + self.span_steps, seg.n_steps))
         offsets = seg.frame_offsets(self.params, steps)
-        width = self.params.clip_frames(self.clip_length)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = participant.audio_input(seg, segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params),
-                                       self.norm, self.options)
-        start = int(offsets[0])
+        spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
-        return {"spec": torch.from_numpy(np.ascontiguousarray(spec[:, start : int(offsets[-1]) + width])),
-                "offsets": torch.from_numpy(offsets - start), "eda": torch.from_numpy(eda),
-                "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label), "width": width}
+        return {"spec": torch.from_numpy(participant.audio_input(seg, spec, self.norm, self.options)),
+                "offsets": torch.from_numpy(offsets - offsets[0]), "eda": torch.from_numpy(eda),
+                "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label),
+                "width": self.params.clip_frames(self.clip_length), "steps": torch.from_numpy(steps)}
 
 
 def collate_segments(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -140,6 +140,13 @@ def window_pool(offsets: torch.Tensor, width: int, positions: int, stride: int =
     return (overlap / overlap.sum(dim=1, keepdim=True)).to(torch.float32)
 
 
+def window_vectors(positions: torch.Tensor, offsets: torch.Tensor, width: int) -> torch.Tensor:
+    """(n, 512) audio vectors of the nodes at frame `offsets` of one segment: its trunk output `positions`
+    (512, P) averaged over each node's window of `width` frames (window_pool)."""
+    weights = window_pool(offsets.to(positions.device), width, positions.shape[1])
+    return weights.to(positions.dtype) @ positions.T
+
+
 class Head(nn.Module):
     """512-d pooled vector → FC 128 → ReLU (kept for the fused head) → 7 auxiliary logits."""
 

@@ -71,8 +71,9 @@ class InputOptions:
         the per-clip audio pass)."""
         bio = inputs.get("bio_clip_length") or inputs["clip_length"]
         return cls(int(bio), bool(inputs.get("participant_norm", False)), bool(inputs.get("eda_components", False)),
-                   str(inputs.get("audio_pass", "clip")), int(inputs.get("segment_chunk_frames", 2048)),
-                   int(inputs.get("segment_context_frames", 256)))
+                   str(inputs.get("audio_pass", cls.audio_pass)),
+                   int(inputs.get("segment_chunk_frames", cls.segment_chunk_frames)),
+                   int(inputs.get("segment_context_frames", cls.segment_context_frames)))
 
     @property
     def segment_pass(self) -> bool:

@@ -26,7 +26,7 @@ from encoder.core.dataset import (
     take_nodes,
 )
 from encoder.core.distributed import resolve_device
-from encoder.core.models import EncoderOutput, segment_audio_map, window_pool
+from encoder.core.models import EncoderOutput, segment_audio_map, window_vectors
 from encoder.core.participant import InputOptions
 
 HEADS = ("audio", "eda", "temp", "fused")
@@ -86,8 +86,8 @@ def iter_predictions(
     progress: str | None = None,
 ) -> Iterator[Predictions]:
     """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
-    per segment; with the segment audio pass (not causal) one Predictions per segment, whatever
-    `batch_size`. The caller restores train mode if it needs it."""
+    per segment (with the segment audio pass, not causal: segment_node_batches). The caller restores
+    train mode if it needs it."""
     model.eval()
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         worker_init_fn=util.loader_worker_init)
@@ -125,8 +125,7 @@ def segment_node_batches(model: torch.nn.Module, items: Iterable[dict[str, Any]]
         with autocast(device, amp):
             positions = segment_audio_map(model, item["spec"].to(device)[None, None], options.segment_chunk_frames,
                                           options.segment_context_frames)
-            weights = window_pool(item["offsets"].to(device), width, positions.shape[1])
-            vectors = weights.to(positions.dtype) @ positions.T
+            vectors = window_vectors(positions, item["offsets"], width)
         n = len(item["steps"])
         parts.append((vectors, item["eda"].to(device), item["temp"].to(device), np.full(n, int(item["index"])),
                       item["steps"].numpy()))
