@@ -9,8 +9,13 @@ trunk once over each segment's spectrogram, every node pooled from its clip wind
 and nodes, through the same iter_predictions. The last two lines printed are
 `ratio=<reference/ours> reference_s=<s> ours_s=<s> nodes_per_s=<ours>` and
 `segment_ratio=<ours per-clip s / segment-pass s> segment_s=<s> segment_nodes_per_s=<n>`.
+With --participant_norm a last line follows: participant normalisation's statistics in a pass over the
+wavs of their own before the dataset reads them again, against one log-mel pass that gives the statistics
+and the spectrograms (participant.attach as STE_forward runs it), both through the per-clip model:
+`participant_ratio=<two-pass s / one-pass s> two_pass_s=<s> one_pass_s=<s> one_pass_nodes_per_s=<n>`.
 
     python benchmarks/bench_forward.py [--root KEMDY20_ROOT] [--checkpoint best.pth] [--segments 12]
+                                      [--participant_norm]
 
 Without --root, the `tiny` synthetic preset is generated in a temporary folder; without
 --checkpoint, an untrained encoder (training-session normalisation) stands in for a trained one.
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoder.core import checkpoints, config, frames, io, prediction, synthetic, util
+from encoder.core import checkpoints, config, frames, io, participant, prediction, synthetic, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment, SegmentDataset, compute_normalization, load_segments
 from encoder.core.models import STEncoder, inference_model
@@ -78,6 +83,9 @@ def main() -> None:
     parser.add_argument("--sample_rate", type=int, default=config.STE_inputs["sample_rate"])
     parser.add_argument("--hop_length", type=int, default=config.STE_inputs["hop_length"])
     parser.add_argument("--n_mels", type=int, default=config.STE_inputs["n_mels"])
+    parser.add_argument("--participant_norm", action="store_true",
+                        help="then time participant normalisation's statistics in a pass of their own against "
+                             "one log-mel pass (last line participant_ratio=...)")
     args = parser.parse_args()
     util.seed_everything(0)
     with tempfile.TemporaryDirectory() as tmp:  # the segments' wavs are read from it until the end
@@ -135,6 +143,28 @@ def run(args: argparse.Namespace, root: Path) -> None:
     segment_s = time.perf_counter() - started
     print(f"segment_ratio={ours_s / segment_s:.2f} segment_s={segment_s:.2f} "
           f"segment_nodes_per_s={n_nodes / segment_s:.1f}")
+    if args.participant_norm:
+        participant_passes(folded, segments, norm, clip_length, params, args, n_nodes)
+
+
+def participant_passes(model: torch.nn.Module, segments: list[Segment], norm: Normalization, clip_length: int,
+                       params: SpectrogramParams, args: argparse.Namespace, n_nodes: int) -> None:
+    """With participant normalisation, the statistics and the embeddings of `segments`: the statistics
+    from a pass of their own over the wavs before the dataset reads them again (two passes), against one
+    log-mel pass that gives both (participant.attach keeping the spectrograms, as STE_forward does)."""
+    options = InputOptions(clip_length, participant_norm=True)
+    timings, results = {}, {}
+    for name, keep in (("two_pass", False), ("one_pass", True)):
+        fresh = [replace(s, participant=None, spectrogram=None) for s in segments]
+        started = time.perf_counter()
+        participant.attach(fresh, params, options, None if not keep else clip_length, keep_spectrograms=keep)
+        results[name] = our_embeddings(model, fresh, norm, clip_length, params, args.batch_size, args.num_workers,
+                                       options)
+        timings[name] = time.perf_counter() - started
+    if not np.allclose(results["one_pass"], results["two_pass"], rtol=1e-3, atol=1e-4):
+        raise SystemExit("participant-normalised embeddings disagree between one and two passes")
+    print(f"participant_ratio={timings['two_pass'] / timings['one_pass']:.2f} two_pass_s={timings['two_pass']:.2f} "
+          f"one_pass_s={timings['one_pass']:.2f} one_pass_nodes_per_s={n_nodes / timings['one_pass']:.1f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def session(tiny_root: Path) -> list:
 
 
 def fresh(segments: list) -> list:
-    return [replace(s, participant=None, eda_parts=None) for s in segments]
+    return [replace(s, participant=None, eda_parts=None, spectrogram=None) for s in segments]
 
 
 def test_participant_statistics_are_that_participants_own(session: list) -> None:
@@ -340,3 +340,33 @@ def test_a_flat_participant_gets_floored_sd_and_clipped_inputs(session: list) ->
     assert seen.participant.eda_std == participant.STD_FLOORS["eda"]
     assert seen.participant.temp_std >= participant.STD_FLOORS["temp"]
     assert np.abs(participant.bio_inputs(seen, np.array([0]), UNIT, options)[1]).max() <= participant.Z_CLIP
+
+
+def test_one_log_mel_pass_gives_the_statistics_and_the_spectrograms_the_encoder_reads(session: list) -> None:
+    """attach with the clip length takes the participant's audio statistics and every segment's
+    spectrogram from one pass over each wav: the statistics those of the whole wavs' frames, the
+    dataset's items the ones it computes from the wav itself, and nothing kept after release."""
+    clip_length = 11
+    plain, kept = fresh(session), fresh(session)
+    participant.attach(plain, SMALL, ALL_ON)
+    participant.attach(kept, SMALL, ALL_ON, clip_length, keep_spectrograms=True)
+    for a, b in zip(plain, kept, strict=True):
+        np.testing.assert_allclose(b.participant.mel_mean, a.participant.mel_mean, rtol=1e-6)
+        np.testing.assert_allclose(b.participant.mel_std, a.participant.mel_std, rtol=1e-5)
+        wav = io.read_wav(b.wav, SMALL.sample_rate)
+        whole = segment_spectrogram(wav, int(b.frame_offsets(SMALL)[-1]), clip_length, SMALL)
+        assert b.spectrogram.shape == whole.shape
+        np.testing.assert_allclose(b.spectrogram, whole, atol=1e-3)
+    computed = fresh(kept)
+    for seg, stats in zip(computed, kept, strict=True):
+        seg.participant, seg.eda_parts = stats.participant, stats.eda_parts
+    assert all(s.spectrogram is None for s in computed)
+    for stride in (1, 3):  # a validation stride ends the spectrogram at its own last node's clip
+        ours, theirs = (SegmentDataset(segs, UNIT, clip_length, SMALL, stride, ALL_ON) for segs in (kept, computed))
+        for i in range(len(kept)):
+            item, expected = ours[i], theirs[i]
+            assert item["spec"].shape == expected["spec"].shape
+            torch.testing.assert_close(item["spec"], expected["spec"], atol=1e-3, rtol=0)
+            torch.testing.assert_close(item["eda"], expected["eda"])
+    participant.release_spectrograms(kept)
+    assert all(s.spectrogram is None for s in kept)

@@ -64,6 +64,7 @@ class Segment:
     transcript: str | None = None  # its words, marks stripped (frames.py); None: no readable transcript
     participant: participant.ParticipantStats | None = None  # participant.attach (participant_norm, eda_components)
     eda_parts: np.ndarray | None = None  # float64[m, 3] components of eda_rows (participant.attach, eda_components)
+    spectrogram: np.ndarray | None = None  # (n_mels, frames) every node's clip, kept by participant.attach
 
     @property
     def n_steps(self) -> int:
@@ -346,9 +347,13 @@ class SegmentDataset(Dataset):
         seg = self.segments[index]
         steps = self.steps(index)
         offsets = seg.frame_offsets(self.params, steps)
-        wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = participant.audio_input(seg, segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params),
-                                       self.norm, self.options)
+        n_frames = int(offsets[-1]) + self.params.clip_frames(self.clip_length)
+        if seg.spectrogram is not None:  # participant.attach computed it with the participant's statistics
+            spec = seg.spectrogram[:, :n_frames]
+        else:
+            spec = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), int(offsets[-1]),
+                                       self.clip_length, self.params)
+        spec = participant.audio_input(seg, spec, self.norm, self.options)
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {
             "index": index,

@@ -209,10 +209,18 @@ def bio_stats(eda_rows: np.ndarray, temp_rows: np.ndarray) -> ParticipantStats:
     return ParticipantStats(float(eda_mean), float(eda_std), float(temp_mean), float(temp_std))
 
 
-def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOptions) -> None:
+def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOptions,
+           clip_length: int | None = None, keep_spectrograms: bool = False) -> None:
     """Give every segment its participant's statistics (`participant`) and, with eda_components, its
     EDA rows' components (`eda_parts`, aligned with eda_rows), from the participant's segments among
-    `segments` (offline: the whole session). Nothing happens when neither option is on."""
+    `segments` (offline: the whole session). Nothing happens when neither option is on.
+
+    With participant_norm and `clip_length`, the wav frames the statistics are taken over are computed
+    together with the frames the encoder reads (dataset.SegmentDataset: from the first node's clip start to
+    the last one's clip end), in one log-mel pass per wav (audio_frames); with `keep_spectrograms` the
+    latter are kept as the segment's `spectrogram`, so that the dataset neither reads the wav nor computes
+    its spectrogram again, until release_spectrograms. Every caller that embeds passes `clip_length`, so
+    that its statistics come from the same pass whether it keeps the spectrograms or not."""
     if not options.needs_participant:
         return
     for group in by_participant(segments).values():
@@ -221,13 +229,39 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
         if options.participant_norm:
             mel = Moments(params.n_mels)
             for seg in group:
-                mel.add(wav_frames(io.read_wav(seg.wav, params.sample_rate), params))
+                wav = io.read_wav(seg.wav, params.sample_rate)
+                if clip_length is None:
+                    mel.add(wav_frames(wav, params))
+                    continue
+                inside, spectrogram = audio_frames(seg, wav, params, clip_length)
+                mel.add(inside)
+                if keep_spectrograms:
+                    seg.spectrogram = spectrogram
             stats.mel_mean, stats.mel_std = mel.mean_std(STD_FLOORS["mel"])
         parts = eda_components(eda_rows[:, 1], eda_rows[:, 0]) if options.eda_components else None
         for seg in group:
             seg.participant = stats
             if parts is not None:
                 seg.eda_parts = parts[np.searchsorted(eda_rows[:, 0], seg.eda_rows[:, 0])]
+
+
+def audio_frames(segment: Any, wav: np.ndarray, params: SpectrogramParams,
+                 clip_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One log-mel pass over `wav` covering both the whole wav and every node's clip of `segment`:
+    ((n_frames, n_mels) frames centred on the wav's samples 0, hop, ... (wav_frames), (n_mels, frames)
+    the segment's spectrogram from its first node's clip start to its last node's clip end
+    (custom_transforms.segment_spectrogram))."""
+    lead = (clip_length // 2) * params.frames_per_step  # the first node's clip starts this many frames early
+    n_wav = len(wav) // params.hop_length + 1
+    n_clips = int(segment.frame_offsets(params)[-1]) + params.clip_frames(clip_length)
+    frames = log_mel_frames(wav, -lead * params.hop_length, max(lead + n_wav, n_clips), params)
+    return frames[:, lead : lead + n_wav].T, frames[:, :n_clips]
+
+
+def release_spectrograms(segments: Sequence[Any]) -> None:
+    """Drop the spectrograms attach kept."""
+    for seg in segments:
+        seg.spectrogram = None
 
 
 def audio_input(segment: Any, spec: np.ndarray, norm: Normalization, options: InputOptions) -> np.ndarray:

@@ -177,7 +177,7 @@ def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequ
     params = SpectrogramParams.from_dict(state["inputs"])
     options = InputOptions.from_inputs(state["inputs"])
     if not causal:
-        participant.attach(segments, params, options)
+        participant.attach(segments, params, options, int(state["inputs"]["clip_length"]))
     dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]),
                            int(state["inputs"]["clip_length"]), params, options, causal)
     return Predictions.concat(list(iter_predictions(

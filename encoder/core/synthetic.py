@@ -14,6 +14,7 @@ session, so the same seed gives the same bytes; GENERATOR_VERSION names the gene
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,25 +455,36 @@ def force_every_class(
 
 
 def make_dataset(
-    out: Path, preset: str = "tiny", seed: int = 0, with_wav: bool = True, balance: str = "kemdy20"
+    out: Path, preset: str = "tiny", seed: int = 0, with_wav: bool = True, balance: str = "kemdy20",
+    sessions: Sequence[int] | None = None,
 ) -> dict:
     """Write a synthetic KEMDy20 tree at `out` (which must not hold files yet), all or nothing.
-    Returns a summary of what was written."""
+    `sessions`: only these of the preset's sessions, each drawn as in the whole preset (its
+    participants, scripts, signals and wavs; which bio files go missing, and the draws that give every
+    class a test segment, are made among the sessions written). Returns a summary of what was written."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise util.DataError("already exists and is not empty; choose another --out", out)
+    spec = PRESETS[preset]
+    if sessions is not None:
+        unknown = sorted(set(sessions) - set(spec.sessions) - set(spec.temp_only_sessions))
+        if unknown:
+            raise ValueError(f"sessions {unknown} are not in the {preset} preset")
     with util.atomic_dir(out) as tmp:
-        summary = _write_dataset(tmp, PRESETS[preset], seed, with_wav, PRIORS[balance], preset)
+        summary = _write_dataset(tmp, spec, seed, with_wav, PRIORS[balance], preset,
+                                 None if sessions is None else {int(s) for s in sessions})
     return {"root": out, **summary}
 
 
-def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np.ndarray, preset: str) -> dict:
+def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np.ndarray, preset: str,
+                   only: set[int] | None = None) -> dict:
     seeds = np.random.SeedSequence(seed).spawn(len(spec.sessions) + len(spec.temp_only_sessions) + 1)
     rng_global = np.random.default_rng(seeds[-1])
-    split_of = {s: util.split_of_session(s) for s in spec.sessions}
+    kept = [(s, ss) for s, ss in zip(spec.sessions, seeds, strict=False) if only is None or s in only]
+    split_of = {s: util.split_of_session(s) for s, _ in kept}
 
     plans = []
-    for session, ss in zip(spec.sessions, seeds, strict=False):
+    for session, ss in kept:
         # audio draws apart, so --no-wav leaves the rest unchanged; the third child (transcript words) leaves
         # the first two as they were (SeedSequence children are numbered)
         bio_seed, audio_seed, text_seed, temp_seed = ss.spawn(4)
@@ -492,8 +504,8 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
     # Bio files missing for one modality, drawn from training sessions only.
     missing: dict[tuple[int, int, int], str] = {}
     candidates = [(s, c, p) for s, *_ in plans for c in range(1, spec.scripts + 1) for p in range(2)]
-    n_missing = int(round(spec.missing_share * len(candidates)))
     train_candidates = [c for c in candidates if split_of[c[0]] == "train"]
+    n_missing = min(int(round(spec.missing_share * len(candidates))), len(train_candidates))
     for idx in rng_global.choice(len(train_candidates), size=n_missing, replace=False):
         missing[train_candidates[idx]] = str(rng_global.choice(["EDA", "TEMP"]))
     usable = {c for c in candidates if c not in missing}
@@ -545,6 +557,8 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
                     n_wavs += 1
 
     for session, ss in zip(spec.temp_only_sessions, seeds[len(spec.sessions):-1], strict=True):
+        if only is not None and session not in only:
+            continue
         rng = np.random.default_rng(ss)
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         times = np.arange(0, 120, config.BIO_STEP_S)
@@ -555,5 +569,5 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
             values = temp_signal(10 * 3600 + times, person, {"start": 10 * 3600.0}, rng)
             layout.bio_path(out, "TEMP", session, 1, name).write_text(
                 bio_lines(values, stamps, [""] * len(times), ".2f", 0.0))
-    return {"preset": preset, "seed": seed, "sessions": len(spec.sessions),
+    return {"preset": preset, "seed": seed, "sessions": len(split_of),
             "segments": n_segments, "wavs": n_wavs, "missing_bio_files": len(missing)}

@@ -125,7 +125,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                              f"(splits {dict(splits)})", root)
     say(table.summary())
     options = InputOptions.from_inputs(inputs)
-    participant.attach([*train_segs, *val_segs], params, options)
+    participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
     model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
