@@ -235,3 +235,22 @@ def test_speech_carries_emotion(f0):
     assert np.mean(rms["angry"]) > 1.5 * np.mean(rms["sad"])
     # conversational, not acted, effects (EMOTION_PARAMS): happy about +6% pitch, sad about -5%
     assert np.mean(pitch["happy"]) > 1.08 * np.mean(pitch["sad"])
+
+
+def test_a_sample_of_a_preset_writes_its_sessions_as_the_whole_preset_draws_them(tmp_path):
+    """--sessions: only the sessions asked for, with the segments (IDs and times) of the whole preset's."""
+    synthetic.make_dataset(tmp_path / "whole", "tiny", seed=0, with_wav=False)
+    run = subprocess.run([sys.executable, *CLI, "--out", str(tmp_path / "sample"), "--preset", "tiny", "--seed", "0",
+                          "--no-wav", "--sessions", "2,37"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "sessions=2" in run.stdout
+    whole, sample = all_files(tmp_path / "whole"), all_files(tmp_path / "sample")
+    assert sorted(name for name in sample if name.startswith("annotation")) == [
+        "annotation/Sess02_eval.csv", "annotation/Sess37_eval.csv"]
+    for session in (2, 37):
+        name = f"annotation/Sess{session:02d}_eval.csv"
+        ids = [re.findall(r"[\d.]+,[\d.]+,Sess\d+_script\d+_User\d+[MF]_\d+", data.decode("utf-8"))
+               for data in (whole[name], sample[name])]
+        assert ids[0] and ids[0] == ids[1]
+    with pytest.raises(ValueError, match="not in the tiny preset"):
+        synthetic.make_dataset(tmp_path / "bad", "tiny", seed=0, with_wav=False, sessions=[3])

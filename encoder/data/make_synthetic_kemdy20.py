@@ -1,6 +1,7 @@
 """Write a synthetic dataset in the exact KEMDy20 layout.
 
     python encoder/data/make_synthetic_kemdy20.py --out DIR --preset {tiny,demo,full} --seed N [--no-wav]
+                                                  [--sessions 1,33,37]
 """
 
 import argparse
@@ -17,8 +18,11 @@ def main() -> None:
     parser.add_argument("--no-wav", action="store_true", help="skip audio (benchmarks of the bio path)")
     parser.add_argument("--balance", choices=sorted(synthetic.PRIORS), default="kemdy20",
                         help="label balance: KEMDy20-like (neutral majority) or uniform")
+    parser.add_argument("--sessions", help="only these of the preset's sessions (comma-separated), each drawn as "
+                                           "in the whole preset")
     args = parser.parse_args()
-    summary = synthetic.make_dataset(args.out, args.preset, args.seed, not args.no_wav, args.balance)
+    sessions = [int(s) for s in args.sessions.split(",")] if args.sessions else None
+    summary = synthetic.make_dataset(args.out, args.preset, args.seed, not args.no_wav, args.balance, sessions)
     print(", ".join(f"{k}={v}" for k, v in summary.items()))
 
 
