@@ -30,6 +30,7 @@ The last line: `single_run_h=<hours> cv5_h=<hours> encoder_epoch_s_per_1000=<s p
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -59,7 +60,14 @@ def timed(run: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    """Bytes the files under `path` add to the disk: a file hard-linked several times inside counts once,
+    one linked from outside (model/encoder.pth: the encoder's best.pth, model_folder.py) not at all."""
+    links: dict[tuple[int, int], list[os.stat_result]] = {}
+    for file in Path(path).rglob("*"):
+        if file.is_file():
+            stat = file.stat()
+            links.setdefault((stat.st_dev, stat.st_ino), []).append(stat)
+    return sum(stats[0].st_size for stats in links.values() if stats[0].st_nlink == len(stats))
 
 
 def measure(root: Path, work: Path, splits: dict[str, tuple[int, ...]], device: str, audio_pass: str | None,
