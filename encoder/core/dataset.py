@@ -347,9 +347,8 @@ class SegmentDataset(Dataset):
         seg = self.segments[index]
         steps = self.steps(index)
         offsets = seg.frame_offsets(self.params, steps)
-        n_frames = int(offsets[-1]) + self.params.clip_frames(self.clip_length)
         if seg.spectrogram is not None:  # participant.attach computed it with the participant's statistics
-            spec = seg.spectrogram[:, :n_frames]
+            spec = seg.spectrogram[:, : int(offsets[-1]) + self.params.clip_frames(self.clip_length)]
         else:
             spec = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), int(offsets[-1]),
                                        self.clip_length, self.params)

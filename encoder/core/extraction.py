@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from encoder.core import config, layout, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
@@ -194,32 +193,45 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                       text_vectors: dict[str, np.ndarray] | None = None,
                       blocks: Sequence[pretrained.PretrainedBlock] = (),
                       options: InputOptions | None = None, causal: bool = False) -> dict[str, Any]:
-    """Embed every step of `segments` session by session and write one node file per session, each
+    """Embed every step of `segments` (grouped by session) and write one node file per session, each
     node's embedding followed by the blocks of `dims` (appended_columns: the segment's text vector from
     `text_vectors`, then the pretrained `blocks`' columns, computed per session). With the participant
-    options on, a session's participant statistics come from its own segments (participant.attach, whose
-    log-mel pass also gives the spectrograms embedded, released after the session), or with `causal` from
-    prefixes (dataset.CausalSegmentDataset)."""
+    options on, a session's participant statistics come from its own segments (participant.attach); with
+    participant_norm, whose log-mel pass also gives the spectrograms embedded, one session at a time, each
+    session's kept until it is embedded; with `causal` from prefixes (dataset.CausalSegmentDataset)."""
     options = options or InputOptions(clip_length)
-    sessions: dict[int, list[Segment]] = {}
+    keep = options.participant_norm and not causal  # attach keeps spectrograms: one session's at a time
+    groups = ([[s for s in segments if s.session == session] for session in dict.fromkeys(s.session for s in segments)]
+              if keep else [segments])
+    remaining = {}
     for seg in segments:
-        sessions.setdefault(seg.session, []).append(seg)
+        remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps
     written: dict[tuple[str, int], int] = {}
     parts: dict[str, list[tuple[list[str], np.ndarray, np.ndarray]]] = {}
-    show = runtime.is_main and settings["progress"]
-    for session, group in tqdm(sessions.items(), desc="extract", unit="session", disable=not show):
+    progress = "extract" if runtime.is_main and settings["progress"] else None
+    for group in groups:
         if not causal:
-            participant.attach(group, params, options, clip_length, keep_spectrograms=True)
-        dataset = make_dataset(group, norm, clip_length, params, options, causal)
-        done = Predictions.concat(list(iter_predictions(model, dataset, settings["batch_size"],
-                                                        settings["num_workers"], runtime.device,
-                                                        bool(settings["amp"]), True)))
+            participant.attach(group, params, options, clip_length, keep_spectrograms=keep)
+        buffers: dict[int, list[Predictions]] = {}
+        for pred in iter_predictions(model, make_dataset(group, norm, clip_length, params, options, causal),
+                                     settings["batch_size"], settings["num_workers"], runtime.device,
+                                     bool(settings["amp"]), True, progress):
+            sessions_in_batch = np.array([group[i].session for i in pred.segment_index])
+            for session in np.unique(sessions_in_batch):
+                mask = sessions_in_batch == session
+                buffers.setdefault(session, []).append(Predictions(pred.segment_index[mask], pred.step[mask],
+                                                                   pred.probs[mask], pred.loss[mask],
+                                                                   pred.features[mask]))
+                remaining[session] -= int(mask.sum())
+                if remaining[session] == 0:  # a session's node file is written as soon as its last node is in
+                    done = Predictions.concat(buffers.pop(session))
+                    split = group[done.segment_index[0]].split
+                    written[(split, int(session))] = _write_session(staging, split, int(session), group, done,
+                                                                    dims or {}, text_vectors, blocks)
+                    parts.setdefault(split, []).append(([group[i].segment_id for i in done.segment_index],
+                                                        np.array([group[i].target for i in done.segment_index]),
+                                                        done.probs))
         participant.release_spectrograms(group)
-        split = group[0].split
-        written[(split, int(session))] = _write_session(staging, split, int(session), group, done, dims or {},
-                                                        text_vectors, blocks)
-        parts.setdefault(split, []).append(([group[i].segment_id for i in done.segment_index],
-                                            np.array([group[i].target for i in done.segment_index]), done.probs))
     return {"written": written, "parts": parts,
             "blocks": {b.name: {"seconds": b.seconds, "forward_passes": b.forward_passes} for b in blocks}}
 

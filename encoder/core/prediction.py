@@ -176,10 +176,11 @@ def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequ
     settings = util.merge_settings(config.STE_forward_params, forward)
     params = SpectrogramParams.from_dict(state["inputs"])
     options = InputOptions.from_inputs(state["inputs"])
+    clip_length = int(state["inputs"]["clip_length"])
     if not causal:
-        participant.attach(segments, params, options, int(state["inputs"]["clip_length"]))
-    dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]),
-                           int(state["inputs"]["clip_length"]), params, options, causal)
+        participant.attach(segments, params, options, clip_length)
+    dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]), clip_length, params,
+                           options, causal)
     return Predictions.concat(list(iter_predictions(
         model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
         bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))
