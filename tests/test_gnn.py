@@ -113,6 +113,16 @@ def test_metrics_against_hand_worked_confusion() -> None:
     assert ids == ["s1", "s2"] and targets.tolist() == [1, 0] and pred.tolist() == [1, 0]
 
 
+def test_model_selection_score_is_the_segment_macro_f1_of_evaluate() -> None:
+    # segments A (target 0): nodes [0.6, 0.4] and [0.2, 0.8] -> mean [0.4, 0.6] -> 1; B (target 1): 1;
+    # C (target 1): 0. Class 0: no hit, one false positive, one miss -> F1 0; class 1: one hit, one false
+    # positive, one miss -> F1 0.5; macro over the present classes 0.25 (at node level it would differ)
+    pred = {"segment_ids": ["A", "B", "A", "C"], "targets": np.array([0, 1, 0, 1]),
+            "probs": np.array([[0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.9, 0.1]]), "sessions": np.zeros(4)}
+    assert train_val.segment_macro_f1(pred) == pytest.approx(0.25)
+    assert train_val.segment_macro_f1(pred) == train_val.evaluate(pred)["segment"]["macro_f1"]
+
+
 def test_training_beats_majority_and_writes_results(trained: dict) -> None:
     metrics, out = trained["metrics"], trained["out"]
     gnn = metrics["test"]["segment"]["macro_f1"]
