@@ -36,8 +36,6 @@ format (kemdy20-model/1, or a GNN checkpoint without a model folder) are refused
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +54,6 @@ GNN_PREDICTIONS_FILE = "predictions_test.csv"
 TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
 
 
-def _link(source: Path, target: Path) -> None:
-    """Hard link `source` as `target`, or copy it where a link is impossible (another file system)."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
     """The feature manifest the graphs of build record `record` came from: features_dir's, else the
     path the record names, when its sha256 is the recorded one; None when there is none."""
@@ -80,7 +70,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
     folder = Path(results) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    _link(gnn_checkpoint, folder / GNN_FILE)
+    util.link_file(gnn_checkpoint, folder / GNN_FILE)
     manifest = util.read_json(manifest_path) if manifest_path is not None and manifest_path.is_file() else {}
     encoder: dict[str, Any] = {"file": None, "sha256": record.get("encoder_sha256"),
                                "source": manifest.get("encoder_checkpoint")}
@@ -95,7 +85,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         notes.append(f"{FOLDER}/: encoder checkpoint {source} is missing or changed since the features were "
                      f"extracted; model.json names it by sha256 {encoder['sha256'][:12]}... only")
     else:
-        _link(source, folder / ENCODER_FILE)
+        util.link_file(source, folder / ENCODER_FILE)
         if util.file_sha256(folder / ENCODER_FILE) != encoder["sha256"]:
             raise util.DataError("changed while being copied into the model folder", source)
         encoder["file"] = ENCODER_FILE
@@ -131,7 +121,7 @@ def _text_block(folder: Path, manifest_path: Path | None, manifest: dict[str, An
     if source is None or not source.is_file() or util.file_sha256(source) != stored.get("sha256"):
         raise util.DataError("the features carry a text block but its file is missing or differs from the feature "
                              "manifest's record (sha256); rerun STE_forward.py", source or Path(text.FILE))
-    _link(source, folder / text.FILE)
+    util.link_file(source, folder / text.FILE)
     return {**stored, "file": text.FILE}
 
 

@@ -58,6 +58,8 @@ def test_training_lowers_the_loss_and_writes_log_and_checkpoints(trained):
     assert {p.name for p in out_dir.glob("*.pth")} == {"epoch_001.pth", "epoch_002.pth", "best.pth"}
     best = checkpoints.load_encoder_checkpoint(out_dir / "best.pth")
     assert best["epoch"] == summary["best_epoch"]
+    # best.pth is the best epoch's file under a second name (written once), not a second copy
+    assert (out_dir / "best.pth").samefile(out_dir / f"epoch_{summary['best_epoch']:03d}.pth")
     assert best["val"]["val_macro_f1"] == pytest.approx(max(float(r["val_macro_f1"]) for r in rows))
     recorded = util.read_json(out_dir / training.CONFIG_NAME)
     assert recorded["inputs"]["n_mels"] == 16

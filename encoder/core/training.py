@@ -213,8 +213,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                                      val={k: row[k] for k in LOG_COLUMNS[6:11]}, seed=int(settings["seed"]),
                                      splits={k: list(v) for k, v in splits.items()}, log=rows)
             save_torch_file(state, out_dir / f"epoch_{epoch:03d}.pth")
-            if improved:
-                save_torch_file(state, out_dir / "best.pth")
+            if improved:  # the same state: best.pth names the epoch file instead of writing it again
+                util.atomic_link(out_dir / f"epoch_{epoch:03d}.pth", out_dir / "best.pth")
             _prune(out_dir, settings.get("keep_checkpoints"))
             _write_log(rows, out_dir / LOG_NAME)
         say(f"epoch {epoch}/{epochs}: loss {losses['total']:.4f}  val loss {val['loss']:.4f}  "

@@ -87,6 +87,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def link_file(source: Path, target: Path) -> None:
+    """Hard link `source` as `target` (a new name), or copy it where a link is impossible (another file
+    system). A file written atomically (atomic_path) is replaced, never rewritten in place, so the names
+    of one linked file never see each other's later writes."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def atomic_link(source: Path, path: Path) -> None:
+    """`path` becomes a hard link to `source` (link_file), replacing `path` only once the link exists."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        link_file(source, tmp)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
