@@ -201,11 +201,11 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
     session's kept until it is embedded; with `causal` from prefixes (dataset.CausalSegmentDataset)."""
     options = options or InputOptions(clip_length)
     keep = options.participant_norm and not causal  # attach keeps spectrograms: one session's at a time
-    groups = ([[s for s in segments if s.session == session] for session in dict.fromkeys(s.session for s in segments)]
-              if keep else [segments])
-    remaining = {}
+    sessions: dict[int, list[Segment]] = {}
     for seg in segments:
-        remaining[seg.session] = remaining.get(seg.session, 0) + seg.n_steps
+        sessions.setdefault(seg.session, []).append(seg)
+    groups = list(sessions.values()) if keep else [segments]
+    remaining = {session: sum(seg.n_steps for seg in group) for session, group in sessions.items()}
     written: dict[tuple[str, int], int] = {}
     parts: dict[str, list[tuple[list[str], np.ndarray, np.ndarray]]] = {}
     progress = "extract" if runtime.is_main and settings["progress"] else None

@@ -156,7 +156,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         if best["epoch"] == state["epoch"] and runtime.is_main:
             # a kill between writing the epoch checkpoint and best.pth leaves best.pth missing or one
             # epoch behind; the checkpoint itself is the best state then
-            save_torch_file(state, out_dir / "best.pth")
+            util.atomic_link(found[-1], out_dir / "best.pth")
         rows = [dict(row) for row in state["log"]]  # the log travels in the checkpoint: a kill loses no row
         say(f"resuming from {found[-1]} (epoch {state['epoch']})")
     else:
