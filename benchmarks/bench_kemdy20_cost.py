@@ -169,9 +169,9 @@ def report(m: dict[str, Any], device: str) -> dict[str, Any]:
     total = sum(seg.values())
     per_session = total / len(m["sessions"])
     epochs, gnn_epochs = int(config.STE_optimization_params["epochs"]), int(config.GNN["num_epoch"])
-    single = study(m, [config.SPLITS], per_session, epochs, gnn_epochs)
-    cv = study(m, [util.cv_splits(KEMDY20_SESSIONS, CV_FOLDS, f) for f in range(CV_FOLDS)], per_session, epochs,
-               gnn_epochs)
+    chains = {"single": [config.SPLITS],
+              "cv": [util.cv_splits(KEMDY20_SESSIONS, CV_FOLDS, f) for f in range(CV_FOLDS)]}
+    single, cv = (study(m, chains[name], per_session, epochs, gnn_epochs) for name in ("single", "cv"))
     train_cost = (m["encoder_epoch_s"] - m["validate_s"]) / seg["train"] * 1000
     print(f"sample: sessions {m['sessions']}, {total} segments (train {seg['train']}, val {seg['val']}, "
           f"test {seg['test']}), {m['nodes']} nodes; device {device}, audio pass {m['audio_pass']}")
@@ -193,9 +193,8 @@ def report(m: dict[str, Any], device: str) -> dict[str, Any]:
     print(f"{'total':<34}{single_h:>14.2f}{cv_h:>12.2f}")
     single_gb, cv_gb = disk(m, per_session, None) / 1e9, disk(m, per_session, CV_FOLDS) / 1e9
     print(f"{'disk (GB)':<34}{single_gb:>14.2f}{cv_gb:>12.2f}")
-    sparse = {name: study(m, chains, per_session, epochs, gnn_epochs, m["validate_sparse_s"])["encoder"]
-              for name, chains in (("single", [config.SPLITS]),
-                                   ("cv", [util.cv_splits(KEMDY20_SESSIONS, CV_FOLDS, f) for f in range(CV_FOLDS)]))}
+    sparse = {name: study(m, folds, per_session, epochs, gnn_epochs, m["validate_sparse_s"])["encoder"]
+              for name, folds in chains.items()}
     print(f"with val_step_stride {SPARSE_VAL_STRIDE} (validation pass {m['validate_sparse_s']:.1f} s on the sample):")
     print(f"{'encoder':<34}{sparse['single'] / 3600:>14.2f}{sparse['cv'] / 3600:>12.2f}")
     print(f"{'total':<34}{single_h + (sparse['single'] - single['encoder']) / 3600:>14.2f}"
