@@ -283,7 +283,8 @@ class GnnWorkers:
         futures = {}
         for i, (stage, stamp) in enumerate(pending):
             print(f"{pipeline.tag(stage.name)} running")
-            futures[self._pool.submit(train_gnn, stage.flags)] = (i, stage, stamp)
+            # every core runs a worker: each trains its temporal baseline after its GNN, not beside it
+            futures[self._pool.submit(train_gnn, [*stage.flags, "--temporal_in_series"])] = (i, stage, stamp)
         failures: dict[int, BaseException] = {}
         for future in as_completed(futures):
             i, stage, stamp = futures[future]

@@ -20,7 +20,11 @@ would drop the edges across each cut and score a model that never runs.
 
 After the GNN, the temporal baseline without a graph (models_temporal.TemporalGRU; causal with
 `--causal`; skipped with `--no_temporal`) is trained and selected by the same loop on the same nodes,
-splits, modalities, epochs, optimiser and schedule, and scored the same way. Its input is each
+splits, modalities, epochs, optimiser and schedule, and scored the same way. On a CPU with a core to
+spare (twice --threads usable cores; config.GNN["temporal_beside"]; `--temporal_in_series` turns it
+off, as run_pipeline.py's parallel GNN workers do) it trains in a forked process beside the GNN: it
+seeds itself and runs on --threads threads as the sequential run does, so its results and log lines
+are the same, and the stage takes the longer of the two trainings instead of their sum. Its input is each
 speaker's nodes of a session in time order, cut into windows of 2 x 3 x time_edge seconds
 (data_loader.speaker_windows): the GNN's three message-passing layers reach 3 x time_edge seconds back
 and ahead, so a window spans what the GNN's receptive field spans. A node sees its whole window
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="causal variant: only edges from the past or the same instant (for predict.py --online)")
     parser.add_argument("--no_temporal", action="store_true",
                         help="skip the temporal baseline without a graph (a GRU over each speaker's nodes)")
+    parser.add_argument("--temporal_in_series", action="store_true", default=not gnn["temporal_beside"],
+                        help="train the temporal baseline after the GNN, not beside it in a second process "
+                             "(same results; for when every core is busy)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=gnn["threads"],
                         help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
@@ -225,19 +234,27 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
-        history, best = _train(model, Fit(graphs, args.batch_size), args, device,
-                               lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
-        models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-        notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir))
-        val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
-        log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
-            f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
-        temporal = None
-        if args.no_temporal:
-            notes.append("--no_temporal: temporal baseline not trained")
-        else:
-            temporal, temporal_test = _temporal_baseline(args, record, graphs, device, log)
-            write_segment_predictions(*temporal_test["_segments"], tmp / TEMPORAL_PREDICTIONS_FILE)
+        beside = None if args.no_temporal or not temporal_beside(args, device) else \
+            _TemporalBeside(args, record, graphs, device)
+        try:
+            history, best = _train(model, Fit(graphs, args.batch_size), args, device,
+                                   lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
+            models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
+            notes += model_folder.write(tmp, tmp / "best.pth", record,
+                                        model_folder.feature_manifest(record, features_dir))
+            val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
+            log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
+                f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
+            temporal = None
+            if args.no_temporal:
+                notes.append("--no_temporal: temporal baseline not trained")
+            else:
+                temporal, temporal_test = beside.result(log) if beside else \
+                    _temporal_baseline(args, record, graphs, device, log)
+                write_segment_predictions(*temporal_test["_segments"], tmp / TEMPORAL_PREDICTIONS_FILE)
+        finally:
+            if beside:
+                beside.stop()
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), "temporal": temporal},
                           notes, time.time() - started, device)
@@ -250,7 +267,8 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device,
-                       log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+                       log: Callable[[str], None], progress_position: int = 0) -> tuple[dict[str, Any],
+                                                                                      dict[str, Any]]:
     """Train, select and test the temporal baseline on the nodes of `graphs` (see the module docstring);
     returns its metrics.json entry (baselines.temporal) and its test evaluation."""
     started = time.time()
@@ -268,7 +286,8 @@ def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str,
     def keep_best(_: dict[str, Any]) -> None:
         kept.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    history, best = _train(model, fit, args, device, keep_best, lambda line: log(f"temporal {line}"))
+    history, best = _train(model, fit, args, device, keep_best, lambda line: log(f"temporal {line}"),
+                           progress_position)
     model.load_state_dict(kept)
     test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits))
     log(f"temporal best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
@@ -278,6 +297,66 @@ def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str,
              "window_s": span, "windows": {s: len(w) for s, w in windows.items()}, "windows_per_batch": fit.batch_size,
              "history": history, "seconds": round(time.time() - started, 1)}
     return entry, test
+
+
+def temporal_beside(args: argparse.Namespace, device: torch.device) -> bool:
+    """Whether the temporal baseline trains beside the GNN in a second process: on a CPU whose usable
+    cores leave --threads for each (not on CUDA, where a forked process cannot use the device)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return not args.temporal_in_series and device.type == "cpu" and cores >= 2 * args.threads \
+        and "fork" in multiprocessing.get_all_start_methods()
+
+
+class _TemporalBeside:
+    """The temporal baseline trained in a forked process while this one trains the GNN. The child shares
+    the loaded graphs without copying them, writes nothing, and sends back its metrics entry, its test
+    evaluation and its log lines; `result` appends those lines to the log where the sequential run
+    writes them. `stop` ends the child if it is still running (this process failed or was stopped)."""
+
+    def __init__(self, args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device):
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_temporal_child, args=(send, args, record, graphs, device),
+                                        name="temporal baseline", daemon=True)
+        self._process.start()
+        send.close()
+
+    def result(self, log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            status, payload = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(f"the temporal baseline's process ended without a result "
+                               f"(exit code {self._process.exitcode})") from None
+        self._process.join()
+        if status == "error":
+            raise RuntimeError(f"the temporal baseline failed: {payload}")
+        entry, test, lines = payload
+        for line in lines:
+            log(line)
+        return entry, test
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._receive.close()
+
+
+def _temporal_child(send: Any, args: argparse.Namespace, record: dict, graphs: dict[str, list],
+                    device: torch.device) -> None:
+    """_TemporalBeside's process: the sequential run's _temporal_baseline on the same thread count."""
+    lines: list[str] = []
+    try:
+        torch.set_num_threads(args.threads)
+        entry, test = _temporal_baseline(args, record, graphs, device, lines.append, progress_position=1)
+        send.send(("ok", (entry, test, lines)))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
+        pass
+    except Exception as err:  # sent back: the parent raises it
+        send.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        send.close()
 
 
 class _Log:
@@ -305,10 +384,11 @@ def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Op
 
 
 def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.device,
-           keep_best: Callable[[dict[str, Any]], None], log: Callable[[str], None]) -> tuple[dict[str, list],
-                                                                                         dict[str, Any]]:
+           keep_best: Callable[[dict[str, Any]], None], log: Callable[[str], None],
+           progress_position: int = 0) -> tuple[dict[str, list], dict[str, Any]]:
     """Train on fit.data["train"]; validate on fit.data["val"]; `keep_best(best)` stores the model at
-    each better validation score (best = {"epoch", "val_segment_macro_f1"})."""
+    each better validation score (best = {"epoch", "val_segment_macro_f1"}). `progress_position`: the
+    progress bar's line (1 for a model trained beside another)."""
     graphs = fit.data
     loader = DataLoader(graphs["train"], batch_size=fit.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(args.seed))
@@ -319,7 +399,8 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
         weight = torch.from_numpy(class_weights(torch.cat([g.y for g in graphs["train"]]).numpy())).to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
-    with tqdm(range(1, args.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch") as bar:
+    with tqdm(range(1, args.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch",
+              position=progress_position) as bar:
         for epoch in bar:
             loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits)
             scheduler.step()

@@ -190,6 +190,58 @@ def test_no_temporal_and_causal(planted: dict[str, Path], tmp_path: Path, capsys
     assert (tmp_path / "causal" / train_val.TEMPORAL_PREDICTIONS_FILE).is_file()
 
 
+def without_run_names(value: object) -> object:
+    """metrics.json without what differs between two runs of the same model: wall times and the run's name."""
+    if isinstance(value, dict):
+        return {k: without_run_names(v) for k, v in value.items()
+                if k not in ("seconds", "exp", "temporal_in_series", "metrics_path")}
+    if isinstance(value, list):
+        return [without_run_names(v) for v in value]
+    return value
+
+
+def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
+        planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1})  # a core to spare, as in CI
+    runs = {}
+    for exp, extra in (("beside", []), ("series", ["--temporal_in_series"])):
+        args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "4", "--exp", exp, *extra))
+        assert train_val.temporal_beside(args, torch.device("cpu")) is (exp == "beside")
+        runs[exp] = train_val.train_and_evaluate(args)
+    assert runs["beside"]["baselines"]["temporal"]["history"]["epoch"] == [1, 2, 3, 4]
+    assert without_run_names(runs["beside"]) == without_run_names(runs["series"])
+    for name in (train_val.TEMPORAL_PREDICTIONS_FILE, "predictions_test.csv"):
+        assert (tmp_path / "beside" / name).read_bytes() == (tmp_path / "series" / name).read_bytes()
+    logs = {exp: (tmp_path / exp / "log.txt").read_text().splitlines() for exp in runs}
+    assert logs["beside"][2:] == logs["series"][2:]  # the args line names the run; the temporal lines follow the GNN's
+    assert sum(line.startswith("temporal epoch") for line in logs["beside"]) == 4
+
+
+def test_temporal_baseline_beside_runs_only_on_a_cpu_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = train_val.parse_args(["--threads", "2"])
+    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert train_val.temporal_beside(args, torch.device("cpu"))
+    assert not train_val.temporal_beside(args, torch.device("cuda", 0))
+    assert not train_val.temporal_beside(train_val.parse_args(["--threads", "2", "--temporal_in_series"]),
+                                         torch.device("cpu"))
+    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert not train_val.temporal_beside(args, torch.device("cpu"))
+
+
+def test_temporal_baseline_failing_beside_the_gnn_fails_the_run_and_writes_nothing(
+        planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1})
+
+    def fails(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("no windows")
+
+    monkeypatch.setattr(train_val, "_temporal_baseline", fails)  # the forked process inherits the patch
+    args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
+    with pytest.raises(RuntimeError, match="the temporal baseline failed: ValueError: no windows"):
+        train_val.train_and_evaluate(args)
+    assert not (tmp_path / "failed").exists()
+
+
 # --------------------------------------------------------------------------- CV summary
 
 
