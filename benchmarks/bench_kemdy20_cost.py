@@ -11,22 +11,23 @@ as in the whole `full` preset (about 330 segments a session, like KEMDy20's 13k 
 timed from its call to its return, on one process:
 
 * frames: reading the annotations and bio files into the dataframe tables (per segment of every session);
-* encoder: --encoder_epochs epochs of STE_train; an epoch's training part is its time less one validation
-  pass, timed apart with the same function (training.validate), and the two are scaled apart: training
-  by training segments, validation by validation segments; the rest of the call (normalisation,
-  checkpoints) by both;
+* encoder: --encoder_epochs epochs of STE_train; an epoch's training part is its time less its validation
+  pass (both in the epoch's log row), and the two are scaled apart: training by training segments,
+  validation by validation segments; the rest of the call (normalisation, checkpoints) by both;
 * features: STE_forward over every session (per segment);
 * graphs: generate_graph over every session (per segment);
-* GNN: train_val.py (the GNN, then the GRU baseline, each for --num_epoch epochs without early stopping)
+* GNN: train_val.py (the GNN and the GRU baseline, each for --num_epoch epochs without early stopping;
+  on a CPU with a core to spare the GRU trains beside the GNN, as config.GNN["temporal_beside"] has it)
   run for 1 and for 3 epochs: the difference halved is an epoch of both, scaled by training segments
   (their validation included); the rest (loading, testing, writing) by every segment.
 
 A study's encoder runs config's `epochs` and its GNN and GRU at most `num_epoch` epochs each; patience
 usually stops them earlier, so the GNN figures are upper bounds. Disk: a single run keeps best.pth and
 `keep_checkpoints` epoch files (weights and optimizer), a CV fold best.pth without the optimizer.
-The validation pass is timed again at `val_step_stride` 4 (SPARSE_VAL_STRIDE: every 4th node of each
-validation segment, where config.py validates every node), and the encoder is extrapolated with it too:
-what that setting would save, not a default (it changes which epoch is kept).
+The validation pass is then timed apart (training.validate) at config.py's `val_step_stride` (every node)
+and at 4 (SPARSE_VAL_STRIDE: every 4th node of each validation segment), one after the other; the
+epoch's validation scaled by their ratio extrapolates the encoder at stride 4 too: what that setting
+would save, not a default (it changes which epoch is kept).
 The last line: `single_run_h=<hours> cv5_h=<hours> encoder_epoch_s_per_1000=<s per 1,000 training segments>`.
 """
 
@@ -90,6 +91,7 @@ def measure(root: Path, work: Path, splits: dict[str, tuple[int, ...]], device: 
                                                                        optimization=optimization, splits=splits,
                                                                        log=None))
     out["encoder_epoch_s"] = float(np.mean([row["seconds"] for row in trained["epochs"]]))
+    out["encoder_val_s"] = float(np.mean([row["val_seconds"] for row in trained["epochs"]]))
     best = ste / "best.pth"
     state = checkpoints.load_encoder_checkpoint(best)
     model = checkpoints.encoder_from_checkpoint(state, best).to(resolve_device(device))
@@ -140,8 +142,8 @@ def study(m: dict[str, Any], chains: Sequence[dict[str, Sequence[int]]], per_ses
     extracts and builds graphs for every session (KEMDY20_SESSIONS). `validate_s`: a validation pass of
     the sample's validation segments other than the one measured in the encoder's epoch."""
     seg = m["segments"]
-    train_cost = max(m["encoder_epoch_s"] - m["validate_s"], 0.0) / seg["train"]
-    val_cost = (m["validate_s"] if validate_s is None else validate_s) / seg["val"]
+    train_cost = (m["encoder_epoch_s"] - m["encoder_val_s"]) / seg["train"]
+    val_cost = (m["encoder_val_s"] if validate_s is None else validate_s) / seg["val"]
     setup_cost = (m["encoder_s"] - m["encoder_epoch_s"] * m["encoder_epochs"]) / (seg["train"] + seg["val"])
     total = sum(seg.values())
     every = per_session * len(KEMDY20_SESSIONS)
@@ -172,13 +174,15 @@ def report(m: dict[str, Any], device: str) -> dict[str, Any]:
     chains = {"single": [config.SPLITS],
               "cv": [util.cv_splits(KEMDY20_SESSIONS, CV_FOLDS, f) for f in range(CV_FOLDS)]}
     single, cv = (study(m, chains[name], per_session, epochs, gnn_epochs) for name in ("single", "cv"))
-    train_cost = (m["encoder_epoch_s"] - m["validate_s"]) / seg["train"] * 1000
+    train_s = m["encoder_epoch_s"] - m["encoder_val_s"]
+    train_cost = train_s / seg["train"] * 1000
+    sparse_s = m["encoder_val_s"] * m["validate_sparse_s"] / m["validate_s"]  # the epoch's pass at stride 4
     print(f"sample: sessions {m['sessions']}, {total} segments (train {seg['train']}, val {seg['val']}, "
           f"test {seg['test']}), {m['nodes']} nodes; device {device}, audio pass {m['audio_pass']}")
     print(f"{'stage':<34}{'sample s':>10}{'s / 1,000 segments':>20}")
     rows = [("frames", m["frames_s"], m["frames_s"] / total * 1000),
-            ("encoder: training, one epoch", m["encoder_epoch_s"] - m["validate_s"], train_cost),
-            ("encoder: validation, one pass", m["validate_s"], m["validate_s"] / seg["val"] * 1000),
+            ("encoder: training, one epoch", train_s, train_cost),
+            ("encoder: validation, one pass", m["encoder_val_s"], m["encoder_val_s"] / seg["val"] * 1000),
             ("features (STE_forward)", m["features_s"], m["features_s"] / total * 1000),
             ("graphs (generate_graph)", m["graphs_s"], m["graphs_s"] / total * 1000),
             ("GNN + GRU: one epoch", m["gnn_epoch_s"], m["gnn_epoch_s"] / seg["train"] * 1000)]
@@ -193,9 +197,10 @@ def report(m: dict[str, Any], device: str) -> dict[str, Any]:
     print(f"{'total':<34}{single_h:>14.2f}{cv_h:>12.2f}")
     single_gb, cv_gb = disk(m, per_session, None) / 1e9, disk(m, per_session, CV_FOLDS) / 1e9
     print(f"{'disk (GB)':<34}{single_gb:>14.2f}{cv_gb:>12.2f}")
-    sparse = {name: study(m, folds, per_session, epochs, gnn_epochs, m["validate_sparse_s"])["encoder"]
+    sparse = {name: study(m, folds, per_session, epochs, gnn_epochs, sparse_s)["encoder"]
               for name, folds in chains.items()}
-    print(f"with val_step_stride {SPARSE_VAL_STRIDE} (validation pass {m['validate_sparse_s']:.1f} s on the sample):")
+    print(f"with val_step_stride {SPARSE_VAL_STRIDE} (validation pass {sparse_s:.1f} s on the sample; timed apart "
+          f"{m['validate_s']:.1f} s at stride 1, {m['validate_sparse_s']:.1f} s at {SPARSE_VAL_STRIDE}):")
     print(f"{'encoder':<34}{sparse['single'] / 3600:>14.2f}{sparse['cv'] / 3600:>12.2f}")
     print(f"{'total':<34}{single_h + (sparse['single'] - single['encoder']) / 3600:>14.2f}"
           f"{cv_h + (sparse['cv'] - cv['encoder']) / 3600:>12.2f}")

@@ -55,6 +55,7 @@ def test_training_lowers_the_loss_and_writes_log_and_checkpoints(trained):
     assert {"loss_audio", "loss_eda", "loss_temp", "loss_fused", "val_loss", "val_accuracy",
             "val_macro_f1"} <= set(rows[0])
     assert float(rows[1]["loss_total"]) < float(rows[0]["loss_total"])
+    assert all(0 < float(r["val_seconds"]) < float(r["seconds"]) for r in rows)  # validation is part of the epoch
     assert {p.name for p in out_dir.glob("*.pth")} == {"epoch_001.pth", "epoch_002.pth", "best.pth"}
     best = checkpoints.load_encoder_checkpoint(out_dir / "best.pth")
     assert best["epoch"] == summary["best_epoch"]

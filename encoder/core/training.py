@@ -49,7 +49,7 @@ from encoder.core.prediction import HEADS, Predictions, autocast, encoder_loss, 
 LOG_NAME = "ste_encoder_logs.csv"
 CONFIG_NAME = "ste_encoder_config.json"
 LOG_COLUMNS = ("epoch", *(f"loss_{h}" for h in HEADS), "loss_total", "val_loss", "val_accuracy",
-               "val_macro_f1", "val_node_accuracy", "val_node_macro_f1", "lr", "seconds")
+               "val_macro_f1", "val_node_accuracy", "val_node_macro_f1", "lr", "seconds", "val_seconds")
 
 Log = Callable[[str], None]
 
@@ -196,7 +196,9 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight,
                                   f"epoch {epoch}/{epochs}" if log and settings["progress"] else None)
         broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
+        validation_started = time.time()
         val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options)
+        val_seconds = time.time() - validation_started
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         improved = val["segment"]["macro_f1"] > best["val_macro_f1"]
@@ -205,7 +207,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         row = {"epoch": epoch, **{f"loss_{h}": losses[h] for h in HEADS}, "loss_total": losses["total"],
                "val_loss": val["loss"], "val_accuracy": val["segment"]["accuracy"],
                "val_macro_f1": val["segment"]["macro_f1"], "val_node_accuracy": val["node"]["accuracy"],
-               "val_node_macro_f1": val["node"]["macro_f1"], "lr": lr, "seconds": round(time.time() - started, 2)}
+               "val_node_macro_f1": val["node"]["macro_f1"], "lr": lr, "seconds": round(time.time() - started, 2),
+               "val_seconds": round(val_seconds, 2)}
         rows.append(row)
         if runtime.is_main:
             state = encoder_state(model, norm, signature, epoch=epoch, optimizer=optimizer.state_dict(),
