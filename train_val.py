@@ -20,8 +20,8 @@ would drop the edges across each cut and score a model that never runs.
 
 After the GNN, the temporal baseline without a graph (models_temporal.TemporalGRU; causal with
 `--causal`; skipped with `--no_temporal`) is trained and selected by the same loop on the same nodes,
-splits, modalities, epochs, optimiser and schedule, and scored the same way. On a CPU with a core to
-spare (twice --threads usable cores; config.GNN["temporal_beside"]; `--temporal_in_series` turns it
+splits, modalities, epochs, optimiser and schedule, and scored the same way. On a Linux CPU with a core
+to spare (twice --threads usable cores; config.GNN["temporal_beside"]; `--temporal_in_series` turns it
 off, as run_pipeline.py's parallel GNN workers do) it trains in a forked process beside the GNN: it
 seeds itself and runs on --threads threads as the sequential run does, so its results and log lines
 are the same, and the stage takes the longer of the two trainings instead of their sum. Its input is each
@@ -45,6 +45,7 @@ import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's firs
 import argparse
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -300,11 +301,12 @@ def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str,
 
 
 def temporal_beside(args: argparse.Namespace, device: torch.device) -> bool:
-    """Whether the temporal baseline trains beside the GNN in a second process: on a CPU whose usable
-    cores leave --threads for each (not on CUDA, where a forked process cannot use the device)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return not args.temporal_in_series and device.type == "cpu" and cores >= 2 * args.threads \
-        and "fork" in multiprocessing.get_all_start_methods()
+    """Whether the temporal baseline trains beside the GNN in a second process: on a Linux CPU whose
+    usable cores leave --threads for each (not on CUDA, where a forked process cannot use the device, nor
+    on macOS, where forking a process that has run torch is not safe)."""
+    if args.temporal_in_series or device.type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    return len(os.sched_getaffinity(0)) >= 2 * args.threads
 
 
 class _TemporalBeside:

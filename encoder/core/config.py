@@ -153,7 +153,7 @@ GNN = {
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
-    # the temporal baseline trains in a second process beside the GNN on a CPU with 2 x threads usable cores
+    # the temporal baseline trains in a second process beside the GNN on a Linux CPU with 2 x threads cores
     # (same results, the stage takes the longer of the two instead of their sum); False: after the GNN
     "temporal_beside": True,
 }
