@@ -23,7 +23,9 @@ each seed's tree) has its own pipeline_state.json: an interrupted run resumes at
 where it stopped. The run is planned once as a list of chains and executed by stages.py; every folder
 name comes from encoder/core/layout.py. `--name` names the experiment (its results folders end in
 `_<NAME>`; by default the input options set apart from config.py) and every CV folder and single-run
-results folder records the resolved settings and the environment in settings.json.
+results folder records the resolved settings and the environment in settings.json. One run at a time
+holds a work folder (a lock on <work>/.run_pipeline.lock): a second one is refused at once, naming the
+first one's pid; a killed run's lock is gone with its process.
 
 Prints the test sessions' segment-level table (majority baseline, encoder only, GNN) and, as the
 last line, the path of the run's metrics.json (with --cv: of results/<data>_cvK/summary_<modalities>.json;
@@ -162,6 +164,12 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
 
 def main() -> None:
     args = parse_args()
+    with util.exclusive_lock(args.work / layout.LOCK_FILE, "run_pipeline.py"):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The run in the work folder main() holds."""
     started = time.perf_counter()
     work = args.work
     args.device = distributed.resolve_device(args.device)

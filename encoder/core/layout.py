@@ -77,6 +77,7 @@ def node_file(features_dir: Path, split: str, session: int) -> Path:
 
 
 STATE_FILE = "pipeline_state.json"
+LOCK_FILE = ".run_pipeline.lock"  # in the work folder: one run_pipeline.py at a time (util.exclusive_lock)
 SPLITS_FILE = "splits.json"
 SETTINGS_FILE = "settings.json"
 

@@ -64,6 +64,31 @@ def run_cli(main: Callable[[], Any]) -> None:
 # --------------------------------------------------------------------------- files
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock (fcntl.flock) on `path`, created when missing, while the block runs; the file
+    records the holder's pid. A second process is refused at once with a DataError naming that pid and
+    `holder` (what holds it, e.g. "run_pipeline.py"). The kernel drops the lock when its process ends,
+    however it ends, so a lock file left by a killed run blocks nothing."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            raise DataError(f"another {holder} (pid {pid}) is running on this folder; wait for it to end or give "
+                            "another folder", path) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
