@@ -9,7 +9,8 @@ seeds (`seeds_summary`, `seed_differences`), the modality ablation (`ablation_su
 swapped on one encoder trained on all modalities) and the paired comparison of two runs over the same
 folds, on every seed both have:
 
-    python cv_results.py --compare A B [--modalities audio,eda,temp] [--suffix_b _ciy]
+    python cv_results.py --compare A B [--modalities prosody,audio,eda,temp] [--suffix_b _ciy]
+                          [--modalities_b audio,eda,temp]
 
 Every folder and file name it reads or writes comes from encoder/core/layout.py.
 """
@@ -638,7 +639,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), required=True,
                         help="two run_pipeline.py --cv folders over the same folds, e.g. results/demo_cv5 "
                              "results/demo_cv5_pnorm; reports B − A (over every seed both have, with --seeds runs)")
-    parser.add_argument("--modalities", default="audio,eda,temp", help="the modality set whose GNN folders to read")
+    parser.add_argument("--modalities", default=config.MODALITIES,
+                        help="the modality set whose GNN folders to read (default config.MODALITIES)")
     parser.add_argument("--suffix_b", default=None, metavar="SUFFIX",
                         help="B's GNN folders end in SUFFIX, e.g. _ciy: the GNN on cross-identity graphs that "
                              "run_pipeline.py --cross_identity ciy trains in the same folds (A and B may then be "

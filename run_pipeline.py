@@ -1,7 +1,8 @@
 """One command from recordings to a results table.
 
-    python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force] [--modalities audio,eda,temp]
-                           [--profile demo|full] [--stacking insample|split|split-seen] [--cv K [--ablation]]
+    python run_pipeline.py [--data DIR] [--preset demo] [--device auto|cpu|N] [--force]
+                           [--modalities prosody,audio,eda,temp] [--profile demo|full]
+                           [--stacking insample|split|split-seen] [--cv K [--ablation]]
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
                            [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components]
                            [--bio_clip_length STEPS] [--audio_pass segment|clip] [--cross_identity cin|ciy]
@@ -76,9 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto",
                         help="'auto' (CUDA when available, else the CPU), 'cpu' or a CUDA device index")
     parser.add_argument("--force", action="store_true", help="rerun every stage")
-    parser.add_argument("--modalities", default="audio,eda,temp",
-                        help="modalities the GNN uses (any subset of audio,eda,temp,text,lm,ssl; lm and ssl "
-                             "need --text_model / --speech_model), for ablations")
+    parser.add_argument("--modalities", default=config.MODALITIES,
+                        help="modalities the GNN uses (default config.MODALITIES; any subset of prosody,audio,eda,"
+                             "temp,text,lm,ssl; lm and ssl need --text_model / --speech_model), for ablations")
     parser.add_argument("--profile", choices=("demo", "full"), default=None,
                         help="settings: demo = config.DEMO (CPU-sized), full = config.STE_*, GRAPH and GNN; "
                              "default: demo on the synthetic preset, full on a KEMDy20 root")

@@ -442,8 +442,8 @@ def cv_runner(data: Path, work: Path) -> Iterator[Callable[..., str]]:
 def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     out = cv_run["out"].strip().splitlines()
     cv_dir = cv_run["cv_dir"]
-    assert out[-1] == str(cv_dir / "summary_audio-eda-temp.json")
-    summary = util.read_json(cv_dir / "summary_audio-eda-temp.json")
+    assert out[-1] == str(cv_dir / "summary_prosody-audio-eda-temp.json")
+    summary = util.read_json(cv_dir / "summary_prosody-audio-eda-temp.json")
     # the CV folder records what it was run with: resolved settings and the environment
     recorded = util.read_json(cv_dir / layout.SETTINGS_FILE)
     assert recorded["name"] == "" and recorded["command"][:3] == ["run_pipeline.py", "--data", str(cv_run["data"])]
@@ -451,7 +451,7 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     assert recorded["GNN"]["num_epoch"] == config.DEMO["GNN"]["num_epoch"]  # the profile's value, not config.GNN's
     assert recorded["GRAPH"]["numv"] == config.DEMO["GRAPH"]["numv"]
     assert {"commit", "python", "packages", "torch_threads"} <= set(recorded["environment"])
-    assert summary["modalities"] == "audio,eda,temp"
+    assert summary["modalities"] == config.MODALITIES == "prosody,audio,eda,temp"
     # folds over the sessions with a usable segment only; session 5 (segment dropped) and 41 (TEMP only) in none
     assert f"sessions without a usable segment, in no fold: [{UNUSABLE_SESSION}, 41]" in out
     expected = [{"train": [33], "val": [37], "test": [1, 2]}, {"train": [1], "val": [2], "test": [33, 37]}]
@@ -472,8 +472,8 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     assert summary["not_tested_sessions"] == [UNUSABLE_SESSION, 41]
     n_segments = sum(f["n_segments"] for f in summary["folds"])
     assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
-    assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities audio,eda,temp); not tested, "
-            f"no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
+    assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities prosody,audio,eda,temp); not "
+            f"tested, no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
     assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "gnn"] and summary["notes"] == []
     for fold in summary["folds"]:
         for name in summary["systems"]:
@@ -482,7 +482,7 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     # four tested sessions, fewer than metrics.MIN_SESSIONS_FOR_INTERVAL: no interval, null in the JSON
     for name in (*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal", "gnn_minus_classical"):
         assert pooled[name]["ci95"] is None
-    assert '"ci95": null' in (cv_dir / "summary_audio-eda-temp.json").read_text(encoding="utf-8")
+    assert '"ci95": null' in (cv_dir / "summary_prosody-audio-eda-temp.json").read_text(encoding="utf-8")
     for name in summary["systems"]:
         assert pooled[name]["n_segments"] == n_segments and pooled[name]["n_sessions"] == 4
         assert any(line.startswith(f"{name} ") and line.endswith(f"{pooled[name]['macro_f1']:.4f} [n/a (4 sessions)]")
@@ -491,8 +491,8 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
         assert pooled[f"gnn_minus_{other}"]["macro_f1"] == pytest.approx(
             pooled["gnn"]["macro_f1"] - pooled[other]["macro_f1"])
         assert any(line.startswith(f"GNN − {other} (pooled, paired)") for line in out)
-    assert (cv_dir / "summary_audio-eda-temp.png").is_file()
-    assert (cv_dir / "confusion_pooled_audio-eda-temp.png").is_file()
+    assert (cv_dir / "summary_prosody-audio-eda-temp.png").is_file()
+    assert (cv_dir / "confusion_pooled_prosody-audio-eda-temp.png").is_file()
     # each fold's encoder was fitted on that fold's training sessions, recorded in its manifest
     for k, fold in enumerate(summary["folds"]):
         manifest = util.read_json(cv_dir / f"fold_{k}" / "features" / "manifest.json")
@@ -505,12 +505,12 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
 
 def test_cv_resumes_at_the_missing_stage(cv_run: dict) -> None:
     # a second run skips every stage; a fold whose GNN results vanished reruns that stage only
-    summary = util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")
-    shutil.rmtree(cv_run["cv_dir"] / "fold_1" / "gnn_audio-eda-temp")
+    summary = util.read_json(cv_run["cv_dir"] / "summary_prosody-audio-eda-temp.json")
+    shutil.rmtree(cv_run["cv_dir"] / "fold_1" / "gnn_prosody-audio-eda-temp")
     out = cv_run["run"]()
-    assert "[fold 1 train_val audio-eda-temp] running" in out
+    assert "[fold 1 train_val prosody-audio-eda-temp] running" in out
     assert out.count("] running") == 1
-    assert util.read_json(cv_run["cv_dir"] / "summary_audio-eda-temp.json")["folds"] == summary["folds"]
+    assert util.read_json(cv_run["cv_dir"] / "summary_prosody-audio-eda-temp.json")["folds"] == summary["folds"]
 
 
 def test_cv_ablation_reuses_each_folds_encoder_features_and_graphs(cv_run: dict) -> None:
@@ -530,4 +530,4 @@ def test_cv_ablation_reuses_each_folds_encoder_features_and_graphs(cv_run: dict)
     # the all-modality GNNs are still there and still up to date: switching back trains nothing
     out = cv_run["run"]()
     assert out.count("] running") == 0
-    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_audio-eda-temp.json")
+    assert out.strip().splitlines()[-1] == str(cv_dir / "summary_prosody-audio-eda-temp.json")

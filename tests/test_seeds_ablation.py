@@ -23,7 +23,7 @@ from encoder.core import config, util
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ALL = "audio-eda-temp"
+ALL = "prosody-audio-eda-temp"  # config.MODALITIES, the default
 
 
 def test_modality_subsets_are_every_non_empty_subset() -> None:
@@ -251,6 +251,6 @@ def test_cross_identity_graphs_are_built_beside_the_default_on_the_same_encoders
                                       for path in sorted(graph_dir.glob("test/processed/*.pt")))
             assert edges["ciy"] > edges["cin"] > 0  # edges to the other speaker on top of the default's
     # the same encoder in both: the paired comparison gives the encoder no difference on any seed
-    comparison = cv_results.compare_seeds(cv_dir, cv_dir, "audio,eda,temp", n_boot=50, suffix_b="_ciy")
+    comparison = cv_results.compare_seeds(cv_dir, cv_dir, config.MODALITIES, n_boot=50, suffix_b="_ciy")
     assert comparison["over_seeds"]["encoder"]["per_seed"] == [0.0, 0.0]
     assert seeded["run"]("--seeds", "2").count("] running") == 0  # the default's stage cache is intact

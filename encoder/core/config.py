@@ -192,6 +192,13 @@ GNN = {
     "temporal_beside": True,
 }
 
+# The node blocks the pipeline's GNN and GRU read by default (run_pipeline.py --modalities; cv_results.py's
+# default): the encoder's three streams and the hand-crafted speech statistics (`prosody`, classical.py).
+# Decided by paired CV over three seeds on the demo (docs/results.md): the prosody block gained the GNN
+# +0.0699 [+0.0304, +0.1254] and the GRU +0.1330 [+0.0824, +0.1883] macro-F1. train_val.py run alone reads
+# the encoder's blocks unless its --modalities names others, as the original did.
+MODALITIES = "prosody,audio,eda,temp"
+
 # Cross-validation summaries and comparisons (cv_results.py; run_pipeline.py --cv K, --seeds N).
 CV = {
     "bootstrap_resamples": 2000,  # session-bootstrap resamples of every pooled interval and paired difference
