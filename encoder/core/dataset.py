@@ -225,12 +225,15 @@ def compute_normalization(
 
 def epoch_draws(seed: int, epoch: int, index: int, count: int, draws: int = 1) -> np.ndarray:
     """`draws` positions in range(`count`) for training segment `index` in `epoch`, from (seed, epoch, index):
-    one uniform draw when `draws` is 1 (the original rule, kept so that its runs reproduce), else distinct
-    positions in random order, repeated cyclically only when the segment has fewer than `draws`."""
+    first the original one-clip draw (so that one draw reproduces its runs and k draws add to it), then the
+    other positions in random order, distinct, repeated cyclically only when the segment has fewer than
+    `draws`."""
     rng = np.random.default_rng([seed, epoch, index])
+    first = int(rng.integers(count))
     if draws == 1:
-        return np.array([rng.integers(count)])
-    return np.resize(rng.permutation(count), draws)
+        return np.array([first])
+    others = np.delete(np.arange(count), first)[rng.permutation(count - 1)]
+    return np.resize(np.concatenate([[first], others]), draws)
 
 
 class TrainClipDataset(Dataset):
