@@ -3,8 +3,8 @@
 For each modality set it reads every fold's GNN folder, the temporal baseline's predictions beside it
 and the encoder's own test predictions, and reports at segment level the majority baseline, the encoder
 alone, the temporal baseline and the GNN: per fold, mean ± sd over folds (sample sd, ddof=1), and pooled
-over every tested session with session-bootstrap 95% intervals and the paired differences GNN − encoder
-and GNN − temporal (`summarise`; no interval below config.CV's fewest sessions). Also the tables across
+over every tested session with session-bootstrap 95% intervals and the paired differences GNN − encoder,
+GNN − temporal and GNN − classical (`summarise`; no interval below config.CV's fewest sessions). Also the tables across
 seeds (`seeds_summary`, `seed_differences`), the modality ablation (`ablation_summary`: the GNN's inputs
 swapped on one encoder trained on all modalities) and the paired comparison of two runs over the same
 folds, on every seed both have:
@@ -24,32 +24,33 @@ from typing import Any
 
 import numpy as np
 
+import systems
 from encoder.core import config, extraction, layout, metrics, plots, util
-from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE, TEMPORAL_PREDICTIONS_FILE
+from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
-SYSTEMS = ("majority", "encoder", "temporal", "gnn")
-DIFFERENCES = {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal"}  # paired, pooled
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = config.CV["bootstrap_resamples"]
 
 
 def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None) -> dict[str, Any]:
-    """Test segments of one fold with each system's prediction, aligned on the GNN's segment order. The
-    temporal baseline's are left out when the fold has none (`predictions` then lacks "temporal").
-    `features_dir`: where the encoder's test predictions are (default fold_dir/features)."""
+    """Test segments of one fold with each system's prediction (systems.registered()), aligned on the GNN's
+    segment order. A trained system whose predictions file the fold lacks is left out (`predictions` then
+    lacks it). `features_dir`: where the encoder's test predictions are (default fold_dir/features)."""
     fold_dir = Path(fold_dir)
     gnn_metrics = util.read_json(fold_dir / gnn / GNN_METRICS_FILE)
     gnn_pred = metrics.read_segment_predictions(fold_dir / gnn / GNN_PREDICTIONS_FILE)
     features_dir = fold_dir / "features" if features_dir is None else Path(features_dir)
-    sources = {"encoder": features_dir / extraction.PREDICTIONS_FILE,
-               "temporal": fold_dir / gnn / TEMPORAL_PREDICTIONS_FILE}
-    if not sources["temporal"].is_file():
-        del sources["temporal"]
+    sources = {"encoder": features_dir / extraction.PREDICTIONS_FILE}
+    sources.update({system.name: fold_dir / gnn / system.predictions for system in systems.trained()
+                    if (fold_dir / gnn / system.predictions).is_file()})
     majority = config.EMOTIONS.index(gnn_metrics["baselines"]["majority"]["class"])
     predictions = {"majority": np.full(len(gnn_pred["targets"]), majority)}
-    for name, path in sources.items():
-        predictions[name] = _aligned(metrics.read_segment_predictions(path), gnn_pred["segment_ids"], name, path)
-    predictions["gnn"] = gnn_pred["predictions"]
+    for system in systems.registered():
+        if system.name in sources:
+            path = sources[system.name]
+            predictions[system.name] = _aligned(metrics.read_segment_predictions(path), gnn_pred["segment_ids"],
+                                                system.name, path)
+    predictions[systems.GNN] = gnn_pred["predictions"]
     return {
         "segment_ids": gnn_pred["segment_ids"],
         "sessions": gnn_pred["sessions"],
@@ -75,12 +76,15 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
     `suffix`: of the GNN folders read (layout.gnn_folder) and of the summary files written (layout.summary_files)."""
     gnn = layout.gnn_folder(modalities, suffix)
     preds = [fold_predictions(Path(fold_dir), gnn) for fold_dir in fold_dirs]
-    lacking = [str(Path(d) / gnn) for d, p in zip(fold_dirs, preds, strict=True)
-               if "temporal" not in p["predictions"]]
-    systems = tuple(name for name in SYSTEMS if name != "temporal" or not lacking)
-    notes = [f"no temporal baseline ({TEMPORAL_PREDICTIONS_FILE}) in {', '.join(lacking)}: trained before it "
-             "existed or with --no_temporal; the temporal row and GNN − temporal are left out (rerun those "
-             "folds' train_val to get them)"] if lacking else []
+    notes = []
+    for system in systems.trained():
+        lacking = [str(Path(d) / gnn) for d, p in zip(fold_dirs, preds, strict=True)
+                   if system.name not in p["predictions"]]
+        if lacking:
+            notes.append(f"no {system.name} baseline ({system.predictions}) in {', '.join(lacking)}: trained before "
+                         f"it existed or with --no_{system.name}; the {system.name} row and GNN − {system.name} are "
+                         "left out (rerun those folds' train_val to get them)")
+    shown = tuple(name for name in systems.names() if all(name in p["predictions"] for p in preds))
     folds, pooled_parts = [], []
     for k, (fold_dir, pred) in enumerate(zip(map(Path, fold_dirs), preds, strict=True)):
         assigned = util.read_json(fold_dir / layout.SPLITS_FILE)
@@ -89,7 +93,7 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         if stray:
             raise util.DataError(f"test predictions of sessions {stray}, not this fold's test sessions "
                                  f"{assigned['test']}; rerun the fold", fold_dir / gnn)
-        scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in systems}
+        scores = {name: _scores(pred["targets"], pred["predictions"][name]) for name in shown}
         folds.append({"fold": k, "train_sessions": assigned["train"], "val_sessions": assigned["val"],
                       "test_sessions": assigned["test"], "tested_sessions": tested,
                       "n_segments": len(pred["targets"]),
@@ -98,7 +102,7 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         pooled_parts.append(pred)
     sessions = np.concatenate([p["sessions"] for p in pooled_parts])
     targets = np.concatenate([p["targets"] for p in pooled_parts])
-    predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in systems}
+    predictions = {name: np.concatenate([p["predictions"][name] for p in pooled_parts]) for name in shown}
     tested = sorted(int(s) for s in np.unique(sessions))  # the bootstrap's groups: sessions with a test segment
     assigned_tests = {int(s) for f in folds for s in f["test_sessions"]}
     pooled = pooled_figures(sessions, targets, predictions, n_boot, seed)
@@ -107,10 +111,10 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
         "k": len(fold_dirs),
         "modalities": modalities,
         "suffix": suffix,
-        "systems": list(systems),
+        "systems": list(shown),
         "folds": folds,
         "mean_std": {name: {key: list(metrics.mean_sd([f["segment"][name][key] for f in folds])) for key in KEYS}
-                     for name in systems},
+                     for name in shown},
         "pooled": pooled,
         "pooled_gnn": {"per_class": gnn_all["per_class"], "confusion": gnn_all["confusion"],
                        "macro_f1_7class": gnn_all["macro_f1_7class"], "classes_present": gnn_all["classes_present"]},
@@ -126,14 +130,15 @@ def summarise(fold_dirs: Sequence[Path], modalities: str, seed: int = config.SEE
 def pooled_figures(sessions: np.ndarray, targets: np.ndarray, predictions: dict[str, np.ndarray],
                    n_boot: int = N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
     """Per system (the keys of `predictions`, which holds "gnn"): macro-F1 with its session-bootstrap
-    interval, accuracy, weighted-F1 and what they cover; and the paired DIFFERENCES to the GNN."""
+    interval, accuracy, weighted-F1 and what they cover; and the paired differences to the GNN
+    (systems.differences())."""
     n_sessions = len(np.unique(sessions))
     pooled: dict[str, Any] = {}
     for name, y in predictions.items():
         pooled[name] = {**pooled_macro_f1(sessions, targets, y, n_boot, seed),
                         **{k: v for k, v in _scores(targets, y).items() if k != "macro_f1"},
                         "n_segments": len(targets), "n_sessions": n_sessions}
-    for key, other in DIFFERENCES.items():
+    for key, other in systems.differences().items():
         if other in predictions:
             pooled[key] = paired_difference(sessions, targets, predictions["gnn"], predictions[other], n_boot, seed)
     return pooled
@@ -188,7 +193,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         row += f"  {mean:.4f} ± {'n/a' if sd is None else f'{sd:.4f}':6}    "
         row += metrics.format_estimate(summary["pooled"][name], n_sessions)
         lines.append(row)
-    for key, other in DIFFERENCES.items():
+    for key, other in systems.differences().items():
         if key in summary["pooled"]:
             diff = metrics.format_estimate(summary["pooled"][key], n_sessions, "+")
             lines.append(f"GNN − {other} (pooled, paired): {diff} over {n_sessions} sessions")
@@ -215,13 +220,13 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 
     fig = Figure(figsize=(max(6.0, 1.4 * summary["k"] + 3), 4))
     ax = fig.subplots()
-    systems = summary["systems"]
-    width = 0.8 / len(systems)
-    colours = {"majority": "#b0b0b0", "encoder": "#4c8bd6", "temporal": "#59a14f", "gnn": "#e07b39"}
+    shown = summary["systems"]
+    width = 0.8 / len(shown)
+    colours = systems.colours()
     x = np.arange(summary["k"])
-    for i, name in enumerate(systems):
+    for i, name in enumerate(shown):
         values = [f["segment"][name]["macro_f1"] for f in summary["folds"]]
-        ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, color=colours[name], label=name)
+        ax.bar(x + (i - (len(shown) - 1) / 2) * width, values, width, color=colours[name], label=name)
         pooled = summary["pooled"][name]
         if pooled["ci95"] is not None:
             ax.axhspan(*pooled["ci95"], color=colours[name], alpha=0.15)
@@ -243,7 +248,8 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 
 def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes: Sequence[str], n_boot: int = N_BOOT,
                      seed: int = config.SEED) -> dict[str, dict[str, Any]]:
-    """The paired DIFFERENCES (GNN − encoder, GNN − temporal) averaged over seeds, each with one 95% interval
+    """The paired differences (systems.differences(): GNN − encoder, − temporal, − classical) averaged over
+    seeds, each with one 95% interval
     from a session bootstrap that draws the same sessions for every seed and averages the seeds'
     differences on them. `trees`: each seed's fold folders (the same folds), `suffixes`: of each seed's GNN
     folders. A difference is left out when a seed lacks its system."""
@@ -266,7 +272,7 @@ def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes:
     sessions, targets = first["sessions"], first["targets"]
     labels = np.unique(targets)
     out = {}
-    for key, other in DIFFERENCES.items():
+    for key, other in systems.differences().items():
         if not all(other in tree["predictions"] for tree in pooled):
             continue
 
@@ -289,7 +295,8 @@ def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep
     `per_seed`: one summary per seed (summarise's, or any dict with `systems`, `pooled`, `modalities`)."""
     if len(per_seed) != len(seeds) or len(seeds) < 2:
         raise ValueError(f"a seeds summary needs one summary per seed and at least two seeds, not {list(seeds)}")
-    names = [n for n in (*SYSTEMS, *DIFFERENCES) if all(n in s["pooled"] for s in per_seed)]
+    differences = systems.differences()
+    names = [n for n in (*systems.names(), *differences) if all(n in s["pooled"] for s in per_seed)]
     rows = {}
     for name in names:
         values = [float(s["pooled"][name]["macro_f1"]) for s in per_seed]
@@ -302,7 +309,7 @@ def seeds_summary(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int], keep
         "seeds": list(seeds),
         "keep_encoder": keep_encoder,
         "modalities": per_seed[0]["modalities"],
-        "systems": [n for n in names if n in SYSTEMS],
+        "systems": [n for n in names if n in systems.names()],
         "macro_f1": rows,
         "n_sessions": int(per_seed[0]["pooled"]["gnn"]["n_sessions"]),
         "statistic": "pooled segment macro-F1 of each seed; mean and sample sd (ddof=1) over seeds; ci95_per_seed: "
@@ -320,8 +327,9 @@ def format_seeds(summary: dict[str, Any]) -> str:
              f"{'':20}  {metrics.SD_CONVENTION + ', seeds':28}  per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
              f"first seed's estimate [95% CI, sessions resampled]"]
     for name, row in summary["macro_f1"].items():
-        label = name.replace("_minus_", " − ") if name in DIFFERENCES else name
-        sign = "+" if name in DIFFERENCES else ""
+        is_difference = name in systems.differences()
+        label = name.replace("_minus_", " − ") if is_difference else name
+        sign = "+" if is_difference else ""
         first = {"macro_f1": row["per_seed"][0], "ci95": row["ci95_per_seed"][0]}
         lines.append(f"{label:20}  {row['mean']:{sign}.4f} ± {row['sd']:.4f}{'':13}  "
                      + " ".join(f"{v:{sign}8.4f}" for v in row["per_seed"])
@@ -344,8 +352,9 @@ def modality_subsets(modalities: str) -> list[str]:
 
 def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, Any]], full: str,
                      n_boot: int = N_BOOT, seed: int = config.SEED, suffix: str = "") -> dict[str, Any]:
-    """Per modality subset (the keys of `summaries`, summarise's for each): the GNN's and the temporal
-    baseline's pooled macro-F1 with their intervals, and the GNN's paired difference to the GNN on all
+    """Per modality subset (the keys of `summaries`, summarise's for each): the pooled macro-F1 with its
+    interval of the GNN and of each system train_val fits on the same inputs (ablation_systems), and the
+    GNN's paired difference to the GNN on all
     modalities (`full`), resampling the same sessions as gnn_minus_encoder does. Every subset's GNN reads
     the embeddings of one encoder per fold trained on all modalities: only the GNN's inputs change."""
     def pooled_gnn(modalities: str) -> list[dict[str, Any]]:
@@ -363,9 +372,8 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
             for d, p, ref in zip(fold_dirs, pooled_gnn(modalities), reference, strict=True)])
         pooled = summary["pooled"]
         rows.append({"modalities": modalities,
-                     "gnn": {k: pooled["gnn"][k] for k in ("macro_f1", "ci95")},
-                     "temporal": {k: pooled["temporal"][k] for k in ("macro_f1", "ci95")} if "temporal" in pooled
-                     else None,
+                     **{name: {k: pooled[name][k] for k in ("macro_f1", "ci95")} if name in pooled else None
+                        for name in ablation_systems()},
                      "gnn_minus_all": paired_difference(sessions, targets, y, y_full, n_boot, seed)})
     return {"k": len(fold_dirs), "modalities": full, "suffix": suffix, "rows": rows,
             "bootstrap": summaries[full]["bootstrap"],
@@ -374,19 +382,27 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
             "design": "GNN inputs swapped on one encoder per fold trained on all modalities (not retrained per subset)"}
 
 
+def ablation_systems() -> list[str]:
+    """The ablation table's systems: the GNN and every system train_val.py fits on the same inputs."""
+    return [systems.GNN, *(system.name for system in systems.trained())]
+
+
 def format_ablation(ablation: dict[str, Any]) -> str:
-    """One row per modality subset: GNN and temporal pooled macro-F1 [95% CI] and GNN − all [95% CI]."""
+    """One row per modality subset: each system's pooled macro-F1 [95% CI] (ablation_systems; "-" where a
+    subset has none) and GNN − all [95% CI]."""
     n_sessions = ablation["bootstrap"]["n_sessions"]
+    shown = [name for name in ablation_systems() if any(name in row for row in ablation["rows"])]
     lines = [f"modality ablation, session {ablation['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
              f"resampled] over {n_sessions} sessions",
              "GNN inputs swapped on one encoder per fold trained on all modalities (the encoder is not retrained "
-             "per subset)",
-             f"{'GNN input':20}  {'GNN':25}  {'temporal':25}  GNN − GNN on {ablation['modalities']} (paired)"]
+             "per subset); the classical system reads its own statistics of the subset's signals",
+             f"{'GNN input':20}  " + "".join(f"{systems.get(name).label:25}  " for name in shown)
+             + f"GNN − GNN on {ablation['modalities']} (paired)"]
     for row in ablation["rows"]:
         cells = []
-        for entry, sign in ((row["gnn"], ""), (row["temporal"], ""), (row["gnn_minus_all"], "+")):
+        for entry, sign in [*((row.get(name), "") for name in shown), (row["gnn_minus_all"], "+")]:
             cells.append("-" if entry is None else metrics.format_estimate(entry, n_sessions, sign))
-        lines.append(f"{row['modalities']:20}  {cells[0]:25}  {cells[1]:25}  {cells[2]}")
+        lines.append(f"{row['modalities']:20}  " + "".join(f"{cell:25}  " for cell in cells[:-1]) + cells[-1])
     return "\n".join(lines)
 
 
@@ -402,13 +418,17 @@ def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     rows = ablation["rows"]
+    shown = [name for name in ablation_systems() if any(row.get(name) is not None for row in rows)]
     fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4))
     ax = fig.subplots()
     x = np.arange(len(rows))
-    for offset, (system, colour) in zip((-0.2, 0.2), (("gnn", "#e07b39"), ("temporal", "#59a14f")), strict=True):
-        kept = [i for i, r in enumerate(rows) if r[system] is not None]
-        values = np.array([rows[i][system]["macro_f1"] for i in kept])
-        ax.bar(x[kept] + offset, values, 0.4, color=colour, label=system)
+    width = 0.8 / len(shown)
+    colours = systems.colours()
+    for i, system in enumerate(shown):
+        offset = (i - (len(shown) - 1) / 2) * width
+        kept = [j for j, r in enumerate(rows) if r.get(system) is not None]
+        values = np.array([rows[j][system]["macro_f1"] for j in kept])
+        ax.bar(x[kept] + offset, values, width, color=colours[system], label=systems.get(system).label)
         with_interval = [j for j, i in enumerate(kept) if rows[i][system]["ci95"] is not None]
         if with_interval:
             intervals = np.array([rows[kept[j]][system]["ci95"] for j in with_interval])
@@ -426,19 +446,25 @@ def _plot_ablation(ablation: dict[str, Any], path: Path) -> None:
 
 # --------------------------------------------------------------------------- two runs compared
 
-COMPARED = tuple(name for name in SYSTEMS if name != "majority")  # the majority class is the folds', not a run's
+def compared() -> tuple[str, ...]:
+    """The systems a comparison of two runs reports: all but the majority class (the folds', not a run's)."""
+    return tuple(name for name in systems.names() if name != "majority")
+
 
 
 def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
-                 suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
-    """Run B minus run A over the same folds: per system in COMPARED that both runs have in every fold,
+                 suffix: str = "", suffix_b: str | None = None, modalities_b: str | None = None) -> dict[str, Any]:
+    """Run B minus run A over the same folds: per system of compared() that both runs have in every fold,
     B's pooled macro-F1 minus A's on the same test segments, with the interval of one session bootstrap
     that resamples the same sessions for both (paired_difference, as gnn_minus_encoder), and each run's
     pooled macro-F1 with its interval. DataError (one line, naming both folders) when the runs' folds
     differ: their number, a fold's splits.json, its test segment IDs or their labels. `suffix`: of the
     GNN folders read (layout.gnn_folder); `suffix_b`: of B's when they differ (two GNNs in one run's folds, e.g.
-    run_pipeline.py --cross_identity ciy beside the default graphs; then A and B may be the same folder)."""
-    paired = _paired_predictions(cv_dir_a, cv_dir_b, modalities, suffix, suffix if suffix_b is None else suffix_b)
+    run_pipeline.py --cross_identity ciy beside the default graphs; then A and B may be the same folder);
+    `modalities_b`: B's modality set when it differs (e.g. the GNN with the prosody block beside the default's
+    in the same folds)."""
+    paired = _paired_predictions(cv_dir_a, cv_dir_b, modalities, suffix, suffix if suffix_b is None else suffix_b,
+                                 modalities_b or modalities)
     sessions, targets = paired["sessions"], paired["targets"]
     rows = {name: {"a": pooled_macro_f1(sessions, targets, paired["a"][name], n_boot, seed),
                    "b": pooled_macro_f1(sessions, targets, paired["b"][name], n_boot, seed),
@@ -448,6 +474,7 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
     return {
         "a": str(cv_dir_a), "b": str(cv_dir_b), "k": paired["k"], "modalities": modalities, "suffix": suffix,
         **({} if suffix_b is None or suffix_b == suffix else {"suffix_b": suffix_b}),
+        **({} if modalities_b is None or modalities_b == modalities else {"modalities_b": modalities_b}),
         "systems": paired["systems"], "rows": rows,
         "bootstrap": _bootstrap_record(n_boot, len(np.unique(sessions)), len(targets), seed),
         "metric": "pooled segment macro-F1 over the folds' test segments; b_minus_a: run B's minus run A's on the "
@@ -457,7 +484,7 @@ def compare_runs(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = 
 
 
 def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_a: str,
-                        suffix_b: str) -> dict[str, Any]:
+                        suffix_b: str, modalities_b: str | None = None) -> dict[str, Any]:
     """The test segments of two runs over the same folds, with each system's predictions of A and of B in
     A's segment order (see compare_runs for what is refused)."""
     dirs = (Path(cv_dir_a), Path(cv_dir_b))
@@ -473,7 +500,7 @@ def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_
         if util.read_json(fold_a / layout.SPLITS_FILE) != util.read_json(fold_b / layout.SPLITS_FILE):
             raise refuse(f"fold {k}'s {layout.SPLITS_FILE} differ")
         a = fold_predictions(fold_a, layout.gnn_folder(modalities, suffix_a))
-        b = fold_predictions(fold_b, layout.gnn_folder(modalities, suffix_b))
+        b = fold_predictions(fold_b, layout.gnn_folder(modalities_b or modalities, suffix_b))
         only = sorted(set(a["segment_ids"]) ^ set(b["segment_ids"]))
         if only or len(a["segment_ids"]) != len(b["segment_ids"]):
             raise refuse(f"fold {k}'s test segment IDs differ ({len(a['segment_ids'])} and {len(b['segment_ids'])}"
@@ -483,21 +510,21 @@ def _paired_predictions(cv_dir_a: Path, cv_dir_b: Path, modalities: str, suffix_
         if not np.array_equal(a["targets"], b["targets"][order]):
             raise refuse(f"fold {k}'s test segments have different labels")
         parts.append((a, {name: y[order] for name, y in b["predictions"].items()}))
-    systems = [name for name in COMPARED if all(name in a["predictions"] and name in b for a, b in parts)]
+    shown = [name for name in compared() if all(name in a["predictions"] and name in b for a, b in parts)]
     return {
         "k": len(parts),
         "segment_ids": [segment for a, _ in parts for segment in a["segment_ids"]],
         "sessions": np.concatenate([a["sessions"] for a, _ in parts]),
         "targets": np.concatenate([a["targets"] for a, _ in parts]),
-        "systems": systems,
-        "lacking": [name for name in COMPARED if name not in systems],
-        "a": {name: np.concatenate([a["predictions"][name] for a, _ in parts]) for name in systems},
-        "b": {name: np.concatenate([b[name] for _, b in parts]) for name in systems},
+        "systems": shown,
+        "lacking": [name for name in compared() if name not in shown],
+        "a": {name: np.concatenate([a["predictions"][name] for a, _ in parts]) for name in shown},
+        "b": {name: np.concatenate([b[name] for _, b in parts]) for name in shown},
     }
 
 
 def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int = N_BOOT, seed: int = config.SEED,
-                  suffix: str = "", suffix_b: str | None = None) -> dict[str, Any]:
+                  suffix: str = "", suffix_b: str | None = None, modalities_b: str | None = None) -> dict[str, Any]:
     """Run B minus run A on every seed both have (layout.seed_trees; compare_runs per seed), and over the seeds:
     per system, the mean over seeds of B's pooled macro-F1 minus A's, with a 95% interval from one session
     bootstrap in which every resample draws the same sessions for every seed and both runs and averages
@@ -509,9 +536,11 @@ def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int =
         raise util.DataError(f"{cv_dir_a} and {cv_dir_b}: {len(common)} seed shared (seed_S folders of "
                              "run_pipeline.py --seeds N); a comparison over seeds needs two or more")
     suffix_b = suffix if suffix_b is None else suffix_b
-    per_seed = [compare_runs(trees_a[name], trees_b[name], modalities, n_boot, seed, suffix, suffix_b)
+    modalities_b = modalities_b or modalities
+    per_seed = [compare_runs(trees_a[name], trees_b[name], modalities, n_boot, seed, suffix, suffix_b, modalities_b)
                 for name in common]
-    paired = [_paired_predictions(trees_a[name], trees_b[name], modalities, suffix, suffix_b) for name in common]
+    paired = [_paired_predictions(trees_a[name], trees_b[name], modalities, suffix, suffix_b, modalities_b)
+              for name in common]
     first = paired[0]
     position = {segment: i for i, segment in enumerate(first["segment_ids"])}
     for name, tree in zip(common[1:], paired[1:], strict=True):
@@ -521,11 +550,11 @@ def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int =
         order = np.argsort([position[segment] for segment in tree["segment_ids"]])  # into the first seed's order
         for run in ("a", "b"):
             tree[run] = {system: y[order] for system, y in tree[run].items()}
-    systems = [name for name in COMPARED if all(name in tree["systems"] for tree in paired)]
+    shown = [name for name in compared() if all(name in tree["systems"] for tree in paired)]
     sessions, targets = first["sessions"], first["targets"]
     labels = np.unique(targets)
     over_seeds = {}
-    for system in systems:
+    for system in shown:
         def statistic(idx: np.ndarray, system: str = system) -> float:
             return float(np.mean([metrics.macro_f1(targets[idx], tree["b"][system][idx], labels)
                                   - metrics.macro_f1(targets[idx], tree["a"][system][idx], labels)
@@ -539,7 +568,8 @@ def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int =
     return {
         "a": str(cv_dir_a), "b": str(cv_dir_b), "modalities": modalities, "suffix": suffix,
         **({} if suffix_b == suffix else {"suffix_b": suffix_b}),
-        "seeds": common, "systems": systems, "per_seed": per_seed, "over_seeds": over_seeds,
+        **({} if modalities_b == modalities else {"modalities_b": modalities_b}),
+        "seeds": common, "systems": shown, "per_seed": per_seed, "over_seeds": over_seeds,
         "bootstrap": _bootstrap_record(n_boot, len(np.unique(sessions)), len(targets), seed),
         "metric": "b_minus_a per seed as compare_runs; over_seeds: the mean over seeds of the paired difference, "
                   "its interval from one session bootstrap drawing the same sessions for every seed and both runs; "
@@ -553,8 +583,10 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     if "over_seeds" in comparison:
         return _format_over_seeds(comparison)
     boot = comparison["bootstrap"]
-    b_label = comparison["b"] + (f" (GNN folders {layout.gnn_folder(comparison['modalities'], comparison['suffix_b'])})"
-                                 if "suffix_b" in comparison else "")
+    b_folders = layout.gnn_folder(comparison.get("modalities_b", comparison["modalities"]),
+                                  comparison.get("suffix_b", comparison["suffix"]))
+    b_label = comparison["b"] + (f" (GNN folders {b_folders})"
+                                 if "suffix_b" in comparison or "modalities_b" in comparison else "")
     lines = [f"run B − run A, session {comparison['k']}-fold CV, pooled segment macro-F1 [95% CI, sessions "
              f"resampled] over {boot['n_sessions']} sessions and {boot['n_segments']} segments (modalities "
              f"{comparison['modalities']})",
@@ -591,10 +623,12 @@ def format_seed_differences(comparison: dict[str, Any]) -> str:
 
 
 def write_comparison(comparison: dict[str, Any]) -> Path:
-    """compare_<modalities><suffix>[_seeds].json in run B's folder (suffix: B's GNN folders'); returns its path."""
+    """compare_<modalities><suffix>[_seeds].json in run B's folder (B's modalities and GNN folder suffix);
+    returns its path."""
     suffix = comparison.get("suffix_b", comparison["suffix"])
     seeds = "_seeds" if "over_seeds" in comparison else ""
-    path = Path(comparison["b"]) / f"compare_{layout.modality_tag(comparison['modalities'])}{suffix}{seeds}.json"
+    modalities = comparison.get("modalities_b", comparison["modalities"])
+    path = Path(comparison["b"]) / f"compare_{layout.modality_tag(modalities)}{suffix}{seeds}.json"
     util.write_json(comparison, path)
     return path
 
@@ -609,11 +643,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="B's GNN folders end in SUFFIX, e.g. _ciy: the GNN on cross-identity graphs that "
                              "run_pipeline.py --cross_identity ciy trains in the same folds (A and B may then be "
                              "the same folder)")
+    parser.add_argument("--modalities_b", default=None, metavar="MODALITIES",
+                        help="B's GNN folders are of this modality set, e.g. prosody,audio,eda,temp beside A's "
+                             "audio,eda,temp in the same folds (A and B may then be the same folder)")
     args = parser.parse_args(argv)
+    both = dict(suffix_b=args.suffix_b, modalities_b=args.modalities_b)
     if len(layout.seed_trees(args.compare[0]).keys() & layout.seed_trees(args.compare[1]).keys()) >= 2:
-        comparison = compare_seeds(*args.compare, args.modalities, suffix_b=args.suffix_b)
+        comparison = compare_seeds(*args.compare, args.modalities, **both)
     else:
-        comparison = compare_runs(*args.compare, args.modalities, suffix_b=args.suffix_b)
+        comparison = compare_runs(*args.compare, args.modalities, **both)
     path = write_comparison(comparison)
     print(format_comparison(comparison))
     print(path)

@@ -51,7 +51,6 @@ ENCODER_FILE = "encoder.pth"
 # it without importing train_val (and torch_geometric): cv_results.py, run_pipeline.py.
 GNN_METRICS_FILE = "metrics.json"
 GNN_PREDICTIONS_FILE = "predictions_test.csv"
-TEMPORAL_PREDICTIONS_FILE = "predictions_test_temporal.csv"
 
 
 def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
@@ -63,10 +62,13 @@ def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
     return None
 
 
-def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_path: Path | None) -> list[str]:
+def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_path: Path | None,
+          systems: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """Write results/<exp>/model/ (`results` is the folder being written, e.g. train_val's temporary one)
     for the GNN checkpoint `gnn_checkpoint` trained on graphs with build record `record`, whose features
-    are described by the feature manifest `manifest_path`. Returns notes for what it could not include."""
+    are described by the feature manifest `manifest_path`. `systems`: the baseline systems that saved
+    themselves into the folder (name -> their record: `file`, `sha256`, ...; systems.py), model.json's
+    `systems`. Returns notes for what it could not include."""
     folder = Path(results) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -107,6 +109,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "normalization": state.get("normalization"),
         "text": _text_block(folder, manifest_path, manifest, record),
         "pretrained": _pretrained(manifest_path, manifest, record),
+        "systems": dict(systems or {}),
     }, folder / MANIFEST)
     return notes
 
@@ -181,6 +184,7 @@ def load(path: Path) -> dict[str, Any]:
     gnn = folder / model["gnn"]["file"]
     _verify(gnn, model["gnn"]["sha256"], "GNN checkpoint")
     _check_text(model, folder, manifest_path)
+    _check_systems(model, folder)
     encoder = model["encoder"]
     candidates = [folder / encoder["file"]] if encoder.get("file") else []
     candidates += [Path(encoder["source"])] if encoder.get("source") else []
@@ -221,6 +225,7 @@ def load_pair(encoder_path: Path, gnn_path: Path) -> dict[str, Any]:
         raise util.DataError(f"encoder checkpoint sha256 {actual}, but the GNN {gnn_path} was trained on features "
                              f"of the encoder with sha256 {recorded}", encoder_path)
     _check_text(model, manifest_path.parent, manifest_path)
+    _check_systems(model, manifest_path.parent)
     return {**model, "manifest_path": manifest_path, "gnn_path": gnn_path, "encoder_path": encoder_path}
 
 
@@ -236,6 +241,15 @@ def _check_text(model: dict[str, Any], folder: Path, manifest_path: Path) -> Non
     path = folder / record["file"]
     _verify(path, record.get("sha256"), "text block")
     model["text_path"] = path
+
+
+def _check_systems(model: dict[str, Any], folder: Path) -> None:
+    """Set model["system_paths"] (name -> verified file) for the baseline systems saved in the folder."""
+    model["system_paths"] = {}
+    for name, record in (model.get("systems") or {}).items():
+        path = folder / record["file"]
+        _verify(path, record.get("sha256"), f"{name} system")
+        model["system_paths"][name] = path
 
 
 def _verify(path: Path, sha256: str | None, what: str) -> None:

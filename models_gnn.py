@@ -62,12 +62,12 @@ BRANCHES = ("forward", "backward", "undirected")
 CAUSAL_BRANCHES = ("past", "instant")
 CHECKPOINT_FORMAT = "spell-gnn-1"
 # Blocks a GNN reads only when `modalities` names them: by default it reads the encoder's three streams,
-# as the original model did, whatever else the features carry (the text block, encoder/core/text.py, and
-# the pretrained blocks, encoder/core/pretrained.py).
-OPT_IN_BLOCKS = ("text", "lm", "ssl")
-# Blocks computed from the whole segment (its transcript; a bidirectional pass over its speech): they carry
-# the future of every node but the segment's last, so no causal model reads them.
-WHOLE_SEGMENT_BLOCKS = ("text", "lm", "ssl")
+# as the original model did, whatever else the features carry (the text block, encoder/core/text.py, the
+# pretrained blocks, encoder/core/pretrained.py, and the hand-crafted speech statistics, classical.py).
+OPT_IN_BLOCKS = ("text", "lm", "ssl", "prosody")
+# Blocks computed from the whole segment (its transcript; a bidirectional pass over its speech; statistics of
+# its whole wav): they carry the future of every node but the segment's last, so no causal model reads them.
+WHOLE_SEGMENT_BLOCKS = ("text", "lm", "ssl", "prosody")
 
 
 def future_blocks(modalities: Sequence[str]) -> list[str]:

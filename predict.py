@@ -26,7 +26,13 @@ Pretrained blocks (encoder/core/pretrained.py, `lm` and `ssl`) that the GNN read
 model folders model.json records by path and sha256, or from `--text_model DIR` / `--speech_model DIR`:
 a folder whose sha256 differs from the recorded one is refused, naming both hashes. The `lm` block
 needs the transcripts as the text block does; the `ssl` block runs the speech model once per segment
-wav. A pretrained block the GNN does not read needs no folder (NaN columns, as above).
+wav. A pretrained block the GNN does not read needs no folder (NaN columns, as above). A GNN trained with
+the `prosody` block (classical.py) gets each segment's hand-crafted speech statistics, normalised over the
+folder's segments of its participant, appended after the features' own blocks as train_val.py did.
+
+When the model folder holds the classical system (classical.npz, classical.py), its label of every usable
+segment is the CSV's `classical_predicted` column, its statistics normalised per participant over the
+folder's segments (prefix statistics for a causal run's system), and its score is printed beside the GNN's.
 
 Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
 are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
@@ -51,6 +57,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+import classical
 import generate_graph
 import model_folder
 import models_gnn
@@ -74,7 +81,7 @@ from encoder.core.metrics import classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
-           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments")
+           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments", "classical_predicted")
 NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
 
@@ -115,13 +122,17 @@ def parse_sessions(text: str | None) -> list[int] | None:
 
 
 def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path,
-                     text_dim: int | None = None, pretrained_dims: dict[str, int] | None = None) -> None:
+                     text_dim: int | None = None, pretrained_dims: dict[str, int] | None = None,
+                     prosody_dim: int | None = None) -> None:
     """The GNN's input blocks must be the encoder's embedding blocks, in the same order, then the text
-    block when its features had one (`text_dim`), then the pretrained blocks they had (`pretrained_dims`)."""
+    block when its features had one (`text_dim`), then the pretrained blocks they had (`pretrained_dims`),
+    then the prosody block when it was trained with one (`prosody_dim`, classical.py)."""
     embedding = {str(m): STREAM_DIM for m in encoder_state.get("feature_order", [])}
     if text_dim is not None:
         embedding[text.NAME] = int(text_dim)
     embedding.update({name: int(dim) for name, dim in (pretrained_dims or {}).items()})
+    if prosody_dim is not None:
+        embedding[classical.PROSODY] = int(prosody_dim)
     if list(gnn.feature_dims.items()) != list(embedding.items()):
         raise util.DataError(f"GNN expects node features {gnn.feature_dims}, the encoder {encoder_path} "
                              f"gives {embedding}", gnn_path)
@@ -142,6 +153,8 @@ class LoadedModel:
     text_block: text.TextBlock | None  # None unless the GNN reads the text block
     pretrained_dims: dict[str, int]  # the features' pretrained blocks (pretrained.NAMES order) and widths
     pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
+    system_paths: dict[str, Path]  # baseline systems saved in the model folder (systems.py), verified
+    prosody_dim: int | None = None  # the prosody block's width when the GNN was trained with one (classical.py)
 
     @property
     def appended_dims(self) -> dict[str, int]:
@@ -170,7 +183,8 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
     feature_dims = folder.get("feature_dims") or {}
     text_dim = feature_dims.get(text.NAME)
     pretrained_dims = {name: int(feature_dims[name]) for name in pretrained.NAMES if name in feature_dims}
-    check_compatible(gnn, gnn_path, encoder_state, encoder_path, text_dim, pretrained_dims)
+    prosody_dim = feature_dims.get(classical.PROSODY)
+    check_compatible(gnn, gnn_path, encoder_state, encoder_path, text_dim, pretrained_dims, prosody_dim)
     reads_text = text.NAME in gnn.modalities
     if args.online and not gnn.causal:
         raise util.DataError("--online needs a causal GNN (train_val.py --causal); this one reads edges from "
@@ -181,7 +195,8 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
         check_causal_inputs(folder, encoder_state, gnn_path)
     return LoadedModel(encoder_path, encoder_state, gnn, gnn_path, graphs, folder.get("feature_precision"), text_dim,
                        text.TextBlock.load(folder["text_path"]) if reads_text else None, pretrained_dims,
-                       pretrained_blocks(args, folder, gnn, pretrained_dims))
+                       pretrained_blocks(args, folder, gnn, pretrained_dims), folder.get("system_paths") or {},
+                       prosody_dim)
 
 
 def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
@@ -249,9 +264,10 @@ def appended_columns(model: LoadedModel, segments: list[Segment], root: Path
                      ) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """Per segment the columns appended to its nodes' embeddings, as extraction appended them
     (extraction.appended_columns: the text and pretrained blocks of the GNN's features, NaN for those it
-    does not read; None when its features had none), and a note on the segments without transcript.
-    util.DataError when the GNN reads the text or `lm` block and the folder has no transcript, or more
-    than MAX_SKIP_SHARE of the segments lack one."""
+    does not read; None when its features had none), then the prosody block when the GNN was trained with
+    it (its statistics normalised over the folder's segments of each participant), and a note on the
+    segments without transcript. util.DataError when the GNN reads the text or `lm` block and the folder
+    has no transcript, or more than MAX_SKIP_SHARE of the segments lack one."""
     vectors, note = None, None
     if model.text_block is not None:
         without = check_transcripts(segments, root, "the text block")
@@ -261,7 +277,10 @@ def appended_columns(model: LoadedModel, segments: list[Segment], root: Path
     if pretrained.TEXT in model.pretrained_blocks:
         check_transcripts(segments, root, f"the `{pretrained.TEXT}` block")
     blocks = model.pretrained_blocks.values()
-    return extraction.appended_columns(segments, model.appended_dims, vectors, blocks), note
+    columns = extraction.appended_columns(segments, model.appended_dims, vectors, blocks)
+    if model.prosody_dim is not None:  # after the features' own blocks, as train_val appended it
+        columns = extraction.segment_columns(segments, [columns, classical.prosody_vectors(segments)])
+    return columns, note
 
 
 def check_transcripts(segments: list[Segment], root: Path, what: str) -> list[str]:
@@ -480,13 +499,14 @@ def node_csv(out: Path) -> Path:
     return out.parent / f"{out.stem}_nodes.csv"
 
 
-def score_line(table: pd.DataFrame) -> str | None:
-    """The accuracy / macro-F1 line over the segments with a true label; None when none has one."""
-    scored = table[(table["true"] != "") & (table["predicted"] != "")]
+def score_line(table: pd.DataFrame, column: str = "predicted") -> str | None:
+    """The accuracy / macro-F1 line of `column`'s labels over the segments with a true label; None when none
+    has one."""
+    scored = table[(table["true"] != "") & (table[column] != "")]
     if scored.empty:
         return None
     index = {e: k for k, e in enumerate(config.EMOTIONS)}
-    m = classification_metrics(scored["true"].map(index), scored["predicted"].map(index))
+    m = classification_metrics(scored["true"].map(index), scored[column].map(index))
     return (f"segment level, {m['n']} segments with a true label (first listed): accuracy {m['accuracy']:.4f}, "
             f"macro-F1 {m['macro_f1']:.4f}")
 
@@ -520,6 +540,10 @@ def main() -> None:
                                       columns)
     options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
     table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
+    table["classical_predicted"] = ""
+    if "classical" in loaded.system_paths:
+        by_id = classical.label_segments(loaded.system_paths["classical"], segments)
+        table["classical_predicted"] = table["segment_id"].map(by_id).fillna("")
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
     mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
@@ -543,6 +567,9 @@ def main() -> None:
     score = score_line(table)
     if score is not None:
         print(score)
+    classical_score = score_line(table, "classical_predicted")
+    if classical_score is not None:
+        print(f"classical system (column classical_predicted), {classical_score}")
     print(f"predictions: {args.out}")
     print(f"timelines: {', '.join(str(p) for p in pngs)}")
 

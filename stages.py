@@ -25,6 +25,7 @@ from typing import Any
 
 import generate_graph
 import model_folder
+import systems
 import train_val
 from encoder.core import checkpoints, config, extraction, frames, kemdy20, layout, pretrained, training, util
 
@@ -223,11 +224,13 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     stage = "train_val" if upstream.fold is None else f"train_val {layout.modality_tag(modalities)}"
     stage += graph_variant(args).replace("_", " ")  # the GNN on other graphs beside the default's
-    # the temporal baseline's predictions among the outputs: a GNN folder from before it existed is retrained
-    # config.GNN in the key: a setting edited there (the flags only override it) retrains the stage
-    key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN), **upstream.scope}
-    return GnnStage(stage + stage_suffix, key,
-                    [dirs.metrics, dirs.metrics.parent / model_folder.TEMPORAL_PREDICTIONS_FILE], gnn_flags)
+    # every trained system's predictions among the outputs: a GNN folder from before a system existed is retrained
+    # config.GNN and config.HANDCRAFTED in the key: a setting edited there (the flags only override GNN's)
+    # retrains the stage
+    key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN),
+           "handcrafted": dict(config.HANDCRAFTED), **upstream.scope}
+    outputs = [dirs.metrics, *(dirs.metrics.parent / system.predictions for system in systems.trained())]
+    return GnnStage(stage + stage_suffix, key, outputs, gnn_flags)
 
 
 

@@ -48,7 +48,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,13 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
+import classical
 import data_loader
 import generate_graph
 import model_folder
 import models_gnn
 import models_temporal
+import systems
 from encoder.core import config, distributed, extraction, util
 from encoder.core.metrics import (
     class_weights,
@@ -78,7 +80,7 @@ from encoder.core.metrics import (
     write_segment_predictions,
 )
 from encoder.core.plots import plot_confusion
-from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE, TEMPORAL_PREDICTIONS_FILE
+from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
 GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
 
@@ -109,6 +111,34 @@ class Fit:
     name: str = "GNN"
 
 
+@dataclass
+class SystemContext:
+    """What a baseline system's `fit` (systems.System.fit) gets: the run's arguments, the graph folder's build
+    record, the loaded graphs per split (their nodes, segments and sessions are the splits every system
+    sees), the device, the features folder, the results folder being written (`results`; a model file goes
+    under results/model/) and the log. `progress_position`: the line of its progress bar."""
+
+    args: argparse.Namespace
+    record: dict[str, Any]
+    graphs: dict[str, list[Data]]
+    device: torch.device
+    features_dir: Path
+    results: Path
+    log: Callable[[str], None]
+    progress_position: int = 0
+
+
+@dataclass
+class SystemResult:
+    """A fitted system: its metrics.json entry (baselines.<name>, with at least `segment`), its test
+    evaluation (`evaluate`'s form: `_segments` are written as its predictions file) and, when it saves
+    itself into the model folder, model.json's record of it (`model`: file name, sha256, ...)."""
+
+    entry: dict[str, Any]
+    test: dict[str, Any]
+    model: dict[str, Any] | None = None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train and evaluate the temporal GNN.")
     generate_graph.add_graph_args(parser)
@@ -133,8 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=gnn["seed"])
     parser.add_argument("--causal", action="store_true",
                         help="causal variant: only edges from the past or the same instant (for predict.py --online)")
-    parser.add_argument("--no_temporal", action="store_true",
-                        help="skip the temporal baseline without a graph (a GRU over each speaker's nodes)")
+    for system in systems.trained():
+        parser.add_argument(f"--no_{system.name}", action="store_true",
+                            help=f"skip the {system.name} baseline ({system.description})")
     parser.add_argument("--temporal_in_series", action="store_true", default=not gnn["temporal_beside"],
                         help="train the temporal baseline after the GNN, not beside it in a second process "
                              "(same results; for when every core is busy)")
@@ -224,6 +255,8 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for split in ("val", "test"):
             graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
                                                           record["build"]["cross_identity"])
+    if modalities and classical.PROSODY in modalities:  # the hand-crafted speech statistics, appended per node
+        graphs, record = classical.with_prosody(graphs, record, features_dir)
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
                                  args.dropout, causal=args.causal).to(device)
@@ -235,43 +268,48 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
-        beside = None if args.no_temporal or not temporal_beside(args, device) else \
-            _TemporalBeside(args, record, graphs, device)
+        context = SystemContext(args, record, graphs, device, features_dir, tmp, log)
+        chosen = [system for system in systems.trained() if not getattr(args, f"no_{system.name}", False)]
+        notes += [f"--no_{system.name}: {system.name} baseline not trained"
+                  for system in systems.trained() if system not in chosen]
+        beside = {system.name: _Beside(system, context) for system in chosen
+                  if system.beside and temporal_beside(args, device)}
         try:
             history, best = _train(model, Fit(graphs, args.batch_size), args, device,
                                    lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
             models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-            notes += model_folder.write(tmp, tmp / "best.pth", record,
-                                        model_folder.feature_manifest(record, features_dir))
             val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
             log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
                 f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
-            temporal = None
-            if args.no_temporal:
-                notes.append("--no_temporal: temporal baseline not trained")
-            else:
-                temporal, temporal_test = beside.result(log) if beside else \
-                    _temporal_baseline(args, record, graphs, device, log)
-                write_segment_predictions(*temporal_test["_segments"], tmp / TEMPORAL_PREDICTIONS_FILE)
+            fitted: dict[str, SystemResult | None] = {system.name: None for system in systems.trained()}
+            for system in chosen:
+                result = beside[system.name].result(log) if system.name in beside else system.trainer()(context)
+                if result is None:
+                    notes.append(f"{system.name} baseline not fitted: see log.txt")
+                    continue
+                write_segment_predictions(*result.test["_segments"], tmp / system.predictions)
+                fitted[system.name] = result
         finally:
-            if beside:
-                beside.stop()
+            for running in beside.values():
+                running.stop()
+        notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir),
+                                    {name: r.model for name, r in fitted.items() if r is not None and r.model})
+        entries = {name: None if result is None else result.entry for name, result in fitted.items()}
         metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
-                          {"encoder": _encoder_baseline(features_dir, notes), "temporal": temporal},
+                          {"encoder": _encoder_baseline(features_dir, notes), **entries},
                           notes, time.time() - started, device)
         write_segment_predictions(*test["_segments"], tmp / GNN_PREDICTIONS_FILE)
         plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
                        tmp / "confusion_test.png")
-        _plot_curves(history, best["epoch"], tmp / "curves.png", temporal)
+        _plot_curves(history, best["epoch"], tmp / "curves.png", entries)
         util.write_json(metrics, tmp / GNN_METRICS_FILE)
     return {**metrics, "metrics_path": str(out / GNN_METRICS_FILE)}
 
 
-def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device,
-                       log: Callable[[str], None], progress_position: int = 0) -> tuple[dict[str, Any],
-                                                                                      dict[str, Any]]:
-    """Train, select and test the temporal baseline on the nodes of `graphs` (see the module docstring);
-    returns its metrics.json entry (baselines.temporal) and its test evaluation."""
+def fit_temporal(context: SystemContext) -> SystemResult:
+    """The temporal baseline (systems.py's `temporal`): trained, selected and tested on the nodes of the
+    context's graphs (see the module docstring); writes nothing."""
+    args, record, graphs, device, log = context.args, context.record, context.graphs, context.device, context.log
     started = time.time()
     span = max(2 * GNN_LAYERS * float(record["build"]["time_edge"]), config.BIO_STEP_S)
     windows = {s: data_loader.speaker_windows(graphs[s], span) for s in data_loader.SPLITS}
@@ -288,7 +326,7 @@ def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str,
         kept.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     history, best = _train(model, fit, args, device, keep_best, lambda line: log(f"temporal {line}"),
-                           progress_position)
+                           context.progress_position)
     model.load_state_dict(kept)
     test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits))
     log(f"temporal best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
@@ -297,46 +335,48 @@ def _temporal_baseline(args: argparse.Namespace, record: dict, graphs: dict[str,
              "model": {"config": model.config, "parameters": util.count_parameters(model)},
              "window_s": span, "windows": {s: len(w) for s, w in windows.items()}, "windows_per_batch": fit.batch_size,
              "history": history, "seconds": round(time.time() - started, 1)}
-    return entry, test
+    return SystemResult(entry, test)
 
 
 def temporal_beside(args: argparse.Namespace, device: torch.device) -> bool:
-    """Whether the temporal baseline trains beside the GNN in a second process: on a Linux CPU whose
-    usable cores leave --threads for each (not on CUDA, where a forked process cannot use the device, nor
-    on macOS, where forking a process that has run torch is not safe)."""
+    """Whether a system that may (systems.System.beside, the temporal baseline) trains beside the GNN in a
+    second process: on a Linux CPU whose usable cores leave --threads for each (not on CUDA, where a forked
+    process cannot use the device, nor on macOS, where forking a process that has run torch is not safe)."""
     if args.temporal_in_series or device.type != "cpu" or not sys.platform.startswith("linux"):
         return False
     return len(os.sched_getaffinity(0)) >= 2 * args.threads
 
 
-class _TemporalBeside:
-    """The temporal baseline trained in a forked process while this one trains the GNN. The child shares
-    the loaded graphs without copying them, writes nothing, and sends back its metrics entry, its test
-    evaluation and its log lines; `result` appends those lines to the log where the sequential run
-    writes them. `stop` ends the child if it is still running (this process failed or was stopped)."""
+class _Beside:
+    """A system trained in a forked process while this one trains the GNN. The child shares the loaded
+    graphs without copying them, writes nothing, and sends back its result and its log lines; `result`
+    appends those lines to the log where the sequential run writes them. `stop` ends the child if it is
+    still running (this process failed or was stopped)."""
 
-    def __init__(self, args: argparse.Namespace, record: dict, graphs: dict[str, list], device: torch.device):
-        context = multiprocessing.get_context("fork")
-        self._receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_temporal_child, args=(send, args, record, graphs, device),
-                                        name="temporal baseline", daemon=True)
+    def __init__(self, system: systems.System, context: SystemContext):
+        self.system = system
+        fork = multiprocessing.get_context("fork")
+        self._receive, send = fork.Pipe(duplex=False)
+        self._process = fork.Process(target=_beside_child, args=(send, system, context),
+                                     name=f"{system.name} baseline", daemon=True)
         self._process.start()
         send.close()
 
-    def result(self, log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def result(self, log: Callable[[str], None]) -> SystemResult:
+        name = self.system.name
         try:
             status, payload = self._receive.recv()
         except EOFError:
             self._process.join()
-            raise RuntimeError(f"the temporal baseline's process ended without a result "
+            raise RuntimeError(f"the {name} baseline's process ended without a result "
                                f"(exit code {self._process.exitcode})") from None
         self._process.join()
         if status == "error":
-            raise RuntimeError(f"the temporal baseline failed: {payload}")
-        entry, test, lines = payload
+            raise RuntimeError(f"the {name} baseline failed: {payload}")
+        result, lines = payload
         for line in lines:
             log(line)
-        return entry, test
+        return result
 
     def stop(self) -> None:
         if self._process.is_alive():
@@ -345,14 +385,13 @@ class _TemporalBeside:
         self._receive.close()
 
 
-def _temporal_child(send: Any, args: argparse.Namespace, record: dict, graphs: dict[str, list],
-                    device: torch.device) -> None:
-    """_TemporalBeside's process: the sequential run's _temporal_baseline on the same thread count."""
+def _beside_child(send: Any, system: systems.System, context: SystemContext) -> None:
+    """_Beside's process: the sequential run's fit on the same thread count, logging into a list."""
     lines: list[str] = []
     try:
-        torch.set_num_threads(args.threads)
-        entry, test = _temporal_baseline(args, record, graphs, device, lines.append, progress_position=1)
-        send.send(("ok", (entry, test, lines)))
+        torch.set_num_threads(context.args.threads)
+        result = system.trainer()(replace(context, log=lines.append, progress_position=1))
+        send.send(("ok", (result, lines)))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
         pass
     except Exception as err:  # sent back: the parent raises it
@@ -461,20 +500,26 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
     }
 
 
-def _plot_curves(history: dict[str, list], best_epoch: int, path: Path, temporal: dict[str, Any] | None) -> None:
+def _plot_curves(history: dict[str, list], best_epoch: int, path: Path, entries: dict[str, dict | None]) -> None:
+    """Training loss and validation macro-F1 per epoch of the GNN and of every system trained by epochs (an
+    entry with a `history`, the temporal baseline's)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.5))
     left, right = fig.subplots(1, 2)
-    left.plot(history["epoch"], history["train_loss"], label="GNN")
+    colours = systems.colours()
+    left.plot(history["epoch"], history["train_loss"], label="GNN", color=colours[systems.GNN])
+    right.plot(history["val_epoch"], history["val_segment_macro_f1"], marker=".", label="GNN",
+               color=colours[systems.GNN])
+    for name, entry in entries.items():
+        if entry is not None and "history" in entry:
+            label = systems.get(name).label
+            left.plot(entry["history"]["epoch"], entry["history"]["train_loss"], label=label, color=colours[name])
+            right.plot(entry["history"]["val_epoch"], entry["history"]["val_segment_macro_f1"], marker=".",
+                       label=label, color=colours[name])
+    left.legend()
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
-    right.plot(history["val_epoch"], history["val_segment_macro_f1"], marker=".", label="GNN")
-    if temporal is not None:
-        left.plot(temporal["history"]["epoch"], temporal["history"]["train_loss"], label="temporal")
-        left.legend()
-        right.plot(temporal["history"]["val_epoch"], temporal["history"]["val_segment_macro_f1"], marker=".",
-                   label="temporal")
     right.axvline(best_epoch, color="grey", linestyle="--", label=f"GNN best epoch {best_epoch}")
     right.legend()
     right.set_xlabel("epoch")
@@ -483,16 +528,24 @@ def _plot_curves(history: dict[str, list], best_epoch: int, path: Path, temporal
     fig.savefig(path, dpi=120)
 
 
+def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(row name, segment metrics) of every system in metrics.json, in the registry's order (a baseline not
+    reported has no row); the GNN's row is named "GNN"."""
+    rows = []
+    for system in systems.registered():
+        if system.name == systems.GNN:
+            rows.append(("GNN", metrics["test"]["segment"]))
+        elif system.name == "majority":
+            rows.append(("majority", metrics["baselines"]["majority"]["segment"]))
+        elif metrics["baselines"].get(system.name) is not None:
+            rows.append((system.name, metrics["baselines"][system.name]["segment"]))
+    return rows
+
+
 def print_summary(metrics: dict[str, Any]) -> None:
-    """The segment-level table (majority, encoder, temporal, GNN; a baseline not reported has no row),
-    then the path of metrics.json as last line."""
-    rows = [("majority", metrics["baselines"]["majority"]["segment"])]
-    for name in ("encoder", "temporal"):
-        if metrics["baselines"].get(name) is not None:
-            rows.append((name, metrics["baselines"][name]["segment"]))
-    rows.append(("GNN", metrics["test"]["segment"]))
+    """The segment-level table (summary_rows), then the path of metrics.json as last line."""
     print(f"test sessions {metrics['splits']['test']}, segment level (best epoch {metrics['best']['epoch']}):")
-    print(format_table(rows))
+    print(format_table(summary_rows(metrics)))
     print(per_class_line(metrics["test"]["segment"]))
     print(metrics["metrics_path"])
 

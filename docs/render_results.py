@@ -34,12 +34,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import cv_results  # noqa: E402
+import systems  # noqa: E402
 from encoder.core import metrics, util  # noqa: E402
 
 RUNS_DIR = REPO_ROOT / "docs" / "runs"
 PAGES = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "results.md")
 BLOCK = re.compile(r"(<!-- (run|runs): ([^>]*?) -->\n)(.*?)(<!-- end run -->)", re.DOTALL)
-SYSTEM_NAMES = {"encoder": "encoder", "temporal": "GRU", "gnn": "GNN"}
+
+
+def system_label(name: str) -> str:
+    """How the tables name a system (systems.py's label: the temporal baseline is the GRU)."""
+    return systems.get(name).label if name in systems.names() else name
 
 
 def read_run(name: str, runs_dir: Path = RUNS_DIR) -> dict[str, Any]:
@@ -87,10 +92,10 @@ def contributions_table(names: list[str], runs_dir: Path = RUNS_DIR) -> str:
         n_sessions = result["bootstrap"]["n_sessions"]
         for system, row in result["over_seeds"].items():
             if not any(row["per_seed"]):  # the same predictions in both runs (an option after this system)
-                unchanged.append(f"{SYSTEM_NAMES.get(system, system)} under {run['option']}")
+                unchanged.append(f"{system_label(system)} under {run['option']}")
                 continue
             per_seed = ", ".join(f"{v:+.4f}" for v in row["per_seed"])
-            lines.append(f"| {run['option']} | {SYSTEM_NAMES.get(system, system)} | {per_seed} | "
+            lines.append(f"| {run['option']} | {system_label(system)} | {per_seed} | "
                          f"{metrics.format_estimate(row, n_sessions, '+')} | {verdict(row)} |")
     if unchanged:
         lines += ["", f"Not listed, the same on every seed in both runs: {', '.join(unchanged)}."]

@@ -68,7 +68,8 @@ def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", WRONG, temporal=WRONG)
     b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
     comparison = cv_results.compare_runs(a, b, "audio", n_boot=500, seed=0)
-    assert comparison["systems"] == ["encoder", "temporal", "gnn"] and comparison["notes"] == []
+    assert comparison["systems"] == ["encoder", "temporal", "gnn"]
+    assert comparison["notes"] == ["classical: not in every fold of both runs, left out"]  # write_run has none
     summary = cv_results.summarise(layout.fold_dirs(a), "audio", seed=0, n_boot=500)
     for name, row in comparison["rows"].items():
         assert row["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
@@ -87,7 +88,8 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", TARGETS)
     comparison = cv_results.compare_runs(a, b, "audio", n_boot=1000, seed=0)
     assert comparison["systems"] == ["encoder", "gnn"]
-    assert comparison["notes"] == ["temporal: not in every fold of both runs, left out"]
+    assert comparison["notes"] == ["temporal: not in every fold of both runs, left out",
+                                   "classical: not in every fold of both runs, left out"]
     gnn = comparison["rows"]["gnn"]
     assert gnn["a"]["macro_f1"] == pytest.approx(0.75) and gnn["b"] == {"macro_f1": 1.0, "ci95": [1.0, 1.0]}
     assert gnn["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
@@ -205,3 +207,23 @@ def test_seed_differences_average_each_seeds_gnn_minus_encoder_on_the_same_resam
     assert summary["macro_f1"]["gnn_minus_encoder"]["per_seed"] == pytest.approx([0.25, 0.0])
     text = cv_results.format_seeds(summary)
     assert "gnn − encoder, mean over seeds [95% CI, the same sessions resampled for every seed]: +0.1250 [" in text
+
+
+@pytest.mark.usefixtures("intervals_from_two_sessions")
+def test_two_modality_sets_of_one_run_compared_with_modalities_b(tmp_path: Path) -> None:
+    # the GNN on "audio" is wrong on two segments (A); the GNN on "prosody,audio" in the same folds is right (B)
+    run = write_run(tmp_path / "run", WRONG)
+    other = layout.gnn_folder("prosody,audio")
+    for k in range(2):
+        write_fold(run / f"fold_{k}", {"sessions": SESSIONS, "targets": TARGETS, "gnn": TARGETS, "encoder": TARGETS},
+                   HALVES[k], HALVES[1 - k], other)
+    comparison = cv_results.compare_runs(run, run, "audio", n_boot=500, seed=0, modalities_b="prosody,audio")
+    assert comparison["modalities_b"] == "prosody,audio"
+    assert comparison["rows"]["gnn"]["b_minus_a"]["macro_f1"] == pytest.approx(0.25)  # 1.0 − 0.75, as above
+    assert comparison["rows"]["encoder"]["b_minus_a"]["macro_f1"] == 0.0
+    assert f"B: {run} (GNN folders {other})" in cv_results.format_comparison(comparison)
+    assert cv_results.write_comparison(comparison) == run / "compare_prosody-audio.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        cv_results.main(["--compare", str(run), str(run), "--modalities", "audio", "--modalities_b", "prosody,audio"])
+    assert printed.getvalue().strip().splitlines()[-1] == str(run / "compare_prosody-audio.json")

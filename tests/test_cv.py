@@ -474,13 +474,13 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
     assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities audio,eda,temp); not tested, "
             f"no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
-    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"] and summary["notes"] == []
+    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "gnn"] and summary["notes"] == []
     for fold in summary["folds"]:
         for name in summary["systems"]:
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}
     pooled = summary["pooled"]
     # four tested sessions, fewer than metrics.MIN_SESSIONS_FOR_INTERVAL: no interval, null in the JSON
-    for name in (*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"):
+    for name in (*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal", "gnn_minus_classical"):
         assert pooled[name]["ci95"] is None
     assert '"ci95": null' in (cv_dir / "summary_audio-eda-temp.json").read_text(encoding="utf-8")
     for name in summary["systems"]:

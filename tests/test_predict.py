@@ -25,7 +25,7 @@ import model_folder
 import models_gnn
 import predict
 import train_val
-from encoder.core import checkpoints, config, extraction, frames, training, util
+from encoder.core import checkpoints, config, extraction, frames, handcrafted, training, util
 
 # participant normalisation on (off by default): the causal model's prefix statistics are what these tests check
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None,
@@ -519,3 +519,59 @@ def test_a_gnn_without_a_record_of_its_features_encoder_is_an_error(
         util.write_json(spec, tmp_path / model_folder.FOLDER / model_folder.MANIFEST)
     error = run_pair(models["encoder"], gnn, tiny_root, tmp_path, monkeypatch, capsys)
     assert str(gnn) in error and "cannot be checked" in error
+
+
+# --------------------------------------------------------------------------- the classical system and prosody
+
+
+def test_classical_system_is_fitted_saved_and_labels_beside_the_gnn(predicted: dict, models: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    run = models["model"]
+    entry = util.read_json(run / "metrics.json")["baselines"]["classical"]
+    assert entry["groups"] == ["audio", "eda", "temp"] and entry["participant_statistics"] == "session"
+    assert entry["C"] in config.CLASSICAL["C_grid"] and set(entry["val_macro_f1"]) == {
+        f"{c:g}" for c in config.CLASSICAL["C_grid"]}
+    stored = pd.read_csv(run / "predictions_test_classical.csv").set_index("segment_id")
+    assert sorted(stored.index) == sorted(pd.read_csv(run / "predictions_test.csv")["segment_id"])
+    record = util.read_json(run / "model" / "model.json")["systems"]["classical"]
+    assert record["file"] == "classical.npz"
+    assert record["sha256"] == util.file_sha256(run / "model" / "classical.npz")
+    # session 37 is the tiny preset's test session: the same segments, so the same participant statistics
+    table = predicted["table"]
+    table = table[table["reason"] == ""].set_index("segment_id")
+    assert table["classical_predicted"].tolist() == stored.loc[table.index, "prediction"].tolist()
+    assert "classical" in predicted["stdout"]
+    # an altered classical system is refused by name
+    copy = tmp_path / "model"
+    shutil.copytree(run / "model", copy)
+    (copy / "classical.npz").write_bytes(b"not a model")
+    with pytest.raises(util.DataError, match="classical system differs from the one the model folder records"):
+        model_folder.load(copy)
+
+
+def test_prosody_block_trains_the_gnn_and_predict_appends_it_as_train_val_did(models: dict[str, Path]) -> None:
+    work = models["work"]
+    tiny_gnns(work, {"tiny_prosody": ["--modalities", "prosody,audio"]}, graphs="graphs_prosody")
+    run = work / "results" / "tiny_prosody"
+    folder = util.read_json(run / "model" / "model.json")
+    assert list(folder["feature_dims"])[-1] == "prosody"
+    assert folder["feature_dims"]["prosody"] == len(handcrafted.SPEECH_NAMES)
+    gnn, _ = models_gnn.load_checkpoint(run / "best.pth")
+    assert gnn.modalities == ("audio", "prosody")  # in the features' block order
+    metrics = util.read_json(run / "metrics.json")
+    assert metrics["baselines"]["temporal"]["model"]["config"]["modalities"] == ["audio", "prosody"]
+    assert metrics["baselines"]["classical"]["groups"] == ["audio"]  # the speech statistics, once
+    out = work / "out_prosody" / "pred.csv"
+    predict_in_process("--model", run, "--session", models["root"], "--sessions", str(SESSION), "--out", out)
+    table = pd.read_csv(out, keep_default_na=False)
+    table = table[table["reason"] == ""].set_index("segment_id")
+    stored = pd.read_csv(run / "predictions_test.csv").set_index("segment_id").loc[table.index]
+    np.testing.assert_allclose(table[PROBS].to_numpy(dtype=float), stored[PROBS].to_numpy(), atol=2e-4)
+
+
+def test_a_causal_gnn_refuses_the_prosody_block(models: dict[str, Path]) -> None:
+    flags = ["--features_dir", str(models["work"] / "features_causal"), "--graphs_dir",
+             str(models["work"] / "graphs_causal"), *GRAPH_FLAGS, "--results_dir", str(models["work"] / "results"),
+             "--exp", "refused", "--causal", "--modalities", "prosody,audio", "--num_epoch", "1"]
+    with pytest.raises(util.DataError, match="--causal cannot read prosody: computed from the whole segment"):
+        train_val.train_and_evaluate(train_val.parse_args(flags))

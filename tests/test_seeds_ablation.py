@@ -61,6 +61,7 @@ def system_table(fold_dir: Path, gnn: str, system: str) -> pd.DataFrame:
         return table.assign(prediction=majority)
     return pd.read_csv({"gnn": fold_dir / gnn / "predictions_test.csv",
                         "temporal": fold_dir / gnn / "predictions_test_temporal.csv",
+                        "classical": fold_dir / gnn / "predictions_test_classical.csv",
                         "encoder": fold_dir / "features" / "encoder_predictions_test.csv"}[system])
 
 
@@ -103,8 +104,9 @@ def test_seeds_give_different_runs_and_their_mean_and_sd(seeded: dict) -> None:
     # mean and sample sd over seeds of each seed's pooled macro-F1, by hand from each seed's prediction CSVs
     summary = util.read_json(seeds_path)
     assert summary["seeds"] == [first, second] and summary["keep_encoder"] is False
-    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"]
-    assert set(summary["macro_f1"]) == {*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal"}
+    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "gnn"]
+    assert set(summary["macro_f1"]) == {*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal",
+                                        "gnn_minus_classical"}
     differs = 0
     for name, row in summary["macro_f1"].items():
         a, b = (pooled_f1_by_hand([trees[s] / f"fold_{k}" for k in range(2)], f"gnn_{ALL}", name) for s in trees)
@@ -169,6 +171,10 @@ def test_cv_ablation_has_every_subset_with_figures_from_its_predictions(seeded: 
         assert row["gnn"] == {"macro_f1": pytest.approx(gnn[row["modalities"]]), "ci95": None}
         temporal = pooled_f1_by_hand(folds, folder, "temporal")
         assert row["temporal"] == {"macro_f1": pytest.approx(temporal), "ci95": None}
+        classical = pooled_f1_by_hand(folds, folder, "classical")  # on the statistics of the subset's signals
+        assert row["classical"] == {"macro_f1": pytest.approx(classical), "ci95": None}
+        entry = util.read_json(folds[0] / folder / "metrics.json")["baselines"]["classical"]
+        assert entry["groups"] == row["modalities"].split(",")
         assert row["gnn_minus_all"] == {"macro_f1": pytest.approx(gnn[row["modalities"]] - full), "ci95": None,
                                         "paired": True}
     # the subsets' GNNs are different models (their probabilities differ), so the rows are not copies of one

@@ -19,8 +19,11 @@ from torch_geometric.data import Data
 import cv_results
 import data_loader
 import models_temporal
+import systems
 import train_val
 from encoder.core import config, layout, metrics, synthetic_nodes, util
+
+TEMPORAL_FILE = systems.get("temporal").predictions
 
 DIMS = {"audio": 6, "eda": 2, "temp": 2}
 SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
@@ -164,7 +167,7 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
     # selected like the GNN: the best validation segment macro-F1 over the epochs, evaluated every epoch
     assert temporal["best"]["val_segment_macro_f1"] == max(temporal["history"]["val_segment_macro_f1"])
     assert temporal["history"]["val_epoch"] == list(range(1, 26))
-    with open(out / train_val.TEMPORAL_PREDICTIONS_FILE, encoding="utf-8") as fh:
+    with open(out / TEMPORAL_FILE, encoding="utf-8") as fh:
         rows = {row["segment_id"]: row for row in csv.DictReader(fh)}
     with open(out / "predictions_test.csv", encoding="utf-8") as fh:
         assert set(rows) == {row["segment_id"] for row in csv.DictReader(fh)}  # the GNN's test segments
@@ -173,21 +176,20 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[-7:-3]] == ["majority", "encoder", "temporal", "GNN"]
     assert lines[-5].split()[1:] == [f"{temporal['segment'][k]:.4f}" for k in ("accuracy", "macro_f1", "weighted_f1")]
-    assert train_val.TEMPORAL_PREDICTIONS_FILE == cv_results.TEMPORAL_PREDICTIONS_FILE
 
 
 def test_no_temporal_and_causal(planted: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     skipped = train_val.train_and_evaluate(train_val.parse_args(
         train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal")))
     assert skipped["baselines"]["temporal"] is None and any("--no_temporal" in n for n in skipped["notes"])
-    assert not (tmp_path / "off" / train_val.TEMPORAL_PREDICTIONS_FILE).exists()
+    assert not (tmp_path / "off" / TEMPORAL_FILE).exists()
     train_val.print_summary(skipped)
     assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()[-6:-3]] == [
         "majority", "encoder", "GNN"]
     causal = train_val.train_and_evaluate(train_val.parse_args(
         train_args(planted, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal")))
     assert causal["baselines"]["temporal"]["model"]["config"]["causal"] is True
-    assert (tmp_path / "causal" / train_val.TEMPORAL_PREDICTIONS_FILE).is_file()
+    assert (tmp_path / "causal" / TEMPORAL_FILE).is_file()
 
 
 def without_run_names(value: object) -> object:
@@ -210,7 +212,7 @@ def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
         runs[exp] = train_val.train_and_evaluate(args)
     assert runs["beside"]["baselines"]["temporal"]["history"]["epoch"] == [1, 2, 3, 4]
     assert without_run_names(runs["beside"]) == without_run_names(runs["series"])
-    for name in (train_val.TEMPORAL_PREDICTIONS_FILE, "predictions_test.csv"):
+    for name in (TEMPORAL_FILE, "predictions_test.csv"):
         assert (tmp_path / "beside" / name).read_bytes() == (tmp_path / "series" / name).read_bytes()
     logs = {exp: (tmp_path / exp / "log.txt").read_text().splitlines() for exp in runs}
     assert logs["beside"][2:] == logs["series"][2:]  # the args line names the run; the temporal lines follow the GNN's
@@ -235,7 +237,7 @@ def test_temporal_baseline_failing_beside_the_gnn_fails_the_run_and_writes_nothi
     def fails(*_args: object, **_kwargs: object) -> None:
         raise ValueError("no windows")
 
-    monkeypatch.setattr(train_val, "_temporal_baseline", fails)  # the forked process inherits the patch
+    monkeypatch.setattr(train_val, "fit_temporal", fails)  # the forked process inherits the patch
     args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
     with pytest.raises(RuntimeError, match="the temporal baseline failed: ValueError: no windows"):
         train_val.train_and_evaluate(args)
@@ -261,14 +263,15 @@ def cv_folds(tmp_path: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
         probs = np.full((mine.sum(), config.NUM_CLASSES), 1 / config.NUM_CLASSES)
         metrics.write_segment_predictions(predictions["segment_ids"][::-1], data["targets"][mine][::-1],
                                           data["temporal"][mine][::-1], probs,  # another order: aligned by ID
-                                          fold_dir / gnn / cv_results.TEMPORAL_PREDICTIONS_FILE)
+                                          fold_dir / gnn / TEMPORAL_FILE)
     return data, fold_dirs
 
 
 def test_cv_summary_has_temporal_and_a_paired_gnn_minus_temporal(tmp_path: Path) -> None:
     data, fold_dirs = cv_folds(tmp_path)
     summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=500)
-    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"] and summary["notes"] == []
+    assert summary["systems"] == ["majority", "encoder", "temporal", "gnn"]
+    assert not [note for note in summary["notes"] if "no temporal baseline" in note]  # (they lack a classical one)
     targets = data["targets"]
     for fold, half in zip(summary["folds"], (range(1, 11), range(11, 21)), strict=True):
         mine = np.isin(data["sessions"], list(half))
@@ -294,12 +297,13 @@ def test_cv_summary_has_temporal_and_a_paired_gnn_minus_temporal(tmp_path: Path)
 def test_cv_summary_of_folds_without_a_temporal_baseline_leaves_it_out_with_a_note(tmp_path: Path) -> None:
     _, fold_dirs = cv_folds(tmp_path)
     old = fold_dirs[1] / layout.gnn_folder("audio")
-    (old / cv_results.TEMPORAL_PREDICTIONS_FILE).unlink()  # a fold trained before the temporal baseline
+    (old / TEMPORAL_FILE).unlink()  # a fold trained before the temporal baseline
     summary = cv_results.summarise(fold_dirs, "audio", seed=0, n_boot=200)
     assert summary["systems"] == ["majority", "encoder", "gnn"]
     assert "temporal" not in summary["pooled"] and "gnn_minus_temporal" not in summary["pooled"]
     assert all("temporal" not in fold["segment"] for fold in summary["folds"])
-    assert len(summary["notes"]) == 1 and str(old) in summary["notes"][0]
+    notes = [note for note in summary["notes"] if "no temporal baseline" in note]
+    assert len(notes) == 1 and str(old) in notes[0] and str(fold_dirs[0]) not in notes[0]
     text = cv_results.format_summary(summary)
-    assert f"note: {summary['notes'][0]}" in text and "GNN − temporal (pooled" not in text
+    assert f"note: {notes[0]}" in text and "GNN − temporal (pooled" not in text
     cv_results.write_summary(summary, tmp_path)  # the figure draws three bars per fold

@@ -137,6 +137,40 @@ PRETRAINED = {
     "text_batch_size": 32,  # transcripts per language-model forward pass
 }
 
+# Hand-crafted per-segment statistics (encoder/core/handcrafted.py): the classical system's inputs and the
+# `prosody` node block (classical.py). An eGeMAPS-like speech set at the wav's own rate (YIN F0 in semitones,
+# voicing, loudness, MFCC 1-13, spectral shape, rhythm) and EDA / TEMP statistics. Changing one recomputes
+# the cached speech statistics (their cache is keyed on these settings).
+HANDCRAFTED = {
+    "frame_s": 0.04,  # analysis window: 2.6 periods of the lowest F0, 25 Hz bins
+    "hop_s": 0.01,
+    "f0_method": "yin",  # "yin" (+ a periodicity test for voicing) or "pyin" (about 7x slower)
+    "f0_min_hz": 65.0,
+    "f0_max_hz": 500.0,
+    "f0_ref_hz": 27.5,  # semitone reference (A0)
+    "yin_trough_threshold": 0.35,  # librosa's 0.1 often takes the doubled period on noisy voices
+    "voicing_min_periodicity": 0.8,  # normalised autocorrelation at the YIN period (yin only); on the demo
+    # 33-48% of the frames between 0.5 and 0.7 were an octave or more off their segment's median F0
+    "voicing_db_below_max": 35.0,  # a voiced frame's RMS is at most this far below the loudest frame's
+    "min_pause_s": 0.1,
+    "power_floor": 1e-10,  # -100 dB
+    "n_mfcc": 13,  # fixed by handcrafted.SPEECH_NAMES; here so that the cache's key records it
+    "n_mels": 40,
+    "rolloff_share": 0.85,
+    "alpha_bands_hz": [[50.0, 1000.0], [1000.0, 5000.0]],
+    "hammarberg_bands_hz": [[0.0, 2000.0], [2000.0, 5000.0]],
+    "scr_min_amp": 0.01,  # µS: the smallest skin-conductance response counted
+    "scr_max_rise_s": 5.0,  # a slower rise is tonic drift, not a response
+}
+
+# The classical system (classical.py, systems.py): participant-normalised hand-crafted statistics, standardised,
+# class-balanced logistic regression with C chosen on the validation sessions.
+CLASSICAL = {
+    "C_grid": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # candidate inverse regularisation strengths
+    "max_iter": 5000,
+    "cache": True,  # keep each wav's speech statistics under <dataset root>/handcrafted_cache/
+}
+
 # ---------------------------------------------------------------------------------------------
 # Graph and GNN stages: the defaults of generate_graph.py's and train_val.py's flags (a flag overrides
 # its entry for one run). The graph folder's name records numv, time_edge, cross_identity and edge_weight.
