@@ -193,6 +193,7 @@ GNN = {
     "eval_freq": 1,  # validate every N epochs
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
+    "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
     "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
     # the temporal baseline trains in a second process beside the GNN on a Linux CPU with 2 x threads cores
