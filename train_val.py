@@ -4,7 +4,9 @@ temporal baselines.
 
     python train_val.py [graph flags as generate_graph.py] [--num_epoch 700] [--exp NAME] ...
 
-Loss: cross-entropy of the logits against the normalised multi-hot labels (soft targets). Model
+Loss: cross-entropy of the logits against the normalised multi-hot labels (soft targets); with
+`--logit_adjust_tau T` (config.GNN), of the logits + T·log(the training nodes' class prior), the
+logit-adjusted loss, for the GNN and the temporal baseline alike (their predictions read the plain logits). Model
 selection: validation segment macro-F1 (a segment's prediction = mean of its nodes' softmax
 probabilities; metric target = the first listed label), evaluated every --eval_freq epochs, with
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
@@ -80,6 +82,7 @@ from encoder.core.metrics import (
     write_segment_predictions,
 )
 from encoder.core.plots import plot_confusion
+from encoder.core.prediction import logit_offset, training_prior
 from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
 GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
@@ -157,6 +160,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop after this many epochs without a better validation score (0: never)")
     parser.add_argument("--class_weight", action=argparse.BooleanOptionalAction, default=gnn["class_weight"],
                         help="weight classes by inverse frequency")
+    parser.add_argument("--logit_adjust_tau", type=float, default=gnn["logit_adjust_tau"],
+                        help="train the GNN and the temporal baseline on logits + tau * log(training node class "
+                             "prior) (the logit-adjusted loss; predictions read the plain logits); 0: off")
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda or "
                              "audio,eda,temp,text (default: all but text)")
@@ -410,14 +416,19 @@ class _Log:
 
 
 def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                 weight: torch.Tensor | None, device: torch.device, logits: Logits = gnn_logits) -> float:
-    """One pass over the training graphs (or windows); returns the node-weighted mean loss."""
+                 weight: torch.Tensor | None, device: torch.device, logits: Logits = gnn_logits,
+                 offset: torch.Tensor | None = None) -> float:
+    """One pass over the training graphs (or windows); returns the node-weighted mean loss. `offset` (7,):
+    added to the logits in the loss only (the logit-adjusted loss, prediction.logit_offset)."""
     model.train()
     total, count = 0.0, 0
     for batch in loader:
         batch = batch.to(device, *BATCH_TENSORS)
         optimizer.zero_grad()
-        loss = functional.cross_entropy(logits(model, batch), batch.y, weight=weight)  # soft (multi-hot) targets
+        out = logits(model, batch)
+        if offset is not None:
+            out = out + offset
+        loss = functional.cross_entropy(out, batch.y, weight=weight)  # soft (multi-hot) targets
         loss.backward()
         optimizer.step()
         total, count = total + loss.item() * batch.num_nodes, count + batch.num_nodes
@@ -438,12 +449,14 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
     weight = None
     if args.class_weight:  # metrics.class_weights over the training nodes' soft labels
         weight = torch.from_numpy(class_weights(torch.cat([g.y for g in graphs["train"]]).numpy())).to(device)
+    offset = logit_offset(training_prior(torch.cat([g.y for g in graphs["train"]]).numpy()), args.logit_adjust_tau)
+    offset = None if offset is None else offset.to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
     with tqdm(range(1, args.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch",
               position=progress_position) as bar:
         for epoch in bar:
-            loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits)
+            loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits, offset)
             scheduler.step()
             history["epoch"].append(epoch)
             history["train_loss"].append(loss)

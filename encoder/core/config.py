@@ -85,6 +85,14 @@ STE_optimization_params = {
     "segment_span_steps": 5,  # segment audio pass: consecutive nodes per training item (dataset.TrainSegmentDataset)
     "keep_checkpoints": 3,  # epoch_NNN.pth files kept besides best.pth (None: keep all)
     "progress": True,  # tqdm bars
+    # Learning options (encoder/core/training.py), each off (the original training) until paired CV runs
+    # over seeds decide (issue 35):
+    "clips_per_segment": 1,  # clips (distinct steps) of every training segment per epoch
+    "patience": None,  # stop after this many epochs without a better validation criterion (None: never)
+    "select_on": "macro_f1",  # best.pth and patience by "macro_f1", "loss" or "macro_f1_loss" (loss breaks ties)
+    "logit_adjust_tau": 0.0,  # loss on logits + tau * log(training class prior) (Menon et al. 2021); 0: off
+    # SpecAugment masks on training spectrograms: count and largest width (mel bands, frames); 0: off
+    "spec_augment": {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0},
 }
 
 # On a CUDA device run_pipeline.py gives the encoder's loaders (training and extraction) at least this many
@@ -185,6 +193,7 @@ GNN = {
     "eval_freq": 1,  # validate every N epochs
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
+    "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
     "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
     # the temporal baseline trains in a second process beside the GNN on a Linux CPU with 2 x threads cores

@@ -153,3 +153,50 @@ def mean_std(chunks: list[np.ndarray]) -> tuple[float, float]:
     mean = sum(float(c.sum(dtype=np.float64)) for c in chunks) / total
     var = sum(float(((c.astype(np.float64) - mean) ** 2).sum()) for c in chunks) / total
     return mean, max(var**0.5, 1e-6)
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """SpecAugment-style masks (Park et al. 2019) on a training clip's normalised log-mel, never at
+    evaluation: `freq_masks` bands of 0 to `freq_width` mel bands and `time_masks` runs of 0 to
+    `time_width` frames, each width and start drawn uniformly, set to 0 (the training mean once
+    normalised). No pitch or gain change: the masks hide parts of the input, they move nothing. All
+    zero (the default): off, the clip is returned unchanged and no random number is drawn."""
+
+    freq_masks: int = 0
+    freq_width: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int] | None) -> SpecAugment:
+        """From config.STE_optimization_params["spec_augment"] (None or missing keys: 0, off)."""
+        return cls(**{k: int(v) for k, v in (values or {}).items()})
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @property
+    def active(self) -> bool:
+        return self.freq_masks * self.freq_width + self.time_masks * self.time_width > 0
+
+    def spans(self, rng: np.random.Generator, size: int, axis: str) -> list[tuple[int, int]]:
+        """[start, stop) of each mask along an axis of `size` bands ("freq") or frames ("time")."""
+        count, width = (self.freq_masks, self.freq_width) if axis == "freq" else (self.time_masks, self.time_width)
+        spans = []
+        for _ in range(count):
+            length = int(rng.integers(min(width, size) + 1))
+            start = int(rng.integers(size - length + 1))
+            spans.append((start, start + length))
+        return spans
+
+    def __call__(self, spec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A masked copy of `spec` (n_mels, frames); `spec` itself when off."""
+        if not self.active:
+            return spec
+        masked = spec.copy()
+        for start, stop in self.spans(rng, spec.shape[0], "freq"):
+            masked[start:stop] = 0.0
+        for start, stop in self.spans(rng, spec.shape[1], "time"):
+            masked[:, start:stop] = 0.0
+        return masked

@@ -1,7 +1,8 @@
 """Encoder inputs: segments of one split, their normalisation, and the two datasets.
 
-* `TrainClipDataset`: one clip per segment per epoch, centred on a step drawn from
-  (seed, epoch, segment index) — the same draw whatever the worker or rank that loads it.
+* `TrainClipDataset`: `clips_per_segment` clips per segment per epoch (1: the original's one),
+  centred on distinct steps drawn from (seed, epoch, segment index) — the same draw whatever the worker
+  or rank that loads it — optionally masked (custom_transforms.SpecAugment).
 * `SegmentDataset`: every step of a segment, deterministic. It returns the segment's spectrogram
   once (not one per step) plus all its bio clips; `node_batches` cuts the clips out and packs them
   into batches of nodes.
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 from encoder.core import clip_utils, config, io, layout, participant, util
 from encoder.core.custom_transforms import (
     Normalization,
+    SpecAugment,
     SpectrogramParams,
     clip_spectrogram,
     frame_offsets,
@@ -45,6 +47,7 @@ from encoder.core.frames import label_vector, rows_by_segment
 from encoder.core.participant import InputOptions
 
 AUDIO_STATS_SEGMENTS = 32  # training segments whose spectrograms give the audio mean/std
+AUGMENT_STREAM = 1  # the masks' random stream, apart from the draw of steps ((seed, epoch, index) alone)
 
 
 @dataclass
@@ -220,52 +223,78 @@ def compute_normalization(
     return Normalization(audio[0], audio[1], eda[0], eda[1], temp[0], temp[1])
 
 
+def epoch_draws(seed: int, epoch: int, index: int, count: int, draws: int = 1) -> np.ndarray:
+    """`draws` positions in range(`count`) for training segment `index` in `epoch`, from (seed, epoch, index):
+    first the original one-clip draw (so that one draw reproduces its runs and k draws add to it), then the
+    other positions in random order, distinct, repeated cyclically only when the segment has fewer than
+    `draws`."""
+    rng = np.random.default_rng([seed, epoch, index])
+    first = int(rng.integers(count))
+    if draws == 1:
+        return np.array([first])
+    others = np.delete(np.arange(count), first)[rng.permutation(count - 1)]
+    return np.resize(np.concatenate([[first], others]), draws)
+
+
 class TrainClipDataset(Dataset):
-    """One clip per segment, centred on a step drawn anew each epoch (`set_epoch`)."""
+    """`clips_per_segment` clips per segment, centred on distinct steps drawn anew each epoch (`set_epoch`):
+    item i is draw i // n of segment i % n (n segments), so that an epoch sees every segment k times and
+    its first n items are the one-clip epoch's. `augment` masks each clip's normalised spectrogram."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, seed: int, options: InputOptions | None = None):
+                 params: SpectrogramParams, seed: int, options: InputOptions | None = None,
+                 clips_per_segment: int = 1, augment: SpecAugment | None = None):
+        if clips_per_segment < 1:
+            raise ValueError(f"clips_per_segment must be at least 1, not {clips_per_segment}")
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
         self.params = params
         self.seed = seed
         self.options = options or InputOptions(clip_length)
+        self.clips_per_segment = int(clips_per_segment)
+        self.augment = augment or SpecAugment()
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def step_of(self, index: int) -> int:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return int(rng.integers(self.segments[index].n_steps))
+        """The step item `index` is centred on in the current epoch."""
+        segment, draw = index % len(self.segments), index // len(self.segments)
+        steps = epoch_draws(self.seed, self.epoch, segment, self.segments[segment].n_steps, self.clips_per_segment)
+        return int(steps[draw])
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return len(self.segments) * self.clips_per_segment
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        seg = self.segments[index]
+        seg = self.segments[index % len(self.segments)]
         steps = np.array([self.step_of(index)])
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length, self.params)
         spec = participant.audio_input(seg, spec, self.norm, self.options)
+        spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return (torch.from_numpy(spec)[None], torch.from_numpy(eda[0]), torch.from_numpy(temp[0]),
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
 
 
 class TrainSegmentDataset(Dataset):
-    """The segment pass's training items: one per segment per epoch, a span of `span_steps` consecutive
-    nodes (all of a shorter segment) starting at a node drawn anew each epoch from (seed, epoch, segment
-    index): the spectrogram from the first node's clip start to the last one's clip end, those nodes' steps
-    and frame offsets in it, their bio clips and the segment's label. The trunk runs over the span and pools every
+    """The segment pass's training items: `clips_per_segment` per segment per epoch, each a span of
+    `span_steps` consecutive nodes (all of a shorter segment) starting at distinct nodes drawn anew each
+    epoch from (seed, epoch, segment index) (epoch_draws; item i is draw i // n of segment i % n): the
+    spectrogram from the first node's clip start to the last one's clip end, those nodes' steps and frame
+    offsets in it, their bio clips and the segment's label. The trunk runs over the span and pools every
     node of it, as extraction pools every node of a whole segment; a span a few nodes long costs little
-    more than one clip. `collate_segments` batches them."""
+    more than one clip. `augment` masks the span's normalised spectrogram. `collate_segments` batches them."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, seed: int, options: InputOptions, span_steps: int):
-        if span_steps < 1:
-            raise ValueError(f"span_steps must be at least 1, not {span_steps}")
+                 params: SpectrogramParams, seed: int, options: InputOptions, span_steps: int,
+                 clips_per_segment: int = 1, augment: SpecAugment | None = None):
+        if span_steps < 1 or clips_per_segment < 1:
+            raise ValueError(f"span_steps and clips_per_segment must be at least 1, not {span_steps} "
+                             f"and {clips_per_segment}")
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
@@ -273,26 +302,35 @@ class TrainSegmentDataset(Dataset):
         self.seed = seed
         self.options = options
         self.span_steps = int(span_steps)
+        self.clips_per_segment = int(clips_per_segment)
+        self.augment = augment or SpecAugment()
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return len(self.segments) * self.clips_per_segment
+
+    def first_step(self, index: int) -> int:
+        """The first node of item `index`'s span in the current epoch."""
+        segment, draw = index % len(self.segments), index // len(self.segments)
+        starts = self.segments[segment].n_steps - self.span_steps + 1
+        if starts <= 1:
+            return 0
+        return int(epoch_draws(self.seed, self.epoch, segment, starts, self.clips_per_segment)[draw])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        seg = self.segments[index]
-        first = 0
-        if seg.n_steps > self.span_steps:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            first = int(rng.integers(seg.n_steps - self.span_steps + 1))
+        seg = self.segments[index % len(self.segments)]
+        first = self.first_step(index)
         steps = np.arange(first, min(first + self.span_steps, seg.n_steps))
         offsets = seg.frame_offsets(self.params, steps)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
+        spec = self.augment(participant.audio_input(seg, spec, self.norm, self.options),
+                            np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
-        return {"spec": torch.from_numpy(participant.audio_input(seg, spec, self.norm, self.options)),
+        return {"spec": torch.from_numpy(spec),
                 "offsets": torch.from_numpy(offsets - offsets[0]), "eda": torch.from_numpy(eda),
                 "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label),
                 "width": self.params.clip_frames(self.clip_length), "steps": torch.from_numpy(steps)}

@@ -31,20 +31,42 @@ from encoder.core.participant import InputOptions
 
 HEADS = ("audio", "eda", "temp", "fused")
 
+
+def training_prior(labels: np.ndarray) -> np.ndarray:
+    """The training segments' class frequencies: each class's summed label mass over `labels` (n, 7),
+    normalised multi-hots, add-one smoothed so that a class absent from training keeps a finite log."""
+    mass = np.asarray(labels, dtype=np.float64).reshape(-1, config.NUM_CLASSES).sum(axis=0) + 1.0
+    return mass / mass.sum()
+
+
+def logit_offset(prior: np.ndarray, tau: float) -> torch.Tensor | None:
+    """tau · log(prior) (7,), the logit adjustment of Menon et al. 2021; None when tau is 0 (off)."""
+    if not tau:
+        return None
+    return torch.from_numpy(float(tau) * np.log(np.asarray(prior, dtype=np.float64))).float()
+
+
 def encoder_loss(
     output: EncoderOutput, label: torch.Tensor, class_weight: torch.Tensor | None = None,
-    node_weight: torch.Tensor | None = None,
+    node_weight: torch.Tensor | None = None, offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Sum of the four heads' cross-entropies, taken on logits against the normalised multi-hot
     `label` (B, 7). Returns (total, per-head losses): the mean over the B rows, or with `node_weight`
-    (B,), summing to 1, their weighted sum."""
-    if node_weight is None:
-        per_head = {name: functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight)
-                    for name in HEADS}
-    else:
-        per_head = {name: (functional.cross_entropy(getattr(output, name).float(), label, weight=class_weight,
-                                                    reduction="none") * node_weight).sum() for name in HEADS}
+    (B,), summing to 1, their weighted sum. `offset` (7,) is added to every head's logits first: the
+    logit-adjusted loss (logit_offset), whose model's plain logits then estimate a balanced posterior."""
+    reduction = "mean" if node_weight is None else "none"
+    per_head = {}
+    for name in HEADS:
+        loss = functional.cross_entropy(adjusted(getattr(output, name), offset), label, weight=class_weight,
+                                        reduction=reduction)
+        per_head[name] = loss if node_weight is None else (loss * node_weight).sum()
     return sum(per_head.values()), per_head
+
+
+def adjusted(logits: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """float32 `logits`, plus `offset` when given (logit adjustment)."""
+    logits = logits.float()
+    return logits if offset is None else logits + offset.to(logits.device)
 
 
 @dataclass
@@ -84,10 +106,12 @@ def iter_predictions(
     amp: bool = False,
     with_features: bool = False,
     progress: str | None = None,
+    offset: torch.Tensor | None = None,
 ) -> Iterator[Predictions]:
     """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
     per segment (with the segment audio pass, not causal: segment_node_batches). The caller restores
-    train mode if it needs it."""
+    train mode if it needs it. `offset`: the training's logit adjustment, added to the logits of the
+    loss only (validation measures the objective it trains); the probabilities come from the plain logits."""
     model.eval()
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                         worker_init_fn=util.loader_worker_init)
@@ -100,14 +124,14 @@ def iter_predictions(
                 with autocast(device, amp):
                     out = model.from_vectors(vectors, batch.eda, batch.temp)
                 label = labels[torch.from_numpy(batch.segment_index)].to(device)
-                yield _predictions(out, label, batch.segment_index, batch.step, with_features)
+                yield _predictions(out, label, batch.segment_index, batch.step, with_features, offset)
                 bar.update(len(batch.step))
             return
         for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params, device):
             with autocast(device, amp):
                 out = model(batch.audio.to(device), batch.eda.to(device), batch.temp.to(device))
             label = labels[torch.from_numpy(batch.segment_index)].to(device)
-            yield _predictions(out, label, batch.segment_index, batch.step, with_features)
+            yield _predictions(out, label, batch.segment_index, batch.step, with_features, offset)
             bar.update(len(batch.step))
 
 
@@ -143,8 +167,8 @@ def _as_vectors(batch: NodeBatch) -> tuple[NodeBatch, torch.Tensor]:
 
 
 def _predictions(out: EncoderOutput, label: torch.Tensor, index: np.ndarray, steps: np.ndarray,
-                 with_features: bool) -> Predictions:
-    loss = sum(functional.cross_entropy(getattr(out, h).float(), label, reduction="none") for h in HEADS)
+                 with_features: bool, offset: torch.Tensor | None = None) -> Predictions:
+    loss = sum(functional.cross_entropy(adjusted(getattr(out, h), offset), label, reduction="none") for h in HEADS)
     return Predictions(index, steps, torch.softmax(out.fused.float(), dim=1).cpu().numpy(), loss.cpu().numpy(),
                        out.embedding.float().cpu().numpy() if with_features else None)
 

@@ -5,13 +5,34 @@
 validation segment macro-F1 (segment = mean of its nodes' softmax probabilities). Under `torchrun`
 (WORLD_SIZE > 1) it uses DistributedDataParallel with a DistributedSampler; validation is sharded
 over the ranks and gathered; rank 0 alone writes.
+
+The learning options (`LearningOptions`, config.STE_optimization_params), each off by default (the
+original training, bit for bit) until paired cross-validation runs decide otherwise:
+
+* `clips_per_segment`: k clips (distinct steps) of every training segment per epoch instead of one:
+  k times the optimiser steps per epoch from the same segments (dataset.TrainClipDataset).
+* `patience`: stop after this many epochs without a better validation criterion (None: never).
+* `select_on`: the validation criterion of best.pth and patience: "macro_f1" (segment macro-F1, the
+  original), "loss" (the summed per-node validation loss) or "macro_f1_loss" (macro-F1, ties broken by
+  the lower loss: a few validation segments often give several epochs the same macro-F1).
+* `logit_adjust_tau`: the logit-adjusted loss (Menon et al. 2021): every head's training and validation
+  loss is taken on logits + tau · log(prior), prior = the training segments' class frequencies
+  (prediction.training_prior). The plain logits then estimate a class-balanced posterior, so argmax
+  and the segment decision suit macro-F1, and the embeddings the graph stage reads are trained for it
+  too, which a post-hoc shift of the encoder's own scores would not do. 0: off.
+* `spec_augment`: time and frequency masks on the training spectrograms (custom_transforms.SpecAugment).
+
+Each checkpoint records them (`learning`, with the prior), as does ste_encoder_config.json; a checkpoint
+without them was trained with all off.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +51,7 @@ from encoder.core.checkpoints import (
     load_encoder_checkpoint,
     save_torch_file,
 )
-from encoder.core.custom_transforms import Normalization, SpectrogramParams
+from encoder.core.custom_transforms import Normalization, SpecAugment, SpectrogramParams
 from encoder.core.dataset import (
     Segment,
     SegmentDataset,
@@ -44,7 +65,16 @@ from encoder.core.distributed import Runtime, barrier, broadcast_buffers, gather
 from encoder.core.frames import load_frames
 from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
-from encoder.core.prediction import HEADS, Predictions, autocast, encoder_loss, iter_predictions, node_metrics
+from encoder.core.prediction import (
+    HEADS,
+    Predictions,
+    autocast,
+    encoder_loss,
+    iter_predictions,
+    logit_offset,
+    node_metrics,
+    training_prior,
+)
 
 LOG_NAME = "ste_encoder_logs.csv"
 CONFIG_NAME = "ste_encoder_config.json"
@@ -52,19 +82,74 @@ LOG_COLUMNS = ("epoch", *(f"loss_{h}" for h in HEADS), "loss_total", "val_loss",
                "val_macro_f1", "val_node_accuracy", "val_node_macro_f1", "lr", "seconds", "val_seconds")
 
 Log = Callable[[str], None]
+SELECT_ON = ("macro_f1", "loss", "macro_f1_loss")
+
+
+@dataclass(frozen=True)
+class LearningOptions:
+    """The learning options of one training (module docstring); the defaults are the original training."""
+
+    clips_per_segment: int = 1
+    patience: int | None = None
+    select_on: str = "macro_f1"
+    logit_adjust_tau: float = 0.0
+    spec_augment: SpecAugment = field(default_factory=SpecAugment)
+
+    def __post_init__(self) -> None:
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {SELECT_ON}, not {self.select_on!r}")
+        if self.clips_per_segment < 1 or (self.patience is not None and self.patience < 1):
+            raise ValueError(f"clips_per_segment and patience must be at least 1 (patience None: off), not "
+                             f"{self.clips_per_segment} and {self.patience}")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> LearningOptions:
+        """From STE_optimization_params or a checkpoint's `learning` (a missing key: the original's)."""
+        patience = settings.get("patience")
+        return cls(int(settings.get("clips_per_segment", 1)), None if patience is None else int(patience),
+                   str(settings.get("select_on", cls.select_on)), float(settings.get("logit_adjust_tau", 0.0)),
+                   SpecAugment.from_dict(settings.get("spec_augment")))
+
+    def signature(self) -> dict[str, Any]:
+        return {"clips_per_segment": self.clips_per_segment, "patience": self.patience,
+                "select_on": self.select_on, "logit_adjust_tau": self.logit_adjust_tau,
+                "spec_augment": self.spec_augment.to_dict()}
+
+    def trains_like(self, other: LearningOptions) -> bool:
+        """Whether both give the same weights epoch by epoch (patience only decides where training ends)."""
+        return {**self.signature(), "patience": None} == {**other.signature(), "patience": None}
+
+
+def improves(val_macro_f1: float, val_loss: float, best: dict[str, Any], select_on: str) -> bool:
+    """Whether an epoch's validation beats `best` ({"val_macro_f1", "val_loss"}; an old checkpoint's best
+    without val_loss: infinite) on the criterion `select_on`."""
+    best_loss = float(best.get("val_loss", math.inf))
+    if select_on == "loss":
+        return val_loss < best_loss
+    if select_on == "macro_f1_loss" and math.isclose(val_macro_f1, best["val_macro_f1"], rel_tol=0, abs_tol=1e-12):
+        return val_loss < best_loss
+    return val_macro_f1 > best["val_macro_f1"]
+
+
+def patience_spent(epoch: int, best_epoch: int, patience: int | None) -> bool:
+    """Whether training stops after `epoch`: `patience` epochs since the best one without a better one."""
+    return patience is not None and epoch - best_epoch >= patience
 
 
 def validate(
     runtime: Runtime, model: torch.nn.Module, segments: Sequence[Segment], norm: Normalization, clip_length: int,
     params: SpectrogramParams, settings: dict[str, Any], options: InputOptions | None = None,
+    offset: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Eval-mode validation over a fixed node set, sharded over ranks and gathered on every rank."""
+    """Eval-mode validation over a fixed node set, sharded over ranks and gathered on every rank; the
+    loss with the training's logit adjustment `offset` (prediction.encoder_loss), when there is one."""
     shard = list(range(runtime.rank, len(segments), runtime.world_size))
     dataset = SegmentDataset([segments[i] for i in shard], norm, clip_length, params,
                              int(settings.get("val_step_stride", 1)), options)
     parts = list(iter_predictions(model, dataset, settings["batch_size"], settings["num_workers"],
                                   runtime.device, settings["amp"],
-                                  progress="validate" if runtime.is_main and settings["progress"] else None))
+                                  progress="validate" if runtime.is_main and settings["progress"] else None,
+                                  offset=offset))
     local = Predictions.concat(parts) if parts else None
     if local is not None:
         local.segment_index = np.asarray(shard)[local.segment_index]
@@ -125,6 +210,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                              f"(splits {dict(splits)})", root)
     say(table.summary())
     options = InputOptions.from_inputs(inputs)
+    learning = LearningOptions.from_settings(settings)
     participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
@@ -134,7 +220,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     signature = input_signature(inputs)
-    start_epoch, best, rows = 1, {"epoch": 0, "val_macro_f1": -1.0}, []
+    start_epoch, best, rows = 1, {"epoch": 0, "val_macro_f1": -1.0, "val_loss": math.inf}, []
     if resume:
         found = epoch_checkpoints(out_dir)
         if not found:
@@ -142,6 +228,9 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         state = load_encoder_checkpoint(found[-1])
         if state["inputs"] != signature:
             raise util.DataError(f"--resume: checkpoint made with other inputs {state['inputs']}", found[-1])
+        if not LearningOptions.from_settings(state.get("learning", {})).trains_like(learning):
+            raise util.DataError(f"--resume: checkpoint trained with other learning options "
+                                 f"{state.get('learning', 'all off')}", found[-1])
         recorded = {k: [int(s) for s in v] for k, v in (state.get("splits") or {}).items()}
         if recorded != {k: [int(s) for s in v] for k, v in splits.items()}:
             raise util.DataError(f"--resume: checkpoint trained with other session splits {recorded}, not "
@@ -162,17 +251,16 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     else:
         norm = compute_normalization(train_segs, clip_length, params, options=options)
     weight = None
+    labels = np.stack([s.label for s in train_segs])
     if settings["class_weight"]:
-        labels = np.stack([s.label for s in train_segs])
         weight = torch.from_numpy(metrics.class_weights(labels)).to(device)
+    prior = training_prior(labels)
+    offset = logit_offset(prior, learning.logit_adjust_tau)
+    offset = None if offset is None else offset.to(device)
     net: torch.nn.Module = model
     if runtime.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if options.segment_pass:
-        train_set = TrainSegmentDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options,
-                                        int(settings["segment_span_steps"]))
-    else:
-        train_set = TrainClipDataset(train_segs, norm, clip_length, params, int(settings["seed"]), options)
+    train_set = _training_set(train_segs, norm, clip_length, params, settings, options, learning)
     sampler = DistributedSampler(train_set, shuffle=True, seed=int(settings["seed"])) if runtime.distributed else None
     generator = torch.Generator()
     per_rank = len(train_set) // runtime.world_size
@@ -181,29 +269,36 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                         worker_init_fn=util.loader_worker_init,
                         drop_last=per_rank > settings["batch_size"], pin_memory=device.type == "cuda",
                         collate_fn=collate_segments if options.segment_pass else None)
-    record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "splits": splits,
+    trained = {**learning.signature(), "prior": prior.tolist()}
+    record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "learning": trained,
+              "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,
               "device": str(device), "environment": util.environment(device)}
     if runtime.is_main:
         util.write_json(record, out_dir / CONFIG_NAME)
+    say(f"learning options: {learning.signature()}")
     epochs = int(settings["epochs"])
     for epoch in range(start_epoch, epochs + 1):
+        if patience_spent(epoch - 1, best["epoch"], learning.patience):
+            say(f"early stop after epoch {epoch - 1}: no better validation {learning.select_on} since epoch "
+                f"{best['epoch']} (patience {learning.patience})")
+            break
         started = time.time()
         train_set.set_epoch(epoch)
         generator.manual_seed(int(settings["seed"]) * 100_003 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
-        losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight,
+        losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight, offset,
                                   f"epoch {epoch}/{epochs}" if log and settings["progress"] else None)
         broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
         validation_started = time.time()
-        val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options)
+        val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options, offset)
         val_seconds = time.time() - validation_started
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        improved = val["segment"]["macro_f1"] > best["val_macro_f1"]
+        improved = improves(val["segment"]["macro_f1"], val["loss"], best, learning.select_on)
         if improved:
-            best = {"epoch": epoch, "val_macro_f1": val["segment"]["macro_f1"]}
+            best = {"epoch": epoch, "val_macro_f1": val["segment"]["macro_f1"], "val_loss": val["loss"]}
         row = {"epoch": epoch, **{f"loss_{h}": losses[h] for h in HEADS}, "loss_total": losses["total"],
                "val_loss": val["loss"], "val_accuracy": val["segment"]["accuracy"],
                "val_macro_f1": val["segment"]["macro_f1"], "val_node_accuracy": val["node"]["accuracy"],
@@ -214,7 +309,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
             state = encoder_state(model, norm, signature, epoch=epoch, optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), best=best,
                                      val={k: row[k] for k in LOG_COLUMNS[6:11]}, seed=int(settings["seed"]),
-                                     splits={k: list(v) for k, v in splits.items()}, log=rows)
+                                     splits={k: list(v) for k, v in splits.items()}, log=rows, learning=trained)
             save_torch_file(state, out_dir / f"epoch_{epoch:03d}.pth")
             if improved:  # the same state: best.pth names the epoch file instead of writing it again
                 util.atomic_link(out_dir / f"epoch_{epoch:03d}.pth", out_dir / "best.pth")
@@ -225,25 +320,27 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
             f"{'  (best)' if improved else ''}  [{row['seconds']:.1f} s]")
         barrier(runtime)
     return {"best_epoch": best["epoch"], "best_val_macro_f1": best["val_macro_f1"],
-            "best_checkpoint": out_dir / "best.pth", "log": out_dir / LOG_NAME, "epochs": rows,
+            "best_val_loss": best.get("val_loss", math.inf), "best_checkpoint": out_dir / "best.pth",
+            "log": out_dir / LOG_NAME, "epochs": rows,
             "segments": table.report(), "rank": runtime.rank}
 
 
 def _train_one_epoch(net: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, device: torch.device, amp: bool,
-                     weight: torch.Tensor | None, progress: str | None) -> dict[str, float]:
+                     weight: torch.Tensor | None, offset: torch.Tensor | None,
+                     progress: str | None) -> dict[str, float]:
     net.train()
     sums = dict.fromkeys((*HEADS, "total"), 0.0)
     seen = 0
     with util.one_blas_thread():
         for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
-            sums, seen = _train_step(net, batch, optimizer, scaler, device, amp, weight, sums, seen)
+            sums, seen = _train_step(net, batch, optimizer, scaler, device, amp, weight, offset, sums, seen)
     return {k: v / max(seen, 1) for k, v in sums.items()}
 
 
 def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                device: torch.device, amp: bool, weight: torch.Tensor | None, sums: dict[str, float],
-                seen: int) -> tuple[dict[str, float], int]:
+                device: torch.device, amp: bool, weight: torch.Tensor | None, offset: torch.Tensor | None,
+                sums: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
     """One optimisation step on a batch of clips (per-clip pass) or of segments (segment pass, a dict);
     returns the running loss sums and the count of clips or segments seen."""
     pool = node_weight = None
@@ -259,7 +356,7 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         out = net(audio, eda, temp, pool)
-    total, per_head = encoder_loss(out, label, weight, node_weight)
+    total, per_head = encoder_loss(out, label, weight, node_weight, offset)
     scaler.scale(total).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -267,6 +364,19 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
     for h in HEADS:
         sums[h] += per_head[h].detach().item() * n
     return sums, seen + n
+
+
+def _training_set(segments: Sequence[Segment], norm: Normalization, clip_length: int, params: SpectrogramParams,
+                  settings: dict[str, Any], options: InputOptions,
+                  learning: LearningOptions) -> TrainClipDataset | TrainSegmentDataset:
+    """The epoch's training items: clips (per-clip audio pass) or spans of nodes (segment pass)."""
+    seed = int(settings["seed"])
+    if options.segment_pass:
+        return TrainSegmentDataset(segments, norm, clip_length, params, seed, options,
+                                   int(settings["segment_span_steps"]), learning.clips_per_segment,
+                                   learning.spec_augment)
+    return TrainClipDataset(segments, norm, clip_length, params, seed, options, learning.clips_per_segment,
+                            learning.spec_augment)
 
 
 def _prune(out_dir: Path, keep: int | None) -> None:
