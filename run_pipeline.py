@@ -176,6 +176,9 @@ def _run(args: argparse.Namespace) -> None:
     args.device = distributed.resolve_device(args.device)
     root, data_key, is_synthetic = resolve_data(args)
     profile = args.profile or ("demo" if is_synthetic else "full")
+    if profile == "demo" and (overrides := profile_overrides(config.DEMO)):
+        print("profile demo: config.DEMO sets these for this run, over config.py's sections (edit config.DEMO to "
+              "change them, or run --profile full):\n" + "\n".join(overrides))
     settings = with_class_weight(profile_settings(config.DEMO if profile == "demo" else NO_OVERRIDES),
                                  args.class_weight)
     settings, option_tags = with_input_options(settings, args)
@@ -218,6 +221,21 @@ def as_flags(values: dict[str, Any]) -> list[str]:
         else:
             flags += [f"--{name}", str(value)]
     return flags
+
+
+PROFILE_SECTIONS = ("STE_inputs", "STE_optimization_params", "GRAPH", "GNN")
+
+
+def profile_overrides(profile: dict[str, Any]) -> list[str]:
+    """One line per value of `profile` (config.DEMO) that differs from its config.py section: what an edit of
+    that section does not change while the profile is in force."""
+    lines = []
+    for section in PROFILE_SECTIONS:
+        base = getattr(config, section)
+        for key, value in profile.get(section, {}).items():
+            if base.get(key) != value:
+                lines.append(f"  {section}[{key!r}] = {value!r} (config.py's {section}: {base.get(key)!r})")
+    return lines
 
 
 def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:

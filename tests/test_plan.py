@@ -81,3 +81,17 @@ def test_an_experiment_name_names_the_folders(tmp_path: Path) -> None:
 def test_a_name_that_is_not_a_folder_name_is_refused(name: str) -> None:
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         run_pipeline.parse_args(["--name", name])
+
+
+def test_the_demo_profile_names_every_value_it_sets_over_config_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = run_pipeline.profile_overrides(config.DEMO)
+    assert "  GNN['num_epoch'] = 40 (config.py's GNN: 700)" in lines
+    assert len(lines) == sum(config.DEMO[s][k] != getattr(config, s).get(k)
+                             for s in run_pipeline.PROFILE_SECTIONS for k in config.DEMO.get(s, {}))
+    # a user who sets config.GNN's value to the profile's sees no line for it; one the profile does not set
+    # (config.GNN["lr"]) is never listed: it reaches the run as edited
+    monkeypatch.setitem(config.GNN, "num_epoch", 40)
+    monkeypatch.setitem(config.GNN, "lr", 0.5)
+    edited = run_pipeline.profile_overrides(config.DEMO)
+    assert not any("num_epoch" in line or "'lr'" in line for line in edited) and len(edited) == len(lines) - 1
+    assert run_pipeline.profile_overrides(run_pipeline.NO_OVERRIDES) == []
