@@ -68,6 +68,8 @@ def table_text(result: dict[str, Any]) -> str:
         return cv_results.format_seeds(result)
     if "folds" in result:
         return cv_results.format_summary(result)
+    if "b_minus_a" in next(iter(result.get("rows", {}).values()), {}):
+        return cv_results.format_comparison(result)
     raise ValueError(f"no table for a result with keys {sorted(result)}")
 
 
