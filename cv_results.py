@@ -1,13 +1,14 @@
 """Summaries and comparisons of the CV runs that `run_pipeline.py --cv K` writes (docs/cross-validation.md).
 
-For each modality set it reads every fold's GNN folder, the temporal baseline's predictions beside it
-and the encoder's own test predictions, and reports at segment level the majority baseline, the encoder
-alone, the temporal baseline and the GNN: per fold, mean ± sd over folds (sample sd, ddof=1), and pooled
-over every tested session with session-bootstrap 95% intervals and the paired differences GNN − encoder,
-GNN − temporal and GNN − classical (`summarise`; no interval below config.CV's fewest sessions). Also the tables across
-seeds (`seeds_summary`, `seed_differences`), the modality ablation (`ablation_summary`: the GNN's inputs
-swapped on one encoder trained on all modalities) and the paired comparison of two runs over the same
-folds, on every seed both have:
+For each modality set it reads every fold's GNN folder, the predictions of the systems trained beside
+it and the encoder's own test predictions, and reports at segment level every system of systems.py (the
+majority baseline, the encoder alone, the temporal baseline, the classical system and the GNN): per fold,
+mean ± sd over folds (sample sd, ddof=1), and pooled over every tested session with session-bootstrap 95%
+intervals and the paired differences GNN − encoder, GNN − temporal and GNN − classical (`summarise`; no
+interval below config.CV's fewest sessions). Also the tables across seeds (`seeds_summary`,
+`seed_differences`), the modality ablation (`ablation_summary`: the GNN's inputs swapped on one encoder
+trained on all modalities) and the paired comparison of two runs over the same folds, on every seed both
+have:
 
     python cv_results.py --compare A B [--modalities prosody,audio,eda,temp] [--suffix_b _ciy]
                           [--modalities_b audio,eda,temp]
@@ -250,10 +251,9 @@ def _plot_folds(summary: dict[str, Any], path: Path) -> None:
 def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes: Sequence[str], n_boot: int = N_BOOT,
                      seed: int = config.SEED) -> dict[str, dict[str, Any]]:
     """The paired differences (systems.differences(): GNN − encoder, − temporal, − classical) averaged over
-    seeds, each with one 95% interval
-    from a session bootstrap that draws the same sessions for every seed and averages the seeds'
-    differences on them. `trees`: each seed's fold folders (the same folds), `suffixes`: of each seed's GNN
-    folders. A difference is left out when a seed lacks its system."""
+    seeds, each with one 95% interval from a session bootstrap that draws the same sessions for every seed
+    and averages the seeds' differences on them. `trees`: each seed's fold folders (the same folds),
+    `suffixes`: of each seed's GNN folders. A difference is left out when a seed lacks its system."""
     pooled = []
     for fold_dirs, suffix in zip(trees, suffixes, strict=True):
         parts = [fold_predictions(Path(d), layout.gnn_folder(modalities, suffix)) for d in fold_dirs]
@@ -355,8 +355,8 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
                      n_boot: int = N_BOOT, seed: int = config.SEED, suffix: str = "") -> dict[str, Any]:
     """Per modality subset (the keys of `summaries`, summarise's for each): the pooled macro-F1 with its
     interval of the GNN and of each system train_val fits on the same inputs (ablation_systems), and the
-    GNN's paired difference to the GNN on all
-    modalities (`full`), resampling the same sessions as gnn_minus_encoder does. Every subset's GNN reads
+    GNN's paired difference to the GNN on all modalities (`full`), resampling the same sessions as
+    gnn_minus_encoder does. Every subset's GNN reads
     the embeddings of one encoder per fold trained on all modalities: only the GNN's inputs change."""
     def pooled_gnn(modalities: str) -> list[dict[str, Any]]:
         return [fold_predictions(Path(d), layout.gnn_folder(modalities, suffix)) for d in fold_dirs]
