@@ -13,7 +13,7 @@ It reads the statistics of the signals the run's `--modalities` name (audio -> s
 each subset's classical row is the classical system on that subset's signals. It needs the dataset root
 the features were extracted from (the feature manifest's `root`); without one it is not fitted and the
 run's notes say why. Speech statistics are cached per wav (handcrafted.FeatureCache under
-<root>/handcrafted_cache/), so a CV computes each segment's once.
+config.CLASSICAL["cache_dir"], by default <root>/handcrafted_cache/), so a CV computes each segment's once.
 
 Saved into the model folder as classical.npz (no pickle): the columns, the participant normalisation's
 kind, the scaler's mean and scale, the coefficients, intercepts, classes and C; `predict.py` labels a
@@ -23,8 +23,9 @@ folder's segments with it beside the GNN.
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,23 @@ def data_root(features_dir: Path) -> Path | None:
     return Path(root)
 
 
-def feature_cache(root: Path) -> handcrafted.FeatureCache:
-    return handcrafted.FeatureCache(Path(root) / CACHE_DIR if config.CLASSICAL["cache"] else None,
-                                    config.HANDCRAFTED)
+def feature_cache(root: Path, log: Callable[[str], None] = print) -> handcrafted.FeatureCache:
+    """The speech statistics' cache for the dataset at `root`: config.CLASSICAL["cache_dir"], or
+    <root>/handcrafted_cache/ when that is None; in memory only when caching is off or the folder cannot be
+    written (a read-only download: `log` says so, and every run computes them again)."""
+    if not config.CLASSICAL["cache"]:
+        return handcrafted.FeatureCache(None, config.HANDCRAFTED)
+    folder = Path(config.CLASSICAL["cache_dir"] or Path(root) / CACHE_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        log(f"classical: cannot write the cache folder {folder}; speech statistics kept in memory for this run "
+            "(set config.CLASSICAL['cache_dir'] to a writable folder)")
+        return handcrafted.FeatureCache(None, config.HANDCRAFTED)
+    return handcrafted.FeatureCache(folder, config.HANDCRAFTED)
 
 
 def participant_keys(segments: Sequence[Any]) -> list[tuple[int, str]]:
@@ -176,7 +191,7 @@ def fit_classical(context: Any) -> Any:
     segments = graph_segments(context.graphs, root)
     order = [split for split in ("train", "val", "test") if split in segments]
     every = [s for split in order for s in segments[split]]
-    values = normalised_features(every, groups, feature_cache(root), args.causal)
+    values = normalised_features(every, groups, feature_cache(root, log), args.causal)
     rows, start = {}, 0
     for split in order:
         rows[split] = values[start:start + len(segments[split])]

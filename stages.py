@@ -225,10 +225,11 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
     stage = "train_val" if upstream.fold is None else f"train_val {layout.modality_tag(modalities)}"
     stage += graph_variant(args).replace("_", " ")  # the GNN on other graphs beside the default's
     # every trained system's predictions among the outputs: a GNN folder from before a system existed is retrained
-    # config.GNN and config.HANDCRAFTED in the key: a setting edited there (the flags only override GNN's)
-    # retrains the stage
+    # config.GNN, HANDCRAFTED and CLASSICAL (but where it caches) in the key: a setting edited there (the
+    # flags only override GNN's) retrains the stage
+    classical_settings = {k: v for k, v in config.CLASSICAL.items() if k not in ("cache", "cache_dir")}
     key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN),
-           "handcrafted": dict(config.HANDCRAFTED), **upstream.scope}
+           "handcrafted": dict(config.HANDCRAFTED), "classical": classical_settings, **upstream.scope}
     outputs = [dirs.metrics, *(dirs.metrics.parent / system.predictions for system in systems.trained())]
     return GnnStage(stage + stage_suffix, key, outputs, gnn_flags)
 

@@ -86,3 +86,9 @@ def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: p
     assert key() == before
     monkeypatch.setitem(config.GNN, "dropout", 0.5)
     assert key() != before
+    # the classical system's and the prosody block's settings too, but not where their statistics are cached
+    for section, name, value in (("CLASSICAL", "C_grid", (1.0,)), ("HANDCRAFTED", "f0_min_hz", 80.0),
+                                 ("CLASSICAL", "cache_dir", tmp_path)):
+        edited = key()
+        monkeypatch.setitem(getattr(config, section), name, value)
+        assert (key() != edited) is (name != "cache_dir")

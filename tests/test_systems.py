@@ -131,3 +131,19 @@ def test_render_results_names_every_registered_system(toy: systems.System) -> No
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
     assert [render.system_label(n) for n in ("temporal", "classical", "toy")] == ["GRU", "classical", "toy oracle"]
+
+
+def test_the_classical_cache_folder_is_configurable_and_an_unwritable_one_is_not_fatal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import classical
+
+    monkeypatch.setitem(config.CLASSICAL, "cache_dir", tmp_path / "cache")
+    assert classical.feature_cache(tmp_path / "root").folder.parent == tmp_path / "cache"
+    monkeypatch.setitem(config.CLASSICAL, "cache_dir", None)
+    assert classical.feature_cache(tmp_path / "root").folder.parent == tmp_path / "root" / classical.CACHE_DIR
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setitem(config.CLASSICAL, "cache_dir", blocker / "cache")  # cannot be created
+    said: list[str] = []
+    cache = classical.feature_cache(tmp_path / "root", said.append)
+    assert cache.folder is None and len(said) == 1 and "cannot write the cache folder" in said[0]

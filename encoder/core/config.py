@@ -168,7 +168,8 @@ HANDCRAFTED = {
 CLASSICAL = {
     "C_grid": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # candidate inverse regularisation strengths
     "max_iter": 5000,
-    "cache": True,  # keep each wav's speech statistics under <dataset root>/handcrafted_cache/
+    "cache": True,  # keep each wav's speech statistics on disk (False: computed again by every run)
+    "cache_dir": None,  # where: None = <dataset root>/handcrafted_cache/ (a read-only root: give a folder here)
 }
 
 # ---------------------------------------------------------------------------------------------
