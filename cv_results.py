@@ -323,7 +323,7 @@ def format_seeds(summary: dict[str, Any]) -> str:
     """One row per system and paired difference: mean ± sd over seeds, the per-seed values and the first
     seed's pooled interval."""
     seeds = summary["seeds"]
-    what = "GNN and temporal baseline retrained" if summary["keep_encoder"] else "whole chain retrained"
+    what = "the GNN and the systems trained beside it retrained" if summary["keep_encoder"] else "whole chain retrained"
     lines = [f"{len(seeds)} seeds {seeds} ({what}), pooled segment macro-F1 (modalities {summary['modalities']})",
              f"{'':20}  {metrics.SD_CONVENTION + ', seeds':28}  per seed{' ' * max(0, 9 * len(seeds) - 8)}  "
              f"first seed's estimate [95% CI, sessions resampled]"]
