@@ -46,6 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import classical
 import cv_results
 import generate_graph
 import stages
@@ -57,7 +58,9 @@ from encoder.core import (
     kemdy20,
     layout,
     models,
+    pretrained,
     synthetic,
+    text,
     util,
 )
 
@@ -163,8 +166,27 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
                               "generator": synthetic.GENERATOR_VERSION}, True
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before any stage runs, what a later stage would refuse: a `--data` root that is not a folder,
+    and a `--modalities` set with a name no stage writes, a repeated name, or a pretrained block without
+    its model folder (one-line util.DataError)."""
+    if args.data is not None and not args.data.is_dir():
+        raise util.DataError("dataset root not found (--data)", args.data)
+    known = (*models.FEATURE_ORDER, text.NAME, *pretrained.NAMES, classical.PROSODY)
+    names = args.modalities.split(",")
+    unknown = [name for name in names if name not in known]
+    if unknown or len(set(names)) != len(names):
+        what = f"unknown {', '.join(unknown)}" if unknown else "a repeated name"
+        raise util.DataError(f"--modalities {args.modalities}: {what} (the blocks are {', '.join(known)})")
+    for name, folder, flag in ((pretrained.TEXT, args.text_model, "--text_model"),
+                               (pretrained.SPEECH, args.speech_model, "--speech_model")):
+        if name in names and folder is None:
+            raise util.DataError(f"--modalities {args.modalities}: the `{name}` block needs {flag} DIR")
+
+
 def main() -> None:
     args = parse_args()
+    check_inputs(args)
     with util.exclusive_lock(args.work / layout.LOCK_FILE, "run_pipeline.py"):
         _run(args)
 

@@ -11,7 +11,7 @@ import pytest
 
 import run_pipeline
 import stages
-from encoder.core import config, layout
+from encoder.core import config, layout, util
 
 FOLDS = [{"train": (3, 4), "val": (2,), "test": (1,)}, {"train": (1, 2), "val": (4,), "test": (3,)}]
 FIRST = config.SEED
@@ -95,3 +95,21 @@ def test_the_demo_profile_names_every_value_it_sets_over_config_sections(monkeyp
     edited = run_pipeline.profile_overrides(config.DEMO)
     assert not any("num_epoch" in line or "'lr'" in line for line in edited) and len(edited) == len(lines) - 1
     assert run_pipeline.profile_overrides(run_pipeline.NO_OVERRIDES) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--modalities", "audio,foo"], "--modalities audio,foo: unknown foo (the blocks are audio, eda, temp, text, lm, "
+                                    "ssl, prosody)"),
+    (["--modalities", "audio,audio"], "--modalities audio,audio: a repeated name"),
+    (["--modalities", "audio,lm"], "--modalities audio,lm: the `lm` block needs --text_model DIR"),
+    (["--data", "nowhere"], "dataset root not found (--data)"),
+])
+def test_bad_flags_are_refused_before_any_stage_runs(flags: list[str], message: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["run_pipeline.py", "--preset", "tiny", "--work", str(work), *flags])
+    with pytest.raises(util.DataError) as err:
+        run_pipeline.main()
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert not work.exists()  # no stage ran: not even the work folder was made

@@ -27,11 +27,12 @@ def holder(work: Path) -> subprocess.Popen:
 
 
 def test_a_second_run_on_the_same_work_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
-    work = tmp_path / "work"
+    work, data = tmp_path / "work", tmp_path / "data"
+    data.mkdir()  # an (empty) dataset root: the frames stage would refuse it, were it to run
     first = holder(work)
     try:
         second = subprocess.run([sys.executable, "run_pipeline.py", "--preset", "tiny", "--work", str(work),
-                                 "--data", str(tmp_path / "nowhere")], cwd=config.REPO_ROOT, capture_output=True,
+                                 "--data", str(data)], cwd=config.REPO_ROOT, capture_output=True,
                                 text=True, timeout=120)
         assert second.returncode == 1
         lines = second.stderr.strip().splitlines()
