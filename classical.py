@@ -188,7 +188,7 @@ def fit_classical(context: Any) -> Any:
     if root is None:
         log("classical: the feature manifest names no KEMDy20 root with dataframe artifacts; not fitted")
         return None
-    segments = graph_segments(context.graphs, root)
+    segments = context.segments or graph_segments(context.graphs, root)  # train_val's, when prosody loaded them
     order = [split for split in ("train", "val", "test") if split in segments]
     every = [s for split in order for s in segments[split]]
     values = normalised_features(every, groups, feature_cache(root, log), args.causal)
@@ -232,19 +232,21 @@ def label_segments(path: Path, segments: Sequence[Any], progress: bool = False) 
     return {s.segment_id: config.EMOTIONS[int(p)] for s, p in zip(segments, predictions, strict=True)}
 
 
-def prosody_vectors(segments: Sequence[Any], causal: bool = False, cache: handcrafted.FeatureCache | None = None,
+def prosody_vectors(segments: Sequence[Any], cache: handcrafted.FeatureCache | None = None,
                     progress: bool = True) -> dict[str, np.ndarray]:
-    """Segment ID -> its `prosody` block: the participant-normalised speech statistics (float32; a NaN
-    statistic is the participant's mean, 0). Every node of a segment carries its segment's vector."""
+    """Segment ID -> its `prosody` block: the participant-normalised speech statistics over the whole of
+    `segments` (float32; a NaN statistic is the participant's mean, 0). Every node of a segment carries its
+    segment's vector; a causal model reads no such block (models_gnn.WHOLE_SEGMENT_BLOCKS)."""
     cache = cache or handcrafted.FeatureCache(None, config.HANDCRAFTED)
-    values = normalised_features(segments, ["audio"], cache, causal, progress).astype(np.float32)
+    values = normalised_features(segments, ["audio"], cache, False, progress).astype(np.float32)
     return {s.segment_id: row for s, row in zip(segments, values, strict=True)}
 
 
 def with_prosody(graphs: dict[str, list], record: dict[str, Any], features_dir: Path
-                 ) -> tuple[dict[str, list], dict[str, Any]]:
+                 ) -> tuple[dict[str, list], dict[str, Any], dict[str, list[Any]]]:
     """The graphs with the `prosody` block appended to every node's features (after the features' own
-    blocks) and the build record with it in `feature_dims` / `feature_order`; util.DataError when the
+    blocks), the build record with it in `feature_dims` / `feature_order`, and the graphs' segments per
+    split (graph_segments, for the classical system not to load them again); util.DataError when the
     features name no dataset root to compute it from."""
     root = data_root(features_dir)
     if root is None:
@@ -264,4 +266,4 @@ def with_prosody(graphs: dict[str, list], record: dict[str, Any], features_dir: 
             extended[split].append(graph)
     record = {**record, "feature_dims": {**record["feature_dims"], PROSODY: dim},
               "feature_order": [*record.get("feature_order", record["feature_dims"]), PROSODY]}
-    return extended, record
+    return extended, record, segments

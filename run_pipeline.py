@@ -46,9 +46,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import classical
 import cv_results
 import generate_graph
+import models_gnn
 import stages
 import train_val
 from encoder.core import (
@@ -60,7 +60,6 @@ from encoder.core import (
     models,
     pretrained,
     synthetic,
-    text,
     util,
 )
 
@@ -172,7 +171,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     its model folder (one-line util.DataError)."""
     if args.data is not None and not args.data.is_dir():
         raise util.DataError("dataset root not found (--data)", args.data)
-    known = (*models.FEATURE_ORDER, text.NAME, *pretrained.NAMES, classical.PROSODY)
+    known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
     names = args.modalities.split(",")
     unknown = [name for name in names if name not in known]
     if unknown or len(set(names)) != len(names):

@@ -119,7 +119,8 @@ class SystemContext:
     """What a baseline system's `fit` (systems.System.fit) gets: the run's arguments, the graph folder's build
     record, the loaded graphs per split (their nodes, segments and sessions are the splits every system
     sees), the device, the features folder, the results folder being written (`results`; a model file goes
-    under results/model/) and the log. `progress_position`: the line of its progress bar."""
+    under results/model/) and the log. `progress_position`: the line of its progress bar; `segments`: the
+    graphs' segments (classical.graph_segments) when the prosody block has loaded them already."""
 
     args: argparse.Namespace
     record: dict[str, Any]
@@ -129,6 +130,7 @@ class SystemContext:
     results: Path
     log: Callable[[str], None]
     progress_position: int = 0
+    segments: dict[str, list] | None = None  # the graphs' dataset.Segment per split, when already loaded
 
 
 @dataclass
@@ -261,8 +263,9 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for split in ("val", "test"):
             graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
                                                           record["build"]["cross_identity"])
+    segments = None
     if modalities and classical.PROSODY in modalities:  # the hand-crafted speech statistics, appended per node
-        graphs, record = classical.with_prosody(graphs, record, features_dir)
+        graphs, record, segments = classical.with_prosody(graphs, record, features_dir)
     try:
         model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
                                  args.dropout, causal=args.causal).to(device)
@@ -274,7 +277,7 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
         log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
-        context = SystemContext(args, record, graphs, device, features_dir, tmp, log)
+        context = SystemContext(args, record, graphs, device, features_dir, tmp, log, segments=segments)
         chosen = [system for system in systems.trained() if not getattr(args, f"no_{system.name}", False)]
         notes += [f"--no_{system.name}: {system.name} baseline not trained"
                   for system in systems.trained() if system not in chosen]
@@ -446,10 +449,9 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
                         generator=torch.Generator().manual_seed(args.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max)
-    weight = None
-    if args.class_weight:  # metrics.class_weights over the training nodes' soft labels
-        weight = torch.from_numpy(class_weights(torch.cat([g.y for g in graphs["train"]]).numpy())).to(device)
-    offset = logit_offset(training_prior(torch.cat([g.y for g in graphs["train"]]).numpy()), args.logit_adjust_tau)
+    labels = torch.cat([g.y for g in graphs["train"]]).numpy()  # the training nodes' soft labels
+    weight = torch.from_numpy(class_weights(labels)).to(device) if args.class_weight else None
+    offset = logit_offset(training_prior(labels), args.logit_adjust_tau)
     offset = None if offset is None else offset.to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
