@@ -4,7 +4,7 @@
                            [--modalities prosody,audio,eda,temp] [--profile demo|full]
                            [--stacking insample|split|split-seen] [--cv K [--ablation]]
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
-                           [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components]
+                           [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components] [--contour]
                            [--bio_clip_length STEPS] [--audio_pass segment|clip] [--cross_identity cin|ciy]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
@@ -114,6 +114,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "participant's own signal (encoder/core/participant.py); default config.STE_inputs "
                              f"({config.STE_inputs['participant_norm']}); folder names get _pnorm / _nopnorm "
                              "when it differs from the default")
+    parser.add_argument("--contour", action=argparse.BooleanOptionalAction, default=None,
+                        help="prosodic contour rows (F0, periodicity, loudness) below the mel bands, read by a 1-D "
+                             f"ResNet18 of the audio stream (encoder/core/contours.py); default config.STE_inputs "
+                             f"({config.STE_inputs['contour']}); folder names get _contour / _nocontour when it "
+                             "differs from the default")
     parser.add_argument("--eda_components", action=argparse.BooleanOptionalAction, default=None,
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
                              f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
@@ -167,8 +172,8 @@ def resolve_data(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bool]:
 
 def check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before any stage runs, what a later stage would refuse: a `--data` root that is not a folder,
-    and a `--modalities` set with a name no stage writes, a repeated name, or a pretrained block without
-    its model folder (one-line util.DataError)."""
+    a `--modalities` set with a name no stage writes, a repeated name, or a pretrained block without
+    its model folder, and contour rows with the segment audio pass (one-line util.DataError)."""
     if args.data is not None and not args.data.is_dir():
         raise util.DataError("dataset root not found (--data)", args.data)
     known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
@@ -181,6 +186,10 @@ def check_inputs(args: argparse.Namespace) -> None:
                                (pretrained.SPEECH, args.speech_model, "--speech_model")):
         if name in names and folder is None:
             raise util.DataError(f"--modalities {args.modalities}: the `{name}` block needs {flag} DIR")
+    contour = config.STE_inputs["contour"] if args.contour is None else args.contour
+    audio_pass = args.audio_pass or config.STE_inputs["audio_pass"]
+    if contour and audio_pass != "clip":
+        raise util.DataError(f"--contour needs the per-clip audio pass, not --audio_pass {audio_pass}")
 
 
 def main() -> None:
@@ -290,11 +299,11 @@ def with_device_workers(settings: dict[str, Any], device: Any) -> tuple[dict[str
 def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """`settings` with the encoder input options (participant.py) the command line sets apart from
     config.STE_inputs, and their tags, the default experiment name's parts (`bioN`, `pnorm` or
-    `nopnorm`, `edac` or `noedac`; none when every option is the default)."""
+    `nopnorm`, `edac` or `noedac`, `contour` or `nocontour`; none when every option is the default)."""
     asked = {"bio_clip_length": args.bio_clip_length, "participant_norm": args.participant_norm,
-             "eda_components": args.eda_components, "audio_pass": args.audio_pass}
+             "eda_components": args.eda_components, "audio_pass": args.audio_pass, "contour": args.contour}
     chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
-    names = {"participant_norm": "pnorm", "eda_components": "edac"}
+    names = {"participant_norm": "pnorm", "eda_components": "edac", "contour": "contour"}
     tags = [f"bio{v}" if k == "bio_clip_length" else f"{v[:3]}pass" if k == "audio_pass"
             else f"{'' if v else 'no'}{names[k]}" for k, v in chosen.items()]
     if not chosen:

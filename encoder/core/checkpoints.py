@@ -93,7 +93,8 @@ def encoder_from_checkpoint(state: dict[str, Any], path: Path) -> STEncoder:
     """Build the encoder and load the checkpoint's weights; another model shape → util.DataError."""
     options = InputOptions.from_inputs(state["inputs"])
     model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)),
-                      eda_channels=options.eda_channels, audio_pass=options.audio_pass)
+                      eda_channels=options.eda_channels, audio_pass=options.audio_pass,
+                      contour_channels=SpectrogramParams.from_dict(state["inputs"]).contour_rows)
     load_state_dict(model, state["model"], path, "encoder")
     return model
 

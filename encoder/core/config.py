@@ -55,6 +55,9 @@ STE_inputs = {
     "n_mels": 64,
     "fmin": 20.0,
     "fmax": 8000.0,  # None or above Nyquist: sample_rate / 2
+    # Prosodic contour rows below the mel bands (F0 in semitones, periodicity, loudness at the spectrogram's
+    # frame rate; encoder/core/contours.py), read by a 1-D ResNet18 of the audio stream (issue 35)
+    "contour": False,
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
     # Input options (encoder/core/participant.py), each off unless a paired CV over seeds on data with
     # realistic nuisance shows a gain clear of zero (docs/results.md):

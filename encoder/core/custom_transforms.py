@@ -25,9 +25,9 @@ from typing import Any
 import librosa
 import numpy as np
 
-from encoder.core import clip_utils, config
+from encoder.core import clip_utils, config, contours
 
-SPECTROGRAM_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
+SPECTROGRAM_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax", "contour")
 AMIN = 1e-10  # floor of the mel power before the log (dB = 10·log10(max(power, AMIN)))
 
 
@@ -40,6 +40,7 @@ class SpectrogramParams:
     n_mels: int = 64
     fmin: float = 20.0
     fmax: float | None = 8000.0  # None or above Nyquist: stored as sample_rate / 2
+    contour: bool = False  # prosodic contour rows (encoder/core/contours.py) below the mel bands
 
     def __post_init__(self) -> None:
         step = self.sample_rate * config.BIO_STEP_S
@@ -58,7 +59,20 @@ class SpectrogramParams:
         return cls(**{k: values[k] for k in SPECTROGRAM_KEYS if k in values})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The parameters; `contour` only when on, so that records written before it existed stay equal."""
+        values = asdict(self)
+        if not self.contour:
+            del values["contour"]
+        return values
+
+    @property
+    def contour_rows(self) -> int:
+        return len(contours.ROWS) if self.contour else 0
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the spectrogram array: the mel bands, then the contour rows."""
+        return self.n_mels + self.contour_rows
 
     @property
     def step_samples(self) -> int:
@@ -81,7 +95,8 @@ def _mel_basis(params: SpectrogramParams) -> np.ndarray:
 
 
 def log_mel_frames(wav: np.ndarray, start: int, n_frames: int, params: SpectrogramParams) -> np.ndarray:
-    """(n_mels, n_frames) float32 log-mel power in dB, frame m centred on wav sample start + m·hop.
+    """(n_rows, n_frames) float32 log-mel power in dB, frame m centred on wav sample start + m·hop, with
+    `params.contour` followed by the contour rows of the same frames (contours.contour_frames).
     The mel projection runs in float64: a float32 product rounds differently by BLAS thread count, and
     DataLoader workers run one BLAS thread (util.loader_worker_init) where the main process runs many."""
     half = params.n_fft // 2
@@ -91,7 +106,11 @@ def log_mel_frames(wav: np.ndarray, start: int, n_frames: int, params: Spectrogr
     )
     power = stft.real.astype(np.float64) ** 2 + stft.imag.astype(np.float64) ** 2
     mel = _mel_basis(params) @ power
-    return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
+    log_mel = (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
+    if not params.contour:
+        return log_mel
+    rows = contours.contour_frames(wav, start, n_frames, params.hop_length, params.sample_rate)
+    return np.concatenate([log_mel, rows])
 
 
 def frame_offsets(ts: np.ndarray, origin: float, params: SpectrogramParams) -> np.ndarray:
@@ -148,10 +167,11 @@ class Normalization:
 
 
 def mean_std(chunks: list[np.ndarray]) -> tuple[float, float]:
-    """Mean and standard deviation over all values of `chunks` (std floored at 1e-6)."""
-    total = sum(c.size for c in chunks)
-    mean = sum(float(c.sum(dtype=np.float64)) for c in chunks) / total
-    var = sum(float(((c.astype(np.float64) - mean) ** 2).sum()) for c in chunks) / total
+    """Mean and standard deviation over all values of `chunks` but NaN (an unvoiced frame's F0, contours.py),
+    std floored at 1e-6."""
+    total = sum(int(np.count_nonzero(~np.isnan(c))) for c in chunks)
+    mean = sum(float(np.nansum(c, dtype=np.float64)) for c in chunks) / total
+    var = sum(float(np.nansum((c.astype(np.float64) - mean) ** 2)) for c in chunks) / total
     return mean, max(var**0.5, 1e-6)
 
 
@@ -190,12 +210,13 @@ class SpecAugment:
             spans.append((start, start + length))
         return spans
 
-    def __call__(self, spec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A masked copy of `spec` (n_mels, frames); `spec` itself when off."""
+    def __call__(self, spec: np.ndarray, rng: np.random.Generator, bands: int | None = None) -> np.ndarray:
+        """A masked copy of `spec` (rows, frames), frequency masks within its first `bands` rows (None: all;
+        the mel bands, not the contour rows below them); `spec` itself when off."""
         if not self.active:
             return spec
         masked = spec.copy()
-        for start, stop in self.spans(rng, spec.shape[0], "freq"):
+        for start, stop in self.spans(rng, spec.shape[0] if bands is None else bands, "freq"):
             masked[start:stop] = 0.0
         for start, stop in self.spans(rng, spec.shape[1], "time"):
             masked[:, start:stop] = 0.0

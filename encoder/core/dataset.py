@@ -274,7 +274,8 @@ class TrainClipDataset(Dataset):
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length, self.params)
         spec = participant.audio_input(seg, spec, self.norm, self.options)
-        spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
+        spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
+                           self.params.n_mels)
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return (torch.from_numpy(spec)[None], torch.from_numpy(eda[0]), torch.from_numpy(temp[0]),
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
@@ -328,7 +329,8 @@ class TrainSegmentDataset(Dataset):
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
         spec = self.augment(participant.audio_input(seg, spec, self.norm, self.options),
-                            np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
+                            np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
+                           self.params.n_mels)
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {"spec": torch.from_numpy(spec),
                 "offsets": torch.from_numpy(offsets - offsets[0]), "eda": torch.from_numpy(eda),

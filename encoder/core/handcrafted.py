@@ -116,7 +116,7 @@ def _runs(mask: np.ndarray) -> list[tuple[bool, int]]:
     return [(bool(mask[a]), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _periodicity(frames: np.ndarray, period: np.ndarray) -> np.ndarray:
+def periodicity(frames: np.ndarray, period: np.ndarray) -> np.ndarray:
     """Normalised autocorrelation of each frame (n, L) at its period (samples, fractional: the larger of
     the two neighbouring integer lags); 0 where the frame is silent."""
     n, length = frames.shape
@@ -164,7 +164,7 @@ def speech_features(audio: np.ndarray, sr: int, settings: dict | None = None) ->
     if s["f0_method"] == "yin":
         f0 = librosa.yin(audio, fmin=fmin, fmax=fmax, sr=sr, frame_length=frame, hop_length=hop, center=False,
                          trough_threshold=s["yin_trough_threshold"])[:n]
-        periodic = _periodicity(frames, sr / f0) >= s["voicing_min_periodicity"]
+        periodic = periodicity(frames, sr / f0) >= s["voicing_min_periodicity"]
     elif s["f0_method"] == "pyin":
         f0, periodic, _ = librosa.pyin(audio, fmin=fmin, fmax=fmax, sr=sr, frame_length=frame, hop_length=hop,
                                        center=False, n_thresholds=20, resolution=0.2)

@@ -164,15 +164,23 @@ class Head(nn.Module):
 class STEncoder(nn.Module):
     """Three streams, three auxiliary heads and a fused head over the concatenated 3 × 128 vectors.
     `eda_channels`: input channels of the EDA stream (4 with the EDA components, encoder/core/participant.py);
-    `audio_pass`: "clip" or "segment" (module docstring); the weights are the same in both."""
+    `audio_pass`: "clip" or "segment" (module docstring); the weights are the same in both.
+    `contour_channels`: the last rows of an audio clip that are prosodic contours (encoder/core/contours.py),
+    read by a 1-D ResNet18 (`contour`) whose vector is added to the 2-D ResNet18's over the mel rows; the
+    audio vector stays 512-d. 0: none (the original's stream). Per-clip pass only."""
 
     def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None,
-                 eda_channels: int = 1, audio_pass: str = "clip"):
+                 eda_channels: int = 1, audio_pass: str = "clip", contour_channels: int = 0):
         super().__init__()
         if audio_pass not in AUDIO_PASSES:
             raise ValueError(f"audio_pass must be one of {AUDIO_PASSES}, not {audio_pass!r}")
+        if contour_channels and audio_pass != "clip":
+            raise ValueError("contour rows need the per-clip audio pass (audio_pass 'clip')")
         self.audio_pass = audio_pass
+        self.contour_channels = int(contour_channels)
         self.audio = audio_resnet18(weights)
+        if self.contour_channels:
+            self.contour = ResNet1d(in_channels=self.contour_channels)
         self.eda = ResNet1d(in_channels=eda_channels)
         self.temp = ResNet1d()
         self.audio_head = Head(num_classes)
@@ -200,6 +208,9 @@ class STEncoder(nn.Module):
     def clip_vectors(self, clips: torch.Tensor) -> torch.Tensor:
         """(N, 512) audio vectors of N clips: the ResNet's average pool ("clip"), or the trunk output
         averaged over the clip's own width as window_pool weighs it ("segment")."""
+        if self.contour_channels:
+            rows = clips.shape[2] - self.contour_channels
+            return self.audio(clips[:, :, :rows]) + self.contour(clips[:, 0, rows:])
         if self.audio_pass == "clip":
             return self.audio(clips)
         positions = self.trunk()(clips)
@@ -245,7 +256,7 @@ def inference_model(model: STEncoder) -> STEncoder:
 
     copied = copy.deepcopy(model).eval()
     trunk = fuse(AudioTrunk(copied.audio).eval()).to(memory_format=torch.channels_last).eval()
-    for name in ("audio", "eda", "temp"):
+    for name in ("audio", "eda", "temp", *(("contour",) if model.contour_channels else ())):
         setattr(copied, name, fuse(getattr(copied, name)).to(memory_format=torch.channels_last).eval())
     copied.folded_trunk = trunk
     return copied.eval()

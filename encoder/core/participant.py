@@ -107,26 +107,27 @@ class ParticipantStats:
 
 
 class Moments:
-    """Running count, sum and sum of squares over axis 0 of the arrays added (float64)."""
+    """Running count, sum and sum of squares over axis 0 of the arrays added (float64), per column; NaN
+    (an unvoiced frame's F0, contours.py) is no value. A column without any value has mean 0 and sd `floor`."""
 
     def __init__(self, width: int | None = None):
         shape = () if width is None else (width,)
-        self.count = 0
+        self.count = np.zeros(shape, dtype=np.int64)
         self.sum = np.zeros(shape)
         self.squares = np.zeros(shape)
 
     def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=np.float64)
-        self.count += len(values)
-        self.sum = self.sum + values.sum(axis=0)
-        self.squares = self.squares + (values**2).sum(axis=0)
+        self.count = self.count + np.count_nonzero(~np.isnan(values), axis=0)
+        self.sum = self.sum + np.nansum(values, axis=0)
+        self.squares = self.squares + np.nansum(values**2, axis=0)
 
     def mean_std(self, floor: float) -> tuple[Any, Any]:
         """Mean and sd, the sd at least `floor` (STD_FLOORS)."""
-        if self.count == 0:
+        if not np.any(self.count):
             raise ValueError("no value to take a mean of")
-        mean = self.sum / self.count
-        var = np.maximum(self.squares / self.count - mean**2, 0.0)
+        mean = self.sum / np.maximum(self.count, 1)
+        var = np.maximum(self.squares / np.maximum(self.count, 1) - mean**2, 0.0)
         return mean, np.maximum(np.sqrt(var), floor)
 
 
@@ -227,7 +228,7 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
         eda_rows, temp_rows = participant_rows(group, "eda_rows"), participant_rows(group, "temp_rows")
         stats = bio_stats(eda_rows, temp_rows)
         if options.participant_norm:
-            mel = Moments(params.n_mels)
+            mel = Moments(params.n_rows)
             for seg in group:
                 wav = io.read_wav(seg.wav, params.sample_rate)
                 if clip_length is None:
@@ -265,11 +266,13 @@ def release_spectrograms(segments: Sequence[Any]) -> None:
 
 
 def audio_input(segment: Any, spec: np.ndarray, norm: Normalization, options: InputOptions) -> np.ndarray:
-    """A (n_mels, frames) log-mel spectrogram of `segment` as the encoder reads it."""
+    """A (rows, frames) log-mel spectrogram (and contour rows) of `segment` as the encoder reads it; a
+    contour's missing values (NaN: unvoiced) become 0, the normalised mean."""
     if options.participant_norm:
         stats = segment.participant
         spec = standardised(spec, stats.mel_mean[:, None], stats.mel_std[:, None])
-    return norm.audio(spec)
+    spec = norm.audio(spec)
+    return np.nan_to_num(spec, nan=0.0) if np.isnan(spec).any() else spec
 
 
 def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization,
@@ -319,7 +322,7 @@ class OnlineParticipants:
         if not self.options.needs_participant:
             return segment
         state = self.seen.setdefault(participant_key(segment),
-                                     {"done": [], "frames": {}, "mel": Moments(self.params.n_mels)})
+                                     {"done": [], "frames": {}, "mel": Moments(self.params.n_rows)})
         earlier = state["done"]
         if any(s.segment_id == segment.segment_id for s in earlier):
             raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "

@@ -215,7 +215,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     device = runtime.device
     amp = bool(settings["amp"]) and device.type == "cuda"
     model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
-                      audio_pass=options.audio_pass).to(device)
+                      audio_pass=options.audio_pass, contour_channels=params.contour_rows).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
