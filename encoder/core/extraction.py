@@ -43,7 +43,7 @@ import torch
 
 from encoder.core import config, layout, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
-from encoder.core.custom_transforms import SPECTROGRAM_KEYS, Normalization, SpectrogramParams
+from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, load_segments, make_dataset
 from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
@@ -330,7 +330,7 @@ def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[st
         "embedded_by": {name: {session: {"encoder_sha256": sha, "encoder_saw": _role(int(session[4:]), fitted_on)}
                                for session in counts} for name, counts in node_counts.items()},
         "clip_length": signature["clip_length"],
-        "spectrogram": {k: signature[k] for k in SPECTROGRAM_KEYS},
+        "spectrogram": SpectrogramParams.from_dict(signature).to_dict(),
         "input_options": InputOptions.from_inputs(signature).signature(),
         "feature_order": list(feature_dims),
         "feature_dims": feature_dims,
