@@ -79,6 +79,11 @@ STE_optimization_params = {
     "num_workers": 2,
     "class_weight": False,
     "amp": True,  # automatic mixed precision, used on CUDA only
+    # Where the log-mel spectrograms are computed (encoder/core/device_spectrogram.py): "auto" on the model's
+    # device when it is CUDA (torch.stft + the mel filter bank, batched in the main process), with librosa in
+    # the loader workers on the CPU; "cpu" or "device" force one. Equal within float rounding (1e-4 dB
+    # tested), so a checkpoint's inputs do not record it; the run's record (ste_encoder_config.json) does.
+    "spectrogram_on": "auto",
     "seed": SEED,
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
@@ -106,6 +111,7 @@ STE_forward_params = {
     "num_workers": 2,
     "out_dir": FEATURES_DIR,
     "amp": True,  # float16 autocast, used on CUDA only
+    "spectrogram_on": "auto",  # as STE_optimization_params'; the feature manifest records where they ran
     "progress": True,
 }
 
