@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_encoder_train import TINY_INPUTS, tiny_optimization
 
-from encoder.core import config, device_spectrogram, extraction, frames, io, layout, participant, training
+from encoder.core import config, device_spectrogram, extraction, frames, io, layout, participant, training, util
 from encoder.core.custom_transforms import (
     AMIN,
     Normalization,
@@ -209,7 +209,7 @@ def node_features(out_dir, split: str, session: int) -> dict[tuple[str, float], 
 
 def test_extraction_on_device_spectrograms_writes_the_librosa_features(encoder, tiny_root, tmp_path):
     record = json.loads((encoder / training.CONFIG_NAME).read_text())
-    assert record["spectrograms"]["path"] == "device"
+    assert record["spectrograms"]["path"] == "device" and record["channels_last"] is False  # no AMP on the CPU
     written = {}
     for setting in ("auto", "device"):
         out_dir = tmp_path / setting
@@ -224,3 +224,37 @@ def test_extraction_on_device_spectrograms_writes_the_librosa_features(encoder, 
     assert written["auto"].keys() == written["device"].keys() and written["auto"]
     worst = max(float(np.abs(written["auto"][k] - written["device"][k]).max()) for k in written["auto"])
     assert worst <= FEATURE_TOL, f"max |device - librosa| feature difference {worst}"
+
+
+def test_channels_last_feeds_the_audio_stream_nhwc_with_the_same_loss(table):
+    segments = table.by_split["train"][:4]
+    options = InputOptions(11)
+    norm = compute_normalization(segments, 11, TINY, options=options)
+    dataset = TrainClipDataset(segments, norm, 11, TINY, 0, options)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+    torch.manual_seed(0)
+    model = STEncoder()
+    nhwc = copy.deepcopy(model)
+    nhwc.audio.to(memory_format=torch.channels_last)
+    seen = []
+    nhwc.audio.conv1.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    losses = []
+    for net, flag in ((model, False), (nhwc, True)):
+        sums, n = training._train_step(net.train(), batch, torch.optim.SGD(net.parameters(), lr=0.0), scaler, CPU,
+                                       False, None, None, dict.fromkeys((*training.HEADS, "total"), 0.0), 0,
+                                       channels_last=flag)
+        losses.append(sums["total"] / n)
+    assert seen == [True]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_determinism_and_channels_last_settings_leave_the_cpu_alone():
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    util.cuda_determinism(False, CPU)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.backends.cudnn.benchmark == benchmark
+    assert config.STE_optimization_params["deterministic"] and config.STE_forward_params["deterministic"]
+    assert config.STE_optimization_params["spectrogram_on"] == config.STE_forward_params["spectrogram_on"] == "auto"

@@ -99,6 +99,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
              text_settings: dict[str, Any], pretrained_settings: dict[str, Any],
              causal: bool = False) -> dict[str, Any]:
     say = log or (lambda _msg: None)
+    util.cuda_determinism(bool(settings["deterministic"]), runtime.device)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
     signature = state["inputs"]

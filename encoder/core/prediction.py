@@ -208,6 +208,7 @@ def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequ
     if not causal:
         participant.attach(segments, params, options, clip_length)
     device = resolve_device(device)
+    util.cuda_determinism(bool(settings["deterministic"]), device)
     placement = device_spectrogram.resolve(settings["spectrogram_on"], device, params, options, causal)
     dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]), clip_length, params,
                            options, causal, placement.on_device)

@@ -215,11 +215,15 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     learning = LearningOptions.from_settings(settings)
     participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
+    util.cuda_determinism(bool(settings["deterministic"]), device)
     amp = bool(settings["amp"]) and device.type == "cuda"
+    channels_last = amp and bool(settings["channels_last"])
     placement = device_spectrogram.resolve(str(settings["spectrogram_on"]), device, params, options)
     say(placement.line())
     model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
                       audio_pass=options.audio_pass).to(device)
+    if channels_last:  # the 2D stream in NHWC under AMP on CUDA (config.STE_optimization_params)
+        model.audio.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -282,7 +286,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "learning": trained,
               "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,
-              "device": str(device), "environment": util.environment(device), "spectrograms": placement.record()}
+              "device": str(device), "environment": util.environment(device), "spectrograms": placement.record(),
+              "channels_last": channels_last}
     if runtime.is_main:
         util.write_json(record, out_dir / CONFIG_NAME)
     say(f"learning options: {learning.signature()}")
@@ -299,7 +304,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
             sampler.set_epoch(epoch)
         losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight, offset,
                                   f"epoch {epoch}/{epochs}" if log and settings["progress"] else None,
-                                  prepare)
+                                  prepare, channels_last)
         broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
         validation_started = time.time()
         val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options, offset,
@@ -339,24 +344,27 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
 def _train_one_epoch(net: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, device: torch.device, amp: bool,
                      weight: torch.Tensor | None, offset: torch.Tensor | None,
-                     progress: str | None = None, prepare: Callable[[Any], Any] | None = None) -> dict[str, float]:
+                     progress: str | None = None, prepare: Callable[[Any], Any] | None = None,
+                     channels_last: bool = False) -> dict[str, float]:
     """One epoch over `loader`; `prepare` turns each batch into the training step's (the spectrograms of a
-    device-path batch, device_spectrogram.clip_batch / segment_batch)."""
+    device-path batch, device_spectrogram.clip_batch / segment_batch); `channels_last`: the audio input in
+    NHWC (the model's audio stream already is)."""
     net.train()
     sums = dict.fromkeys((*HEADS, "total"), 0.0)
     seen = 0
     with util.one_blas_thread():
         for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
             sums, seen = _train_step(net, batch if prepare is None else prepare(batch), optimizer, scaler, device,
-                                     amp, weight, offset, sums, seen)
+                                     amp, weight, offset, sums, seen, channels_last)
     return {k: v / max(seen, 1) for k, v in sums.items()}
 
 
 def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 device: torch.device, amp: bool, weight: torch.Tensor | None, offset: torch.Tensor | None,
-                sums: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
+                sums: dict[str, float], seen: int, channels_last: bool = False) -> tuple[dict[str, float], int]:
     """One optimisation step on a batch of clips (per-clip pass) or of segments (segment pass, a dict);
-    returns the running loss sums and the count of clips or segments seen."""
+    returns the running loss sums and the count of clips or segments seen. `channels_last`: the audio
+    input in NHWC memory order (for a model whose audio stream is channels-last)."""
     pool = node_weight = None
     if isinstance(batch, dict):
         audio, eda, temp, label, pool, node_weight = (
@@ -367,6 +375,8 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
         n = len(label)
     if n < 2:  # BatchNorm cannot train on a single clip or segment
         return sums, seen
+    if channels_last:
+        audio = audio.contiguous(memory_format=torch.channels_last)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         out = net(audio, eda, temp, pool)
