@@ -81,10 +81,12 @@ def test_a_batch_of_spans_of_any_lengths_equals_each_span_alone(table):
     wav = io.read_wav(table.by_split["test"][0].wav, FULL.sample_rate)
     spans = [torch.from_numpy(device_spectrogram.wav_span(wav, start, n, FULL))
              for start, n in ((-2000, 275), (0, 40), (800, 301))]
-    batched = device_spectrogram.log_mel_batch(spans, FULL)
-    for span, spec, n in zip(spans, batched, (275, 40, 301), strict=True):
-        assert spec.shape == (FULL.n_mels, n)
+    alone = device_spectrogram.log_mel_batch(spans, FULL)  # on the CPU one by one
+    padded = device_spectrogram.log_mel_padded(spans, FULL)  # as on a GPU: one STFT over the zero-padded spans
+    for span, spec, batched, n in zip(spans, alone, padded, (275, 40, 301), strict=True):
+        assert spec.shape == batched.shape == (FULL.n_mels, n)
         assert torch.equal(spec, device_spectrogram.log_mel_spans(span[None], FULL)[0])
+        assert float((batched - spec).abs().max()) <= DB_TOL
 
 
 def test_the_device_path_is_chosen_on_cuda_or_when_forced_and_falls_back_where_it_cannot_follow():

@@ -156,7 +156,16 @@ def log_mel_frames(wav: torch.Tensor, start: int, n_frames: int, params: Spectro
 def log_mel_batch(spans: Sequence[torch.Tensor], params: SpectrogramParams) -> list[torch.Tensor]:
     """The (n_mels, frames) log-mel of each span of `spans` (1-D, of any lengths, on one device), in one
     STFT: the shorter spans are zero-padded at the end and their extra frames dropped (a frame reads only
-    its own span's samples)."""
+    its own span's samples). On the CPU one span at a time instead: a padded batch's float64 intermediates
+    run out of the caches, and 22 segments at the full settings took 6 times as long in one batch as one by
+    one on a 2-core CPU (benchmarks/bench_spectrogram.py); the frames are the same either way."""
+    if spans[0].device.type == "cpu":
+        return [log_mel_spans(s[None], params)[0] for s in spans]
+    return log_mel_padded(spans, params)
+
+
+def log_mel_padded(spans: Sequence[torch.Tensor], params: SpectrogramParams) -> list[torch.Tensor]:
+    """log_mel_batch in one STFT over the spans zero-padded to the longest, whatever the device."""
     longest = max(len(s) for s in spans)
     batch = torch.stack([functional.pad(s, (0, longest - len(s))) for s in spans])
     specs = log_mel_spans(batch, params)
