@@ -9,12 +9,19 @@ encoder: the `tiny` synthetic preset at the full spectrogram settings (config.ST
 the weights):
   * extraction nodes/s through the project's path (SegmentDataset + DataLoader workers + node_batches +
     prediction.iter_predictions, BatchNorm-folded inference model, batch config.STE_forward_params), in
-    float32 and in float16 autocast; the test segments are repeated to give the device enough nodes;
+    float32 and in float16 autocast, with the spectrograms on the device (`_device_`: torch.stft and the mel
+    projection in the main process, encoder/core/device_spectrogram.py, config's "auto" on CUDA, measured
+    first) and with librosa in the loader workers, with the largest feature difference between the two; the
+    test segments are repeated to give the device enough nodes;
   * the batch-1 reference of bench_forward.py (per node: read the wav, compute the clip's spectrogram, one
     forward pass) on the same device, and the relative difference of its embeddings to the batched ones;
-  * the same forward passes on one batch already on the device (model only, no data loading);
-  * encoder training clips/s: training's own step (training._train_one_epoch: autocast + GradScaler on CUDA)
-    over a TrainClipDataset loader, and on one batch already on the device.
+  * the same forward passes on one batch already on the device (model only, no data loading), also with
+    deterministic algorithms off (`_nondeterministic`: util.cuda_determinism(False), cudnn.benchmark);
+  * encoder training clips/s: training's own step (training._train_one_epoch: autocast + GradScaler on CUDA,
+    the audio stream channels-last under AMP as config.STE_optimization_params says) over a TrainClipDataset
+    loader, with the spectrograms on the device (training's "auto" on CUDA) and with librosa in the workers
+    (`_cpu_spectrograms`), and on one batch already on the device: as training runs, then contiguous
+    (`_contiguous`), in float32 (`_fp32`) and with deterministic algorithms off (`_nondeterministic`).
 gnn: synthetic node files of KEMDy20 size (40 sessions, about 300k nodes of 1536-d, synthetic_nodes),
 graphs by generate_graph (train_val's default flags), then seconds per training epoch with train_val's own
 epoch function and model settings, peak GPU memory, and prediction nodes/s over val + test.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -50,7 +58,16 @@ import data_loader
 import generate_graph
 import models_gnn
 import train_val
-from encoder.core import config, frames, prediction, synthetic, synthetic_nodes, training, util
+from encoder.core import (
+    config,
+    device_spectrogram,
+    frames,
+    prediction,
+    synthetic,
+    synthetic_nodes,
+    training,
+    util,
+)
 from encoder.core.custom_transforms import SpectrogramParams
 from encoder.core.dataset import (
     Segment,
@@ -198,7 +215,7 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
         "model_only_batches": 1 if args.quick else 20, "train_repeat": 1 if args.quick else 400,
         "train_clips_cap": 8 if args.quick else None, "train_batch": 4 if args.quick else train_batch,
         "model_only_steps": 1 if args.quick else 20, "forward_batch": 8 if args.quick else batch_size,
-        "timed_cap_s": 30.0,
+        "timed_cap_s": 15.0,
     }
     rec.info(part="encoder", device=str(device), device_type=device.type, quick=args.quick, workers=workers,
              amp_dtype="float16", deterministic_algorithms=True, sizes=sizes,
@@ -224,13 +241,13 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
         return
     norm, test, fused = data["norm"], data["test"], data["fused"]
 
-    def dataset(segments: list) -> SegmentDataset:
-        return SegmentDataset(segments, norm, clip_length, params)
+    def dataset(segments: list, on_device: bool = False) -> SegmentDataset:
+        return SegmentDataset(segments, norm, clip_length, params, device_spectrogram=on_device)
 
-    def extract(segments: list, amp: bool, cap_s: float) -> tuple[int, float, np.ndarray]:
+    def extract(segments: list, amp: bool, cap_s: float, on_device: bool = False) -> tuple[int, float, np.ndarray]:
         """Nodes, seconds and embeddings of the project's batched extraction path over `segments`."""
-        parts = prediction.iter_predictions(fused, dataset(segments), sizes["forward_batch"], workers, device, amp,
-                                            with_features=True)
+        parts = prediction.iter_predictions(fused, dataset(segments, on_device), sizes["forward_batch"], workers,
+                                            device, amp, with_features=True)
         seconds, preds = timed(device, lambda: list(capped(parts, cap_s)))
         return sum(len(p.step) for p in preds), seconds, np.concatenate([p.features for p in preds])
 
@@ -238,20 +255,25 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
     n_nodes = sum(s.n_steps for s in repeated)
     rec.set(extract_nodes=n_nodes)
     embeddings: dict[str, np.ndarray] = {}
-    for name, amp in (("fp32", False), ("amp", True)):
+    for name, amp, on_device in (("device_fp32", False, True), ("device_amp", True, True), ("fp32", False, False),
+                                 ("amp", True, False)):
         if amp and not cuda:
             rec.skip(f"extract_{name}", "float16 autocast is used on CUDA only (prediction.autocast)")
             continue
 
-        def run(amp: bool = amp, name: str = name) -> dict[str, Any]:
-            extract(test[:2], amp, math.inf)  # warm-up: workers, cuDNN kernel choice, allocator
-            nodes, seconds, _ = extract(repeated, amp, min(sizes["timed_cap_s"], max(rec.remaining() - 30, 5)))
-            embeddings[name] = extract(test[:4], amp, math.inf)[2]
+        def run(amp: bool = amp, name: str = name, on_device: bool = on_device) -> dict[str, Any]:
+            extract(test[:2], amp, math.inf, on_device)  # warm-up: workers, cuDNN kernel choice, allocator
+            nodes, seconds, _ = extract(repeated, amp, min(sizes["timed_cap_s"], max(rec.remaining() - 30, 5)),
+                                        on_device)
+            embeddings[name] = extract(test[:4], amp, math.inf, on_device)[2]
             return {f"extract_nodes_per_s_{name}": nodes / seconds, f"extract_timed_nodes_{name}": nodes}
 
         rec.measure(f"extract_{name}", 15, run)
     if "fp32" in embeddings and "amp" in embeddings:
         rec.set(extract_rel_diff_amp_vs_fp32=rel_diff(embeddings["amp"], embeddings["fp32"]))
+    if "fp32" in embeddings and "device_fp32" in embeddings:
+        rec.set(extract_max_abs_diff_device_vs_cpu_spectrograms_fp32=float(
+            np.abs(embeddings["device_fp32"] - embeddings["fp32"]).max()))
 
     def reference() -> dict[str, Any]:
         segments = list(itertools.islice(itertools.cycle(test), 64))
@@ -275,8 +297,10 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
         batch = next(node_batches(iter(dataset(test)), sizes["forward_batch"], clip_length, params))
         tensors = [t.to(device) for t in (batch.audio, batch.eda, batch.temp)]
         out: dict[str, Any] = {"model_only_batch": len(batch.step)}
-        for name, amp in (("fp32", False), ("amp", True)):
-            if amp and not cuda:
+        for name, amp, deterministic in (("fp32", False, True), ("amp", True, True), ("fp32_nondeterministic", False,
+                                                                                      False),
+                                         ("amp_nondeterministic", True, False)):
+            if (amp or not deterministic) and not cuda:
                 continue
 
             def forward(amp: bool = amp) -> None:
@@ -284,56 +308,86 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
                     for _ in range(sizes["model_only_batches"]):
                         fused(*tensors)
 
-            forward()  # warm-up
-            seconds, _ = timed(device, forward)
+            util.cuda_determinism(deterministic, device)
+            try:
+                forward()  # warm-up (and, without determinism, cuDNN's autotuning)
+                seconds, _ = timed(device, forward)
+            finally:
+                util.cuda_determinism(True, device)
             out[f"extract_model_only_nodes_per_s_{name}"] = sizes["model_only_batches"] * len(batch.step) / seconds
         return out
 
     rec.measure("extract_model_only", 10, model_only)
 
     amp = bool(config.STE_optimization_params["amp"]) and cuda
+    channels_last = amp and bool(config.STE_optimization_params["channels_last"])  # as training._train decides
+    train_on_device = device_spectrogram.resolve(str(config.STE_optimization_params["spectrogram_on"]), device,
+                                                 params).on_device
+    rec.info(encoder_train_channels_last=channels_last, encoder_train_device_spectrograms=train_on_device)
 
-    def new_trainer() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    def new_trainer(nhwc: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
         model = STEncoder().to(device)
+        if nhwc:
+            model.audio.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.STE_optimization_params["lr"],
                                       weight_decay=config.STE_optimization_params["weight_decay"])
         return model, optimizer, torch.amp.GradScaler("cuda", enabled=amp)
 
-    def train() -> dict[str, Any]:
+    def train(on_device: bool, name: str) -> dict[str, Any]:
         segments = (data["train"] * sizes["train_repeat"])[: sizes["train_clips_cap"]]
-        clips = TrainClipDataset(segments, norm, clip_length, params, seed=0)
+        clips = TrainClipDataset(segments, norm, clip_length, params, seed=0, device_spectrogram=on_device)
         loader = torch.utils.data.DataLoader(clips, batch_size=sizes["train_batch"], shuffle=True,
                                              num_workers=workers, pin_memory=cuda, drop_last=True,
                                              worker_init_fn=util.loader_worker_init,
                                              generator=torch.Generator().manual_seed(0))
-        model, optimizer, scaler = new_trainer()
+        prepare = (functools.partial(device_spectrogram.clip_batch, norm=norm, params=params, device=device)
+                   if on_device else None)
+        model, optimizer, scaler = new_trainer(channels_last)
         warm = [next(iter(torch.utils.data.DataLoader(clips, batch_size=sizes["train_batch"])))] * 2
-        training._train_one_epoch(model, warm, optimizer, scaler, device, amp, None, None)
+        training._train_one_epoch(model, warm, optimizer, scaler, device, amp, None, None, None, prepare, channels_last)
         counted = []
 
         def batches() -> Iterator[Any]:
             for batch in capped(loader, min(sizes["timed_cap_s"], max(rec.remaining() - 20, 5))):
-                counted.append(len(batch[3]))
+                counted.append(len(batch["label"] if isinstance(batch, dict) else batch[3]))
                 yield batch
 
-        seconds, losses = timed(device, lambda: training._train_one_epoch(model, batches(), optimizer, scaler,
-                                                                          device, amp, None, None))
-        return {"encoder_train_clips_per_s": sum(counted) / seconds, "encoder_train_timed_clips": sum(counted),
-                "encoder_train_amp": amp, "encoder_train_loss_finite": math.isfinite(losses["total"])}
+        seconds, losses = timed(device, lambda: training._train_one_epoch(model, batches(), optimizer, scaler, device,
+                                                                          amp, None, None, None, prepare,
+                                                                          channels_last))
+        return {f"encoder_train_clips_per_s{name}": sum(counted) / seconds,
+                f"encoder_train_timed_clips{name}": sum(counted), "encoder_train_amp": amp,
+                f"encoder_train_loss_finite{name}": math.isfinite(losses["total"])}
 
-    rec.measure("encoder_train", 15, train)
+    rec.measure("encoder_train", 15, lambda: train(train_on_device, ""))
+    if train_on_device:
+        rec.measure("encoder_train_cpu_spectrograms", 15, lambda: train(False, "_cpu_spectrograms"))
 
     def train_model_only() -> dict[str, Any]:
-        model, optimizer, scaler = new_trainer()
         audio = torch.randn(sizes["train_batch"], 1, params.n_mels, params.clip_frames(clip_length))
         bio = torch.randn(sizes["train_batch"], 1, clip_length)
         label = torch.full((sizes["train_batch"], config.NUM_CLASSES), 1.0 / config.NUM_CLASSES)
         batch = tuple(t.to(device) for t in (audio, bio, bio.clone(), label, torch.zeros(sizes["train_batch"])))
         steps = [batch] * sizes["model_only_steps"]
-        training._train_one_epoch(model, steps[:1], optimizer, scaler, device, amp, None, None)  # warm-up
-        seconds, _ = timed(device, lambda: training._train_one_epoch(model, steps, optimizer, scaler, device, amp,
-                                                                     None, None))
-        return {"encoder_train_model_only_clips_per_s": len(steps) * sizes["train_batch"] / seconds}
+        out: dict[str, Any] = {}
+        # as training runs (AMP and channels-last per config), then one setting changed at a time
+        for name, use_amp, nhwc, deterministic in (("", amp, channels_last, True), ("_contiguous", amp, False, True),
+                                                    ("_fp32", False, False, True),
+                                                    ("_nondeterministic", amp, channels_last, False)):
+            if name and not cuda:
+                continue
+            model, optimizer, _ = new_trainer(nhwc)
+            scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+            util.cuda_determinism(deterministic, device)
+            try:
+                training._train_one_epoch(model, steps[:1], optimizer, scaler, device, use_amp, None, None, None,
+                                          None, nhwc)  # warm-up
+                seconds, _ = timed(device, functools.partial(training._train_one_epoch, model, steps, optimizer,
+                                                             scaler, device, use_amp, None, None, None, None, nhwc))
+            finally:
+                util.cuda_determinism(True, device)
+            out[f"encoder_train_model_only_clips_per_s{name}"] = len(steps) * sizes["train_batch"] / seconds
+        return out
 
     rec.measure("encoder_train_model_only", 10, train_model_only)
 

@@ -15,7 +15,8 @@
 #   tests    pytest -m cuda tests/test_cuda.py -v -rA: one PASSED/FAILED line per test streamed to the log,
 #            which a timed-out run keeps (gpu_report.py reads it when the JUnit report cuda_tests.xml, written
 #            only when pytest ends, is missing)
-#   encoder  extraction nodes/s (fp32, fp16 autocast, batch-1 reference), training clips/s (bench_gpu.py)
+#   encoder  extraction nodes/s (fp32, fp16 autocast; spectrograms on the device and in the loader workers;
+#            batch-1 reference), training clips/s (both spectrogram paths; channels-last, determinism) (bench_gpu.py)
 #   gnn      GNN seconds per epoch on ~300k nodes of 1536-d and peak GPU memory (bench_gpu.py)
 #   demo_data the synthetic `demo` preset, seed 0 (GPU_CHECK_QUICK=1: `tiny`), generated into the scratch folder
 #   demo     python run_pipeline.py --data <that> --profile demo --device 0 --work <scratch> (its `stage times`
@@ -181,7 +182,7 @@ echo "device: $DEVICE"
 if [ "$QUICK" = 1 ]; then
   budgets=(env=60 tests=120 encoder=300 gnn=120 demo_data=60 demo=240)
 else
-  budgets=(env=20 tests=100 encoder=80 gnn=100 demo_data=20 demo=120)
+  budgets=(env=20 tests=100 encoder=140 gnn=100 demo_data=20 demo=70)
 fi
 declare -A BUDGET
 for pair in "${budgets[@]}"; do BUDGET[${pair%=*}]=${pair#*=}; done

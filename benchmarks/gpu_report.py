@@ -41,6 +41,17 @@ FIGURES = {
     "extract_nodes_per_s_batch1": ("encoder", "extract_nodes_per_s_batch1"),
     "extract_model_only_nodes_per_s_fp32": ("encoder", "extract_model_only_nodes_per_s_fp32"),
     "extract_model_only_nodes_per_s_amp": ("encoder", "extract_model_only_nodes_per_s_amp"),
+    "extract_nodes_per_s_device_fp32": ("encoder", "extract_nodes_per_s_device_fp32"),
+    "extract_nodes_per_s_device_amp": ("encoder", "extract_nodes_per_s_device_amp"),
+    "extract_max_abs_diff_device_vs_cpu_spectrograms_fp32": ("encoder",
+                                                             "extract_max_abs_diff_device_vs_cpu_spectrograms_fp32"),
+    "extract_model_only_nodes_per_s_amp_nondeterministic": ("encoder",
+                                                            "extract_model_only_nodes_per_s_amp_nondeterministic"),
+    "encoder_train_clips_per_s_cpu_spectrograms": ("encoder", "encoder_train_clips_per_s_cpu_spectrograms"),
+    "encoder_train_model_only_clips_per_s_contiguous": ("encoder", "encoder_train_model_only_clips_per_s_contiguous"),
+    "encoder_train_model_only_clips_per_s_fp32": ("encoder", "encoder_train_model_only_clips_per_s_fp32"),
+    "encoder_train_model_only_clips_per_s_nondeterministic": ("encoder",
+                                                              "encoder_train_model_only_clips_per_s_nondeterministic"),
     "encoder_train_clips_per_s": ("encoder", "encoder_train_clips_per_s"),
     "encoder_train_model_only_clips_per_s": ("encoder", "encoder_train_model_only_clips_per_s"),
     "gnn_epoch_s_300k": ("gnn", "gnn_epoch_s"),
@@ -48,8 +59,9 @@ FIGURES = {
     "gnn_predict_nodes_per_s": ("gnn", "gnn_predict_nodes_per_s"),
 }
 PRINTED = ("device", "torch", "cuda_tests_passed", "cuda_tests_failed", "demo_end_to_end_s",
-           "extract_nodes_per_s_fp32", "extract_nodes_per_s_amp", "extract_nodes_per_s_batch1",
-           "encoder_train_clips_per_s", "gnn_epoch_s_300k", "gnn_peak_mem_gb")
+           "extract_nodes_per_s_device_fp32", "extract_nodes_per_s_device_amp", "extract_nodes_per_s_fp32",
+           "extract_nodes_per_s_amp", "extract_nodes_per_s_batch1", "encoder_train_clips_per_s",
+           "encoder_train_clips_per_s_cpu_spectrograms", "gnn_epoch_s_300k", "gnn_peak_mem_gb")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -82,6 +82,18 @@ STE_optimization_params = {
     "num_workers": 2,
     "class_weight": False,
     "amp": True,  # automatic mixed precision, used on CUDA only
+    # Under AMP on CUDA the audio ResNet18 and its input run channels-last (NHWC, the layout of cuDNN's
+    # float16 tensor-core convolutions); nothing changes on the CPU or without AMP.
+    "channels_last": True,
+    # Deterministic algorithms on CUDA (torch.use_deterministic_algorithms, cuDNN autotuning off): the same
+    # run gives the same weights, at a cost in speed on the GPU still to be measured (docs/gpu.md). False:
+    # cuDNN picks its fastest kernels (cudnn.benchmark). The CPU always runs the same kernels either way.
+    "deterministic": True,
+    # Where the log-mel spectrograms are computed (encoder/core/device_spectrogram.py): "auto" on the model's
+    # device when it is CUDA (torch.stft + the mel filter bank, batched in the main process), with librosa in
+    # the loader workers on the CPU; "cpu" or "device" force one. Equal within float rounding (1e-4 dB
+    # tested), so a checkpoint's inputs do not record it; the run's record (ste_encoder_config.json) does.
+    "spectrogram_on": "auto",
     "seed": SEED,
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
@@ -109,6 +121,8 @@ STE_forward_params = {
     "num_workers": 2,
     "out_dir": FEATURES_DIR,
     "amp": True,  # float16 autocast, used on CUDA only
+    "deterministic": True,  # as STE_optimization_params' (CUDA only; False: cudnn.benchmark)
+    "spectrogram_on": "auto",  # as STE_optimization_params'; the feature manifest records where they ran
     "progress": True,
 }
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from encoder.core import clip_utils, config, io, layout, participant, util
+from encoder.core import clip_utils, config, device_spectrogram, io, layout, participant, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpecAugment,
@@ -243,7 +243,7 @@ class TrainClipDataset(Dataset):
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
                  params: SpectrogramParams, seed: int, options: InputOptions | None = None,
-                 clips_per_segment: int = 1, augment: SpecAugment | None = None):
+                 clips_per_segment: int = 1, augment: SpecAugment | None = None, device_spectrogram: bool = False):
         if clips_per_segment < 1:
             raise ValueError(f"clips_per_segment must be at least 1, not {clips_per_segment}")
         self.segments = list(segments)
@@ -254,6 +254,7 @@ class TrainClipDataset(Dataset):
         self.options = options or InputOptions(clip_length)
         self.clips_per_segment = int(clips_per_segment)
         self.augment = augment or SpecAugment()
+        self.device_spectrogram = device_spectrogram
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -268,10 +269,12 @@ class TrainClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.segments) * self.clips_per_segment
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...] | dict[str, torch.Tensor]:
         seg = self.segments[index % len(self.segments)]
         steps = np.array([self.step_of(index)])
         wav = io.read_wav(seg.wav, self.params.sample_rate)
+        if self.device_spectrogram:
+            return self.device_item(seg, wav, steps, index)
         spec = clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length, self.params)
         spec = participant.audio_input(seg, spec, self.norm, self.options)
         spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
@@ -279,6 +282,21 @@ class TrainClipDataset(Dataset):
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return (torch.from_numpy(spec)[None], torch.from_numpy(eda[0]), torch.from_numpy(temp[0]),
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
+
+    def device_item(self, seg: Segment, wav: np.ndarray, steps: np.ndarray, index: int) -> dict[str, torch.Tensor]:
+        """The item for spectrograms on the model's device (device_spectrogram.clip_batch): the clip's wav
+        span instead of its spectrogram, and SpecAugment's mask from the same random stream."""
+        frames = self.params.clip_frames(self.clip_length)
+        start = (clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
+                 + int(seg.frame_offsets(self.params, steps)[0]) * self.params.hop_length)
+        keep = device_spectrogram.augment_keep(self.augment, (self.params.n_mels, frames),
+                                               np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
+        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
+        return {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
+                "eda": torch.from_numpy(eda[0]), "temp": torch.from_numpy(temp[0]),
+                "label": torch.from_numpy(seg.label), "target": torch.tensor(seg.target),
+                **({} if keep is None else {"keep": torch.from_numpy(keep)}),
+                **device_spectrogram.mel_stats(seg, self.options)}
 
 
 class TrainSegmentDataset(Dataset):
@@ -292,7 +310,7 @@ class TrainSegmentDataset(Dataset):
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
                  params: SpectrogramParams, seed: int, options: InputOptions, span_steps: int,
-                 clips_per_segment: int = 1, augment: SpecAugment | None = None):
+                 clips_per_segment: int = 1, augment: SpecAugment | None = None, device_spectrogram: bool = False):
         if span_steps < 1 or clips_per_segment < 1:
             raise ValueError(f"span_steps and clips_per_segment must be at least 1, not {span_steps} "
                              f"and {clips_per_segment}")
@@ -305,6 +323,7 @@ class TrainSegmentDataset(Dataset):
         self.span_steps = int(span_steps)
         self.clips_per_segment = int(clips_per_segment)
         self.augment = augment or SpecAugment()
+        self.device_spectrogram = device_spectrogram
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -327,12 +346,21 @@ class TrainSegmentDataset(Dataset):
         steps = np.arange(first, min(first + self.span_steps, seg.n_steps))
         offsets = seg.frame_offsets(self.params, steps)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
-        spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
-        spec = self.augment(participant.audio_input(seg, spec, self.norm, self.options),
-                            np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
-                           self.params.n_mels)
+        rng = np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM])
+        if self.device_spectrogram:  # the span's wav; its spectrogram is computed in the batch on the device
+            frames = int(offsets[-1]) - int(offsets[0]) + self.params.clip_frames(self.clip_length)
+            start = (clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
+                     + int(offsets[0]) * self.params.hop_length)
+            keep = device_spectrogram.augment_keep(self.augment, (self.params.n_mels, frames), rng)
+            audio = {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
+                     "frames": frames, **({} if keep is None else {"keep": torch.from_numpy(keep)}),
+                     **device_spectrogram.mel_stats(seg, self.options)}
+        else:
+            spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
+            audio = {"spec": torch.from_numpy(self.augment(participant.audio_input(seg, spec, self.norm, self.options),
+                                                           rng, self.params.n_mels))}
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
-        return {"spec": torch.from_numpy(spec),
+        return {**audio,
                 "offsets": torch.from_numpy(offsets - offsets[0]), "eda": torch.from_numpy(eda),
                 "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label),
                 "width": self.params.clip_frames(self.clip_length), "steps": torch.from_numpy(steps)}
@@ -342,21 +370,34 @@ def collate_segments(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]
     """Batch TrainSegmentDataset items: spectrograms zero-padded to the longest (B, 1, n_mels, frames), the
     nodes' bio clips concatenated, `pool` (N, B · positions) averaging each node's window of its own
     segment's trunk output (models.window_pool), each node's label, and `weight`, 1 / (its segment's
-    nodes · B), so that every segment counts once in the loss, as one clip does in the per-clip pass."""
+    nodes · B), so that every segment counts once in the loss, as one clip does in the per-clip pass.
+    Items of the device path (a wav span instead of the spectrogram) give, instead of `spec`, their `spans`,
+    `frames`, `keeps` (SpecAugment, when on) and participant statistics, for device_spectrogram.segment_batch."""
     from encoder.core.models import TRUNK_STRIDE, window_pool
 
-    frames = max(item["spec"].shape[1] for item in items)
+    on_device = "span" in items[0]
+    widths = [int(item["frames"]) if on_device else item["spec"].shape[1] for item in items]
+    frames = max(widths)
     positions = -(-frames // TRUNK_STRIDE)
-    spec = torch.zeros(len(items), 1, items[0]["spec"].shape[0], frames)
     counts = [len(item["offsets"]) for item in items]
     pool = torch.zeros(sum(counts), len(items) * positions)
     row = 0
     for b, item in enumerate(items):
-        spec[b, 0, :, : item["spec"].shape[1]] = item["spec"]
         pool[row : row + counts[b], b * positions : (b + 1) * positions] = window_pool(item["offsets"], item["width"],
                                                                                        positions)
         row += counts[b]
-    return {"spec": spec, "pool": pool, "eda": torch.cat([item["eda"] for item in items]),
+    if on_device:
+        audio: dict[str, Any] = {"spans": [item["span"] for item in items], "frames": torch.tensor(widths)}
+        if "keep" in items[0]:
+            audio["keeps"] = [item["keep"] for item in items]
+        if "mel_mean" in items[0]:
+            audio.update({k: torch.stack([item[k] for item in items]) for k in ("mel_mean", "mel_std")})
+    else:
+        spec = torch.zeros(len(items), 1, items[0]["spec"].shape[0], frames)
+        for b, item in enumerate(items):
+            spec[b, 0, :, : item["spec"].shape[1]] = item["spec"]
+        audio = {"spec": spec}
+    return {**audio, "pool": pool, "eda": torch.cat([item["eda"] for item in items]),
             "temp": torch.cat([item["temp"] for item in items]),
             "label": torch.cat([item["label"].expand(n, -1) for item, n in zip(items, counts, strict=True)]),
             "weight": torch.cat([torch.full((n,), 1.0 / (n * len(items))) for n in counts])}
@@ -366,16 +407,21 @@ class SegmentDataset(Dataset):
     """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip,
     the frame offset of each step, its EDA clips (n_steps, eda channels, L) and TEMP clips
     (n_steps, 1, L), L = options.bio_clip_length, and its index. `step_stride` > 1 keeps every k-th
-    step only."""
+    step only. With `device_spectrogram` an item carries the wav span under its spectrogram (`span`,
+    `frames` and, with participant_norm, the participant's per-band statistics) instead of `spec`, which
+    device_spectrogram.spectrogram_items computes on the model's device (a spectrogram participant.attach
+    kept is still returned as `spec`)."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, step_stride: int = 1, options: InputOptions | None = None):
+                 params: SpectrogramParams, step_stride: int = 1, options: InputOptions | None = None,
+                 device_spectrogram: bool = False):
         self.segments = list(segments)
         self.norm = norm
         self.clip_length = clip_length
         self.params = params
         self.step_stride = step_stride
         self.options = options or InputOptions(clip_length)
+        self.device_spectrogram = device_spectrogram
 
     def steps(self, index: int) -> np.ndarray:
         return np.arange(0, self.segments[index].n_steps, self.step_stride)
@@ -387,18 +433,25 @@ class SegmentDataset(Dataset):
         seg = self.segments[index]
         steps = self.steps(index)
         offsets = seg.frame_offsets(self.params, steps)
+        frames = int(offsets[-1]) + self.params.clip_frames(self.clip_length)
         if seg.spectrogram is not None:  # participant.attach computed it with the participant's statistics
-            spec = seg.spectrogram[:, : int(offsets[-1]) + self.params.clip_frames(self.clip_length)]
+            audio = {"spec": seg.spectrogram[:, :frames]}
+        elif self.device_spectrogram:
+            start = clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
+            wav = io.read_wav(seg.wav, self.params.sample_rate)
+            audio = {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
+                     "frames": frames, **device_spectrogram.mel_stats(seg, self.options)}
         else:
-            spec = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), int(offsets[-1]),
-                                       self.clip_length, self.params)
-        spec = participant.audio_input(seg, spec, self.norm, self.options)
+            audio = {"spec": segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), int(offsets[-1]),
+                                                 self.clip_length, self.params)}
+        if "spec" in audio:
+            audio["spec"] = torch.from_numpy(participant.audio_input(seg, audio["spec"], self.norm, self.options))
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {
             "index": index,
             "steps": torch.from_numpy(steps),
             "offsets": torch.from_numpy(offsets),
-            "spec": torch.from_numpy(spec),
+            **audio,
             "eda": torch.from_numpy(eda),
             "temp": torch.from_numpy(temp),
         }
@@ -411,8 +464,11 @@ class CausalSegmentDataset(SegmentDataset):
     kept while its session's segments are read; with the participant options off it is SegmentDataset."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
-                 params: SpectrogramParams, options: InputOptions | None = None):
-        super().__init__(segments, norm, clip_length, params, options=options)
+                 params: SpectrogramParams, options: InputOptions | None = None, device_spectrogram: bool = False):
+        if device_spectrogram and options is not None and (options.needs_participant or options.segment_pass):
+            raise ValueError("causal items with a participant option or the segment pass need their "
+                             "spectrograms on the CPU (device_spectrogram.resolve)")
+        super().__init__(segments, norm, clip_length, params, options=options, device_spectrogram=device_spectrogram)
         self._views: dict[tuple[int, str], dict[tuple[str, int], Any]] = {}
 
     def view(self, seg: Segment, step: int) -> Segment:
@@ -455,11 +511,13 @@ class CausalSegmentDataset(SegmentDataset):
 
 
 def make_dataset(segments: Sequence[Segment], norm: Normalization, clip_length: int, params: SpectrogramParams,
-                 options: InputOptions | None = None, causal: bool = False) -> SegmentDataset:
+                 options: InputOptions | None = None, causal: bool = False,
+                 device_spectrogram: bool = False) -> SegmentDataset:
     """The dataset of every node of `segments`: CausalSegmentDataset when `causal`, else SegmentDataset
-    (whose segments need participant.attach first when a participant option is on)."""
+    (whose segments need participant.attach first when a participant option is on); `device_spectrogram`:
+    items carry wav spans for device_spectrogram.spectrogram_items."""
     kind = CausalSegmentDataset if causal else SegmentDataset
-    return kind(segments, norm, clip_length, params, options=options)
+    return kind(segments, norm, clip_length, params, options=options, device_spectrogram=device_spectrogram)
 
 
 @dataclass

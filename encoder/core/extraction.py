@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, layout, metrics, participant, pretrained, text, util
+from encoder.core import config, device_spectrogram, layout, metrics, participant, pretrained, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, load_segments, make_dataset
@@ -99,6 +99,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
              text_settings: dict[str, Any], pretrained_settings: dict[str, Any],
              causal: bool = False) -> dict[str, Any]:
     say = log or (lambda _msg: None)
+    util.cuda_determinism(bool(settings["deterministic"]), runtime.device)
     state = load_encoder_checkpoint(ckpt_path)
     model = inference_model(encoder_from_checkpoint(state, ckpt_path)).to(runtime.device)
     signature = state["inputs"]
@@ -124,12 +125,15 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
                                        if runtime.is_main else None)
         mine_segments = [s for s in segments if s.session in mine]
         options = InputOptions.from_inputs(signature)
+        placement = device_spectrogram.resolve(str(settings["spectrogram_on"]), runtime.device, params, options,
+                                               causal, kept=True)
+        say(placement.line())
         started = time.perf_counter()
         text_vectors = text.vectors(block, mine_segments) if block is not None else None
         text_record["vector_seconds"] = round(time.perf_counter() - started, 3)  # this rank's segments
         dims = {**({text.NAME: block.dim} if block is not None else {}), **{b.name: b.dim for b in blocks}}
         local = _extract_sessions(runtime, model, mine_segments, norm, signature["clip_length"], params, settings,
-                                  Path(staging), dims, text_vectors, blocks, options, causal)
+                                  Path(staging), dims, text_vectors, blocks, options, causal, placement.on_device)
         results = gather(runtime, local)
         report = None
         if runtime.is_main:
@@ -140,6 +144,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
                                  text_record, pretrained_records(blocks, results))
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             manifest["participant_statistics"] = participant_statistics(options, causal)
+            manifest["spectrograms"] = placement.record()
             _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
@@ -192,13 +197,15 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
                       staging: Path, dims: Mapping[str, int] | None = None,
                       text_vectors: dict[str, np.ndarray] | None = None,
                       blocks: Sequence[pretrained.PretrainedBlock] = (),
-                      options: InputOptions | None = None, causal: bool = False) -> dict[str, Any]:
+                      options: InputOptions | None = None, causal: bool = False,
+                      on_device: bool = False) -> dict[str, Any]:
     """Embed every step of `segments` (grouped by session) and write one node file per session, each
     node's embedding followed by the blocks of `dims` (appended_columns: the segment's text vector from
     `text_vectors`, then the pretrained `blocks`' columns, computed per session). With the participant
     options on, a session's participant statistics come from its own segments (participant.attach); with
     participant_norm, whose log-mel pass also gives the spectrograms embedded, one session at a time, each
-    session's kept until it is embedded; with `causal` from prefixes (dataset.CausalSegmentDataset)."""
+    session's kept until it is embedded; with `causal` from prefixes (dataset.CausalSegmentDataset).
+    `on_device`: the spectrograms computed on the model's device (device_spectrogram.resolve decided)."""
     options = options or InputOptions(clip_length)
     keep = options.participant_norm and not causal  # attach keeps spectrograms: one session's at a time
     sessions: dict[int, list[Segment]] = {}
@@ -213,7 +220,7 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
         if not causal:
             participant.attach(group, params, options, clip_length, keep_spectrograms=keep)
         buffers: dict[int, list[Predictions]] = {}
-        for pred in iter_predictions(model, make_dataset(group, norm, clip_length, params, options, causal),
+        for pred in iter_predictions(model, make_dataset(group, norm, clip_length, params, options, causal, on_device),
                                      settings["batch_size"], settings["num_workers"], runtime.device,
                                      bool(settings["amp"]), True, progress):
             sessions_in_batch = np.array([group[i].session for i in pred.segment_index])

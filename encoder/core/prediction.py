@@ -14,7 +14,7 @@ from torch.nn import functional
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from encoder.core import config, metrics, participant, util
+from encoder.core import config, device_spectrogram, metrics, participant, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import (
     CausalSegmentDataset,
@@ -111,10 +111,14 @@ def iter_predictions(
     """Yield a Predictions per batch of nodes over `dataset`, model in eval mode, one spectrogram
     per segment (with the segment audio pass, not causal: segment_node_batches). The caller restores
     train mode if it needs it. `offset`: the training's logit adjustment, added to the logits of the
-    loss only (validation measures the objective it trains); the probabilities come from the plain logits."""
+    loss only (validation measures the objective it trains); the probabilities come from the plain logits.
+    A dataset with `device_spectrogram` gives wav spans, whose spectrograms are computed on `device` about a
+    batch of nodes at a time (device_spectrogram.spectrogram_items)."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=util.loader_worker_init)
+    loader: Iterable[dict[str, Any]] = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                                                  worker_init_fn=util.loader_worker_init)
+    if getattr(dataset, "device_spectrogram", False):
+        loader = device_spectrogram.spectrogram_items(loader, dataset.norm, dataset.params, device, batch_size)
     labels = torch.from_numpy(np.stack([s.label for s in dataset.segments])) if dataset.segments else None
     total = sum(len(dataset.steps(i)) for i in range(len(dataset)))
     bar = tqdm(total=total, desc=progress, unit="node", disable=progress is None, leave=False)
@@ -203,10 +207,13 @@ def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequ
     clip_length = int(state["inputs"]["clip_length"])
     if not causal:
         participant.attach(segments, params, options, clip_length)
+    device = resolve_device(device)
+    util.cuda_determinism(bool(settings["deterministic"]), device)
+    placement = device_spectrogram.resolve(settings["spectrogram_on"], device, params, options, causal)
     dataset = make_dataset(list(segments), Normalization.from_dict(state["normalization"]), clip_length, params,
-                           options, causal)
+                           options, causal, placement.on_device)
     return Predictions.concat(list(iter_predictions(
-        model, dataset, settings["batch_size"], settings["num_workers"], resolve_device(device),
+        model, dataset, settings["batch_size"], settings["num_workers"], device,
         bool(settings["amp"]), with_features=True, progress="embed" if settings["progress"] else None)))
 
 

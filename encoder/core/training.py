@@ -29,6 +29,7 @@ without them was trained with all off.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from encoder.core import config, metrics, participant, util
+from encoder.core import config, device_spectrogram, metrics, participant, util
 from encoder.core.checkpoints import (
     encoder_from_checkpoint,
     encoder_state,
@@ -139,13 +140,14 @@ def patience_spent(epoch: int, best_epoch: int, patience: int | None) -> bool:
 def validate(
     runtime: Runtime, model: torch.nn.Module, segments: Sequence[Segment], norm: Normalization, clip_length: int,
     params: SpectrogramParams, settings: dict[str, Any], options: InputOptions | None = None,
-    offset: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None, device_spectrogram: bool = False,
 ) -> dict[str, Any]:
     """Eval-mode validation over a fixed node set, sharded over ranks and gathered on every rank; the
-    loss with the training's logit adjustment `offset` (prediction.encoder_loss), when there is one."""
+    loss with the training's logit adjustment `offset` (prediction.encoder_loss), when there is one;
+    `device_spectrogram`: the spectrograms computed on the model's device (device_spectrogram.py)."""
     shard = list(range(runtime.rank, len(segments), runtime.world_size))
     dataset = SegmentDataset([segments[i] for i in shard], norm, clip_length, params,
-                             int(settings.get("val_step_stride", 1)), options)
+                             int(settings.get("val_step_stride", 1)), options, device_spectrogram)
     parts = list(iter_predictions(model, dataset, settings["batch_size"], settings["num_workers"],
                                   runtime.device, settings["amp"],
                                   progress="validate" if runtime.is_main and settings["progress"] else None,
@@ -213,9 +215,15 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     learning = LearningOptions.from_settings(settings)
     participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
+    util.cuda_determinism(bool(settings["deterministic"]), device)
     amp = bool(settings["amp"]) and device.type == "cuda"
+    channels_last = amp and bool(settings["channels_last"])
+    placement = device_spectrogram.resolve(str(settings["spectrogram_on"]), device, params, options)
+    say(placement.line())
     model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
                       audio_pass=options.audio_pass, contour_channels=params.contour_rows).to(device)
+    if channels_last:  # the 2D stream in NHWC under AMP on CUDA (config.STE_optimization_params)
+        model.audio.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(settings["scheduler_T_max"]))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -260,7 +268,12 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     net: torch.nn.Module = model
     if runtime.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_set = _training_set(train_segs, norm, clip_length, params, settings, options, learning)
+    train_set = _training_set(train_segs, norm, clip_length, params, settings, options, learning,
+                              placement.on_device)
+    prepare = None
+    if placement.on_device:
+        prepare = functools.partial(device_spectrogram.segment_batch if options.segment_pass
+                                    else device_spectrogram.clip_batch, norm=norm, params=params, device=device)
     sampler = DistributedSampler(train_set, shuffle=True, seed=int(settings["seed"])) if runtime.distributed else None
     generator = torch.Generator()
     per_rank = len(train_set) // runtime.world_size
@@ -273,7 +286,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     record = {"inputs": {**inputs, "clip_length": clip_length}, "optimization": settings, "learning": trained,
               "splits": splits,
               "normalization": norm.to_dict(), "segments": table.report(), "world_size": runtime.world_size,
-              "device": str(device), "environment": util.environment(device)}
+              "device": str(device), "environment": util.environment(device), "spectrograms": placement.record(),
+              "channels_last": channels_last}
     if runtime.is_main:
         util.write_json(record, out_dir / CONFIG_NAME)
     say(f"learning options: {learning.signature()}")
@@ -289,10 +303,12 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         if sampler is not None:
             sampler.set_epoch(epoch)
         losses = _train_one_epoch(net, loader, optimizer, scaler, device, amp, weight, offset,
-                                  f"epoch {epoch}/{epochs}" if log and settings["progress"] else None)
+                                  f"epoch {epoch}/{epochs}" if log and settings["progress"] else None,
+                                  prepare, channels_last)
         broadcast_buffers(runtime, model)  # validate every shard with the statistics the checkpoint saves
         validation_started = time.time()
-        val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options, offset)
+        val = validate(runtime, model, val_segs, norm, clip_length, params, settings, options, offset,
+                       placement.on_device)
         val_seconds = time.time() - validation_started
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -328,21 +344,27 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
 def _train_one_epoch(net: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, device: torch.device, amp: bool,
                      weight: torch.Tensor | None, offset: torch.Tensor | None,
-                     progress: str | None) -> dict[str, float]:
+                     progress: str | None = None, prepare: Callable[[Any], Any] | None = None,
+                     channels_last: bool = False) -> dict[str, float]:
+    """One epoch over `loader`; `prepare` turns each batch into the training step's (the spectrograms of a
+    device-path batch, device_spectrogram.clip_batch / segment_batch); `channels_last`: the audio input in
+    NHWC (the model's audio stream already is)."""
     net.train()
     sums = dict.fromkeys((*HEADS, "total"), 0.0)
     seen = 0
     with util.one_blas_thread():
         for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
-            sums, seen = _train_step(net, batch, optimizer, scaler, device, amp, weight, offset, sums, seen)
+            sums, seen = _train_step(net, batch if prepare is None else prepare(batch), optimizer, scaler, device,
+                                     amp, weight, offset, sums, seen, channels_last)
     return {k: v / max(seen, 1) for k, v in sums.items()}
 
 
 def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 device: torch.device, amp: bool, weight: torch.Tensor | None, offset: torch.Tensor | None,
-                sums: dict[str, float], seen: int) -> tuple[dict[str, float], int]:
+                sums: dict[str, float], seen: int, channels_last: bool = False) -> tuple[dict[str, float], int]:
     """One optimisation step on a batch of clips (per-clip pass) or of segments (segment pass, a dict);
-    returns the running loss sums and the count of clips or segments seen."""
+    returns the running loss sums and the count of clips or segments seen. `channels_last`: the audio
+    input in NHWC memory order (for a model whose audio stream is channels-last)."""
     pool = node_weight = None
     if isinstance(batch, dict):
         audio, eda, temp, label, pool, node_weight = (
@@ -353,6 +375,8 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
         n = len(label)
     if n < 2:  # BatchNorm cannot train on a single clip or segment
         return sums, seen
+    if channels_last:
+        audio = audio.contiguous(memory_format=torch.channels_last)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         out = net(audio, eda, temp, pool)
@@ -367,16 +391,17 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
 
 
 def _training_set(segments: Sequence[Segment], norm: Normalization, clip_length: int, params: SpectrogramParams,
-                  settings: dict[str, Any], options: InputOptions,
-                  learning: LearningOptions) -> TrainClipDataset | TrainSegmentDataset:
-    """The epoch's training items: clips (per-clip audio pass) or spans of nodes (segment pass)."""
+                  settings: dict[str, Any], options: InputOptions, learning: LearningOptions,
+                  device_spectrogram: bool = False) -> TrainClipDataset | TrainSegmentDataset:
+    """The epoch's training items: clips (per-clip audio pass) or spans of nodes (segment pass); with
+    `device_spectrogram` their wav spans, for device_spectrogram.clip_batch / segment_batch."""
     seed = int(settings["seed"])
     if options.segment_pass:
         return TrainSegmentDataset(segments, norm, clip_length, params, seed, options,
                                    int(settings["segment_span_steps"]), learning.clips_per_segment,
-                                   learning.spec_augment)
+                                   learning.spec_augment, device_spectrogram)
     return TrainClipDataset(segments, norm, clip_length, params, seed, options, learning.clips_per_segment,
-                            learning.spec_augment)
+                            learning.spec_augment, device_spectrogram)
 
 
 def _prune(out_dir: Path, keep: int | None) -> None:

@@ -276,6 +276,19 @@ def environment(device: Any = "cpu") -> dict[str, Any]:
     }
 
 
+def cuda_determinism(deterministic: bool, device: Any) -> None:
+    """On a CUDA `device`: deterministic algorithms with cuDNN autotuning off (True: seed_everything's setting,
+    the same weights run after run) or cuDNN's fastest kernels, autotuned per shape (False: faster, not
+    reproducible bit for bit). Nothing on another device, whose kernels do not change with it
+    (config.STE_optimization_params["deterministic"])."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
     import torch
