@@ -15,7 +15,9 @@ stage also needs the files it reads to match by name, size and modification time
 `--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*,
 GRAPH and GNN settings; `--profile` picks either explicitly. The graph and GNN stages get their settings as
 objects built once here (generate_graph.GraphSettings, train_val.GnnSettings: config.GRAPH / config.GNN with
-the profile's entries and the run's flags over them, checked before any stage runs).
+the profile's entries and the run's flags over them, checked before any stage runs). Each pipeline seed S
+(--seed, --seeds) trains the GNN with config.GNN["seed"] + S - config.SEED (stages.gnn_seed): the pipeline's
+seed itself while GNN["seed"] == SEED, as shipped.
 
 `--cv K`, `--seeds N`, `--ablation`, `--jobs N`, `--class_weight` and the encoder input options, with
 the folders each one writes: docs/cross-validation.md; what every stage writes: docs/outputs.md;
@@ -312,7 +314,8 @@ def run_settings(args: argparse.Namespace, settings: dict[str, Any], name: str, 
                  profile: str) -> dict[str, Any]:
     """What a results folder's settings.json records: the experiment's name and command, its data, every
     stage's resolved settings (config.py with the profile's and the flags' overrides; GRAPH and GNN: the
-    settings objects' to_dict(), GNN's of the first seed's GNN on --modalities) and the environment."""
+    settings objects' to_dict(), GNN's of the first seed's GNN on --modalities, `gnn_seeds` the seed of each
+    pipeline seed's GNN) and the environment."""
     return {"name": name, "command": ["run_pipeline.py", *sys.argv[1:]], "data": data_key, "profile": profile,
             "modalities": args.modalities, "stacking": args.stacking, "seeds": stages.seed_list(args),
             "keep_encoder": args.keep_encoder, "cross_identity": args.cross_identity or config.GRAPH["cross_identity"],
@@ -321,6 +324,7 @@ def run_settings(args: argparse.Namespace, settings: dict[str, Any], name: str, 
                                                            settings["STE_optimization_params"]),
             "GRAPH": stages.graph_settings(args, settings).to_dict(),
             "GNN": stages.gnn_settings(settings, args.modalities, args.seed).to_dict(),
+            "gnn_seeds": [stages.gnn_seed(settings["gnn"], seed) for seed in stages.seed_list(args)],
             "environment": util.environment(args.device)}
 
 

@@ -168,9 +168,17 @@ def graph_settings(args: argparse.Namespace, settings: dict[str, Any]) -> genera
     return replace(graph, cross_identity=args.cross_identity) if graph_variant(args) else graph
 
 
+def gnn_seed(gnn: train_val.GnnSettings, seed: int) -> int:
+    """The seed the GNN of the pipeline's seed `seed` (--seed, --seed + 1, ...) trains with: the GNN settings'
+    seed (config.GNN["seed"]) shifted by the pipeline seed's distance from config.SEED, so that every pipeline
+    seed trains its own GNN seed; with GNN["seed"] == SEED (the shipped config) the pipeline's seed itself."""
+    return gnn.seed + seed - config.SEED
+
+
 def gnn_settings(settings: dict[str, Any], modalities: str, seed: int) -> train_val.GnnSettings:
-    """The run's GNN settings for the GNN of one modality set and pipeline seed."""
-    return replace(settings["gnn"], modalities=modalities, seed=seed)
+    """The run's GNN settings for the GNN of one modality set and pipeline seed (gnn_seed); a ValueError when
+    the seed falls outside GnnSettings' range."""
+    return replace(settings["gnn"], modalities=modalities, seed=gnn_seed(settings["gnn"], seed))
 
 
 

@@ -196,7 +196,9 @@ GNN = {
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
-    "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
+    # train_val.py's --seed; run_pipeline.py trains pipeline seed S's GNN (--seed S, --seeds) with
+    # GNN["seed"] + S - SEED: the pipeline's seed itself while the two are equal
+    "seed": SEED,
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
     # the temporal baseline trains in a second process beside the GNN on a Linux CPU with 2 x threads cores
     # (same results, the stage takes the longer of the two instead of their sum); False: after the GNN
