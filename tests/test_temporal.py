@@ -196,7 +196,7 @@ def without_run_names(value: object) -> object:
     """metrics.json without what differs between two runs of the same model: wall times and the run's name."""
     if isinstance(value, dict):
         return {k: without_run_names(v) for k, v in value.items()
-                if k not in ("seconds", "exp", "temporal_in_series", "metrics_path")}
+                if k not in ("seconds", "exp", "temporal_beside", "metrics_path")}
     if isinstance(value, list):
         return [without_run_names(v) for v in value]
     return value
