@@ -142,13 +142,14 @@ class GnnSettings:
         _check("logit_adjust_tau", _is_number(self.logit_adjust_tau), "a finite number", self)
         for name in ("class_weight", "temporal_beside", "causal"):
             _check(name, isinstance(getattr(self, name), bool), "True or False", self)
-        names = self.blocks or []
+        names = self.modalities.split(",") if isinstance(self.modalities, str) else []
         known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)
         _check("modalities", self.modalities is None or (
             isinstance(self.modalities, str) and all(n in known for n in names) and len(set(names)) == len(names)),
             f"None or distinct names among {','.join(known)}", self)
         trained = [system.name for system in systems.trained()]
-        _check("skip", all(name in trained for name in self.skip), f"names among {', '.join(trained)}", self)
+        _check("skip", isinstance(self.skip, tuple | list) and all(name in trained for name in self.skip),
+               f"a sequence of names among {', '.join(trained)}", self)
         for name in ("dropout", "lr", "logit_adjust_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
