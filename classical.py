@@ -177,9 +177,9 @@ def fit_classical(context: Any) -> Any:
     fitted here (no dataset root, or no signal it reads among the modalities), with the reason logged."""
     import train_val
 
-    args, log = context.args, context.log
+    settings, log = context.settings, context.log
     started = time.time()
-    modalities = args.modalities.split(",") if args.modalities else list(context.record["feature_dims"])
+    modalities = settings.blocks or list(context.record["feature_dims"])
     groups = groups_of(modalities)
     if not groups:
         log(f"classical: none of the modalities {modalities} has hand-crafted statistics; not fitted")
@@ -191,22 +191,23 @@ def fit_classical(context: Any) -> Any:
     segments = context.segments or graph_segments(context.graphs, root)  # train_val's, when prosody loaded them
     order = [split for split in ("train", "val", "test") if split in segments]
     every = [s for split in order for s in segments[split]]
-    values = normalised_features(every, groups, feature_cache(root, log), args.causal)
+    values = normalised_features(every, groups, feature_cache(root, log), settings.causal)
     rows, start = {}, 0
     for split in order:
         rows[split] = values[start:start + len(segments[split])]
         start += len(segments[split])
     targets = {split: np.array([s.target for s in segments[split]], dtype=int) for split in order}
     columns = handcrafted.column_names(groups)
-    model, scores = fit(rows["train"], targets["train"], rows["val"], targets["val"], columns, groups, args.causal,
-                        args.seed)
+    model, scores = fit(rows["train"], targets["train"], rows["val"], targets["val"], columns, groups, settings.causal,
+                        settings.seed)
     probs = model.probabilities(rows["test"])
     predictions = probs.argmax(axis=1)
     ids = [s.segment_id for s in segments["test"]]
     folder = Path(context.results) / "model"
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / FILE)
-    log(f"classical: {len(columns)} statistics of {', '.join(groups)} ({'prefix' if args.causal else 'whole-session'}"
+    statistics = "prefix" if settings.causal else "whole-session"
+    log(f"classical: {len(columns)} statistics of {', '.join(groups)} ({statistics}"
         f" participant statistics), C {model.C:g} (validation macro-F1 "
         + ", ".join(f"{c:g}: {s:.4f}" for c, s in scores.items())
         + f"), test segment macro-F1 {macro_f1(targets['test'], predictions):.4f}")
@@ -214,7 +215,7 @@ def fit_classical(context: Any) -> Any:
             "_segments": (ids, targets["test"], predictions, probs)}
     entry = {"segment": test["segment"], "C": model.C, "val_macro_f1": {f"{c:g}": s for c, s in scores.items()},
              "groups": groups, "columns": len(columns),
-             "participant_statistics": "prefix" if args.causal else "session",
+             "participant_statistics": "prefix" if settings.causal else "session",
              "segments": {split: len(segments[split]) for split in order}, "seconds": round(time.time() - started, 1)}
     record = {"file": FILE, "sha256": util.file_sha256(folder / FILE), "groups": groups, "C": model.C,
               "participant_statistics": entry["participant_statistics"]}

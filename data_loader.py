@@ -1,6 +1,6 @@
 """Temporal graphs on disk: folder naming, the build record and a PyTorch Geometric `Dataset`.
 
-A graph folder `graphs/<feature>_<numv>_<time_edge>_<cross_identity>_<edge_weight>/` holds
+A graph folder `graphs/<feature>_<numv>_<time_edge>_<cross_identity>/` holds
 `graph_build.json` (the feature manifest it came from, by sha256, and the build configuration) and
 `{train,val,test}/processed/SessSS_GGG.pt`, one file per graph. Each file is a plain dict of tensors
 and lists (loadable with `torch.load(weights_only=True)`) that becomes a `torch_geometric.data.Data`:
@@ -37,9 +37,9 @@ MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
-def graph_dir_name(feature: str, numv: int, time_edge: float, cross_identity: str, edge_weight: str) -> str:
-    """Folder name of a graph configuration, e.g. `features_2000_7.2_cin_fsimy`."""
-    return f"{feature}_{numv}_{time_edge:g}_{cross_identity}_{edge_weight}"
+def graph_dir_name(feature: str, numv: int, time_edge: float, cross_identity: str) -> str:
+    """Folder name of a graph configuration, e.g. `features_2000_7.2_cin`."""
+    return f"{feature}_{numv}_{time_edge:g}_{cross_identity}"
 
 
 def save_graph(data: Data, path: Path) -> None:

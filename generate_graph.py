@@ -1,18 +1,22 @@
 """Build forward/backward/undirected temporal graphs from the encoder stage's node files.
 
     python generate_graph.py [--feature features] [--numv 2000] [--time_edge 7.2]
-                             [--cross_identity {cin,ciy}] [--edge_weight {fsimy,fsimn}] [--workers 1] [--force]
+                             [--cross_identity {cin,ciy}] [--workers 1] [--force]
 
 A session's nodes are sorted by time (stable; ties by identity, then segment ID) and cut into graphs
 of `numv` nodes. Inside a graph there is an edge j -> k when 0 < |t_j - t_k| <= time_edge and the two
 nodes have the same identity (`cin`) or any identity (`ciy`), and an edge for every pair with
 t_j == t_k whatever the identity, self-loops included. `edge_attr = sign(t_j - t_k)`; the model's
 forward branch uses the edges with attr >= 0, the backward branch attr <= 0, the undirected all.
-`--edge_weight {fsimy,fsimn}` is kept so that the original commands run unchanged and name the same
-graph folders, but it changes no graph: in SPELL the flag decides whether each edge stores its time
-sign, and the three-branch model here always needs that sign (it splits the branches by it), so
-`edge_attr` always holds it. No layer of the model takes a per-edge weight (EdgeConv and SAGEConv
-have none), so no similarity weight is computed or stored.
+The original's `--edge_weight {fsimy,fsimn}` is still accepted, so that its commands run, and changes
+nothing, not even the folder name (a note says so): in SPELL the flag decides whether each edge stores
+its time sign, and the three-branch model here always needs that sign (it splits the branches by it), so
+`edge_attr` always holds it. No layer of the model takes a per-edge weight (EdgeConv and SAGEConv have
+none), so no similarity weight is computed or stored, and config.GRAPH has no such setting.
+
+How the graphs are built is a `GraphSettings` (config.GRAPH, overridden by a profile or by the flags in
+`main()` only; checked when built) and where they are read and written a `GraphFolders`;
+`build_graphs(settings, folders)` is the importable entry point (run_pipeline.py's stages call it).
 
 Edges are computed with sorted-window tensor operations (no loop over node pairs), one graph at a
 time. The output folder is written atomically and records the feature manifest (sha256) and the
@@ -25,8 +29,10 @@ from __future__ import annotations
 import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import pickle
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,85 @@ import data_loader
 from encoder.core import config, layout, util
 
 FORMAT_VERSION = 1
+CROSS_IDENTITY = ("cin", "ciy")
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """How a session's nodes become graphs (the module docstring's rule): config.GRAPH's entries, each
+    overridden for one run by a profile (run_pipeline.py, config.DEMO) or a flag (`main()`). Built, it is
+    checked: a bad value is a one-line ValueError naming the setting."""
+
+    numv: int  # nodes per graph
+    time_edge: float  # longest edge in seconds
+    cross_identity: str  # cin: timed edges within one identity only; ciy: across identities too
+
+    def __post_init__(self) -> None:
+        if isinstance(self.numv, bool) or not isinstance(self.numv, int) or self.numv < 1:
+            raise ValueError(f"GRAPH setting 'numv' must be an integer >= 1, not {self.numv!r}")
+        if isinstance(self.time_edge, bool) or not isinstance(self.time_edge, int | float) \
+                or not np.isfinite(self.time_edge) or self.time_edge < 0:
+            raise ValueError(f"GRAPH setting 'time_edge' must be a number of seconds >= 0, not {self.time_edge!r}")
+        object.__setattr__(self, "time_edge", float(self.time_edge))
+        if self.cross_identity not in CROSS_IDENTITY:
+            raise ValueError(f"GRAPH setting 'cross_identity' must be one of {', '.join(CROSS_IDENTITY)}, "
+                             f"not {self.cross_identity!r}")
+
+    @classmethod
+    def from_config(cls, overrides: Mapping[str, Any] | None = None) -> GraphSettings:
+        """config.GRAPH as it is now, with `overrides` (e.g. config.DEMO["GRAPH"]) over it."""
+        return cls(**settings_values("GRAPH", cls, config.GRAPH, overrides))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GraphSettings:
+        """The settings that add_graph_args' flags (defaults: config.GRAPH) name."""
+        return cls.from_config({f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def folder_name(self, feature: str) -> str:
+        """The graph folder's name for node files of feature set `feature` (data_loader.graph_dir_name)."""
+        return data_loader.graph_dir_name(feature, self.numv, self.time_edge, self.cross_identity)
+
+
+def settings_values(section: str, cls: type, base: Mapping[str, Any],
+                     overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """config section `base` with `overrides` over it, as keyword arguments of settings dataclass `cls`: an
+    entry that is none of its fields, or a field without a default that neither names, is a ValueError."""
+    values = {**base, **(overrides or {})}
+    names = [f.name for f in fields(cls)]
+    unknown = [name for name in values if name not in names]
+    if unknown:
+        raise ValueError(f"{section} has no setting {', '.join(map(repr, unknown))} (its settings: "
+                         f"{', '.join(names)})")
+    missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING]
+    if missing:
+        raise ValueError(f"config.{section} lacks {', '.join(map(repr, missing))}")
+    return values
+
+
+@dataclass(frozen=True)
+class GraphFolders:
+    """Where the graphs are built from and written to: the node files' folder (`features_dir`), the folder
+    of graph folders (`graphs_dir`) and the feature set's name (the first part of a graph folder's name)."""
+
+    features_dir: Path
+    graphs_dir: Path
+    feature: str = "features"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GraphFolders:
+        """The folders add_graph_args' flags name (--features_dir, else <repo>/<--feature>)."""
+        return cls(Path(args.features_dir or config.FEATURES_DIR.parent / args.feature),
+                   Path(args.graphs_dir or config.GRAPHS_DIR), args.feature)
+
+    def graph_dir(self, settings: GraphSettings) -> Path:
+        """The graph folder of `settings`: <graphs_dir>/<feature>_<numv>_<time_edge>_<cross_identity>."""
+        return self.graphs_dir / settings.folder_name(self.feature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "features_dir": str(self.features_dir), "graphs_dir": str(self.graphs_dir)}
 
 
 def build_edges(times: torch.Tensor, identity: torch.Tensor, time_edge: float,
@@ -199,30 +284,19 @@ def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_d
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
 
 
-def graph_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The node-file folder and the graph folder that the graph flags of `args` name."""
-    features_dir = Path(args.features_dir or config.FEATURES_DIR.parent / args.feature)
-    name = data_loader.graph_dir_name(args.feature, args.numv, args.time_edge, args.cross_identity,
-                                      args.edge_weight)
-    return features_dir, Path(args.graphs_dir or config.GRAPHS_DIR) / name
-
-
-def build_graphs(args: argparse.Namespace) -> Path:
-    """Build (or skip, when up to date) the graph folder for `args`; returns its path."""
-    features_dir, out = graph_paths(args)
+def build_graphs(settings: GraphSettings, folders: GraphFolders, workers: int = 1, force: bool = False) -> Path:
+    """Build (or skip, when up to date) the graph folder of `settings` in `folders`; returns its path.
+    `workers`: sessions built in parallel; `force`: rebuild even if the folder exists."""
+    features_dir, out = folders.features_dir, folders.graph_dir(settings)
     manifest_path = features_dir / data_loader.MANIFEST_FILE
     manifest = util.read_json(manifest_path)
     missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits", "node_counts")
                if k not in manifest]
     if missing:
         raise util.DataError(f"manifest lacks {', '.join(missing)}", manifest_path)
-    if args.numv < 1 or args.time_edge < 0:
-        raise util.DataError(f"--numv must be >= 1 and --time_edge >= 0 (got {args.numv}, {args.time_edge})",
-                             manifest_path)
     sha = util.file_sha256(manifest_path)
-    build = {"format": FORMAT_VERSION, "feature": args.feature, "numv": args.numv, "time_edge": args.time_edge,
-             "cross_identity": args.cross_identity, "edge_weight": args.edge_weight}
-    if out.exists() and not args.force:
+    build = {"format": FORMAT_VERSION, "feature": folders.feature, **settings.to_dict()}
+    if out.exists() and not force:
         record = data_loader.read_build_record(out)
         if record.get("feature_manifest_sha256") == sha and record.get("build") == build:
             print(f"graphs up to date, skipped: {out}")
@@ -246,8 +320,8 @@ def build_graphs(args: argparse.Namespace) -> Path:
                                  split_dir / (absent[0] if absent else ""))
         jobs += [(split, f, int(counts[f.stem])) for f in files]
     with util.atomic_dir(out) as tmp:
-        params = (int(manifest["feature_dim"]), args.numv, args.time_edge, args.cross_identity)
-        summary = _run_jobs(jobs, tmp, params, args.workers)
+        params = (int(manifest["feature_dim"]), settings.numv, settings.time_edge, settings.cross_identity)
+        summary = _run_jobs(jobs, tmp, params, workers)
         record = {
             "feature_manifest": str(manifest_path.resolve()),
             "feature_manifest_sha256": sha,
@@ -291,23 +365,43 @@ def add_graph_args(parser: argparse.ArgumentParser) -> None:
     graph = config.GRAPH
     parser.add_argument("--numv", type=int, default=graph["numv"], help="nodes per graph")
     parser.add_argument("--time_edge", type=float, default=graph["time_edge"], help="longest edge in seconds")
-    parser.add_argument("--cross_identity", choices=("cin", "ciy"), default=graph["cross_identity"],
+    parser.add_argument("--cross_identity", choices=CROSS_IDENTITY, default=graph["cross_identity"],
                         help="cin: timed edges within one identity only; ciy: across identities too")
-    parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default=graph["edge_weight"],
-                        help="kept from the original command line; names the graph folder only (see the module "
+    parser.add_argument("--edge_weight", choices=("fsimy", "fsimn"), default=None,
+                        help="accepted so that the original's commands run; changes nothing (see the module "
                              "docstring)")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> GraphSettings:
+    """The GraphSettings that add_graph_args' flags name (a bad value ends the script as argparse does), with
+    a note on stderr when the original's --edge_weight was given."""
+    if args.edge_weight is not None:
+        print(f"note: --edge_weight {args.edge_weight} changes nothing here (no layer reads an edge weight; "
+              "see generate_graph.py)", file=sys.stderr)
+    try:
+        return GraphSettings.from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Build temporal graphs from node files.")
     add_graph_args(parser)
     parser.add_argument("--workers", type=int, default=1, help="sessions built in parallel")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main() -> None:
-    build_graphs(parse_args())
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return argument_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """The script: the graph folder of the settings and folders its flags name (config.GRAPH by default),
+    built or found up to date; returns its path."""
+    cli = argument_parser()
+    args = cli.parse_args(argv)
+    return build_graphs(settings_from_args(cli, args), GraphFolders.from_args(args), args.workers, args.force)
 
 
 if __name__ == "__main__":

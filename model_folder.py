@@ -3,7 +3,8 @@
     model/model.json   the one record of how the GNN was trained and must be fed: the two checkpoints
                        (file names and sha256; the encoder's is the one whose features trained the GNN),
                        `graph` = the graph folder's graph_build.json `build` object verbatim (numv,
-                       time_edge, cross_identity, edge_weight, ...), class order, the precision the
+                       time_edge, cross_identity, ...), `settings` = the GraphSettings and GnnSettings
+                       the GNN was trained with (train_val.py; their to_dict()), class order, the precision the
                        training features were computed in, the feature blocks, and, copied from the
                        encoder checkpoint for reading, its clip length, spectrogram settings, input
                        options (encoder/core/participant.py) and training-session normalisation;
@@ -63,12 +64,13 @@ def feature_manifest(record: dict[str, Any], features_dir: Path) -> Path | None:
 
 
 def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_path: Path | None,
-          systems: dict[str, dict[str, Any]] | None = None) -> list[str]:
+          systems: dict[str, dict[str, Any]] | None = None, settings: dict[str, Any] | None = None) -> list[str]:
     """Write results/<exp>/model/ (`results` is the folder being written, e.g. train_val's temporary one)
     for the GNN checkpoint `gnn_checkpoint` trained on graphs with build record `record`, whose features
     are described by the feature manifest `manifest_path`. `systems`: the baseline systems that saved
     themselves into the folder (name -> their record: `file`, `sha256`, ...; systems.py), model.json's
-    `systems`. Returns notes for what it could not include."""
+    `systems`; `settings`: how the GNN was trained ({"graph": ..., "gnn": ...}), model.json's `settings`.
+    Returns notes for what it could not include."""
     folder = Path(results) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -97,6 +99,7 @@ def write(results: Path, gnn_checkpoint: Path, record: dict[str, Any], manifest_
         "gnn": {"file": GNN_FILE, "sha256": util.file_sha256(folder / GNN_FILE)},
         "encoder": encoder,
         "graph": record["build"],
+        "settings": dict(settings or {}),
         "classes": list(config.EMOTIONS),
         "feature_precision": manifest.get("feature_precision"),
         "feature_order": record.get("feature_order"),

@@ -40,7 +40,7 @@ SPELL's own model reports 139,365 at the same sizes. The difference, +256, is tw
 one BatchNorm after the shared SAGEConv where this model has one per branch (2*16 = 32 here x 3 = 96,
 so SPELL has 64 fewer), and SPELL builds a spatial Linear(4 -> 64) for bounding-box inputs that its
 forward never uses on this data (4*64 + 64 = 320 more): 139,109 - 64 + 320 = 139,365. Neither this
-model nor SPELL's layers read a per-edge weight; see generate_graph.py for what `--edge_weight` means here.
+model nor SPELL's layers read a per-edge weight; see generate_graph.py on the original's `--edge_weight`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,11 @@ generate_graph -> train_val. A stage is skipped only when its outputs exist for 
 the same session splits and the same upstream outputs (its key in pipeline_state.json); the dataframe
 stage also needs the files it reads to match by name, size and modification time (kemdy20.fingerprint).
 `--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*,
-GRAPH and GNN settings; `--profile` picks either explicitly.
+GRAPH and GNN settings; `--profile` picks either explicitly. The graph and GNN stages get their settings as
+objects built once here (generate_graph.GraphSettings, train_val.GnnSettings: config.GRAPH / config.GNN with
+the profile's entries and the run's flags over them, checked before any stage runs). Each pipeline seed S
+(--seed, --seeds) trains the GNN with config.GNN["seed"] + S - config.SEED (stages.gnn_seed): the pipeline's
+seed itself while GNN["seed"] == SEED, as shipped.
 
 `--cv K`, `--seeds N`, `--ablation`, `--jobs N`, `--class_weight` and the encoder input options, with
 the folders each one writes: docs/cross-validation.md; what every stage writes: docs/outputs.md;
@@ -209,8 +213,7 @@ def _run(args: argparse.Namespace) -> None:
     if profile == "demo" and (overrides := profile_overrides(config.DEMO)):
         print("profile demo: config.DEMO sets these for this run, over config.py's sections (edit config.DEMO to "
               "change them, or run --profile full):\n" + "\n".join(overrides))
-    settings = with_class_weight(profile_settings(config.DEMO if profile == "demo" else NO_OVERRIDES),
-                                 args.class_weight)
+    settings = checked_settings(args, profile)
     settings, option_tags = with_input_options(settings, args)
     settings, forward = with_device_workers(settings, args.device)
     settings["STE_forward"] = forward
@@ -241,18 +244,6 @@ def _run(args: argparse.Namespace) -> None:
     run_single(args, pipeline, root, frames_stamp, settings, exp, started, recorded)
 
 
-def as_flags(values: dict[str, Any]) -> list[str]:
-    """Command-line flags that set `values` (a config.GRAPH / config.GNN override), in their order:
-    `--name value`, or `--name` / `--no-name` for a boolean."""
-    flags: list[str] = []
-    for name, value in values.items():
-        if isinstance(value, bool):
-            flags.append(f"--{name}" if value else f"--no-{name}")
-        else:
-            flags += [f"--{name}", str(value)]
-    return flags
-
-
 PROFILE_SECTIONS = ("STE_inputs", "STE_optimization_params", "GRAPH", "GNN")
 
 
@@ -269,10 +260,12 @@ def profile_overrides(profile: dict[str, Any]) -> list[str]:
 
 
 def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
-    """A profile (config.DEMO, NO_OVERRIDES) as the stages take it: its GRAPH and GNN overrides become
-    generate_graph.py's and train_val.py's flags (`graph_flags`, `gnn_flags`; in the stage keys)."""
+    """A profile (config.DEMO, NO_OVERRIDES) as the stages take it: the encoder sections' overrides as they
+    are, and the graph and GNN settings as objects, config.GRAPH / config.GNN as they are now with the
+    profile's GRAPH and GNN entries over them (`graph`, `gnn`; a bad value is a ValueError)."""
     settings = {k: v for k, v in profile.items() if k not in ("GRAPH", "GNN")}
-    return {**settings, "graph_flags": as_flags(profile["GRAPH"]), "gnn_flags": as_flags(profile["GNN"])}
+    return {**settings, "graph": generate_graph.GraphSettings.from_config(profile["GRAPH"]),
+            "gnn": train_val.GnnSettings.from_config(profile["GNN"])}
 
 
 def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str, Any]:
@@ -281,7 +274,22 @@ def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str,
     if not class_weight:
         return settings
     return {**settings, "STE_optimization_params": {**settings["STE_optimization_params"], "class_weight": True},
-            "gnn_flags": [*settings["gnn_flags"], "--class_weight"]}
+            "gnn": replace(settings["gnn"], class_weight=True)}
+
+
+def checked_settings(args: argparse.Namespace, profile: str) -> dict[str, Any]:
+    """The run's settings: the profile's (profile_settings) with --class_weight, the graph and GNN settings
+    checked, those of every GNN the run trains (stages.gnn_settings) included, before any stage runs; a bad
+    value of config.py or of config.DEMO is a one-line util.DataError naming the setting."""
+    try:
+        settings = with_class_weight(profile_settings(config.DEMO if profile == "demo" else NO_OVERRIDES),
+                                     args.class_weight)
+        for seed in stages.seed_list(args):
+            stages.gnn_settings(settings, args.modalities, seed)
+    except ValueError as err:
+        where = "config.py's GRAPH / GNN" + (" or config.DEMO" if profile == "demo" else "")
+        raise util.DataError(f"{err} ({where})") from None
+    return settings
 
 
 def with_device_workers(settings: dict[str, Any], device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -314,15 +322,18 @@ def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tu
 def run_settings(args: argparse.Namespace, settings: dict[str, Any], name: str, data_key: dict[str, Any],
                  profile: str) -> dict[str, Any]:
     """What a results folder's settings.json records: the experiment's name and command, its data, every
-    stage's resolved settings (config.py with the profile's and the flags' overrides) and the environment."""
+    stage's resolved settings (config.py with the profile's and the flags' overrides; GRAPH and GNN: the
+    settings objects' to_dict(), GNN's of the first seed's GNN on --modalities, `gnn_seeds` the seed of each
+    pipeline seed's GNN) and the environment."""
     return {"name": name, "command": ["run_pipeline.py", *sys.argv[1:]], "data": data_key, "profile": profile,
             "modalities": args.modalities, "stacking": args.stacking, "seeds": stages.seed_list(args),
             "keep_encoder": args.keep_encoder, "cross_identity": args.cross_identity or config.GRAPH["cross_identity"],
             "STE_inputs": util.merge_settings(config.STE_inputs, settings["STE_inputs"]),
             "STE_optimization_params": util.merge_settings(config.STE_optimization_params,
                                                            settings["STE_optimization_params"]),
-            "GRAPH": vars(generate_graph.parse_args(settings["graph_flags"])),
-            "GNN": vars(train_val.parse_args(settings["gnn_flags"])),
+            "GRAPH": stages.graph_settings(args, settings).to_dict(),
+            "GNN": stages.gnn_settings(settings, args.modalities, args.seed).to_dict(),
+            "gnn_seeds": [stages.gnn_seed(settings["gnn"], seed) for seed in stages.seed_list(args)],
             "environment": util.environment(args.device)}
 
 

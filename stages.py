@@ -5,6 +5,12 @@ A run is planned once as a list of chains (plan_single, plan_cv): each chain is 
 (one per modality set and seed). `execute` runs the chains in order through their stage caches
 (Pipeline: a stage runs when its key changed), a chain's GNN stages together, sequentially or in worker
 processes (GnnWorkers). Every folder a plan names comes from encoder/core/layout.py.
+
+The run's settings (run_pipeline.py) reach the stages as a dict: the encoder's config sections under their
+names, and the graph and GNN stages' as objects, `graph` (generate_graph.GraphSettings) and `gnn`
+(train_val.GnnSettings), which the stages pass on to generate_graph.build_graphs and
+train_val.train_and_evaluate as they are (a modality set, a seed or --cross_identity replaced per stage).
+A stage's key holds the settings' to_dict(), so that any setting changed reruns it.
 """
 
 from __future__ import annotations
@@ -147,12 +153,32 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
 
 @dataclass
 class Upstream:
-    """What the GNN stage needs of the stages before it: the graph flags and the graphs' stage key."""
+    """What the GNN stage needs of the stages before it: the graphs' settings and folders and their stage key."""
 
-    graph_flags: list[str]
+    graph: generate_graph.GraphSettings
+    folders: generate_graph.GraphFolders
     graphs_stamp: str
     scope: dict[str, Any]
     fold: int | None
+
+
+def graph_settings(args: argparse.Namespace, settings: dict[str, Any]) -> generate_graph.GraphSettings:
+    """The run's graph settings, with --cross_identity when it sets a graph variant apart (graph_variant)."""
+    graph = settings["graph"]
+    return replace(graph, cross_identity=args.cross_identity) if graph_variant(args) else graph
+
+
+def gnn_seed(gnn: train_val.GnnSettings, seed: int) -> int:
+    """The seed the GNN of the pipeline's seed `seed` (--seed, --seed + 1, ...) trains with: the GNN settings'
+    seed (config.GNN["seed"]) shifted by the pipeline seed's distance from config.SEED, so that every pipeline
+    seed trains its own GNN seed; with GNN["seed"] == SEED (the shipped config) the pipeline's seed itself."""
+    return gnn.seed + seed - config.SEED
+
+
+def gnn_settings(settings: dict[str, Any], modalities: str, seed: int) -> train_val.GnnSettings:
+    """The run's GNN settings for the GNN of one modality set and pipeline seed (gnn_seed); a ValueError when
+    the seed falls outside GnnSettings' range."""
+    return replace(settings["gnn"], modalities=modalities, seed=gnn_seed(settings["gnn"], seed))
 
 
 
@@ -183,7 +209,7 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
                     "text": config.TEXT, **scope}
     if args.text_model or args.speech_model:  # keys of runs without pretrained blocks stay as they were
         features_key["pretrained"] = pretrained.settings_key(util.merge_settings(config.PRETRAINED, models))
-    causal = "--causal" in settings["gnn_flags"]  # a causal GNN's features: prefix participant statistics
+    causal = settings["gnn"].causal  # a causal GNN's features: prefix participant statistics
     if causal:
         features_key["causal"] = True
     features_stamp = pipeline.stage(
@@ -192,26 +218,36 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
         lambda: extraction.extract_features(device=args.device, root=root, checkpoint=best, out_dir=dirs.features,
                                             splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models,
                                             forward=settings.get("STE_forward", {}), causal=causal))
-    variant = graph_variant(args)
-    graph_flags = ["--features_dir", str(dirs.features), "--graphs_dir", str(dirs.graphs), *settings["graph_flags"],
-                   *(["--cross_identity", args.cross_identity] if variant else [])]
-    graph_args = generate_graph.parse_args([*graph_flags, "--force"])
-    _, graph_dir = generate_graph.graph_paths(graph_args)
-    graph_key = {"features": features_stamp, "flags": graph_flags, "config": dict(config.GRAPH), **scope}
-    graphs_stamp = pipeline.stage("generate_graph" + variant.replace("_", " "), graph_key,
-                                  [graph_dir], lambda: generate_graph.build_graphs(graph_args))
-    return Upstream(graph_flags, graphs_stamp, scope, fold)
+    graph = graph_settings(args, settings)
+    folders = generate_graph.GraphFolders(dirs.features, dirs.graphs)
+    graph_key = {"features": features_stamp, "folders": folders.to_dict(), "graph": graph.to_dict(), **scope}
+    graphs_stamp = pipeline.stage("generate_graph" + graph_variant(args).replace("_", " "), graph_key,
+                                  [folders.graph_dir(graph)],
+                                  lambda: generate_graph.build_graphs(graph, folders, force=True))
+    return Upstream(graph, folders, graphs_stamp, scope, fold)
 
+
+
+@dataclass(frozen=True)
+class GnnJob:
+    """What train_val.train_and_evaluate gets for one GNN stage (a worker's task)."""
+
+    gnn: train_val.GnnSettings
+    graph: generate_graph.GraphSettings
+    folders: generate_graph.GraphFolders
+    results_dir: Path
+    exp: str
+    device: str
 
 
 @dataclass
 class GnnStage:
-    """One train_val stage: its name in the stage cache, its key, its outputs and train_val's flags."""
+    """One train_val stage: its name in the stage cache, its key, its outputs and what train_val gets."""
 
     name: str
     key: dict[str, Any]
     outputs: list[Path]
-    flags: list[str]
+    job: GnnJob
 
 
 
@@ -219,26 +255,28 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
               modalities: str, seed: int, stage_suffix: str = "") -> GnnStage:
     """The train_val stage of one modality set and seed, into dirs.results/dirs.exp; `stage_suffix` tells
     apart GNN stages that share a stage cache (a seed's on the first seed's encoder)."""
-    gnn_flags = [*upstream.graph_flags, "--results_dir", str(dirs.results), "--exp", dirs.exp, "--seed", str(seed),
-                 "--modalities", modalities, "--device", str(args.device), *settings["gnn_flags"]]
+    job = GnnJob(gnn_settings(settings, modalities, seed), upstream.graph, upstream.folders, dirs.results, dirs.exp,
+                 str(args.device))
     # a fold's stage cache holds one GNN per modality set; the single run's keeps one
     stage = "train_val" if upstream.fold is None else f"train_val {layout.modality_tag(modalities)}"
     stage += graph_variant(args).replace("_", " ")  # the GNN on other graphs beside the default's
     # every trained system's predictions among the outputs: a GNN folder from before a system existed is retrained
-    # config.GNN, HANDCRAFTED and CLASSICAL (but where it caches) in the key: a setting edited there (the
-    # flags only override GNN's) retrains the stage
+    # every GNN setting (config.GNN with the profile's and the run's choices), HANDCRAFTED and CLASSICAL (but where
+    # it caches) in the key: a setting edited there retrains the stage
     classical_settings = {k: v for k, v in config.CLASSICAL.items() if k not in ("cache", "cache_dir")}
-    key = {"graphs": upstream.graphs_stamp, "flags": gnn_flags, "config": dict(config.GNN),
-           "handcrafted": dict(config.HANDCRAFTED), "classical": classical_settings, **upstream.scope}
+    key = {"graphs": upstream.graphs_stamp, "graph": job.graph.to_dict(),
+           "folders": {**job.folders.to_dict(), "results_dir": str(job.results_dir), "exp": job.exp},
+           "gnn": job.gnn.to_dict(), "device": job.device, "handcrafted": dict(config.HANDCRAFTED),
+           "classical": classical_settings, **upstream.scope}
     outputs = [dirs.metrics, *(dirs.metrics.parent / system.predictions for system in systems.trained())]
-    return GnnStage(stage + stage_suffix, key, outputs, gnn_flags)
+    return GnnStage(stage + stage_suffix, key, outputs, job)
 
 
 
-def train_gnn(flags: list[str]) -> float:
-    """train_val.py with these flags; returns its wall time in seconds (a worker's task)."""
+def train_gnn(job: GnnJob) -> float:
+    """train_val.train_and_evaluate of one GNN stage; returns its wall time in seconds (a worker's task)."""
     start = time.perf_counter()
-    train_val.train_and_evaluate(train_val.parse_args(flags))
+    train_val.train_and_evaluate(job.gnn, job.graph, job.folders, job.results_dir, job.exp, job.device)
     return time.perf_counter() - start
 
 
@@ -272,13 +310,13 @@ class GnnWorkers:
         first failure (in the order of `stages`) is raised."""
         if self.jobs == 1:
             for stage in stages:
-                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.flags))
+                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.job))
             return
         pending = [(stage, stamp) for stage in stages
                    if not pipeline.up_to_date(stage.name, stamp := digest(stage.key), stage.outputs)]
         if len(pending) < 2:  # not worth a worker's start
             for stage, _ in pending:
-                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.flags))
+                pipeline.stage(stage.name, stage.key, stage.outputs, partial(train_gnn, stage.job))
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
@@ -288,7 +326,8 @@ class GnnWorkers:
         for i, (stage, stamp) in enumerate(pending):
             print(f"{pipeline.tag(stage.name)} running")
             # every core runs a worker: each trains its temporal baseline after its GNN, not beside it
-            futures[self._pool.submit(train_gnn, [*stage.flags, "--temporal_in_series"])] = (i, stage, stamp)
+            job = replace(stage.job, gnn=replace(stage.job.gnn, temporal_beside=False))
+            futures[self._pool.submit(train_gnn, job)] = (i, stage, stamp)
         failures: dict[int, BaseException] = {}
         for future in as_completed(futures):
             i, stage, stamp = futures[future]

@@ -38,7 +38,12 @@ Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_t
 segment), predictions_test_temporal.csv (the temporal baseline's), confusion_test.png (segment
 level), curves.png and model/ (model_folder.py: the GNN, the encoder its features came from and the
 settings prediction needs, for `predict.py --model`). The last printed line is the path of metrics.json.
-`train_and_evaluate(args)` is the importable entry point.
+
+How the GNN is trained is a `GnnSettings` (config.GNN, overridden by a profile or by the flags in `main()`
+only, plus the choices config.GNN has no entry for: modalities, causal, the systems skipped; checked when
+built), beside the graphs' generate_graph.GraphSettings and GraphFolders. `train_and_evaluate(gnn, graph,
+folders, results_dir)` is the importable entry point (run_pipeline.py's stages call it); `run(argv)` is the
+script without its printout. metrics.json's `args` and model.json's `settings` record them.
 """
 
 from __future__ import annotations
@@ -49,8 +54,8 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +74,7 @@ import model_folder
 import models_gnn
 import models_temporal
 import systems
-from encoder.core import config, distributed, extraction, util
+from encoder.core import config, distributed, extraction, models, util
 from encoder.core.metrics import (
     class_weights,
     classification_metrics,
@@ -103,6 +108,86 @@ def temporal_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(batch.x, batch.batch)
 
 
+@dataclass(frozen=True)
+class GnnSettings:
+    """How the GNN and the baselines beside it are trained: config.GNN's entries, each overridden for one run
+    by a profile (run_pipeline.py, config.DEMO) or a flag (`main()`), and the choices config.GNN has no entry
+    for. Built, it is checked: a bad value is a one-line ValueError naming the setting."""
+
+    channel1: int  # node embedding and edge-convolution width (also the temporal baseline's GRU width)
+    channel2: int  # width of the shared SAGE convolution
+    dropout: float
+    lr: float
+    t_max: int  # cosine annealing period in epochs
+    batch_size: int  # graphs per batch
+    num_epoch: int
+    eval_freq: int  # validate every N epochs
+    patience: int  # stop after this many epochs without a better validation score (0: never)
+    class_weight: bool  # inverse-frequency class weights in the loss
+    logit_adjust_tau: float  # the logit-adjusted loss (prediction.logit_offset); 0: off
+    seed: int
+    threads: int  # CPU threads for torch
+    temporal_beside: bool  # the temporal baseline in a second process beside the GNN where it can (same results)
+    modalities: str | None = None  # comma-separated feature blocks the models read; None: all but text
+    causal: bool = False  # the causal variant (models_gnn): edges from the past or the same instant only
+    skip: tuple[str, ...] = ()  # trained baseline systems (systems.trained) not trained
+
+    def __post_init__(self) -> None:
+        for name in ("channel1", "channel2", "t_max", "batch_size", "num_epoch", "eval_freq", "threads"):
+            _check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an integer >= 1", self)
+        _check("patience", _is_int(self.patience) and self.patience >= 0, "an integer >= 0", self)
+        _check("seed", _is_int(self.seed) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)", self)
+        _check("dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)", self)
+        _check("lr", _is_number(self.lr) and self.lr > 0, "a number > 0", self)
+        _check("logit_adjust_tau", _is_number(self.logit_adjust_tau), "a finite number", self)
+        for name in ("class_weight", "temporal_beside", "causal"):
+            _check(name, isinstance(getattr(self, name), bool), "True or False", self)
+        names = self.modalities.split(",") if isinstance(self.modalities, str) else []
+        known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)
+        _check("modalities", self.modalities is None or (
+            isinstance(self.modalities, str) and all(n in known for n in names) and len(set(names)) == len(names)),
+            f"None or distinct names among {','.join(known)}", self)
+        trained = [system.name for system in systems.trained()]
+        _check("skip", isinstance(self.skip, tuple | list) and all(name in trained for name in self.skip),
+               f"a sequence of names among {', '.join(trained)}", self)
+        for name in ("dropout", "lr", "logit_adjust_tau"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "skip", tuple(self.skip))
+
+    @property
+    def blocks(self) -> list[str] | None:
+        """`modalities` as a list of block names (None: the model's default)."""
+        return self.modalities.split(",") if self.modalities else None
+
+    @classmethod
+    def from_config(cls, overrides: Mapping[str, Any] | None = None) -> GnnSettings:
+        """config.GNN as it is now, with `overrides` (e.g. config.DEMO["GNN"], {"causal": True}) over it."""
+        return cls(**generate_graph.settings_values("GNN", cls, config.GNN, overrides))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GnnSettings:
+        """The settings that parse_args' flags (defaults: config.GNN) name."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in ("temporal_beside", "skip")}
+        return cls.from_config({**values, "temporal_beside": not args.temporal_in_series,
+                                "skip": tuple(s.name for s in systems.trained() if getattr(args, f"no_{s.name}"))})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "skip": list(self.skip)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check(name: str, ok: bool, what: str, settings: GnnSettings) -> None:
+    if not ok:
+        raise ValueError(f"GNN setting {name!r} must be {what}, not {getattr(settings, name)!r}")
+
+
 @dataclass
 class Fit:
     """What the training loop needs of one model: its inputs per split (graphs, or speaker windows for
@@ -116,13 +201,13 @@ class Fit:
 
 @dataclass
 class SystemContext:
-    """What a baseline system's `fit` (systems.System.fit) gets: the run's arguments, the graph folder's build
+    """What a baseline system's `fit` (systems.System.fit) gets: the run's GNN settings, the graph folder's build
     record, the loaded graphs per split (their nodes, segments and sessions are the splits every system
     sees), the device, the features folder, the results folder being written (`results`; a model file goes
     under results/model/) and the log. `progress_position`: the line of its progress bar; `segments`: the
     graphs' segments (classical.graph_segments) when the prosody block has loaded them already."""
 
-    args: argparse.Namespace
+    settings: GnnSettings
     record: dict[str, Any]
     graphs: dict[str, list[Data]]
     device: torch.device
@@ -144,7 +229,7 @@ class SystemResult:
     model: dict[str, Any] | None = None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train and evaluate the temporal GNN.")
     generate_graph.add_graph_args(parser)
     parser.add_argument("--results_dir", type=Path, default=config.RESULTS_DIR)
@@ -181,7 +266,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=gnn["threads"],
                         help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
                              "little from more)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return argument_parser().parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """The script without its printout: train_and_evaluate with the settings and folders its flags name
+    (config.GRAPH and config.GNN by default; a bad value ends it as argparse does)."""
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    graph = generate_graph.settings_from_args(parser, args)
+    try:
+        gnn = GnnSettings.from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return train_and_evaluate(gnn, graph, generate_graph.GraphFolders.from_args(args), args.results_dir, args.exp,
+                              args.device)
 
 
 @torch.no_grad()
@@ -235,31 +338,34 @@ def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | 
     return test
 
 
-def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, select on validation, evaluate on test, write results/<exp>/; returns metrics.json's
-    content plus `metrics_path`. Torch runs on `args.threads` CPU threads meanwhile (float sums depend
-    on the thread count, so a fixed count gives the same metrics however the calling process was set)."""
-    with util.torch_threads(args.threads):
-        return _train_and_evaluate(args)
+def train_and_evaluate(gnn: GnnSettings, graph: generate_graph.GraphSettings, folders: generate_graph.GraphFolders,
+                       results_dir: Path | None = None, exp: str | None = None,
+                       device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Train the GNN of settings `gnn` on the graphs of `graph` in `folders`, select on validation, evaluate
+    on test, write <results_dir>/<exp>/ (default config.RESULTS_DIR, the graph folder's name); returns
+    metrics.json's content plus `metrics_path`. Torch runs on `gnn.threads` CPU threads meanwhile (float sums
+    depend on the thread count, so a fixed count gives the same metrics however the calling process was set)."""
+    with util.torch_threads(gnn.threads):
+        return _train_and_evaluate(gnn, graph, folders, Path(results_dir or config.RESULTS_DIR), exp, device)
 
 
-def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    if args.num_epoch < 1 or args.eval_freq < 1 or args.batch_size < 1:
-        raise util.DataError("--num_epoch, --eval_freq and --batch_size must be at least 1")
-    modalities = args.modalities.split(",") if args.modalities else None
-    if args.causal:
+def _train_and_evaluate(settings: GnnSettings, graph: generate_graph.GraphSettings,
+                        folders: generate_graph.GraphFolders, results_dir: Path, exp: str | None,
+                        device_name: str | torch.device) -> dict[str, Any]:
+    modalities = settings.blocks
+    if settings.causal:
         models_gnn.refuse_future_blocks(modalities or [], "--causal cannot read")
-    util.seed_everything(args.seed)
+    util.seed_everything(settings.seed)
     started = time.time()
-    device = distributed.resolve_device(args.device)
-    features_dir, graph_dir = generate_graph.graph_paths(args)
+    device = distributed.resolve_device(device_name)
+    features_dir, graph_dir = folders.features_dir, folders.graph_dir(graph)
     record = data_loader.read_build_record(graph_dir)
     data_loader.check_manifest(graph_dir, features_dir, record)
     manifest_path = features_dir / extraction.MANIFEST_FILE
-    extraction.check_participant_statistics(util.read_json(manifest_path), args.causal, manifest_path)
+    extraction.check_participant_statistics(util.read_json(manifest_path), settings.causal, manifest_path)
     notes: list[str] = []
     graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
-    if args.causal:
+    if settings.causal:
         for split in ("val", "test"):
             graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
                                                           record["build"]["cross_identity"])
@@ -267,27 +373,30 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if modalities and classical.PROSODY in modalities:  # the hand-crafted speech statistics, appended per node
         graphs, record, segments = classical.with_prosody(graphs, record, features_dir)
     try:
-        model = models_gnn.SPELL(record["feature_dims"], modalities, args.channel1, args.channel2,
-                                 args.dropout, causal=args.causal).to(device)
+        model = models_gnn.SPELL(record["feature_dims"], modalities, settings.channel1, settings.channel2,
+                                 settings.dropout, causal=settings.causal).to(device)
     except ValueError as err:
         raise util.DataError(str(err), graph_dir / data_loader.BUILD_FILE) from None
-    args.exp = args.exp or graph_dir.name + ("_causal" if args.causal else "")
-    out = Path(args.results_dir or config.RESULTS_DIR) / args.exp
+    exp = exp or graph_dir.name + ("_causal" if settings.causal else "")
+    out = results_dir / exp
+    # what metrics.json's `args` and the log record: every setting and folder of the run, by its flag's name
+    ran = {**folders.to_dict(), **graph.to_dict(), "results_dir": str(results_dir), "exp": exp,
+           **settings.to_dict(), "device": str(device_name)}
     with util.atomic_dir(out) as tmp:
         log = _Log(tmp / "log.txt")
         log(f"graphs {graph_dir} (feature manifest sha256 {record.get('feature_manifest_sha256')})")
-        log(f"model {model.config}, {util.count_parameters(model)} parameters; args {vars(args)}")
-        context = SystemContext(args, record, graphs, device, features_dir, tmp, log, segments=segments)
-        chosen = [system for system in systems.trained() if not getattr(args, f"no_{system.name}", False)]
+        log(f"model {model.config}, {util.count_parameters(model)} parameters; settings {ran}")
+        context = SystemContext(settings, record, graphs, device, features_dir, tmp, log, segments=segments)
+        chosen = [system for system in systems.trained() if system.name not in settings.skip]
         notes += [f"--no_{system.name}: {system.name} baseline not trained"
                   for system in systems.trained() if system not in chosen]
         beside = {system.name: _Beside(system, context) for system in chosen
-                  if system.beside and temporal_beside(args, device)}
+                  if system.beside and temporal_beside(settings, device)}
         try:
-            history, best = _train(model, Fit(graphs, args.batch_size), args, device,
+            history, best = _train(model, Fit(graphs, settings.batch_size), settings, device,
                                    lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
             models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-            val, test = (evaluate(predict(model, graphs[s], args.batch_size, device)) for s in ("val", "test"))
+            val, test = (evaluate(predict(model, graphs[s], settings.batch_size, device)) for s in ("val", "test"))
             log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
                 f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
             fitted: dict[str, SystemResult | None] = {system.name: None for system in systems.trained()}
@@ -302,9 +411,10 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             for running in beside.values():
                 running.stop()
         notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir),
-                                    {name: r.model for name, r in fitted.items() if r is not None and r.model})
+                                    {name: r.model for name, r in fitted.items() if r is not None and r.model},
+                                    {"graph": graph.to_dict(), "gnn": settings.to_dict()})
         entries = {name: None if result is None else result.entry for name, result in fitted.items()}
-        metrics = _report(args, record, graph_dir, graphs, model, history, best, val, test,
+        metrics = _report(ran, settings.causal, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), **entries},
                           notes, time.time() - started, device)
         write_segment_predictions(*test["_segments"], tmp / GNN_PREDICTIONS_FILE)
@@ -318,14 +428,15 @@ def _train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def fit_temporal(context: SystemContext) -> SystemResult:
     """The temporal baseline (systems.py's `temporal`): trained, selected and tested on the nodes of the
     context's graphs (see the module docstring); writes nothing."""
-    args, record, graphs, device, log = context.args, context.record, context.graphs, context.device, context.log
+    settings, record, graphs, device, log = (context.settings, context.record, context.graphs, context.device,
+                                             context.log)
     started = time.time()
     span = max(2 * GNN_LAYERS * float(record["build"]["time_edge"]), config.BIO_STEP_S)
     windows = {s: data_loader.speaker_windows(graphs[s], span) for s in data_loader.SPLITS}
-    util.seed_everything(args.seed)  # the same initial weights whatever the GNN's run drew
-    model = models_temporal.TemporalGRU(record["feature_dims"], args.modalities.split(",") if args.modalities else None,
-                                        args.channel1, args.dropout, causal=args.causal).to(device)
-    fit = Fit(windows, data_loader.windows_per_batch(graphs["train"], windows["train"], args.batch_size),
+    util.seed_everything(settings.seed)  # the same initial weights whatever the GNN's run drew
+    model = models_temporal.TemporalGRU(record["feature_dims"], settings.blocks, settings.channel1, settings.dropout,
+                                        causal=settings.causal).to(device)
+    fit = Fit(windows, data_loader.windows_per_batch(graphs["train"], windows["train"], settings.batch_size),
               temporal_logits, "temporal")
     log(f"temporal model {model.config}, {util.count_parameters(model)} parameters; windows of {span:g} s, "
         f"{ {s: len(w) for s, w in windows.items()} }, {fit.batch_size} per batch")
@@ -334,7 +445,7 @@ def fit_temporal(context: SystemContext) -> SystemResult:
     def keep_best(_: dict[str, Any]) -> None:
         kept.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    history, best = _train(model, fit, args, device, keep_best, lambda line: log(f"temporal {line}"),
+    history, best = _train(model, fit, settings, device, keep_best, lambda line: log(f"temporal {line}"),
                            context.progress_position)
     model.load_state_dict(kept)
     test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits))
@@ -347,13 +458,14 @@ def fit_temporal(context: SystemContext) -> SystemResult:
     return SystemResult(entry, test)
 
 
-def temporal_beside(args: argparse.Namespace, device: torch.device) -> bool:
+def temporal_beside(settings: GnnSettings, device: torch.device) -> bool:
     """Whether a system that may (systems.System.beside, the temporal baseline) trains beside the GNN in a
-    second process: on a Linux CPU whose usable cores leave --threads for each (not on CUDA, where a forked
-    process cannot use the device, nor on macOS, where forking a process that has run torch is not safe)."""
-    if args.temporal_in_series or device.type != "cpu" or not sys.platform.startswith("linux"):
+    second process: when settings.temporal_beside, on a Linux CPU whose usable cores leave settings.threads
+    for each (not on CUDA, where a forked process cannot use the device, nor on macOS, where forking a
+    process that has run torch is not safe)."""
+    if not settings.temporal_beside or device.type != "cpu" or not sys.platform.startswith("linux"):
         return False
-    return len(os.sched_getaffinity(0)) >= 2 * args.threads
+    return len(os.sched_getaffinity(0)) >= 2 * settings.threads
 
 
 class _Beside:
@@ -398,7 +510,7 @@ def _beside_child(send: Any, system: systems.System, context: SystemContext) -> 
     """_Beside's process: the sequential run's fit on the same thread count, logging into a list."""
     lines: list[str] = []
     try:
-        torch.set_num_threads(context.args.threads)
+        torch.set_num_threads(context.settings.threads)
         result = system.trainer()(replace(context, log=lines.append, progress_position=1))
         send.send(("ok", (result, lines)))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
@@ -438,7 +550,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Op
     return total / count
 
 
-def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.device,
+def _train(model: nn.Module, fit: Fit, settings: GnnSettings, device: torch.device,
            keep_best: Callable[[dict[str, Any]], None], log: Callable[[str], None],
            progress_position: int = 0) -> tuple[dict[str, list], dict[str, Any]]:
     """Train on fit.data["train"]; validate on fit.data["val"]; `keep_best(best)` stores the model at
@@ -446,16 +558,16 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
     progress bar's line (1 for a model trained beside another)."""
     graphs = fit.data
     loader = DataLoader(graphs["train"], batch_size=fit.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(args.seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max)
+                        generator=torch.Generator().manual_seed(settings.seed))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.t_max)
     labels = torch.cat([g.y for g in graphs["train"]]).numpy()  # the training nodes' soft labels
-    weight = torch.from_numpy(class_weights(labels)).to(device) if args.class_weight else None
-    offset = logit_offset(training_prior(labels), args.logit_adjust_tau)
+    weight = torch.from_numpy(class_weights(labels)).to(device) if settings.class_weight else None
+    offset = logit_offset(training_prior(labels), settings.logit_adjust_tau)
     offset = None if offset is None else offset.to(device)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
     best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
-    with tqdm(range(1, args.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch",
+    with tqdm(range(1, settings.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch",
               position=progress_position) as bar:
         for epoch in bar:
             loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits, offset)
@@ -463,7 +575,7 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
             history["epoch"].append(epoch)
             history["train_loss"].append(loss)
             line = f"epoch {epoch} train_loss {loss:.4f}"
-            if epoch % args.eval_freq == 0 or epoch == args.num_epoch:
+            if epoch % settings.eval_freq == 0 or epoch == settings.num_epoch:
                 score = segment_macro_f1(predict(model, graphs["val"], fit.batch_size, device, fit.logits))
                 history["val_epoch"].append(epoch)
                 history["val_segment_macro_f1"].append(score)
@@ -473,23 +585,24 @@ def _train(model: nn.Module, fit: Fit, args: argparse.Namespace, device: torch.d
                     keep_best(best)
                 bar.set_postfix(loss=f"{loss:.3f}", val_f1=f"{score:.3f}", best=best["epoch"])
             log(line)
-            if args.patience and epoch - best["epoch"] >= args.patience:
-                log(f"early stop: no better validation score for {args.patience} epochs")
+            if settings.patience and epoch - best["epoch"] >= settings.patience:
+                log(f"early stop: no better validation score for {settings.patience} epochs")
                 break
     return history, best
 
 
-def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dict[str, list],
+def _report(ran: dict[str, Any], causal: bool, record: dict, graph_dir: Path, graphs: dict[str, list],
             model: models_gnn.SPELL, history: dict, best: dict, val: dict, test: dict,
             baselines: dict[str, dict | None], notes: list[str], seconds: float,
             device: torch.device) -> dict[str, Any]:
-    """metrics.json; `baselines`: the encoder's and the temporal baseline's entries (None: not reported);
-    `environment`: what it was computed with (util.environment)."""
+    """metrics.json; `ran`: the run's settings and folders (`args`); `baselines`: the encoder's and the
+    temporal baseline's entries (None: not reported); `environment`: what it was computed with
+    (util.environment)."""
     train_nodes, train_segments = _segment_targets(graphs["train"])
     test_nodes, test_segments = _segment_targets(graphs["test"])
     sessions = {s: sorted({int(v) for g in graphs[s] for v in g.session.unique()}) for s in data_loader.SPLITS}
     return {
-        "exp": args.exp or graph_dir.name,
+        "exp": ran["exp"],
         "splits": sessions,
         "counts": {s: {"graphs": len(graphs[s]), "nodes": int(sum(g.num_nodes for g in graphs[s]))}
                    for s in data_loader.SPLITS},
@@ -505,9 +618,9 @@ def _report(args: argparse.Namespace, record: dict, graph_dir: Path, graphs: dic
         },
         "model": {"config": model.config, "parameters": util.count_parameters(model)},
         "graphs": {"dir": graph_dir, "feature_manifest_sha256": record.get("feature_manifest_sha256")},
-        "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if args.causal
+        "eval_graphs": ("one unchunked graph per session (causal: as predict.py --online labels)" if causal
                         else f"graphs of numv = {record['build']['numv']} nodes, as training"),
-        "args": vars(args),
+        "args": ran,
         "environment": util.environment(device),
         "history": history,
         "notes": notes,
@@ -573,8 +686,8 @@ def per_class_line(segment: dict[str, Any]) -> str:
             f"over all 7 (absent = 0): {segment['macro_f1_7class']:.4f}")
 
 
-def main() -> None:
-    print_summary(train_and_evaluate(parse_args()))
+def main(argv: list[str] | None = None) -> None:
+    print_summary(run(argv))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import generate_graph
 import model_folder
 import models_gnn
 import predict
-import run_pipeline
 import train_val
 from encoder.core import checkpoints, config, extraction, frames, layout, synthetic, training, util
 from encoder.core.models import inference_model
@@ -99,14 +98,14 @@ def main() -> None:
         lines = []
         for name in ("session", "prefix"):
             features = work / f"features_{name}"
-            flags = ["--features_dir", str(features), "--graphs_dir", str(work / f"graphs_{name}"),
-                     *run_pipeline.as_flags(config.DEMO["GRAPH"])]
-            generate_graph.build_graphs(generate_graph.parse_args([*flags, "--force"]))
+            graph = generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"])
+            folders = generate_graph.GraphFolders(features, work / f"graphs_{name}")
+            generate_graph.build_graphs(graph, folders, force=True)
+            gnn = train_val.GnnSettings.from_config({"num_epoch": args.gnn_epochs, "causal": True, "patience": 0,
+                                                     "skip": ("temporal",)})
             train_val.extraction.check_participant_statistics = (lambda *_: None) if name == "session" else refuse
             try:
-                train_val.train_and_evaluate(train_val.parse_args([
-                    *flags, "--results_dir", str(work / "results"), "--exp", name, "--num_epoch",
-                    str(args.gnn_epochs), "--causal", "--patience", "0", "--device", "cpu", "--no_temporal"]))
+                train_val.train_and_evaluate(gnn, graph, folders, work / "results", name, "cpu")
             finally:
                 train_val.extraction.check_participant_statistics = refuse
             lines.append(compare(name, work / "results" / name, features, root))

@@ -414,12 +414,13 @@ def gnn_part(args: argparse.Namespace, rec: Recorder) -> None:
         return {}
 
     def build() -> dict[str, Any]:
-        generate_graph.build_graphs(generate_graph.parse_args([*flags, "--workers", str(workers), "--force"]))
+        generate_graph.main([*flags, "--workers", str(workers), "--force"])
         return {}
 
     def load() -> dict[str, Any]:
         gnn_args = train_val.parse_args([*flags, "--device", str(device)])
-        _, graph_dir = generate_graph.graph_paths(gnn_args)
+        graph_dir = generate_graph.GraphFolders.from_args(gnn_args).graph_dir(
+            generate_graph.GraphSettings.from_args(gnn_args))
         data["record"] = data_loader.read_build_record(graph_dir)
         data["graphs"] = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
         data["args"] = gnn_args

@@ -121,15 +121,14 @@ def measure(root: Path, work: Path, splits: dict[str, tuple[int, ...]], device: 
 
     graphs = work / "graphs"
     graph_flags = ["--features_dir", str(features), "--graphs_dir", str(graphs)]
-    out["graphs_s"], graph_dir = timed(lambda: generate_graph.build_graphs(
-        generate_graph.parse_args([*graph_flags, "--force"])))
+    out["graphs_s"], graph_dir = timed(lambda: generate_graph.main([*graph_flags, "--force"]))
     out["graphs_bytes"] = folder_bytes(graph_dir)
 
     gnn = {}
     for epochs in (1, 3):
         flags = [*graph_flags, "--results_dir", str(work / "results"), "--exp", f"gnn_{epochs}", "--device", device,
                  "--num_epoch", str(epochs), "--patience", "0"]
-        gnn[epochs], _ = timed(lambda flags=flags: train_val.train_and_evaluate(train_val.parse_args(flags)))
+        gnn[epochs], _ = timed(lambda flags=flags: train_val.run(flags))
     out["gnn_epoch_s"] = (gnn[3] - gnn[1]) / 2
     out["gnn_rest_s"] = gnn[1] - out["gnn_epoch_s"]
     out["gnn_bytes"] = folder_bytes(work / "results" / "gnn_1")

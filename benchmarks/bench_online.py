@@ -42,6 +42,7 @@ import online
 import predict
 import run_pipeline
 import stages
+import train_val
 from encoder.core import checkpoints, config, frames, layout, synthetic, util
 from encoder.core.dataset import Segment
 from encoder.core.models import inference_model
@@ -51,8 +52,8 @@ BUILD_SETTINGS: dict[str, Any] = {
     "STE_inputs": config.DEMO["STE_inputs"],
     "STE_optimization_params": {**config.DEMO["STE_optimization_params"], "epochs": 1, "scheduler_T_max": 1,
                                 "progress": False},
-    "graph_flags": run_pipeline.as_flags(config.DEMO["GRAPH"]),
-    "gnn_flags": ["--causal", "--num_epoch", "3", "--batch_size", "4", "--patience", "0"],
+    "graph": generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"]),
+    "gnn": train_val.GnnSettings.from_config({"causal": True, "num_epoch": 3, "batch_size": 4, "patience": 0}),
 }
 
 

@@ -259,7 +259,7 @@ def gnn_flags(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("gnn_cuda")
     write_synthetic_nodes(root / "features", nodes_per_session=600, seed=0, snr=2.0)
     flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *GNN_GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args([*flags, "--force"]))
+    generate_graph.main([*flags, "--force"])
     return flags
 
 
@@ -270,11 +270,11 @@ def gnn_runs(gnn_flags: list[str], tmp_path_factory: pytest.TempPathFactory) -> 
     results = tmp_path_factory.mktemp("gnn_results")
     runs = {}
     for device in ("cpu", "cuda:0"):
-        args = train_val.parse_args([*gnn_flags, *GNN_TRAIN_FLAGS, "--results_dir", str(results),
-                                     "--exp", device.replace(":", ""), "--device", device])
+        flags = [*gnn_flags, *GNN_TRAIN_FLAGS, "--results_dir", str(results), "--exp", device.replace(":", ""),
+                 "--device", device]
         with saved_devices(models_gnn, "save_checkpoint", lambda model, *_, **__: model.parameters()) as saved, \
                 cuda_allocations() as used:
-            result = train_val.train_and_evaluate(args)
+            result = train_val.run(flags)
         runs[device] = {**result, "saved_on": saved, "cuda_bytes": used["bytes"]}
     return runs
 
@@ -300,7 +300,8 @@ def test_gnn_checkpoint_written_on_cuda_predicts_on_cpu(gnn_runs: dict[str, dict
     on_cuda, _ = models_gnn.load_checkpoint(path, map_location=CUDA)
     on_cuda = on_cuda.to(CUDA)
     assert {p.device.type for p in on_cuda.parameters()} == {"cuda"}
-    _, graph_dir = generate_graph.graph_paths(train_val.parse_args(gnn_flags))
+    args = train_val.parse_args(gnn_flags)
+    graph_dir = generate_graph.GraphFolders.from_args(args).graph_dir(generate_graph.GraphSettings.from_args(args))
     graphs = data_loader.load_split(graph_dir, "test")
     cpu_pred = train_val.predict(on_cpu, graphs, 4, CPU)
     with cuda_allocations() as used:

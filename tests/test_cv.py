@@ -348,10 +348,10 @@ def graph_args(features: Path, graphs: Path) -> list[str]:
 def test_generate_graph_refuses_node_files_that_do_not_match_the_manifest(tmp_path: Path) -> None:
     features = tmp_path / "features"
     write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
-    args = generate_graph.parse_args(graph_args(features, tmp_path / "graphs"))
+    args = graph_args(features, tmp_path / "graphs")
     (features / "features_train" / "Sess02.pkl").unlink()
     with pytest.raises(util.DataError, match=r"do not match the feature manifest's train sessions") as err:
-        generate_graph.build_graphs(args)
+        generate_graph.main(args)
     assert "Sess02.pkl" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "graphs").exists()
 
@@ -360,19 +360,19 @@ def test_generate_graph_refuses_node_files_that_do_not_match_the_manifest(tmp_pa
     rows = pickle.loads(path.read_bytes())
     path.write_bytes(pickle.dumps(rows[:-5]))
     with pytest.raises(util.DataError, match=rf"{len(rows) - 5} node rows, the feature manifest counted {len(rows)}"):
-        generate_graph.build_graphs(args)
+        generate_graph.main(args)
 
 
 def test_missing_feature_manifest_is_an_error(tmp_path: Path) -> None:
     features = tmp_path / "features"
     write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
-    graph_dir = generate_graph.build_graphs(generate_graph.parse_args(graph_args(features, tmp_path / "graphs")))
+    graph_dir = generate_graph.main(graph_args(features, tmp_path / "graphs"))
     record = data_loader.read_build_record(graph_dir)
     (features / "manifest.json").unlink()
     with pytest.raises(util.DataError, match="feature manifest missing"):
         data_loader.check_manifest(graph_dir, features, record)
     with pytest.raises(util.DataError, match="file not found"):
-        generate_graph.build_graphs(generate_graph.parse_args([*graph_args(features, tmp_path / "g2")]))
+        generate_graph.main([*graph_args(features, tmp_path / "g2")])
 
 
 # --------------------------------------------------------------------------- two-fold CV end to end

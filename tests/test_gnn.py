@@ -36,7 +36,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[
 def graphs_of(root: Path, graph_flags: list[str] = GRAPH_FLAGS) -> dict[str, Path]:
     """Graphs of the node files in root/features, in root/graphs."""
     flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *graph_flags]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
+    generate_graph.main(flags)
     return {"root": root, "features": root / "features", "graphs": root / "graphs"}
 
 
@@ -57,8 +57,7 @@ def trained(dataset: dict[str, Path]) -> dict:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_val, "predict", recording_predict)
-        metrics = train_val.train_and_evaluate(
-            train_val.parse_args(train_args(dataset, dataset["root"] / "results", "--num_epoch", "12", "--exp", "run")))
+        metrics = train_val.run(train_args(dataset, dataset["root"] / "results", "--num_epoch", "12", "--exp", "run"))
     return {"metrics": metrics, "predicted_sessions": set(seen), "out": dataset["root"] / "results" / "run"}
 
 
@@ -140,6 +139,11 @@ def test_training_beats_majority_and_writes_results(trained: dict) -> None:
         assert (out / name).stat().st_size > 0
     model, ckpt = models_gnn.load_checkpoint(out / "best.pth")
     assert ckpt["epoch"] == stored["best"]["epoch"] and model.config == stored["model"]["config"]
+    # the model folder and metrics.json record the settings objects it was trained with
+    recorded = util.read_json(out / "model" / "model.json")["settings"]
+    assert recorded["graph"] == {"numv": 100, "time_edge": 3.0, "cross_identity": "cin"}
+    assert (recorded["gnn"]["num_epoch"], recorded["gnn"]["channel1"], recorded["gnn"]["causal"]) == (12, 16, False)
+    assert {k: stored["args"][k] for k in recorded["gnn"]} == recorded["gnn"]
 
 
 def test_evaluation_reads_val_and_test_sessions_only(trained: dict) -> None:
@@ -165,26 +169,24 @@ def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.Capt
 
 
 def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> None:
-    runs = [train_val.train_and_evaluate(train_val.parse_args(
-        train_args(dataset, tmp_path / str(i), "--num_epoch", "2", "--seed", "5"))) for i in range(2)]
+    runs = [train_val.run(
+        train_args(dataset, tmp_path / str(i), "--num_epoch", "2", "--seed", "5")) for i in range(2)]
     assert runs[0]["history"] == runs[1]["history"] and runs[0]["test"] == runs[1]["test"]
     temporal = [{k: v for k, v in run["baselines"]["temporal"].items() if k != "seconds"} for run in runs]
     assert temporal[0] == temporal[1]
 
 
 def test_bad_graph_input(dataset: dict[str, Path], tmp_path: Path) -> None:
-    missing = train_val.parse_args(train_args(dataset, tmp_path, "--numv", "77"))
     with pytest.raises(util.DataError, match="graph folder not found") as err:
-        train_val.train_and_evaluate(missing)
-    assert str(dataset["graphs"] / "features_77_3_cin_fsimy") in str(err.value)
+        train_val.run(train_args(dataset, tmp_path, "--numv", "77"))
+    assert str(dataset["graphs"] / "features_77_3_cin") in str(err.value)
 
     other = tmp_path / "other_features"
     write_synthetic_nodes(other, {"train": (1,)}, nodes_per_session=20, feature_dims=DIMS, seed=9)
-    args = train_val.parse_args(train_args(dataset, tmp_path) + ["--features_dir", str(other)])
     with pytest.raises(util.DataError, match="another feature manifest") as err:
-        train_val.train_and_evaluate(args)
-    assert str(dataset["graphs"] / "features_100_3_cin_fsimy" / data_loader.BUILD_FILE) in str(err.value)
-    assert not (tmp_path / "features_100_3_cin_fsimy").exists()
+        train_val.run(train_args(dataset, tmp_path) + ["--features_dir", str(other)])
+    assert str(dataset["graphs"] / "features_100_3_cin" / data_loader.BUILD_FILE) in str(err.value)
+    assert not (tmp_path / "features_100_3_cin").exists()
 
 
 def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict[str, Path], tmp_path: Path) -> None:
@@ -200,8 +202,8 @@ def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_val, "predict", recording_predict)
-        result = train_val.train_and_evaluate(train_val.parse_args(
-            train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal", "--no_temporal")))
+        result = train_val.run(
+            train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal", "--no_temporal"))
     model, _ = models_gnn.load_checkpoint(tmp_path / "causal" / "best.pth")
     feature_dim = util.read_json(dataset["features"] / "manifest.json")["feature_dim"]
 
@@ -242,8 +244,8 @@ def test_causal_model_refuses_whole_segment_blocks(with_blocks: dict[str, Path],
     it would train on them)."""
     flags = ["--num_epoch", "1", "--no_temporal", "--modalities", f"audio,{block}"]
     with pytest.raises(util.DataError, match=f"--causal cannot read {block}: computed from the whole segment") as err:
-        train_val.train_and_evaluate(train_val.parse_args(
-            train_args(with_blocks, tmp_path / "causal", "--causal", *flags)))
+        train_val.run(
+            train_args(with_blocks, tmp_path / "causal", "--causal", *flags))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "causal").exists()
 

@@ -102,7 +102,7 @@ def test_session_graphs_order_cut_and_payload(tmp_path: Path) -> None:
     assert g.edge_attr.shape == (g.num_edges,) and set(g.edge_attr.unique().tolist()) <= {-1.0, 0.0, 1.0}
     loops = g.edge_index[0] == g.edge_index[1]
     assert (g.edge_attr[loops] == 0).all()
-    assert "edge_weight" not in g  # no layer reads an edge weight, so none is stored (--edge_weight names folders)
+    assert "edge_weight" not in g  # no layer reads an edge weight, so none is stored (--edge_weight changes nothing)
 
 
 def build_args(features: Path, graphs: Path, *extra: str) -> list[str]:
@@ -112,8 +112,8 @@ def build_args(features: Path, graphs: Path, *extra: str) -> list[str]:
 def test_build_skip_refuse_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     features, graphs = tmp_path / "features", tmp_path / "graphs"
     write_synthetic_nodes(features, SPLITS, nodes_per_session=250, feature_dims=DIMS, seed=1)
-    out = generate_graph.build_graphs(generate_graph.parse_args(build_args(features, graphs)))
-    assert out == graphs / "features_120_7.2_cin_fsimy"
+    out = generate_graph.main(build_args(features, graphs))
+    assert out == graphs / "features_120_7.2_cin"
     record = util.read_json(out / data_loader.BUILD_FILE)
     assert record["feature_manifest_sha256"] == util.file_sha256(features / "manifest.json")
     assert record["build"]["numv"] == 120 and record["feature_dims"] == DIMS
@@ -121,14 +121,14 @@ def test_build_skip_refuse_force(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert len(dataset) == 3 and set(dataset[0].session.tolist()) == {4}
     assert dataset.processed_file_names[0] == "Sess04_000.pt"
 
-    generate_graph.build_graphs(generate_graph.parse_args(build_args(features, graphs)))
+    generate_graph.main(build_args(features, graphs))
     assert "up to date, skipped" in capsys.readouterr().out
 
     write_synthetic_nodes(features, SPLITS, nodes_per_session=250, feature_dims=DIMS, seed=2)
     with pytest.raises(util.DataError, match="another feature manifest") as err:
-        generate_graph.build_graphs(generate_graph.parse_args(build_args(features, graphs)))
+        generate_graph.main(build_args(features, graphs))
     assert str(out) in str(err.value)
-    generate_graph.build_graphs(generate_graph.parse_args(build_args(features, graphs, "--force", "--workers", "2")))
+    generate_graph.main(build_args(features, graphs, "--force", "--workers", "2"))
     assert util.read_json(out / data_loader.BUILD_FILE)["feature_manifest_sha256"] == util.file_sha256(
         features / "manifest.json")
 
@@ -142,7 +142,7 @@ def test_bad_node_row_names_file_and_row_and_leaves_nothing(tmp_path: Path, bad_
     rows[7] = rows[7][:6] + (bad_feature,)
     path.write_bytes(pickle.dumps(rows))
     with pytest.raises(util.DataError, match="row 7") as err:
-        generate_graph.build_graphs(generate_graph.parse_args(build_args(features, graphs)))
+        generate_graph.main(build_args(features, graphs))
     assert str(path) in str(err.value)
     assert not list(graphs.iterdir())
 

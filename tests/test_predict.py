@@ -58,11 +58,11 @@ def tiny_gnns(work: Path, runs: dict[str, list[str]], features: str = "features"
     """Graphs of work/<features> in work/<graphs>, then one 2-epoch GNN per run (exp name -> extra
     train_val flags) in work/results/<exp>."""
     flags = ["--features_dir", str(work / features), "--graphs_dir", str(work / graphs), *GRAPH_FLAGS]
-    generate_graph.build_graphs(generate_graph.parse_args(flags))
+    generate_graph.main(flags)
     for exp, extra in runs.items():
-        train_val.train_and_evaluate(train_val.parse_args([
+        train_val.run([
             *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
-            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra]))
+            "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -406,9 +406,9 @@ def test_causal_and_offline_models_refuse_each_others_features(models: dict[str,
     train_val.py refuses prefix ones, naming the feature manifest."""
     for features, graphs, causal in (("features", "graphs", ["--causal"]), ("features_causal", "graphs_causal", [])):
         with pytest.raises(util.DataError, match="participant statistics") as err:
-            train_val.train_and_evaluate(train_val.parse_args([
+            train_val.run([
                 "--features_dir", str(models["work"] / features), "--graphs_dir", str(models["work"] / graphs),
-                *GRAPH_FLAGS, "--results_dir", str(tmp_path), "--num_epoch", "1", "--device", "cpu", *causal]))
+                *GRAPH_FLAGS, "--results_dir", str(tmp_path), "--num_epoch", "1", "--device", "cpu", *causal])
         assert str(models["work"] / features / extraction.MANIFEST_FILE) in str(err.value)
     assert not list(tmp_path.iterdir())
 
@@ -574,4 +574,4 @@ def test_a_causal_gnn_refuses_the_prosody_block(models: dict[str, Path]) -> None
              str(models["work"] / "graphs_causal"), *GRAPH_FLAGS, "--results_dir", str(models["work"] / "results"),
              "--exp", "refused", "--causal", "--modalities", "prosody,audio", "--num_epoch", "1"]
     with pytest.raises(util.DataError, match="--causal cannot read prosody: computed from the whole segment"):
-        train_val.train_and_evaluate(train_val.parse_args(flags))
+        train_val.run(flags)

@@ -67,20 +67,21 @@ def test_on_cuda_the_encoder_loaders_get_workers_and_elsewhere_keep_config(monke
 
 def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    """Users change hyperparameters in config.py; the flags only override it. A stage key without config.GNN
-    would keep serving the GNN trained before the edit."""
+    """Users change hyperparameters in config.py, which a run reads when it starts (its settings objects); the
+    flags only override it. A stage key without config.GNN would keep serving the GNN trained before the edit."""
+    import generate_graph
     import run_pipeline
     import stages
 
     args = run_pipeline.parse_args(["--device", "cpu"])
     dirs = stages.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
                                   "exp")
-    upstream = stages.Upstream(["--numv", "250"], "graphs-stamp", {"fold": None}, None)
+    graph = generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"])
+    upstream = stages.Upstream(graph, generate_graph.GraphFolders(dirs.features, dirs.graphs), "graphs-stamp",
+                               {"fold": None}, None)
 
-    settings = run_pipeline.profile_settings(config.DEMO)
-
-    def key() -> dict:
-        return stages.gnn_stage(args, settings, dirs, upstream, "audio", 0).key
+    def key() -> dict:  # a run started after the edits so far
+        return stages.gnn_stage(args, run_pipeline.profile_settings(config.DEMO), dirs, upstream, "audio", 0).key
 
     before = key()
     assert key() == before

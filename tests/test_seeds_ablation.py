@@ -246,7 +246,7 @@ def test_cross_identity_graphs_are_built_beside_the_default_on_the_same_encoders
             assert args["cross_identity"] == "ciy" and args["features_dir"] == str(fold / "features")
             edges = {}
             for identity in ("cin", "ciy"):
-                (graph_dir,) = (fold / "graphs").glob(f"*_{identity}_*")
+                (graph_dir,) = (fold / "graphs").glob(f"*_{identity}")
                 edges[identity] = sum(torch.load(path, weights_only=False)["edge_index"].shape[1]
                                       for path in sorted(graph_dir.glob("test/processed/*.pt")))
             assert edges["ciy"] > edges["cin"] > 0  # edges to the other speaker on top of the default's

@@ -61,9 +61,10 @@ def test_a_registered_system_is_fitted_written_and_printed_by_train_val(
         toy: systems.System, planted: dict[str, Path], tmp_path: Path,  # noqa: F811
         capsys: pytest.CaptureFixture) -> None:
     assert systems.names()[-2:] == ("toy", "gnn")
-    args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "run", "--no_temporal"))
-    assert args.no_toy is False  # its own --no_toy flag
-    result = train_val.train_and_evaluate(args)
+    flags = train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "run", "--no_temporal")
+    assert train_val.parse_args(flags).no_toy is False  # its own --no_toy flag
+    assert train_val.GnnSettings.from_args(train_val.parse_args([*flags, "--no_toy"])).skip == ("temporal", "toy")
+    result = train_val.run(flags)
     assert result["baselines"]["toy"]["segment"]["macro_f1"] == 1.0
     written = metrics.read_segment_predictions(tmp_path / "run" / toy.predictions)
     gnn = metrics.read_segment_predictions(tmp_path / "run" / "predictions_test.csv")
@@ -73,8 +74,8 @@ def test_a_registered_system_is_fitted_written_and_printed_by_train_val(
     train_val.print_summary(result)
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.split()]
     assert rows[rows.index("majority"):rows.index("GNN") + 1] == ["majority", "encoder", "toy", "GNN"]
-    skipped = train_val.train_and_evaluate(train_val.parse_args(
-        train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal", "--no_toy")))
+    skipped = train_val.run(
+        train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal", "--no_toy"))
     assert skipped["baselines"]["toy"] is None and "--no_toy: toy baseline not trained" in skipped["notes"]
     assert not (tmp_path / "off" / toy.predictions).exists()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,7 @@ def train_args(data: dict[str, Path], results: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(planted: dict[str, Path]) -> dict:
-    args = train_val.parse_args(train_args(planted, planted["root"] / "results", "--num_epoch", "25", "--exp", "run"))
-    return train_val.train_and_evaluate(args)
+    return train_val.run(train_args(planted, planted["root"] / "results", "--num_epoch", "25", "--exp", "run"))
 
 
 def node_table(features: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -179,15 +179,15 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
 
 
 def test_no_temporal_and_causal(planted: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    skipped = train_val.train_and_evaluate(train_val.parse_args(
-        train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal")))
+    skipped = train_val.run(
+        train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal"))
     assert skipped["baselines"]["temporal"] is None and any("--no_temporal" in n for n in skipped["notes"])
     assert not (tmp_path / "off" / TEMPORAL_FILE).exists()
     train_val.print_summary(skipped)
     assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()[-6:-3]] == [
         "majority", "encoder", "GNN"]
-    causal = train_val.train_and_evaluate(train_val.parse_args(
-        train_args(planted, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal")))
+    causal = train_val.run(
+        train_args(planted, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal"))
     assert causal["baselines"]["temporal"]["model"]["config"]["causal"] is True
     assert (tmp_path / "causal" / TEMPORAL_FILE).is_file()
 
@@ -196,7 +196,7 @@ def without_run_names(value: object) -> object:
     """metrics.json without what differs between two runs of the same model: wall times and the run's name."""
     if isinstance(value, dict):
         return {k: without_run_names(v) for k, v in value.items()
-                if k not in ("seconds", "exp", "temporal_in_series", "metrics_path")}
+                if k not in ("seconds", "exp", "temporal_beside", "metrics_path")}
     if isinstance(value, list):
         return [without_run_names(v) for v in value]
     return value
@@ -207,9 +207,10 @@ def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
     monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1})  # a core to spare, as in CI
     runs = {}
     for exp, extra in (("beside", []), ("series", ["--temporal_in_series"])):
-        args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "4", "--exp", exp, *extra))
-        assert train_val.temporal_beside(args, torch.device("cpu")) is (exp == "beside")
-        runs[exp] = train_val.train_and_evaluate(args)
+        flags = train_args(planted, tmp_path, "--num_epoch", "4", "--exp", exp, *extra)
+        settings = train_val.GnnSettings.from_args(train_val.parse_args(flags))
+        assert train_val.temporal_beside(settings, torch.device("cpu")) is (exp == "beside")
+        runs[exp] = train_val.run(flags)
     assert runs["beside"]["baselines"]["temporal"]["history"]["epoch"] == [1, 2, 3, 4]
     assert without_run_names(runs["beside"]) == without_run_names(runs["series"])
     for name in (TEMPORAL_FILE, "predictions_test.csv"):
@@ -220,12 +221,11 @@ def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
 
 
 def test_temporal_baseline_beside_runs_only_on_a_cpu_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
-    args = train_val.parse_args(["--threads", "2"])
+    args = train_val.GnnSettings.from_args(train_val.parse_args(["--threads", "2"]))
     monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
     assert train_val.temporal_beside(args, torch.device("cpu"))
     assert not train_val.temporal_beside(args, torch.device("cuda", 0))
-    assert not train_val.temporal_beside(train_val.parse_args(["--threads", "2", "--temporal_in_series"]),
-                                         torch.device("cpu"))
+    assert not train_val.temporal_beside(replace(args, temporal_beside=False), torch.device("cpu"))
     monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
     assert not train_val.temporal_beside(args, torch.device("cpu"))
 
@@ -238,9 +238,8 @@ def test_temporal_baseline_failing_beside_the_gnn_fails_the_run_and_writes_nothi
         raise ValueError("no windows")
 
     monkeypatch.setattr(train_val, "fit_temporal", fails)  # the forked process inherits the patch
-    args = train_val.parse_args(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
     with pytest.raises(RuntimeError, match="the temporal baseline failed: ValueError: no windows"):
-        train_val.train_and_evaluate(args)
+        train_val.run(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
     assert not (tmp_path / "failed").exists()
 
 

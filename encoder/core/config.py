@@ -190,14 +190,15 @@ CLASSICAL = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Graph and GNN stages: the defaults of generate_graph.py's and train_val.py's flags (a flag overrides
-# its entry for one run). The graph folder's name records numv, time_edge, cross_identity and edge_weight.
+# Graph and GNN stages: generate_graph.GraphSettings and train_val.GnnSettings are built from these (checked
+# then: a bad value is a one-line error naming it); a flag of generate_graph.py / train_val.py, or config.DEMO
+# under run_pipeline.py's demo profile, overrides an entry for one run. The graph folder's name records numv,
+# time_edge and cross_identity.
 # ---------------------------------------------------------------------------------------------
 GRAPH = {
     "numv": 2000,  # nodes per graph
     "time_edge": 7.2,  # longest edge in seconds
     "cross_identity": "cin",  # cin: timed edges within one identity only; ciy: across identities too
-    "edge_weight": "fsimy",  # fsimy or fsimn, kept from the original command line; names the graph folder only
 }
 
 GNN = {
@@ -212,7 +213,9 @@ GNN = {
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
-    "seed": SEED,  # train_val.py's alone; run_pipeline.py passes its own --seed
+    # train_val.py's --seed; run_pipeline.py trains pipeline seed S's GNN (--seed S, --seeds) with
+    # GNN["seed"] + S - SEED: the pipeline's seed itself while the two are equal
+    "seed": SEED,
     "threads": 1,  # CPU threads for torch (a fixed count keeps results reproducible)
     # the temporal baseline trains in a second process beside the GNN on a Linux CPU with 2 x threads cores
     # (same results, the stage takes the longer of the two instead of their sum); False: after the GNN
@@ -235,9 +238,9 @@ CV = {
 # ---------------------------------------------------------------------------------------------
 # `make demo` (run_pipeline.py on the synthetic preset): the same pipeline, sized for 2 CPU cores.
 # A coarser spectrogram and fewer epochs for the encoder; smaller graphs and fewer epochs for the GNN.
-# Each section overrides the entries it names of the section above of the same name (GRAPH and GNN
-# become generate_graph.py / train_val.py flags). On a real KEMDy20 download run_pipeline.py uses the
-# sections above as they are.
+# Each section overrides the entries it names of the section above of the same name (GRAPH and GNN: in
+# the GraphSettings / GnnSettings the graph and GNN stages get). On a real KEMDy20 download
+# run_pipeline.py uses the sections above as they are.
 # ---------------------------------------------------------------------------------------------
 DEMO = {
     "preset": "demo",
