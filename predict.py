@@ -77,7 +77,7 @@ from encoder.core import (
     util,
 )
 from encoder.core.dataset import Segment, load_segments
-from encoder.core.metrics import classification_metrics, segment_predictions
+from encoder.core.metrics import adjusted_decisions, classification_metrics, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
@@ -155,6 +155,7 @@ class LoadedModel:
     pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
     system_paths: dict[str, Path]  # baseline systems saved in the model folder (systems.py), verified
     prosody_dim: int | None = None  # the prosody block's width when the GNN was trained with one (classical.py)
+    decision: dict[str, Any] | None = None  # the GNN's segment decision (train_val.decide); None: plain argmax
 
     @property
     def appended_dims(self) -> dict[str, int]:
@@ -196,7 +197,7 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
     return LoadedModel(encoder_path, encoder_state, gnn, gnn_path, graphs, folder.get("feature_precision"), text_dim,
                        text.TextBlock.load(folder["text_path"]) if reads_text else None, pretrained_dims,
                        pretrained_blocks(args, folder, gnn, pretrained_dims), folder.get("system_paths") or {},
-                       prosody_dim)
+                       prosody_dim, (folder.get("settings") or {}).get("decision"))
 
 
 def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
@@ -420,13 +421,14 @@ class _WithColumns:
 
 
 def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segments: list[Segment],
-                     unusable: dict[str, str] | None = None, stats_segments: dict[str, int] | None = None
-                     ) -> pd.DataFrame:
+                     unusable: dict[str, str] | None = None, stats_segments: dict[str, int] | None = None,
+                     decision: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per segment of `ids` (predicted) and of `unusable` (no prediction: empty probabilities
     and its `reason`), in COLUMNS order plus bio_start/bio_end (the times from the bio timestamps, for
     the timelines), sorted by session, script and start time. An unusable segment without annotated
     wav times has no start_s/end_s (time_from empty); `stats_segments` (participant_segments) fills
-    participant_segments (empty where absent)."""
+    participant_segments (empty where absent); `decision` ({"tau", "prior"}, model.json's) adjusts the
+    predicted class as train_val did (metrics.adjusted_decisions; None: the argmax)."""
     stats_segments = stats_segments or {}
     unusable = dict(unusable or {})
     n_predicted = len(ids)
@@ -441,6 +443,10 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
     wav_start, wav_end = rows["wav_start"].to_numpy(dtype=float), rows["wav_end"].to_numpy(dtype=float)
     from_wav = np.isfinite(wav_start) & np.isfinite(wav_end)
     predicted = np.arange(len(ids)) < n_predicted
+    decided = np.full(len(ids), -1)
+    if n_predicted:
+        decided[:n_predicted] = (probs[:n_predicted].argmax(axis=1) if decision is None else adjusted_decisions(
+            probs[:n_predicted], np.asarray(decision["prior"]), decision["tau"]))
     table = pd.DataFrame({
         "segment_id": ids,
         "session": [p["session"] for p in parsed],
@@ -449,7 +455,7 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
         "start_s": np.where(from_wav, wav_start, bio_start),
         "end_s": np.where(from_wav, wav_end, bio_end),
         "time_from": np.where(from_wav, "wav", np.where(predicted, "bio", "")),
-        "predicted": [config.EMOTIONS[int(np.argmax(p))] if ok else "" for p, ok in zip(probs, predicted, strict=True)],
+        "predicted": [config.EMOTIONS[int(d)] if ok else "" for d, ok in zip(decided, predicted, strict=True)],
         **{f"p_{e}": probs[:, k] for k, e in enumerate(config.EMOTIONS)},
         "true": [config.EMOTIONS[int(t)] if pd.notna(t) else "" for t in rows["target"]],
         "reason": ["" if ok else unusable[i] for i, ok in zip(ids, predicted, strict=True)],
@@ -539,7 +545,8 @@ def main() -> None:
         ids, probs = predict_segments(encoder, loaded.encoder_state, gnn, graphs, segments, device, forward,
                                       columns)
     options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
-    table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal))
+    table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal),
+                             loaded.decision)
     table["classical_predicted"] = ""
     if "classical" in loaded.system_paths:
         by_id = classical.label_segments(loaded.system_paths["classical"], segments)

@@ -212,6 +212,10 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
     causal = settings["gnn"].causal  # a causal GNN's features: prefix participant statistics
     if causal:
         features_key["causal"] = True
+    tau_grid = [float(t) for t in util.merge_settings(config.STE_forward_params,
+                                                      settings.get("STE_forward", {}))["decision_tau_grid"]]
+    if tau_grid != [0.0]:  # the encoder's decision (encoder_metrics.json); keys of the plain argmax stay as they were
+        features_key["decision_tau_grid"] = tau_grid
     features_stamp = pipeline.stage(
         "STE_forward", features_key,
         [dirs.features / extraction.MANIFEST_FILE, dirs.features / extraction.METRICS_FILE],

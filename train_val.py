@@ -54,7 +54,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,9 @@ import models_temporal
 import systems
 from encoder.core import config, distributed, extraction, models, util
 from encoder.core.metrics import (
+    adjusted_decisions,
+    choose_decision_tau,
+    class_prior,
     class_weights,
     classification_metrics,
     format_table,
@@ -125,6 +128,7 @@ class GnnSettings:
     patience: int  # stop after this many epochs without a better validation score (0: never)
     class_weight: bool  # inverse-frequency class weights in the loss
     logit_adjust_tau: float  # the logit-adjusted loss (prediction.logit_offset); 0: off
+    decision_tau_grid: tuple[float, ...]  # segment decisions' adjustment, chosen on validation (metrics.py)
     seed: int
     threads: int  # CPU threads for torch
     temporal_beside: bool  # the temporal baseline in a second process beside the GNN where it can (same results)
@@ -150,9 +154,13 @@ class GnnSettings:
         trained = [system.name for system in systems.trained()]
         _check("skip", isinstance(self.skip, tuple | list) and all(name in trained for name in self.skip),
                f"a sequence of names among {', '.join(trained)}", self)
+        grid = self.decision_tau_grid
+        _check("decision_tau_grid", isinstance(grid, tuple | list) and len(grid) > 0
+               and all(_is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
         for name in ("dropout", "lr", "logit_adjust_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
+        object.__setattr__(self, "decision_tau_grid", tuple(float(t) for t in grid))
 
     @property
     def blocks(self) -> list[str] | None:
@@ -172,7 +180,7 @@ class GnnSettings:
                                 "skip": tuple(s.name for s in systems.trained() if getattr(args, f"no_{s.name}"))})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "skip": list(self.skip)}
+        return {**asdict(self), "skip": list(self.skip), "decision_tau_grid": list(self.decision_tau_grid)}
 
 
 def _is_int(value: Any) -> bool:
@@ -250,6 +258,10 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logit_adjust_tau", type=float, default=gnn["logit_adjust_tau"],
                         help="train the GNN and the temporal baseline on logits + tau * log(training node class "
                              "prior) (the logit-adjusted loss; predictions read the plain logits); 0: off")
+    parser.add_argument("--decision_tau_grid", type=_tau_grid, default=tuple(gnn["decision_tau_grid"]),
+                        metavar="T,T,...",
+                        help="segment decisions of the GNN and the temporal baseline: argmax(log p - tau * log "
+                             "training prior), tau the value with the best validation macro-F1; 0: plain argmax")
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda or "
                              "audio,eda,temp,text (default: all but text)")
@@ -267,6 +279,13 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (a fixed count keeps results reproducible; these graphs gain "
                              "little from more)")
     return parser
+
+
+def _tau_grid(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -304,10 +323,13 @@ def predict(model: nn.Module, graphs: list, batch_size: int, device: torch.devic
             "segment_ids": segments, "sessions": np.concatenate(sessions)}
 
 
-def evaluate(pred: dict[str, Any]) -> dict[str, Any]:
-    """Node- and segment-level metrics (classification_metrics) of a `predict` result."""
+def evaluate(pred: dict[str, Any], decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Node- and segment-level metrics (classification_metrics) of a `predict` result, the segment decisions
+    adjusted by `decision` ({"tau", "prior"}, metrics.adjusted_decisions; None: the plain argmax)."""
     seg_ids, seg_targets, seg_pred, seg_probs = segment_predictions(
         pred["segment_ids"], pred["probs"], pred["targets"])
+    if decision is not None:
+        seg_pred = adjusted_decisions(seg_probs, np.asarray(decision["prior"]), decision["tau"])
     return {
         "node": classification_metrics(pred["targets"], pred["probs"].argmax(axis=1)),
         "segment": classification_metrics(seg_targets, seg_pred),
@@ -319,6 +341,14 @@ def segment_macro_f1(pred: dict[str, Any]) -> float:
     """evaluate(pred)["segment"]["macro_f1"] alone: the model-selection score, without the other metrics."""
     _, seg_targets, seg_pred, _ = segment_predictions(pred["segment_ids"], pred["probs"], pred["targets"])
     return macro_f1(seg_targets, seg_pred)
+
+
+def decide(val: dict[str, Any], train_graphs: list, grid: Sequence[float]) -> dict[str, Any]:
+    """The segment decision (metrics.choose_decision_tau): the tau of `grid` whose adjusted decisions score the
+    best macro-F1 on the validation segments of `val` (an evaluate result), and the training prior it adjusts by."""
+    prior = class_prior(_segment_targets(train_graphs)[1])
+    _, seg_targets, _, seg_probs = val["_segments"]
+    return {**choose_decision_tau(seg_probs, seg_targets, prior, grid), "prior": prior.tolist()}
 
 
 def _segment_targets(graphs: list) -> tuple[np.ndarray, np.ndarray]:
@@ -396,7 +426,9 @@ def _train_and_evaluate(settings: GnnSettings, graph: generate_graph.GraphSettin
             history, best = _train(model, Fit(graphs, settings.batch_size), settings, device,
                                    lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
             models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
-            val, test = (evaluate(predict(model, graphs[s], settings.batch_size, device)) for s in ("val", "test"))
+            val = evaluate(predict(model, graphs["val"], settings.batch_size, device))
+            decision = decide(val, graphs["train"], settings.decision_tau_grid)
+            test = evaluate(predict(model, graphs["test"], settings.batch_size, device), decision)
             log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
                 f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
             fitted: dict[str, SystemResult | None] = {system.name: None for system in systems.trained()}
@@ -412,11 +444,12 @@ def _train_and_evaluate(settings: GnnSettings, graph: generate_graph.GraphSettin
                 running.stop()
         notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir),
                                     {name: r.model for name, r in fitted.items() if r is not None and r.model},
-                                    {"graph": graph.to_dict(), "gnn": settings.to_dict()})
+                                    {"graph": graph.to_dict(), "gnn": settings.to_dict(), "decision": decision})
         entries = {name: None if result is None else result.entry for name, result in fitted.items()}
         metrics = _report(ran, settings.causal, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), **entries},
                           notes, time.time() - started, device)
+        metrics["decision"] = decision
         write_segment_predictions(*test["_segments"], tmp / GNN_PREDICTIONS_FILE)
         plot_confusion(metrics["test"]["segment"]["confusion"], "Test sessions, segment level",
                        tmp / "confusion_test.png")
@@ -448,12 +481,15 @@ def fit_temporal(context: SystemContext) -> SystemResult:
     history, best = _train(model, fit, settings, device, keep_best, lambda line: log(f"temporal {line}"),
                            context.progress_position)
     model.load_state_dict(kept)
-    test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits))
+    decision = decide(evaluate(predict(model, windows["val"], fit.batch_size, device, temporal_logits)),
+                      graphs["train"], settings.decision_tau_grid)
+    test = evaluate(predict(model, windows["test"], fit.batch_size, device, temporal_logits), decision)
     log(f"temporal best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
         f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
     entry = {"segment": test["segment"], "node": test["node"], "best": best,
              "model": {"config": model.config, "parameters": util.count_parameters(model)},
-             "window_s": span, "windows": {s: len(w) for s, w in windows.items()}, "windows_per_batch": fit.batch_size,
+             "decision": decision, "window_s": span, "windows": {s: len(w) for s, w in windows.items()},
+             "windows_per_batch": fit.batch_size,
              "history": history, "seconds": round(time.time() - started, 1)}
     return SystemResult(entry, test)
 

@@ -74,7 +74,7 @@ def models(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     tiny_encoder(tiny_root, work)
     assert checkpoints.load_encoder_checkpoint(work / "ste" / "best.pth")["inputs"]["participant_norm"]
     tiny_features(tiny_root, work)
-    tiny_gnns(work, {"tiny": []})
+    tiny_gnns(work, {"tiny": ["--decision_tau_grid", "0,0.5,1,2"]})  # the decision predict.py must repeat
     tiny_features(tiny_root, work, "features_causal", causal=True)
     tiny_gnns(work, {"tiny_causal": ["--causal"]}, "features_causal", "graphs_causal")
     return {"work": work, "root": tiny_root, "encoder": work / "ste" / "best.pth",
@@ -192,6 +192,11 @@ def test_agrees_with_train_val_test_predictions(predicted: dict, models: dict[st
     stored = stored.loc[table.index]
     np.testing.assert_allclose(table[PROBS].to_numpy(dtype=float), stored[PROBS].to_numpy(), atol=2e-4)
     assert table["true"].tolist() == stored["target"].tolist()
+    # the segment decision, its tau chosen on validation, is model.json's and train_val's
+    decision = util.read_json(models["gnn"].parent / "metrics.json")["decision"]
+    assert decision["grid"] == [0.0, 0.5, 1.0, 2.0] and decision["tau"] in decision["grid"]
+    assert util.read_json(models["gnn"].parent / "model" / "model.json")["settings"]["decision"] == decision
+    assert table["predicted"].tolist() == stored["prediction"].tolist()
 
 
 def test_one_timeline_per_script(predicted: dict) -> None:

@@ -124,6 +124,10 @@ STE_forward_params = {
     "deterministic": True,  # as STE_optimization_params' (CUDA only; False: cudnn.benchmark)
     "spectrogram_on": "auto",  # as STE_optimization_params'; the feature manifest records where they ran
     "progress": True,
+    # The encoder's segment decision: argmax(log p - tau * log(training class prior)), tau the value of this grid
+    # whose decisions score the best macro-F1 on the validation sessions (metrics.choose_decision_tau); (0.0,):
+    # the plain argmax of the mean node probabilities (issue 35)
+    "decision_tau_grid": (0.0,),
 }
 
 # The `text` feature block (encoder/core/text.py): each segment's transcript as a `dim`-d vector, a
@@ -213,6 +217,9 @@ GNN = {
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
+    # segment decisions of the GNN and the GRU: argmax(log p - tau * log(training class prior)), tau the value of
+    # this grid with the best validation macro-F1 (as STE_forward_params' for the encoder); (0.0,): plain argmax
+    "decision_tau_grid": (0.0,),
     # train_val.py's --seed; run_pipeline.py trains pipeline seed S's GNN (--seed S, --seeds) with
     # GNN["seed"] + S - SEED: the pipeline's seed itself while the two are equal
     "seed": SEED,

@@ -139,13 +139,13 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
         if runtime.is_main:
             written = {k: v for part in results for k, v in part["written"].items()}
             parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
-            report = split_report(table.by_split.get("train", []), parts, fitted_on)
+            report = split_report(table.by_split.get("train", []), parts, fitted_on, settings["decision_tau_grid"])
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on,
                                  text_record, pretrained_records(blocks, results))
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             manifest["participant_statistics"] = participant_statistics(options, causal)
             manifest["spectrograms"] = placement.record()
-            _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE)
+            _write_segment_predictions(parts.get("test", []), Path(staging) / PREDICTIONS_FILE, report["decision"])
             _publish(Path(staging), out_dir, splits, manifest, report)
             say(metrics.format_encoder_metrics(report))
             say(text_line(text_record))
@@ -280,13 +280,17 @@ def check_encoder_splits(state: dict[str, Any], wanted: dict[str, Sequence[int]]
 
 
 def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
-                 fitted_on: dict[str, list[int]]) -> dict[str, Any]:
-    """encoder_metrics.json: test metrics (segment = mean of node probabilities) beside the
-    training-majority baseline, plus node and segment metrics of every split with the role its
-    sessions played for the encoder (`encoder_saw`: train, val or none), which measures the in-sample
-    gap. `parts[split]` are (segment ids, node targets, node probabilities) per session."""
+                 fitted_on: dict[str, list[int]], tau_grid: Sequence[float] = (0.0,)) -> dict[str, Any]:
+    """encoder_metrics.json: test metrics (segment = mean of node probabilities, the decision adjusted by
+    the tau of `tau_grid` chosen on the validation segments, metrics.choose_decision_tau: `decision`) beside
+    the training-majority baseline, plus node and segment metrics of every split (plain argmax) with the
+    role its sessions played for the encoder (`encoder_saw`: train, val or none), which measures the
+    in-sample gap. `parts[split]` are (segment ids, node targets, node probabilities) per session."""
     train_nodes = np.concatenate([np.full(s.n_steps, s.target) for s in train]) if train else np.zeros(0, int)
-    report = metrics.encoder_metrics([s.target for s in train], train_nodes, *_joined(parts.get("test", [])))
+    decision = _decision(train, parts.get("val", []), tau_grid)
+    report = metrics.encoder_metrics([s.target for s in train], train_nodes, *_joined(parts.get("test", [])),
+                                     tau=decision["tau"])
+    report["decision"] = decision
     report["splits"] = {}
     for name, chunks in parts.items():
         if not chunks:
@@ -301,6 +305,15 @@ def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
     return report
 
 
+def _decision(train: Sequence[Segment], val: list[tuple], tau_grid: Sequence[float]) -> dict[str, Any]:
+    """The segment decision's tau (metrics.choose_decision_tau on the validation parts; with no validation
+    segment, the grid's smallest) and the training prior it adjusts by."""
+    prior = metrics.class_prior([s.target for s in train])
+    seg_ids, targets, probs = _joined(val)
+    _, seg_targets, _, seg_probs = metrics.segment_predictions(seg_ids, probs, targets)
+    return {**metrics.choose_decision_tau(seg_probs, seg_targets, prior, tau_grid), "prior": prior.tolist()}
+
+
 def _joined(chunks: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per-session (segment ids, node targets, node probabilities) chunks joined into one of each."""
     return ([x for p in chunks for x in p[0]],
@@ -313,10 +326,12 @@ def _role(session: int, fitted_on: dict[str, list[int]]) -> str:
     return next((name for name in ("train", "val") if session in fitted_on[name]), "none")
 
 
-def _write_segment_predictions(chunks: list[tuple], path: Path) -> None:
-    """The encoder's own test predictions per segment (mean of its nodes' probabilities)."""
+def _write_segment_predictions(chunks: list[tuple], path: Path, decision: dict[str, Any]) -> None:
+    """The encoder's own test predictions per segment (mean of its nodes' probabilities, the decision
+    adjusted by `decision`'s tau)."""
     seg_ids, targets, probs = _joined(chunks)
-    ids, seg_targets, seg_pred, mean = metrics.segment_predictions(seg_ids, probs, targets)
+    ids, seg_targets, _, mean = metrics.segment_predictions(seg_ids, probs, targets)
+    seg_pred = metrics.adjusted_decisions(mean, np.asarray(decision["prior"]), decision["tau"])
     metrics.write_segment_predictions(ids, seg_targets, seg_pred, mean, path)
 
 

@@ -139,6 +139,36 @@ def segment_predictions(
     return list(uniq[order]), seg_targets, mean.argmax(axis=1), mean
 
 
+def class_prior(train_targets: Sequence[int], num_classes: int = config.NUM_CLASSES) -> np.ndarray:
+    """The training segments' class frequencies, add-one smoothed (a class absent from training keeps a
+    finite log)."""
+    counts = np.bincount(np.asarray(train_targets, dtype=int), minlength=num_classes)[:num_classes] + 1.0
+    return counts / counts.sum()
+
+
+def adjusted_decisions(seg_probs: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """Segment decisions argmax(log p - tau · log prior) (post-hoc logit adjustment, Menon et al. 2021): tau 0
+    is the plain argmax; tau 1 the balanced decision, which trades the majority class's recall for the
+    others'. Probabilities are floored at 1e-12 before the log."""
+    seg_probs = np.asarray(seg_probs, dtype=np.float64)
+    if not tau:
+        return seg_probs.argmax(axis=1)
+    return (np.log(np.maximum(seg_probs, 1e-12)) - float(tau) * np.log(prior)[None, :]).argmax(axis=1)
+
+
+def choose_decision_tau(seg_probs: np.ndarray, seg_targets: Sequence[int], prior: np.ndarray,
+                        grid: Sequence[float]) -> dict[str, Any]:
+    """The tau of `grid` whose adjusted decisions score the best macro-F1 on these (validation) segments,
+    the smallest on a tie (a one-value grid: that tau); {"tau", "grid", "val_macro_f1" per tau}."""
+    grid = [float(t) for t in grid]
+    if not grid:
+        raise ValueError("the decision tau grid is empty")
+    scores = [macro_f1(seg_targets, adjusted_decisions(seg_probs, prior, t)) if len(seg_targets) else 0.0
+              for t in grid]
+    best = max(range(len(grid)), key=lambda i: (scores[i], -grid[i]))
+    return {"tau": grid[best], "grid": grid, "val_macro_f1": scores}
+
+
 def segment_targets(segment_ids: Sequence[str], node_targets: Sequence[int]) -> np.ndarray:
     """The target of each segment (that of its first node), segments in first-seen order."""
     _, first = np.unique(np.asarray(segment_ids), return_index=True)
@@ -185,12 +215,15 @@ def class_weights(labels: np.ndarray, num_classes: int = config.NUM_CLASSES) -> 
 
 
 def encoder_metrics(train_segment_targets: Sequence[int], train_node_targets: Sequence[int],
-                    segment_ids: Sequence[str], node_targets: Sequence[int], probs: np.ndarray) -> dict[str, Any]:
+                    segment_ids: Sequence[str], node_targets: Sequence[int], probs: np.ndarray,
+                    tau: float = 0.0) -> dict[str, Any]:
     """The encoder-only report (`encoder_metrics.json`): test metrics of node probabilities `probs` at
-    node and segment level, beside the training-majority baseline at each level."""
+    node and segment level (segment decisions adjusted by `tau`, adjusted_decisions), beside the
+    training-majority baseline at each level."""
     node_targets = np.asarray(node_targets, dtype=int)
     probs = np.asarray(probs, dtype=np.float64).reshape(len(node_targets), config.NUM_CLASSES)
-    _, seg_targets, seg_pred, _ = segment_predictions(segment_ids, probs, node_targets)
+    _, seg_targets, _, seg_probs = segment_predictions(segment_ids, probs, node_targets)
+    seg_pred = adjusted_decisions(seg_probs, class_prior(train_segment_targets), tau)
     return {
         "test": {
             "segment": classification_metrics(seg_targets, seg_pred),
