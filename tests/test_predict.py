@@ -25,7 +25,7 @@ import model_folder
 import models_gnn
 import predict
 import train_val
-from encoder.core import checkpoints, config, extraction, frames, handcrafted, training, util
+from encoder.core import checkpoints, config, extraction, frames, handcrafted, metrics, training, util
 
 # participant normalisation on (off by default): the causal model's prefix statistics are what these tests check
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None,
@@ -152,7 +152,7 @@ def predicted(models: dict[str, Path], tiny_root: Path) -> dict:
     return {"out": out, "table": pd.read_csv(out, keep_default_na=False), "stdout": result.stdout}
 
 
-def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path) -> None:
+def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path, models: dict[str, Path]) -> None:
     table = predicted["table"]
     assert list(table.columns) == list(predict.COLUMNS)
     built = frames.build_frames(tiny_root)
@@ -174,7 +174,9 @@ def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path)
     probs = table[PROBS].to_numpy(dtype=float)
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert ((probs >= 0) & (probs <= 1)).all()
-    assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in probs.argmax(axis=1)]
+    decision = util.read_json(models["gnn"].parent / "metrics.json")["decision"]  # the tau chosen on validation
+    decided = metrics.adjusted_decisions(probs, np.asarray(decision["prior"]), decision["tau"])
+    assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in decided]
     assert table["true"].tolist() == [config.EMOTIONS[t] for t in gt["target"]]
     # participant_norm: every participant's statistics came from all its segments in the folder
     sizes = table.groupby("identity")["segment_id"].transform("size")

@@ -40,7 +40,8 @@ def test_graph_settings_from_config_and_from_flags(monkeypatch: pytest.MonkeyPat
 
 def test_gnn_settings_from_config_and_from_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     default = GnnSettings.from_config()
-    assert {k: v for k, v in default.to_dict().items() if k in config.GNN} == dict(config.GNN)
+    assert {k: v for k, v in default.to_dict().items() if k in config.GNN} == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in config.GNN.items()}  # to_dict: JSON lists
     assert (default.modalities, default.causal, default.skip) == (None, False, ())
     assert GnnSettings.from_args(train_val.parse_args([])) == default
     flags = train_val.parse_args(["--num_epoch", "3", "--causal", "--modalities", "audio,eda", "--no_temporal",
