@@ -16,8 +16,9 @@ stage also needs the files it reads to match by name, size and modification time
 GRAPH and GNN settings; `--profile` picks either explicitly. The graph and GNN stages get their settings as
 objects built once here (generate_graph.GraphSettings, train_val.GnnSettings: config.GRAPH / config.GNN with
 the profile's entries and the run's flags over them, checked before any stage runs). Each pipeline seed S
-(--seed, --seeds) trains the GNN with config.GNN["seed"] + S - config.SEED (stages.gnn_seed): the pipeline's
-seed itself while GNN["seed"] == SEED, as shipped.
+(--seed, --seeds) trains the GNN with config.GNN["seed"] + S - config.SEED (stages.gnn_seed) and the encoder
+with config.STE_optimization_params["seed"] + S - config.SEED (stages.encoder_seed): the pipeline's seed itself
+while both equal SEED, as shipped.
 
 `--cv K`, `--seeds N`, `--ablation`, `--jobs N`, `--class_weight` and the encoder input options, with
 the folders each one writes: docs/cross-validation.md; what every stage writes: docs/outputs.md;

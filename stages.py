@@ -168,6 +168,12 @@ def graph_settings(args: argparse.Namespace, settings: dict[str, Any]) -> genera
     return replace(graph, cross_identity=args.cross_identity) if graph_variant(args) else graph
 
 
+def encoder_seed(optimization: dict[str, Any], seed: int) -> int:
+    """The encoder's training seed for pipeline seed `seed`: config.STE_optimization_params["seed"] (or the
+    profile's) shifted by the pipeline seed's distance from config.SEED, as gnn_seed does for the GNN."""
+    return int(optimization.get("seed", config.STE_optimization_params["seed"])) + seed - config.SEED
+
+
 def gnn_seed(gnn: train_val.GnnSettings, seed: int) -> int:
     """The seed the GNN of the pipeline's seed `seed` (--seed, --seed + 1, ...) trains with: the GNN settings'
     seed (config.GNN["seed"]) shifted by the pipeline seed's distance from config.SEED, so that every pipeline
@@ -189,7 +195,8 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
     encoder_splits, gnn_splits = stacking_splits(splits, args.stacking)
     scope = {"splits": gnn_splits, "encoder_splits": encoder_splits, "fold": fold, "stacking": args.stacking}
     inputs = settings["STE_inputs"]
-    opt = {**settings["STE_optimization_params"], "out_dir": dirs.ste, "seed": seed}
+    opt = {**settings["STE_optimization_params"], "out_dir": dirs.ste}
+    opt["seed"] = encoder_seed(opt, seed)
     encoder_key = {"frames": frames_stamp, "inputs": util.merge_settings(config.STE_inputs, inputs),
                    "optimization": util.merge_settings(config.STE_optimization_params, opt),
                    "splits": encoder_splits, "fold": fold}

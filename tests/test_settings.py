@@ -195,7 +195,7 @@ def test_gnn_seed_seeds_the_pipelines_gnn(tmp_path: Path, monkeypatch: pytest.Mo
     planner, recorded = plan(tmp_path, "--seeds", "2", "--keep_encoder")
     seeds = [gnn_job(planner, name).gnn.seed for name in ("train_val", f"train_val seed {config.SEED + 1}")]
     assert seeds == recorded["gnn_seeds"] == [config.SEED + 10, config.SEED + 11]
-    # the encoder keeps the pipeline's seed
+    # the encoder keeps the pipeline's seed (its own config entry, as shipped)
     assert planner.keys["STE_train"]["optimization"]["seed"] == config.SEED
     planner, _ = plan(tmp_path, "--seed", str(config.SEED + 3))
     assert gnn_job(planner).gnn.seed == config.SEED + 13
@@ -231,3 +231,16 @@ def test_class_weight_and_cross_identity_reach_the_objects(tmp_path: Path) -> No
     assert job.gnn.class_weight is True and job.graph.cross_identity == "ciy"
     assert recorded["GRAPH"]["cross_identity"] == recorded["cross_identity"] == "ciy"
     assert planner.keys["STE_train"]["optimization"]["class_weight"] is True
+
+
+def test_the_encoders_seed_entry_seeds_the_pipelines_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STE_optimization_params["seed"] reaches the encoder as GNN["seed"] reaches the GNN: shifted by each
+    later pipeline seed; the GNN keeps its own."""
+    planner, _ = plan(tmp_path)
+    assert planner.keys["STE_train"]["optimization"]["seed"] == config.SEED
+    monkeypatch.setitem(config.STE_optimization_params, "seed", config.SEED + 7)
+    planner, _ = plan(tmp_path)
+    assert planner.keys["STE_train"]["optimization"]["seed"] == config.SEED + 7
+    assert gnn_job(planner).gnn.seed == config.SEED
+    planner, _ = plan(tmp_path, "--seed", str(config.SEED + 2))
+    assert planner.keys["STE_train"]["optimization"]["seed"] == config.SEED + 9

@@ -94,7 +94,7 @@ STE_optimization_params = {
     # the loader workers on the CPU; "cpu" or "device" force one. Equal within float rounding (1e-4 dB
     # tested), so a checkpoint's inputs do not record it; the run's record (ste_encoder_config.json) does.
     "spectrogram_on": "auto",
-    "seed": SEED,
+    "seed": SEED,  # run_pipeline.py: + its seed S - SEED (stages.encoder_seed), S itself as shipped
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
     "segment_span_steps": 5,  # segment audio pass: consecutive nodes per training item (dataset.TrainSegmentDataset)
