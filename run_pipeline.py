@@ -5,7 +5,8 @@
                            [--stacking insample|split|split-seen] [--cv K [--ablation]]
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
                            [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components] [--contour]
-                           [--bio_clip_length STEPS] [--audio_pass segment|clip] [--cross_identity cin|ciy]
+                           [--contour_norm] [--bio_clip_length STEPS] [--audio_pass segment|clip]
+                           [--cross_identity cin|ciy]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
 `--preset` generated into config.DEMO_ROOT. Stages: dataframes -> STE_train -> STE_forward ->
@@ -124,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"ResNet18 of the audio stream (encoder/core/contours.py); default config.STE_inputs "
                              f"({config.STE_inputs['contour']}); folder names get _contour / _nocontour when it "
                              "differs from the default")
+    parser.add_argument("--contour_norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="standardise the contour rows alone per participant and session (needs --contour); "
+                             f"default config.STE_inputs ({config.STE_inputs['contour_norm']}); folder names get "
+                             "_cnorm / _nocnorm when it differs from the default")
     parser.add_argument("--eda_components", action=argparse.BooleanOptionalAction, default=None,
                         help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
                              f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
@@ -195,6 +200,8 @@ def check_inputs(args: argparse.Namespace) -> None:
     audio_pass = args.audio_pass or config.STE_inputs["audio_pass"]
     if contour and audio_pass != "clip":
         raise util.DataError(f"--contour needs the per-clip audio pass, not --audio_pass {audio_pass}")
+    if (config.STE_inputs["contour_norm"] if args.contour_norm is None else args.contour_norm) and not contour:
+        raise util.DataError("--contour_norm standardises the contour rows: it needs --contour")
 
 
 def main() -> None:
@@ -310,9 +317,10 @@ def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tu
     config.STE_inputs, and their tags, the default experiment name's parts (`bioN`, `pnorm` or
     `nopnorm`, `edac` or `noedac`, `contour` or `nocontour`; none when every option is the default)."""
     asked = {"bio_clip_length": args.bio_clip_length, "participant_norm": args.participant_norm,
-             "eda_components": args.eda_components, "audio_pass": args.audio_pass, "contour": args.contour}
+             "eda_components": args.eda_components, "audio_pass": args.audio_pass, "contour": args.contour,
+             "contour_norm": args.contour_norm}
     chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
-    names = {"participant_norm": "pnorm", "eda_components": "edac", "contour": "contour"}
+    names = {"participant_norm": "pnorm", "eda_components": "edac", "contour": "contour", "contour_norm": "cnorm"}
     tags = [f"bio{v}" if k == "bio_clip_length" else f"{v[:3]}pass" if k == "audio_pass"
             else f"{'' if v else 'no'}{names[k]}" for k, v in chosen.items()]
     if not chosen:

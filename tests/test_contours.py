@@ -104,6 +104,24 @@ def test_an_unvoiced_frame_reads_as_the_mean_once_normalised(session: list) -> N
     np.testing.assert_allclose(out, [[0.0, 0.5], [0.0, 2.0]])
 
 
+def test_contour_norm_standardises_the_contour_rows_alone(session: list) -> None:
+    """Two mel bands and three contour rows: the participant's statistics reach the contour rows only; the
+    training-set normalisation (mean 1, sd 2) then applies to every row, as without the option."""
+    spec = np.array([[3.0, 5.0], [7.0, 9.0], [30.0, np.nan], [0.5, 1.0], [-20.0, -10.0]], dtype=np.float32)
+    seg = replace(session[0], participant=participant.ParticipantStats(
+        0.0, 1.0, 0.0, 1.0, mel_mean=np.array([100.0, 100.0, 28.0, 0.5, -15.0]),
+        mel_std=np.array([10.0, 10.0, 2.0, 1.0, 5.0])))
+    norm = Normalization(1.0, 2.0, 0, 1, 0, 1)
+    out = participant.audio_input(seg, spec, norm, InputOptions(11, contour_norm=True))
+    np.testing.assert_allclose(out[:2], [[1.0, 2.0], [3.0, 4.0]])  # (x - 1) / 2, no participant step
+    np.testing.assert_allclose(out[2:], [[0.0, 0.0], [-0.5, -0.25], [-1.0, 0.0]])  # ((x - m) / s - 1) / 2; NaN → 0
+    both = participant.audio_input(seg, spec, norm, InputOptions(11, participant_norm=True))
+    np.testing.assert_allclose(both[:2], [[-5.35, -5.25], [-5.15, -5.05]], rtol=1e-6)  # ((x - 100) / 10 - 1) / 2
+    assert InputOptions(11, contour_norm=True).signature()["contour_norm"] is True
+    assert "contour_norm" not in InputOptions(11).signature()  # records from before the option stay equal
+    assert InputOptions.from_inputs({"clip_length": 11, "contour_norm": True}).audio_statistics
+
+
 def test_frequency_masks_leave_the_contour_rows() -> None:
     masks = SpecAugment(freq_masks=4, freq_width=32)
     spec = np.ones((35, 44), dtype=np.float32)
@@ -141,6 +159,10 @@ def test_run_pipeline_names_the_option_and_refuses_it_with_the_segment_pass() ->
     assert tags == ["contour"] and settings["STE_inputs"]["contour"] is True
     with pytest.raises(util.DataError, match="--contour needs the per-clip audio pass"):
         run_pipeline.check_inputs(run_pipeline.parse_args(["--contour", "--audio_pass", "segment"]))
+    with pytest.raises(util.DataError, match="--contour_norm .* needs --contour"):
+        run_pipeline.check_inputs(run_pipeline.parse_args(["--contour_norm"]))
+    _, tags = run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args(["--contour", "--contour_norm"]))
+    assert tags == ["contour", "cnorm"]
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +171,11 @@ def session(tiny_root: Path) -> list:
     return table.by_split["x"]
 
 
-def test_causal_inputs_with_contours_are_the_online_embedders(session: list) -> None:
+@pytest.mark.parametrize("options", [InputOptions(11, participant_norm=True), InputOptions(11, contour_norm=True)],
+                         ids=["pnorm", "cnorm"])
+def test_causal_inputs_with_contours_are_the_online_embedders(session: list, options: InputOptions) -> None:
     """With participant statistics over contour rows (NaN-aware, prefix only), every causal node input equals
     the online embedder's."""
-    options = InputOptions(11, participant_norm=True)
     segments = [replace(s, participant=None, eda_parts=None, spectrogram=None) for s in session[:4]]
     causal = CausalSegmentDataset(segments, UNIT, 11, DEMO, options=options)
     items = {segments[i].segment_id: causal[i] for i in range(len(causal))}

@@ -58,6 +58,7 @@ STE_inputs = {
     # Prosodic contour rows below the mel bands (F0 in semitones, periodicity, loudness at the spectrogram's
     # frame rate; encoder/core/contours.py), read by a 1-D ResNet18 of the audio stream (issue 35)
     "contour": False,
+    "contour_norm": False,  # the contour rows alone standardised per participant and session (participant.py)
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
     # Input options (encoder/core/participant.py), each off unless a paired CV over seeds on data with
     # realistic nuisance shows a gain clear of zero (docs/results.md):

@@ -207,7 +207,7 @@ def _extract_sessions(runtime: Runtime, model: torch.nn.Module, segments: list[S
     session's kept until it is embedded; with `causal` from prefixes (dataset.CausalSegmentDataset).
     `on_device`: the spectrograms computed on the model's device (device_spectrogram.resolve decided)."""
     options = options or InputOptions(clip_length)
-    keep = options.participant_norm and not causal  # attach keeps spectrograms: one session's at a time
+    keep = options.audio_statistics and not causal  # attach keeps spectrograms: one session's at a time
     sessions: dict[int, list[Segment]] = {}
     for seg in segments:
         sessions.setdefault(seg.session, []).append(seg)

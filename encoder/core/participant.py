@@ -12,6 +12,9 @@
   arrived when the node is embedded: the participant's earlier segments and the current segment up to
   the end of the node's clip. A causal model's features (STE_forward.py --causal) are extracted with the
   online statistics (`prefix_views`), the inputs it runs on.
+* `contour_norm`: the contour rows alone (STE_inputs["contour"], contours.py) standardised as participant_norm
+  standardises every row, the log-mel bands and the bio streams keeping the training-set normalisation: the
+  speaker's own pitch and loudness become the reference, while nothing else changes.
 * `eda_components`: three more EDA input channels beside the raw series, from NeuroKit2: the tonic
   and phasic parts (`nk.eda_phasic`, its default high-pass split) and the SCR peaks (`nk.eda_peaks` on
   the phasic part: at each peak sample its amplitude, 0 elsewhere). They are computed over the
@@ -42,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from encoder.core import clip_utils, config, io
+from encoder.core import clip_utils, config, contours, io
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, log_mel_frames
 
 MIN_COMPONENT_ROWS = 12  # below this NeuroKit2's filter has too few samples (its padding needs 10)
@@ -64,6 +67,7 @@ class InputOptions:
     audio_pass: str = "clip"
     segment_chunk_frames: int = 2048
     segment_context_frames: int = 256
+    contour_norm: bool = False  # the contour rows alone standardised per participant (contours.py)
 
     @classmethod
     def from_inputs(cls, inputs: dict[str, Any]) -> InputOptions:
@@ -73,7 +77,8 @@ class InputOptions:
         return cls(int(bio), bool(inputs.get("participant_norm", False)), bool(inputs.get("eda_components", False)),
                    str(inputs.get("audio_pass", cls.audio_pass)),
                    int(inputs.get("segment_chunk_frames", cls.segment_chunk_frames)),
-                   int(inputs.get("segment_context_frames", cls.segment_context_frames)))
+                   int(inputs.get("segment_context_frames", cls.segment_context_frames)),
+                   bool(inputs.get("contour_norm", False)))
 
     @property
     def segment_pass(self) -> bool:
@@ -85,13 +90,21 @@ class InputOptions:
 
     @property
     def needs_participant(self) -> bool:
-        return self.participant_norm or self.eda_components
+        return self.participant_norm or self.eda_components or self.contour_norm
+
+    @property
+    def audio_statistics(self) -> bool:
+        """Whether the participant's audio frames are gathered (participant_norm, contour_norm)."""
+        return self.participant_norm or self.contour_norm
 
     def signature(self) -> dict[str, Any]:
+        """The options as a checkpoint records them (`contour_norm` only when on, so that records written
+        before it existed stay equal)."""
         return {"bio_clip_length": self.bio_clip_length, "participant_norm": self.participant_norm,
                 "eda_components": self.eda_components, "audio_pass": self.audio_pass,
                 "segment_chunk_frames": self.segment_chunk_frames,
-                "segment_context_frames": self.segment_context_frames}
+                "segment_context_frames": self.segment_context_frames,
+                **({"contour_norm": True} if self.contour_norm else {})}
 
 
 @dataclass
@@ -227,7 +240,7 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
     for group in by_participant(segments).values():
         eda_rows, temp_rows = participant_rows(group, "eda_rows"), participant_rows(group, "temp_rows")
         stats = bio_stats(eda_rows, temp_rows)
-        if options.participant_norm:
+        if options.audio_statistics:
             mel = Moments(params.n_rows)
             for seg in group:
                 wav = io.read_wav(seg.wav, params.sample_rate)
@@ -266,11 +279,16 @@ def release_spectrograms(segments: Sequence[Any]) -> None:
 
 
 def audio_input(segment: Any, spec: np.ndarray, norm: Normalization, options: InputOptions) -> np.ndarray:
-    """A (rows, frames) log-mel spectrogram (and contour rows) of `segment` as the encoder reads it; a
-    contour's missing values (NaN: unvoiced) become 0, the normalised mean."""
+    """A (rows, frames) log-mel spectrogram (and contour rows) of `segment` as the encoder reads it: every
+    row standardised by its participant's statistics with participant_norm, the contour rows alone with
+    contour_norm; a contour's missing values (NaN: unvoiced) become 0, the normalised mean."""
     if options.participant_norm:
         stats = segment.participant
         spec = standardised(spec, stats.mel_mean[:, None], stats.mel_std[:, None])
+    elif options.contour_norm:
+        stats, first = segment.participant, len(spec) - len(contours.ROWS)
+        spec = np.concatenate([spec[:first], standardised(spec[first:], stats.mel_mean[first:, None],
+                                                          stats.mel_std[first:, None])])
     spec = norm.audio(spec)
     return np.nan_to_num(spec, nan=0.0) if np.isnan(spec).any() else spec
 
@@ -332,7 +350,7 @@ class OnlineParticipants:
                                    (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))})
         eda_rows = participant_rows([*earlier, seen], "eda_rows")
         seen.participant = bio_stats(eda_rows, participant_rows([*earlier, seen], "temp_rows"))
-        if self.options.participant_norm:
+        if self.options.audio_statistics:
             seen.participant.mel_mean, seen.participant.mel_std = self._audio(state, segment, step, wav)
         if self.options.eda_components:
             parts = eda_components(eda_rows[:, 1], eda_rows[:, 0])
@@ -375,8 +393,8 @@ def prefix_views(segments: Sequence[Any], params: SpectrogramParams, options: In
     views = {}
     for _, _, segment_id, step, i in nodes:
         seg = segments[i]
-        if segment_id not in wavs:  # the audio statistics need the wav; without participant_norm nothing reads it
-            wavs[segment_id] = (io.read_wav(seg.wav, params.sample_rate) if options.participant_norm
+        if segment_id not in wavs:  # the audio statistics need the wav; without them nothing reads it
+            wavs[segment_id] = (io.read_wav(seg.wav, params.sample_rate) if options.audio_statistics
                                 else np.zeros(0, dtype=np.float32))
         views[(segment_id, step)] = tracker.view(seg, step, wavs[segment_id])
         if step == seg.n_steps - 1:

@@ -212,6 +212,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
                              f"(splits {dict(splits)})", root)
     say(table.summary())
     options = InputOptions.from_inputs(inputs)
+    if options.contour_norm and not params.contour:
+        raise ValueError("contour_norm standardises the contour rows: it needs STE_inputs['contour']")
     learning = LearningOptions.from_settings(settings)
     participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
