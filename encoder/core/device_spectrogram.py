@@ -22,7 +22,7 @@ a batch of spans at once (`spectrogram_items`, `clip_batch`, `segment_batch`), t
 (participant.audio_input: participant standardisation, then the training mean/std) and the same SpecAugment
 masks (drawn in the worker from the same random stream) as the CPU path. What the device path does not
 handle falls back to the CPU path, with one log line (`resolve`): a SpectrogramParams field other than
-HANDLED_FIELDS; causal extraction with a participant option or the segment pass (its items carry each node's
+HANDLED_FIELDS set apart from its default (the contour rows, contours.py); causal extraction with a participant option or the segment pass (its items carry each node's
 own clip); extraction with participant_norm (participant.attach's CPU pass gives its statistics and
 spectrograms together).
 """
