@@ -22,9 +22,9 @@ a batch of spans at once (`spectrogram_items`, `clip_batch`, `segment_batch`), t
 (participant.audio_input: participant standardisation, then the training mean/std) and the same SpecAugment
 masks (drawn in the worker from the same random stream) as the CPU path. What the device path does not
 handle falls back to the CPU path, with one log line (`resolve`): a SpectrogramParams field other than
-HANDLED_FIELDS set apart from its default (the contour rows, contours.py); causal extraction with a participant option or the segment pass (its items carry each node's
-own clip); extraction with participant_norm (participant.attach's CPU pass gives its statistics and
-spectrograms together).
+HANDLED_FIELDS set apart from its default (the contour rows, contours.py); causal extraction with a
+participant option or the segment pass (its items carry each node's own clip); extraction with
+participant_norm (participant.attach's CPU pass gives its statistics and spectrograms together).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from encoder.core import clip_utils, participant
 from encoder.core.custom_transforms import AMIN, Normalization, SpectrogramParams, _mel_basis
 
 SPECTROGRAM_ON = ("auto", "cpu", "device")
-# The SpectrogramParams fields this module computes from; any other field (a new kind of row, say) sends
-# every spectrogram back to the CPU path until this module handles it.
+# The SpectrogramParams fields this module computes from; any other field set apart from its default (a new
+# kind of row, say) sends every spectrogram back to the CPU path until this module handles it.
 HANDLED_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
 
 
