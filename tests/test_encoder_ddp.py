@@ -182,4 +182,4 @@ def test_two_process_gloo_training_and_sharded_extraction(tiny_root, tmp_path, o
     written = sorted(p.relative_to(features).as_posix() for p in features.glob("features_*/*.pkl"))
     expected = sorted(f"features_{split}/Sess{s:02d}.pkl" for split, ss in manifest["splits"].items() for s in ss)
     assert written == expected and len(written) == 4
-    assert set(util.read_json(features / "encoder_metrics.json")) == {"test", "baselines", "splits"}
+    assert set(util.read_json(features / "encoder_metrics.json")) == {"test", "baselines", "decision", "splits"}
