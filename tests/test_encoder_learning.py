@@ -214,9 +214,9 @@ def test_a_training_with_every_option_records_them_and_draws_k_clips(monkeypatch
         drawn.append((self.epoch, index))
         return original_item(self, index)
 
-    def mask(self, spec, rng):
+    def mask(self, spec, rng, bands=None):
         masked.append(1)
-        return original_mask(self, spec, rng)
+        return original_mask(self, spec, rng, bands)
 
     monkeypatch.setattr(TrainClipDataset, "__getitem__", item)
     monkeypatch.setattr(SpecAugment, "__call__", mask)

@@ -147,7 +147,7 @@ def test_forward_writes_node_files_manifest_and_metrics(features, trained, tiny_
             assert feature.dtype == np.float32 and feature.shape == (dim,)
             assert time_s in built.entities[segment_id][:, 0]
             assert [r[1] for r in rows] == sorted(r[1] for r in rows)
-    assert set(metrics) == {"test", "baselines", "splits"}
+    assert set(metrics) == {"test", "baselines", "decision", "splits"}
     # per split, the role its sessions played for the encoder: the in-sample gap is measured from these
     assert {name: part["encoder_saw"] for name, part in metrics["splits"].items()} == {
         "train": "train", "val": "val", "test": "none"}
