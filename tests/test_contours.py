@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import online
-from encoder.core import checkpoints, contours, extraction, frames, io, participant, training, util
+from encoder.core import checkpoints, contours, extraction, frames, participant, training, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpecAugment,
@@ -22,7 +22,7 @@ from encoder.core.custom_transforms import (
     mean_std,
     segment_spectrogram,
 )
-from encoder.core.dataset import CausalSegmentDataset, load_segments
+from encoder.core.dataset import load_segments
 from encoder.core.models import STEncoder, inference_model
 from encoder.core.participant import InputOptions, Moments
 
@@ -169,26 +169,6 @@ def test_run_pipeline_names_the_option_and_refuses_it_with_the_segment_pass() ->
 def session(tiny_root: Path) -> list:
     table = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (1,)}, wanted=("x",))
     return table.by_split["x"]
-
-
-@pytest.mark.parametrize("options", [InputOptions(11, participant_norm=True), InputOptions(11, contour_norm=True)],
-                         ids=["pnorm", "cnorm"])
-def test_causal_inputs_with_contours_are_the_online_embedders(session: list, options: InputOptions) -> None:
-    """With participant statistics over contour rows (NaN-aware, prefix only), every causal node input equals
-    the online embedder's."""
-    segments = [replace(s, participant=None, eda_parts=None, spectrogram=None) for s in session[:4]]
-    causal = CausalSegmentDataset(segments, UNIT, 11, DEMO, options=options)
-    items = {segments[i].segment_id: causal[i] for i in range(len(causal))}
-    tracker = participant.OnlineParticipants(DEMO, options, 11)
-    wavs = {s.segment_id: io.read_wav(s.wav, DEMO.sample_rate) for s in segments}
-    for arrived in online.instants(segments):
-        for seg, step in arrived:
-            seen = tracker.view(seg, step, wavs[seg.segment_id])
-            offset = int(seg.frame_offsets(DEMO, np.array([step]))[0])
-            spec = participant.audio_input(seen, clip_spectrogram(wavs[seg.segment_id], offset, 11, DEMO), UNIT,
-                                           options)
-            assert spec.shape[0] == 35 and np.isfinite(spec).all()
-            np.testing.assert_allclose(items[seg.segment_id]["clips"][step, 0].numpy(), spec, atol=1e-5, rtol=0)
 
 
 def test_a_checkpoint_carries_the_rows_to_extraction_and_online(tiny_root: Path, tmp_path: Path) -> None:

@@ -14,7 +14,13 @@ import torch
 import online
 from encoder.core import checkpoints, extraction, frames, io, participant, training, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram, segment_spectrogram
-from encoder.core.dataset import CausalSegmentDataset, SegmentDataset, TrainClipDataset, load_segments
+from encoder.core.dataset import (
+    CausalSegmentDataset,
+    SegmentDataset,
+    TrainClipDataset,
+    load_segments,
+    segment_clips,
+)
 from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
 
@@ -23,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = SpectrogramParams(sample_rate=8000, n_fft=256, win_length=200, hop_length=200, n_mels=32, fmax=4000.0)
 UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
 ALL_ON = InputOptions(bio_clip_length=41, participant_norm=True, eda_components=True)
+CONTOUR = replace(SMALL, contour=True)  # with the contour rows (contours.py), whose F0 row has no value unvoiced
 
 
 @pytest.fixture(scope="module")
@@ -250,25 +257,27 @@ def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
     assert run_pipeline.with_input_options(config.DEMO, same) == (config.DEMO, [])
 
 
-@pytest.mark.parametrize(("options", "count"), [(InputOptions(21, participant_norm=True), None), (ALL_ON, 4)],
-                         ids=["pnorm", "all"])
+@pytest.mark.parametrize(("options", "count", "params"), [
+    (InputOptions(21, participant_norm=True), None, SMALL), (ALL_ON, 4, SMALL),
+    (InputOptions(11, participant_norm=True), 4, CONTOUR), (InputOptions(11, contour_norm=True), 4, CONTOUR)],
+    ids=["pnorm", "all", "pnorm-contour", "cnorm-contour"])
 def test_causal_extraction_inputs_are_the_online_embedders(session: list, options: InputOptions,
-                                                           count: int | None) -> None:
+                                                           count: int | None, params: SpectrogramParams) -> None:
     """Every node input of CausalSegmentDataset (batch extraction of a causal model's features) equals what
     online.NodeEmbedder feeds the encoder for that node (participant.OnlineParticipants in arrival order,
     the clip's own spectrogram); the whole-session inputs of SegmentDataset differ early in the session.
     With the EDA components (NeuroKit2 once per node) on `count` segments of the session only."""
     segments = fresh(session)[:count]
-    causal = CausalSegmentDataset(segments, UNIT, 11, SMALL, options=options)
+    causal = CausalSegmentDataset(segments, UNIT, 11, params, options=options)
     items = {segments[i].segment_id: causal[i] for i in reversed(range(len(causal)))}  # order must not matter
-    tracker = participant.OnlineParticipants(SMALL, options, 11)
-    wavs = {s.segment_id: io.read_wav(s.wav, SMALL.sample_rate) for s in segments}
+    tracker = participant.OnlineParticipants(params, options, 11)
+    wavs = {s.segment_id: io.read_wav(s.wav, params.sample_rate) for s in segments}
     largest = 0.0
     for arrived in online.instants(segments):
         for seg, step in arrived:
             seen = tracker.view(seg, step, wavs[seg.segment_id])
-            offset = int(seg.frame_offsets(SMALL, np.array([step]))[0])
-            spec = participant.audio_input(seen, clip_spectrogram(wavs[seg.segment_id], offset, 11, SMALL), UNIT,
+            offset = int(seg.frame_offsets(params, np.array([step]))[0])
+            spec = participant.audio_input(seen, clip_spectrogram(wavs[seg.segment_id], offset, 11, params), UNIT,
                                            options)
             eda, temp = participant.bio_inputs(seen, np.array([step]), UNIT, options)
             item = items[seg.segment_id]
@@ -276,10 +285,12 @@ def test_causal_extraction_inputs_are_the_online_embedders(session: list, option
                               (item["temp"][step], temp[0])):
                 np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
     whole = fresh(session)[:count]
-    participant.attach(whole, SMALL, options)
-    offline = SegmentDataset(whole, UNIT, 11, SMALL, options=options)
+    participant.attach(whole, params, options)
+    offline = SegmentDataset(whole, UNIT, 11, params, options=options)
     for i in range(len(offline)):
-        largest = max(largest, float((offline[i]["eda"] - items[whole[i].segment_id]["eda"]).abs().max()))
+        online_item, offline_clips = items[whole[i].segment_id], segment_clips(offline[i], 11, params)
+        largest = max(largest, float((offline[i]["eda"] - online_item["eda"]).abs().max()),
+                      float((offline_clips - online_item["clips"]).abs().max()))
     assert largest > 0.1  # whole-session statistics are not what the online embedder reads
 
 
