@@ -77,7 +77,7 @@ from encoder.core import (
     util,
 )
 from encoder.core.dataset import Segment, load_segments
-from encoder.core.metrics import adjusted_decisions, classification_metrics, segment_predictions
+from encoder.core.metrics import classification_metrics, decided, segment_predictions
 from encoder.core.models import STREAM_DIM, inference_model
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
@@ -428,7 +428,7 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
     the timelines), sorted by session, script and start time. An unusable segment without annotated
     wav times has no start_s/end_s (time_from empty); `stats_segments` (participant_segments) fills
     participant_segments (empty where absent); `decision` ({"tau", "prior"}, model.json's) adjusts the
-    predicted class as train_val did (metrics.adjusted_decisions; None: the argmax)."""
+    predicted class as train_val did (metrics.decided; None: the argmax)."""
     stats_segments = stats_segments or {}
     unusable = dict(unusable or {})
     n_predicted = len(ids)
@@ -443,10 +443,7 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
     wav_start, wav_end = rows["wav_start"].to_numpy(dtype=float), rows["wav_end"].to_numpy(dtype=float)
     from_wav = np.isfinite(wav_start) & np.isfinite(wav_end)
     predicted = np.arange(len(ids)) < n_predicted
-    decided = np.full(len(ids), -1)
-    if n_predicted:
-        decided[:n_predicted] = (probs[:n_predicted].argmax(axis=1) if decision is None else adjusted_decisions(
-            probs[:n_predicted], np.asarray(decision["prior"]), decision["tau"]))
+    classes = decided(probs[:n_predicted], decision) if n_predicted else np.zeros(0, dtype=int)
     table = pd.DataFrame({
         "segment_id": ids,
         "session": [p["session"] for p in parsed],
@@ -455,7 +452,7 @@ def prediction_table(ids: list[str], probs: np.ndarray, gt: pd.DataFrame, segmen
         "start_s": np.where(from_wav, wav_start, bio_start),
         "end_s": np.where(from_wav, wav_end, bio_end),
         "time_from": np.where(from_wav, "wav", np.where(predicted, "bio", "")),
-        "predicted": [config.EMOTIONS[int(d)] if ok else "" for d, ok in zip(decided, predicted, strict=True)],
+        "predicted": [config.EMOTIONS[int(classes[i])] if ok else "" for i, ok in enumerate(predicted)],
         **{f"p_{e}": probs[:, k] for k, e in enumerate(config.EMOTIONS)},
         "true": [config.EMOTIONS[int(t)] if pd.notna(t) else "" for t in rows["target"]],
         "reason": ["" if ok else unusable[i] for i, ok in zip(ids, predicted, strict=True)],

@@ -76,15 +76,14 @@ import models_temporal
 import systems
 from encoder.core import config, distributed, extraction, models, util
 from encoder.core.metrics import (
-    adjusted_decisions,
-    choose_decision_tau,
-    class_prior,
     class_weights,
     classification_metrics,
+    decided,
     format_table,
     macro_f1,
     majority_baseline,
     majority_class,
+    segment_decision,
     segment_predictions,
     segment_targets,
     write_segment_predictions,
@@ -325,11 +324,11 @@ def predict(model: nn.Module, graphs: list, batch_size: int, device: torch.devic
 
 def evaluate(pred: dict[str, Any], decision: dict[str, Any] | None = None) -> dict[str, Any]:
     """Node- and segment-level metrics (classification_metrics) of a `predict` result, the segment decisions
-    adjusted by `decision` ({"tau", "prior"}, metrics.adjusted_decisions; None: the plain argmax)."""
+    adjusted by `decision` (metrics.segment_decision; None: the plain argmax)."""
     seg_ids, seg_targets, seg_pred, seg_probs = segment_predictions(
         pred["segment_ids"], pred["probs"], pred["targets"])
     if decision is not None:
-        seg_pred = adjusted_decisions(seg_probs, np.asarray(decision["prior"]), decision["tau"])
+        seg_pred = decided(seg_probs, decision)
     return {
         "node": classification_metrics(pred["targets"], pred["probs"].argmax(axis=1)),
         "segment": classification_metrics(seg_targets, seg_pred),
@@ -344,11 +343,10 @@ def segment_macro_f1(pred: dict[str, Any]) -> float:
 
 
 def decide(val: dict[str, Any], train_graphs: list, grid: Sequence[float]) -> dict[str, Any]:
-    """The segment decision (metrics.choose_decision_tau): the tau of `grid` whose adjusted decisions score the
-    best macro-F1 on the validation segments of `val` (an evaluate result), and the training prior it adjusts by."""
-    prior = class_prior(_segment_targets(train_graphs)[1])
+    """The segment decision (metrics.segment_decision) on the validation segments of `val` (an evaluate
+    result), against the training graphs' segment prior."""
     _, seg_targets, _, seg_probs = val["_segments"]
-    return {**choose_decision_tau(seg_probs, seg_targets, prior, grid), "prior": prior.tolist()}
+    return segment_decision(seg_probs, seg_targets, _segment_targets(train_graphs)[1], grid)
 
 
 def _segment_targets(graphs: list) -> tuple[np.ndarray, np.ndarray]:

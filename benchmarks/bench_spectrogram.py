@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import clip_utils, config, device_spectrogram, frames, io, synthetic, util
-from encoder.core.custom_transforms import SpectrogramParams, segment_spectrogram
+from encoder.core import config, device_spectrogram, frames, io, synthetic, util
+from encoder.core.custom_transforms import SpectrogramParams, clip_start_sample, segment_spectrogram
 from encoder.core.dataset import Segment, load_segments
 
 PROFILES = {"full": SpectrogramParams.from_dict(config.STE_inputs),
@@ -61,7 +61,7 @@ def profile_run(name: str, params: SpectrogramParams, segments: list[Segment], c
     wavs = [io.read_wav(s.wav, params.sample_rate) for s in segments]
     last = [int(s.frame_offsets(params)[-1]) for s in segments]
     frame_counts = [n + params.clip_frames(clip_length) for n in last]
-    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples)
+    start = clip_start_sample(0, clip_length, params)
     total = sum(frame_counts)
 
     def librosa_path() -> list[np.ndarray]:

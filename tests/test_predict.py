@@ -175,8 +175,7 @@ def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path,
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert ((probs >= 0) & (probs <= 1)).all()
     decision = util.read_json(models["gnn"].parent / "metrics.json")["decision"]  # the tau chosen on validation
-    decided = metrics.adjusted_decisions(probs, np.asarray(decision["prior"]), decision["tau"])
-    assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in decided]
+    assert table["predicted"].tolist() == [config.EMOTIONS[k] for k in metrics.decided(probs, decision)]
     assert table["true"].tolist() == [config.EMOTIONS[t] for t in gt["target"]]
     # participant_norm: every participant's statistics came from all its segments in the folder
     sizes = table.groupby("identity")["segment_id"].transform("size")

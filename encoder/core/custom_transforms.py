@@ -119,19 +119,23 @@ def frame_offsets(ts: np.ndarray, origin: float, params: SpectrogramParams) -> n
     return offsets.astype(np.int64)
 
 
+def clip_start_sample(offset: int, clip_length: int, params: SpectrogramParams) -> int:
+    """The wav sample the first frame of the clip of the node at frame `offset` is centred on."""
+    return clip_utils.audio_clip_start(0, clip_length, params.step_samples) + int(offset) * params.hop_length
+
+
 def segment_spectrogram(wav: np.ndarray, last_offset: int, clip_length: int, params: SpectrogramParams,
                         first_offset: int = 0) -> np.ndarray:
     """Frames covering the clips of the nodes of a segment from frame offset `first_offset` (0: the whole
     segment's) to `last_offset`; equal to the whole segment's frames [first_offset, last_offset + clip)."""
-    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples) + int(first_offset) * params.hop_length
     n_frames = int(last_offset) - int(first_offset) + params.clip_frames(clip_length)
-    return log_mel_frames(wav, start, n_frames, params)
+    return log_mel_frames(wav, clip_start_sample(first_offset, clip_length, params), n_frames, params)
 
 
 def clip_spectrogram(wav: np.ndarray, offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:
     """The (n_mels, clip_length · frames_per_step) spectrogram of the clip of the node at frame `offset`."""
-    start = clip_utils.audio_clip_start(0, clip_length, params.step_samples) + int(offset) * params.hop_length
-    return log_mel_frames(wav, start, params.clip_frames(clip_length), params)
+    return log_mel_frames(wav, clip_start_sample(offset, clip_length, params), params.clip_frames(clip_length),
+                          params)
 
 
 def slice_clip(segment_spec: np.ndarray, offset: int, clip_length: int, params: SpectrogramParams) -> np.ndarray:

@@ -38,6 +38,7 @@ from encoder.core.custom_transforms import (
     SpecAugment,
     SpectrogramParams,
     clip_spectrogram,
+    clip_start_sample,
     frame_offsets,
     mean_std,
     segment_spectrogram,
@@ -287,8 +288,7 @@ class TrainClipDataset(Dataset):
         """The item for spectrograms on the model's device (device_spectrogram.clip_batch): the clip's wav
         span instead of its spectrogram, and SpecAugment's mask from the same random stream."""
         frames = self.params.clip_frames(self.clip_length)
-        start = (clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
-                 + int(seg.frame_offsets(self.params, steps)[0]) * self.params.hop_length)
+        start = clip_start_sample(seg.frame_offsets(self.params, steps)[0], self.clip_length, self.params)
         keep = device_spectrogram.augment_keep(self.augment, (self.params.n_mels, frames),
                                                np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
         eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
@@ -349,8 +349,7 @@ class TrainSegmentDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM])
         if self.device_spectrogram:  # the span's wav; its spectrogram is computed in the batch on the device
             frames = int(offsets[-1]) - int(offsets[0]) + self.params.clip_frames(self.clip_length)
-            start = (clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
-                     + int(offsets[0]) * self.params.hop_length)
+            start = clip_start_sample(offsets[0], self.clip_length, self.params)
             keep = device_spectrogram.augment_keep(self.augment, (self.params.n_mels, frames), rng)
             audio = {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
                      "frames": frames, **({} if keep is None else {"keep": torch.from_numpy(keep)}),
@@ -437,7 +436,7 @@ class SegmentDataset(Dataset):
         if seg.spectrogram is not None:  # participant.attach computed it with the participant's statistics
             audio = {"spec": seg.spectrogram[:, :frames]}
         elif self.device_spectrogram:
-            start = clip_utils.audio_clip_start(0, self.clip_length, self.params.step_samples)
+            start = clip_start_sample(0, self.clip_length, self.params)
             wav = io.read_wav(seg.wav, self.params.sample_rate)
             audio = {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
                      "frames": frames, **device_spectrogram.mel_stats(seg, self.options)}

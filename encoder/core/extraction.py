@@ -289,7 +289,7 @@ def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
     train_nodes = np.concatenate([np.full(s.n_steps, s.target) for s in train]) if train else np.zeros(0, int)
     decision = _decision(train, parts.get("val", []), tau_grid)
     report = metrics.encoder_metrics([s.target for s in train], train_nodes, *_joined(parts.get("test", [])),
-                                     tau=decision["tau"])
+                                     decision)
     report["decision"] = decision
     report["splits"] = {}
     for name, chunks in parts.items():
@@ -306,12 +306,11 @@ def split_report(train: Sequence[Segment], parts: dict[str, list[tuple]],
 
 
 def _decision(train: Sequence[Segment], val: list[tuple], tau_grid: Sequence[float]) -> dict[str, Any]:
-    """The segment decision's tau (metrics.choose_decision_tau on the validation parts; with no validation
-    segment, the grid's smallest) and the training prior it adjusts by."""
-    prior = metrics.class_prior([s.target for s in train])
+    """The segment decision (metrics.segment_decision) on the validation parts; with no validation segment,
+    the grid's smallest tau."""
     seg_ids, targets, probs = _joined(val)
     _, seg_targets, _, seg_probs = metrics.segment_predictions(seg_ids, probs, targets)
-    return {**metrics.choose_decision_tau(seg_probs, seg_targets, prior, tau_grid), "prior": prior.tolist()}
+    return metrics.segment_decision(seg_probs, seg_targets, [s.target for s in train], tau_grid)
 
 
 def _joined(chunks: list[tuple]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -331,7 +330,7 @@ def _write_segment_predictions(chunks: list[tuple], path: Path, decision: dict[s
     adjusted by `decision`'s tau)."""
     seg_ids, targets, probs = _joined(chunks)
     ids, seg_targets, _, mean = metrics.segment_predictions(seg_ids, probs, targets)
-    seg_pred = metrics.adjusted_decisions(mean, np.asarray(decision["prior"]), decision["tau"])
+    seg_pred = metrics.decided(mean, decision)
     metrics.write_segment_predictions(ids, seg_targets, seg_pred, mean, path)
 
 

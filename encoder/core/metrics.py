@@ -169,6 +169,21 @@ def choose_decision_tau(seg_probs: np.ndarray, seg_targets: Sequence[int], prior
     return {"tau": grid[best], "grid": grid, "val_macro_f1": scores}
 
 
+def segment_decision(val_seg_probs: np.ndarray, val_seg_targets: Sequence[int],
+                     train_segment_targets: Sequence[int], grid: Sequence[float]) -> dict[str, Any]:
+    """The segment decision a system records (encoder_metrics.json, metrics.json, model.json): the tau of
+    `grid` chosen on the validation segments (choose_decision_tau) and the training prior it adjusts by."""
+    prior = class_prior(train_segment_targets)
+    return {**choose_decision_tau(val_seg_probs, val_seg_targets, prior, grid), "prior": prior.tolist()}
+
+
+def decided(seg_probs: np.ndarray, decision: dict[str, Any] | None) -> np.ndarray:
+    """Segment decisions under a segment_decision record (adjusted_decisions); None: the plain argmax."""
+    if decision is None:
+        return np.asarray(seg_probs).argmax(axis=1)
+    return adjusted_decisions(seg_probs, np.asarray(decision["prior"]), decision["tau"])
+
+
 def segment_targets(segment_ids: Sequence[str], node_targets: Sequence[int]) -> np.ndarray:
     """The target of each segment (that of its first node), segments in first-seen order."""
     _, first = np.unique(np.asarray(segment_ids), return_index=True)
@@ -216,14 +231,14 @@ def class_weights(labels: np.ndarray, num_classes: int = config.NUM_CLASSES) -> 
 
 def encoder_metrics(train_segment_targets: Sequence[int], train_node_targets: Sequence[int],
                     segment_ids: Sequence[str], node_targets: Sequence[int], probs: np.ndarray,
-                    tau: float = 0.0) -> dict[str, Any]:
+                    decision: dict[str, Any] | None = None) -> dict[str, Any]:
     """The encoder-only report (`encoder_metrics.json`): test metrics of node probabilities `probs` at
-    node and segment level (segment decisions adjusted by `tau`, adjusted_decisions), beside the
-    training-majority baseline at each level."""
+    node and segment level (segment decisions under `decision`, segment_decision; None: the argmax), beside
+    the training-majority baseline at each level."""
     node_targets = np.asarray(node_targets, dtype=int)
     probs = np.asarray(probs, dtype=np.float64).reshape(len(node_targets), config.NUM_CLASSES)
     _, seg_targets, _, seg_probs = segment_predictions(segment_ids, probs, node_targets)
-    seg_pred = adjusted_decisions(seg_probs, class_prior(train_segment_targets), tau)
+    seg_pred = decided(seg_probs, decision)
     return {
         "test": {
             "segment": classification_metrics(seg_targets, seg_pred),
