@@ -1,7 +1,8 @@
 """Contour rows (encoder/core/contours.py, STE_inputs["contour"]): pitch the encoder can see. A tone's F0
 in semitones, the +9% the log-mel hides, silence and noise unvoiced; the rows follow the log-mel's frame
 convention; NaN (unvoiced F0) is no value in every statistic; the audio stream reads the rows with a 1-D
-ResNet18; a checkpoint carries the option to extraction, causal extraction and online embedding."""
+ResNet18. A checkpoint carrying the option to extraction and online embedding, and causal inputs equal to the
+online embedder's, are tests/test_participant.py's, with the other input options."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import online
-from encoder.core import checkpoints, contours, extraction, frames, participant, training, util
+from encoder.core import contours, frames, participant, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpecAugment,
@@ -169,27 +169,3 @@ def test_run_pipeline_names_the_option_and_refuses_it_with_the_segment_pass() ->
 def session(tiny_root: Path) -> list:
     table = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (1,)}, wanted=("x",))
     return table.by_split["x"]
-
-
-def test_a_checkpoint_carries_the_rows_to_extraction_and_online(tiny_root: Path, tmp_path: Path) -> None:
-    inputs = {**DEMO.to_dict(), "participant_norm": True}
-    splits = {"train": (1,), "val": (33,), "test": (37,)}
-    with util.torch_threads(1):
-        training.train_encoder(root=tiny_root, inputs=inputs, splits=splits,
-                               optimization={"epochs": 1, "batch_size": 16, "num_workers": 0, "progress": False,
-                                             "out_dir": tmp_path / "ste"}, log=None)
-        state = checkpoints.load_encoder_checkpoint(tmp_path / "ste" / "best.pth")
-        assert state["inputs"]["contour"] is True
-        norm = Normalization.from_dict(state["normalization"])
-        assert np.isfinite([norm.audio_mean, norm.audio_std]).all()
-        model = checkpoints.encoder_from_checkpoint(state, tmp_path / "ste" / "best.pth")
-        assert model.contour_channels == 3
-        extraction.extract_features(root=tiny_root, checkpoint=tmp_path / "ste" / "best.pth", splits=splits,
-                                    out_dir=tmp_path / "features", log=None)
-        manifest = util.read_json(tmp_path / "features" / extraction.MANIFEST_FILE)
-        assert manifest["spectrogram"]["contour"] is True
-        nodes = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (37,)}, wanted=("x",))
-        embedder = online.NodeEmbedder(model.eval(), state, torch.device("cpu"))
-        segment = nodes.by_split["x"][0]
-        vectors = embedder.embed([(segment, 0), (segment, 1)])
-        assert vectors.shape == (2, 1536) and np.isfinite(vectors).all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,25 +220,35 @@ def test_online_statistics_use_only_what_has_arrived(session: list) -> None:
         replay.view(group[0], 0, io.read_wav(group[0].wav, SMALL.sample_rate))
 
 
-def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path, tmp_path: Path) -> None:
-    inputs = {**SMALL.to_dict(), "bio_clip_length": 21, "participant_norm": True, "eda_components": True}
+@pytest.mark.parametrize(("inputs", "streams"), [
+    ({**SMALL.to_dict(), "bio_clip_length": 21, "participant_norm": True, "eda_components": True},
+     lambda model: model.eda.stem[0].in_channels == 4),
+    ({**CONTOUR.to_dict(), "participant_norm": True}, lambda model: model.contour_channels == 3),
+], ids=["all", "contour"])
+def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path, tmp_path: Path, inputs: dict,
+                                                                 streams: Any) -> None:
+    """The options a checkpoint records build its streams (`streams`: the model has them) and reach the
+    feature manifest and the online embedder; with contour rows, whose unvoiced F0 is NaN, everything is finite."""
     splits = {"train": (1,), "val": (33,), "test": (37,)}
     with util.torch_threads(1):
         training.train_encoder(root=tiny_root, inputs=inputs, splits=splits,
                                optimization={"epochs": 1, "batch_size": 16, "num_workers": 0, "progress": False,
                                              "out_dir": tmp_path / "ste"}, log=None)
         state = checkpoints.load_encoder_checkpoint(tmp_path / "ste" / "best.pth")
-        assert {k: state["inputs"][k] for k in ("bio_clip_length", "participant_norm", "eda_components")} == {
-            "bio_clip_length": 21, "participant_norm": True, "eda_components": True}
+        assert {k: state["inputs"][k] for k in inputs} == inputs
+        norm = Normalization.from_dict(state["normalization"])
+        assert np.isfinite([norm.audio_mean, norm.audio_std]).all()
         model = checkpoints.encoder_from_checkpoint(state, tmp_path / "ste" / "best.pth")
-        assert model.eda.stem[0].in_channels == 4
+        assert streams(model)
         extraction.extract_features(root=tiny_root, checkpoint=tmp_path / "ste" / "best.pth", splits=splits,
                                     out_dir=tmp_path / "features", log=None)
-        assert (tmp_path / "features" / extraction.MANIFEST_FILE).is_file()
+        manifest = util.read_json(tmp_path / "features" / extraction.MANIFEST_FILE)
+        assert manifest["spectrogram"] == SpectrogramParams.from_dict(inputs).to_dict()
         table = load_segments(frames.load_frames(tiny_root), tiny_root, {"x": (37,)}, wanted=("x",))
         embedder = online.NodeEmbedder(model.eval(), state, torch.device("cpu"))
         segment = table.by_split["x"][0]
-        assert embedder.embed([(segment, 0), (segment, 1)]).shape == (2, 1536)
+        vectors = embedder.embed([(segment, 0), (segment, 1)])
+        assert vectors.shape == (2, 1536) and np.isfinite(vectors).all()
 
 
 def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
