@@ -59,15 +59,12 @@ class GraphSettings:
     cross_identity: str  # cin: timed edges within one identity only; ciy: across identities too
 
     def __post_init__(self) -> None:
-        if isinstance(self.numv, bool) or not isinstance(self.numv, int) or self.numv < 1:
-            raise ValueError(f"GRAPH setting 'numv' must be an integer >= 1, not {self.numv!r}")
-        if isinstance(self.time_edge, bool) or not isinstance(self.time_edge, int | float) \
-                or not np.isfinite(self.time_edge) or self.time_edge < 0:
-            raise ValueError(f"GRAPH setting 'time_edge' must be a number of seconds >= 0, not {self.time_edge!r}")
+        check_setting("GRAPH", self, "numv", is_int(self.numv) and self.numv >= 1, "an integer >= 1")
+        check_setting("GRAPH", self, "time_edge", is_number(self.time_edge) and self.time_edge >= 0,
+                      "a number of seconds >= 0")
         object.__setattr__(self, "time_edge", float(self.time_edge))
-        if self.cross_identity not in CROSS_IDENTITY:
-            raise ValueError(f"GRAPH setting 'cross_identity' must be one of {', '.join(CROSS_IDENTITY)}, "
-                             f"not {self.cross_identity!r}")
+        check_setting("GRAPH", self, "cross_identity", self.cross_identity in CROSS_IDENTITY,
+                      f"one of {', '.join(CROSS_IDENTITY)}")
 
     @classmethod
     def from_config(cls, overrides: Mapping[str, Any] | None = None) -> GraphSettings:
@@ -85,6 +82,20 @@ class GraphSettings:
     def folder_name(self, feature: str) -> str:
         """The graph folder's name for node files of feature set `feature` (data_loader.graph_dir_name)."""
         return data_loader.graph_dir_name(feature, self.numv, self.time_edge, self.cross_identity)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def check_setting(section: str, settings: Any, name: str, ok: bool, what: str) -> None:
+    """A settings dataclass's check: unless `ok`, a one-line ValueError naming the section's setting."""
+    if not ok:
+        raise ValueError(f"{section} setting {name!r} must be {what}, not {getattr(settings, name)!r}")
 
 
 def settings_values(section: str, cls: type, base: Mapping[str, Any],

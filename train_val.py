@@ -90,6 +90,7 @@ from encoder.core.metrics import (
 )
 from encoder.core.plots import plot_confusion
 from encoder.core.prediction import logit_offset, training_prior
+from generate_graph import is_int, is_number
 from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
 GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
@@ -137,12 +138,12 @@ class GnnSettings:
 
     def __post_init__(self) -> None:
         for name in ("channel1", "channel2", "t_max", "batch_size", "num_epoch", "eval_freq", "threads"):
-            _check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an integer >= 1", self)
-        _check("patience", _is_int(self.patience) and self.patience >= 0, "an integer >= 0", self)
-        _check("seed", _is_int(self.seed) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)", self)
-        _check("dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)", self)
-        _check("lr", _is_number(self.lr) and self.lr > 0, "a number > 0", self)
-        _check("logit_adjust_tau", _is_number(self.logit_adjust_tau), "a finite number", self)
+            _check(name, is_int(getattr(self, name)) and getattr(self, name) >= 1, "an integer >= 1", self)
+        _check("patience", is_int(self.patience) and self.patience >= 0, "an integer >= 0", self)
+        _check("seed", is_int(self.seed) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)", self)
+        _check("dropout", is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)", self)
+        _check("lr", is_number(self.lr) and self.lr > 0, "a number > 0", self)
+        _check("logit_adjust_tau", is_number(self.logit_adjust_tau), "a finite number", self)
         for name in ("class_weight", "temporal_beside", "causal"):
             _check(name, isinstance(getattr(self, name), bool), "True or False", self)
         names = self.modalities.split(",") if isinstance(self.modalities, str) else []
@@ -155,7 +156,7 @@ class GnnSettings:
                f"a sequence of names among {', '.join(trained)}", self)
         grid = self.decision_tau_grid
         _check("decision_tau_grid", isinstance(grid, tuple | list) and len(grid) > 0
-               and all(_is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
+               and all(is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
         for name in ("dropout", "lr", "logit_adjust_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
@@ -182,17 +183,8 @@ class GnnSettings:
         return {**asdict(self), "skip": list(self.skip), "decision_tau_grid": list(self.decision_tau_grid)}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
 def _check(name: str, ok: bool, what: str, settings: GnnSettings) -> None:
-    if not ok:
-        raise ValueError(f"GNN setting {name!r} must be {what}, not {getattr(settings, name)!r}")
+    generate_graph.check_setting("GNN", settings, name, ok, what)
 
 
 @dataclass
