@@ -14,7 +14,7 @@ session, so the same seed gives the same bytes; GENERATOR_VERSION names the gene
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
 
-from encoder.core import config, layout, util
+from encoder.core import config, layout, streams, util
 
 # Bumped whenever the generator's output changes: it is part of the demo data's key in run_pipeline.py, so a
 # changed generator regenerates encoder/KEMDy20_demo.
@@ -413,6 +413,32 @@ def temp_signal(clock: np.ndarray, person: dict, drift: dict, rng: np.random.Gen
     return np.round(np.round(value / TEMP_RESOLUTION_C) * TEMP_RESOLUTION_C, 2)
 
 
+def temp_values(times: np.ndarray, clock: np.ndarray, utterances: list[Utterance], speaker: int, person: dict,
+                drift: dict, rng: np.random.Generator) -> np.ndarray:
+    """temp_signal as a SIGNALS entry: the temperature depends on the clock alone."""
+    return temp_signal(clock, person, drift, rng)
+
+
+Signal = Callable[[np.ndarray, np.ndarray, list[Utterance], int, dict, dict, np.random.Generator], np.ndarray]
+# Each bio stream's synthetic signal (streams.BIO_STREAMS, by name): its values at `times` (s from the script's
+# start), given the same instants in seconds of the session, the script's utterances, the participant's index,
+# traits and drift state (carried from script to script) and the stream's random generator (stream_generators);
+# and the format its values are written with.
+SIGNALS: dict[str, tuple[Signal, str]] = {"eda": (eda_signal, ".6f"), "temp": (temp_values, ".2f")}
+
+
+def stream_generators(session_seed: np.random.SeedSequence, rng: np.random.Generator,
+                      temp_rng: np.random.Generator) -> dict[str, np.random.Generator]:
+    """Each bio stream's random generator in a session: EDA draws from the session's `rng`, interleaved with the
+    schedule's draws, TEMP from its own `temp_rng` (so that labels leave it unchanged), and any other stream from
+    a child of `session_seed` of its own, spawned after the session's four, whose draws it leaves unchanged."""
+    generators = {"eda": rng, "temp": temp_rng}
+    for name in streams.names():
+        if name not in generators:
+            generators[name] = np.random.default_rng(session_seed.spawn(1)[0])
+    return generators
+
+
 def timestamp_strings(date: dt.date, seconds_of_day: np.ndarray) -> list[str]:
     """`YYYY-MMDD-HHMM-SS-mmm` strings for times given in seconds of day."""
     ms = np.rint(seconds_of_day * 1000).astype(np.int64)
@@ -470,6 +496,9 @@ def make_dataset(
         unknown = sorted(set(sessions) - set(spec.sessions) - set(spec.temp_only_sessions))
         if unknown:
             raise ValueError(f"sessions {unknown} are not in the {preset} preset")
+    missing = [name for name in streams.names() if name not in SIGNALS]
+    if missing:
+        raise ValueError(f"no synthetic signal for bio stream {missing[0]!r}: give it one in synthetic.SIGNALS")
     with util.atomic_dir(out) as tmp:
         summary = _write_dataset(tmp, spec, seed, with_wav, PRIORS[balance], preset,
                                  None if sessions is None else {int(s) for s in sessions})
@@ -499,20 +528,21 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
         for script in range(1, spec.scripts + 1):
             utts, length = schedule_script(session, script, names, spec, prior, rng)
             scripts.append((script, utts, length))
-        plans.append((session, rng, audio_rng, text_rng, temp_rng, names, speakers, scripts))
+        plans.append((session, rng, stream_generators(ss, rng, temp_rng), audio_rng, text_rng, names, speakers,
+                      scripts))
 
-    # Bio files missing for one modality, drawn from training sessions only.
+    # Bio files missing for one stream, drawn from training sessions only.
     missing: dict[tuple[int, int, int], str] = {}
     candidates = [(s, c, p) for s, *_ in plans for c in range(1, spec.scripts + 1) for p in range(2)]
     train_candidates = [c for c in candidates if split_of[c[0]] == "train"]
     n_missing = min(int(round(spec.missing_share * len(candidates))), len(train_candidates))
     for idx in rng_global.choice(len(train_candidates), size=n_missing, replace=False):
-        missing[train_candidates[idx]] = str(rng_global.choice(["EDA", "TEMP"]))
+        missing[train_candidates[idx]] = str(rng_global.choice(list(streams.folders())))
     usable = {c for c in candidates if c not in missing}
     force_every_class([u for p in plans for _, utts, _ in p[-1] for u in utts], split_of, usable, rng_global)
 
     n_segments = n_wavs = 0
-    for session, rng, audio_rng, text_rng, temp_rng, names, speakers, scripts in tqdm(
+    for session, rng, generators, audio_rng, text_rng, names, speakers, scripts in tqdm(
             plans, desc=f"synthetic {preset}", unit="session"):
         date = dt.date(2020, 8, 21) + dt.timedelta(days=(session - 1) // 2)
         all_utts = [u for _, utts, _ in scripts for u in utts]
@@ -536,13 +566,13 @@ def _write_dataset(out: Path, spec: Preset, seed: int, with_wav: bool, prior: np
                     if u.speaker == p:
                         for i in np.flatnonzero((times >= u.start) & (times <= u.end)):
                             labels[i] = u.segment_id
-                signals = {"EDA": (eda_signal(times, script_start + times, utts, p, speakers[p], drifts[p], rng),
-                                   ".6f"),
-                           "TEMP": (temp_signal(script_start + times, speakers[p], drifts[p], temp_rng), ".2f")}
-                for modality, (values, fmt) in signals.items():
-                    if missing.get((session, script, p)) == modality:
+                for stream in streams.BIO_STREAMS:
+                    signal, fmt = SIGNALS[stream.name]
+                    values = signal(times, script_start + times, utts, p, speakers[p], drifts[p],
+                                    generators[stream.name])
+                    if missing.get((session, script, p)) == stream.folder:
                         continue
-                    path = layout.bio_path(out, modality, session, script, name)
+                    path = layout.bio_path(out, stream.folder, session, script, name)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(
                         bio_lines(values, stamps, labels, fmt, unix_start))

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from encoder.core import config, layout, util
+from encoder.core import config, layout, streams, util
 from encoder.core.metrics import encoder_metrics, segment_targets
 
-DEFAULT_DIMS = {"audio": 512, "eda": 512, "temp": 512}
 DEFAULT_SPLITS = {"train": (1, 2, 3, 4), "val": (5,), "test": (6,)}
 # Class prior of a newly drawn emotion: neutral is the large majority, as in KEMDy20.
 PRIOR = np.array([0.46, 0.16, 0.08, 0.08, 0.08, 0.07, 0.07])
@@ -88,13 +87,15 @@ def write_synthetic_nodes(
     out_dir: Path,
     splits: Mapping[str, Sequence[int]] = DEFAULT_SPLITS,
     nodes_per_session: int = 600,
-    feature_dims: Mapping[str, int] = DEFAULT_DIMS,
+    feature_dims: Mapping[str, int] | None = None,
     seed: int = 0,
     snr: float = 0.6,
 ) -> Path:
     """Write node files, manifest.json and encoder_metrics.json under `out_dir`; return the manifest path.
+    `feature_dims`: the blocks of a node's feature and their sizes (default: the encoder's, 512 each).
     Deterministic for a seed."""
     out_dir = Path(out_dir)
+    feature_dims = dict.fromkeys(streams.feature_order(), 512) if feature_dims is None else feature_dims
     rng = np.random.default_rng(seed)
     dim = int(sum(feature_dims.values()))
     prototypes = rng.standard_normal((config.NUM_CLASSES, dim)).astype(np.float32)
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--snr", type=float, default=0.6, help="per-node class signal to noise")
     parser.add_argument("--seed", type=int, default=config.SEED)
     args = parser.parse_args()
-    dims = {name: args.modality_dim for name in DEFAULT_DIMS}
+    dims = dict.fromkeys(streams.feature_order(), args.modality_dim)
     print(write_synthetic_nodes(args.out, proportional_splits(args.sessions), args.nodes_per_session, dims,
                                 seed=args.seed, snr=args.snr))
 
