@@ -159,8 +159,8 @@ class NodeEmbedder:
 
     @torch.no_grad()
     def embed(self, nodes: Sequence[tuple[Segment, int]]) -> torch.Tensor:
-        """Embeddings [m, 1536] of (segment, step) nodes."""
-        specs, edas, temps = [], [], []
+        """Embeddings [m, 512 · the encoder's streams] of (segment, step) nodes."""
+        specs, bio = [], []
         for seg, step in nodes:
             if seg.segment_id not in self.wavs:
                 self.wavs[seg.segment_id] = io.read_wav(seg.wav, self.params.sample_rate)
@@ -170,14 +170,11 @@ class NodeEmbedder:
             seen = self.participants.view(seg, step, wav)
             specs.append(audio_input(seen, clip_spectrogram(wav, offset, self.clip_length, self.params), self.norm,
                                      self.options))
-            eda, temp = bio_inputs(seen, steps, self.norm, self.options)
-            edas.append(eda)
-            temps.append(temp)
+            bio.append(bio_inputs(seen, steps, self.norm, self.options))
         audio = torch.from_numpy(np.stack(specs))[:, None].to(self.device)
-        eda = torch.from_numpy(np.concatenate(edas)).to(self.device)
-        temp = torch.from_numpy(np.concatenate(temps)).to(self.device)
+        clips = {name: torch.from_numpy(np.concatenate([b[name] for b in bio])).to(self.device) for name in bio[0]}
         with torch.inference_mode(), autocast(self.device, self.amp):
-            out = self.model(audio, eda, temp)
+            out = self.model(audio, clips)
         return out.embedding.float()
 
     def release(self, segment_id: str) -> None:

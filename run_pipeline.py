@@ -65,6 +65,7 @@ from encoder.core import (
     layout,
     models,
     pretrained,
+    streams,
     synthetic,
     util,
 )
@@ -186,7 +187,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     its model folder, and contour rows with the segment audio pass (one-line util.DataError)."""
     if args.data is not None and not args.data.is_dir():
         raise util.DataError("dataset root not found (--data)", args.data)
-    known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
+    known = (*streams.feature_order(), *models_gnn.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
     names = args.modalities.split(",")
     unknown = [name for name in names if name not in known]
     if unknown or len(set(names)) != len(names):

@@ -135,7 +135,7 @@ def frames_stage(pipeline: Pipeline, root: Path, data_stamp: Any) -> str:
         print(frames.format_report(built))
 
     key = {"data": data_stamp, "files": kemdy20.fingerprint(root), "max_skip": config.MAX_SKIP_SHARE}
-    return pipeline.stage("frames", key, [root / name for name in frames.ARTIFACTS], build)
+    return pipeline.stage("frames", key, [root / name for name in frames.artifacts()], build)
 
 
 

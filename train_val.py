@@ -74,7 +74,7 @@ import model_folder
 import models_gnn
 import models_temporal
 import systems
-from encoder.core import config, distributed, extraction, models, util
+from encoder.core import config, distributed, extraction, streams, util
 from encoder.core.metrics import (
     class_weights,
     classification_metrics,
@@ -147,7 +147,7 @@ class GnnSettings:
         for name in ("class_weight", "temporal_beside", "causal"):
             _check(name, isinstance(getattr(self, name), bool), "True or False", self)
         names = self.modalities.split(",") if isinstance(self.modalities, str) else []
-        known = (*models.FEATURE_ORDER, *models_gnn.OPT_IN_BLOCKS)
+        known = (*streams.feature_order(), *models_gnn.OPT_IN_BLOCKS)
         _check("modalities", self.modalities is None or (
             isinstance(self.modalities, str) and all(n in known for n in names) and len(set(names)) == len(names)),
             f"None or distinct names among {','.join(known)}", self)

@@ -54,10 +54,9 @@ def reference_embeddings(model: STEncoder, segments: list[Segment], norm: Normal
                 wav = io.read_wav(seg.wav, params.sample_rate)
                 steps = np.array([step])
                 spec = norm.audio(clip_spectrogram(wav, int(seg.frame_offsets(params, steps)[0]), clip_length, params))
-                eda, temp = seg.bio_clips(clip_length, steps)
-                eda, temp = norm.eda(eda), norm.temp(temp)
-                result = model(torch.from_numpy(spec)[None, None].to(device), torch.from_numpy(eda)[None].to(device),
-                               torch.from_numpy(temp)[None].to(device))
+                bio = {name: torch.from_numpy(norm.stream(name, clips))[None].to(device)
+                       for name, clips in seg.bio_clips(clip_length, steps, norm.bio).items()}
+                result = model(torch.from_numpy(spec)[None, None].to(device), bio)
                 out.append(result.embedding[0].cpu().numpy())
     return np.stack(out)
 
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
           f"skipped {report['skipped']} of {report['considered']} segments {report['dropped_reasons']}")
     print(f"ratio={reference_s / ours_s:.2f} reference_s={reference_s:.2f} ours_s={ours_s:.2f} "
           f"nodes_per_s={n_nodes / ours_s:.1f}")
-    segment_model = STEncoder(audio_pass="segment", eda_channels=1)
+    segment_model = STEncoder(audio_pass="segment")
     segment_model.load_state_dict(model.state_dict())
     options = replace(InputOptions(clip_length), audio_pass="segment")
     segment_folded = inference_model(segment_model.eval())

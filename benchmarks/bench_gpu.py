@@ -165,7 +165,8 @@ def shorten(segment: Segment, steps: int | None) -> Segment:
     """`segment` with its first `steps` steps only (its whole wav stays), or unchanged for None."""
     if steps is None or segment.n_steps <= steps:
         return segment
-    return dataclasses.replace(segment, ts=segment.ts[:steps], eda=segment.eda[:steps], temp=segment.temp[:steps])
+    return dataclasses.replace(segment, ts=segment.ts[:steps],
+                               values={name: values[:steps] for name, values in segment.values.items()})
 
 
 def rel_diff(value: np.ndarray, reference: np.ndarray) -> float:
@@ -295,7 +296,7 @@ def encoder_part(args: argparse.Namespace, rec: Recorder) -> None:
 
     def model_only() -> dict[str, Any]:
         batch = next(node_batches(iter(dataset(test)), sizes["forward_batch"], clip_length, params))
-        tensors = [t.to(device) for t in (batch.audio, batch.eda, batch.temp)]
+        tensors = [batch.audio.to(device), {name: clips.to(device) for name, clips in batch.bio.items()}]
         out: dict[str, Any] = {"model_only_batch": len(batch.step)}
         for name, amp, deterministic in (("fp32", False, True), ("amp", True, True), ("fp32_nondeterministic", False,
                                                                                       False),

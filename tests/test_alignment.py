@@ -13,7 +13,7 @@ from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import SegmentDataset, load_segments, node_batches
 
 SMALL = SpectrogramParams(sample_rate=4000, n_fft=256, win_length=250, hop_length=250, n_mels=16, fmax=None)
-UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)  # clips compared as they are
+UNIT = Normalization.unit(("eda", "temp"))  # clips compared as they are
 CLIP = 11
 SESSION = 1
 
@@ -63,7 +63,7 @@ def node_clips(root: Path, built: frames.Frames) -> dict[tuple[str, float], tupl
             seg = segments[i]
             key = (seg.segment_id, float(seg.ts[step]))
             assert key not in clips, f"two nodes at {key}"
-            clips[key] = (batch.audio[k, 0].numpy(), batch.eda[k, 0].numpy(), batch.temp[k, 0].numpy())
+            clips[key] = (batch.audio[k, 0].numpy(), batch.bio["eda"][k, 0].numpy(), batch.bio["temp"][k, 0].numpy())
     return clips
 
 
@@ -108,7 +108,7 @@ def test_every_surviving_node_keeps_its_clips(clean_and_corrupted):
         assert np.array_equal(temp[~reads_gap], clean_temp[~reads_gap]), key
         if reads_gap.any():  # the missing TEMP value: linear interpolation of its two neighbours in time
             k = int(np.flatnonzero(reads_gap)[0])
-            neighbours = built["clean"].temp.set_index(["segment_id", "ts"]).loc[
+            neighbours = built["clean"].bio["temp"].set_index(["segment_id", "ts"]).loc[
                 [(gap_segment, gap_time - config.BIO_STEP_S), (gap_segment, gap_time + config.BIO_STEP_S)],
                 "TEMP_value"]
             assert temp[k] == pytest.approx(neighbours.mean(), abs=1e-5)

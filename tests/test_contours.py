@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEMO = SpectrogramParams(sample_rate=8000, n_fft=256, win_length=200, hop_length=200, n_mels=32, fmax=4000.0,
                          contour=True)
-UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+UNIT = Normalization.unit(("eda", "temp"))
 
 
 def tone(f0: float, sr: int, seconds: float = 2.0, amplitude: float = 0.3) -> np.ndarray:
@@ -100,7 +100,7 @@ def test_nan_is_no_value_in_every_statistic() -> None:
 
 def test_an_unvoiced_frame_reads_as_the_mean_once_normalised(session: list) -> None:
     spec = np.array([[1.0, 2.0], [np.nan, 5.0]], dtype=np.float32)
-    out = participant.audio_input(session[0], spec, Normalization(1.0, 2.0, 0, 1, 0, 1), InputOptions(11))
+    out = participant.audio_input(session[0], spec, Normalization(1.0, 2.0), InputOptions(11))
     np.testing.assert_allclose(out, [[0.0, 0.5], [0.0, 2.0]])
 
 
@@ -109,9 +109,9 @@ def test_contour_norm_standardises_the_contour_rows_alone(session: list) -> None
     training-set normalisation (mean 1, sd 2) then applies to every row, as without the option."""
     spec = np.array([[3.0, 5.0], [7.0, 9.0], [30.0, np.nan], [0.5, 1.0], [-20.0, -10.0]], dtype=np.float32)
     seg = replace(session[0], participant=participant.ParticipantStats(
-        0.0, 1.0, 0.0, 1.0, mel_mean=np.array([100.0, 100.0, 28.0, 0.5, -15.0]),
+        {"eda": (0.0, 1.0), "temp": (0.0, 1.0)}, mel_mean=np.array([100.0, 100.0, 28.0, 0.5, -15.0]),
         mel_std=np.array([10.0, 10.0, 2.0, 1.0, 5.0])))
-    norm = Normalization(1.0, 2.0, 0, 1, 0, 1)
+    norm = Normalization(1.0, 2.0)
     out = participant.audio_input(seg, spec, norm, InputOptions(11, contour_norm=True))
     np.testing.assert_allclose(out[:2], [[1.0, 2.0], [3.0, 4.0]])  # (x - 1) / 2, no participant step
     np.testing.assert_allclose(out[2:], [[0.0, 0.0], [-0.5, -0.25], [-1.0, 0.0]])  # ((x - m) / s - 1) / 2; NaN → 0
@@ -136,16 +136,15 @@ def test_the_audio_stream_reads_the_rows_with_a_one_dimensional_resnet() -> None
     model = STEncoder(contour_channels=3).eval()
     assert model.contour.stem[0].in_channels == 3
     clips = torch.randn(4, 1, 35, 44)
-    out = model(clips, torch.randn(4, 1, 11), torch.randn(4, 1, 11))
+    out = model(clips, {"eda": torch.randn(4, 1, 11), "temp": torch.randn(4, 1, 11)})
     assert out.embedding.shape == (4, 1536) and out.fused.shape == (4, 7)
     moved = clips.clone()
     moved[:, :, 32:] += 1.0  # the contour rows alone change the audio vector
-    assert not torch.allclose(model(moved, torch.zeros(4, 1, 11), torch.zeros(4, 1, 11)).embedding[:, :512],
-                              model(clips, torch.zeros(4, 1, 11), torch.zeros(4, 1, 11)).embedding[:, :512])
+    bio = {"eda": torch.zeros(4, 1, 11), "temp": torch.zeros(4, 1, 11)}
+    assert not torch.allclose(model(moved, bio).embedding[:, :512], model(clips, bio).embedding[:, :512])
     folded = inference_model(model)
     with torch.no_grad():
-        np.testing.assert_allclose(folded(clips, torch.zeros(4, 1, 11), torch.zeros(4, 1, 11)).embedding.numpy(),
-                                   model(clips, torch.zeros(4, 1, 11), torch.zeros(4, 1, 11)).embedding.numpy(),
+        np.testing.assert_allclose(folded(clips, bio).embedding.numpy(), model(clips, bio).embedding.numpy(),
                                    atol=1e-4)
     with pytest.raises(ValueError, match="per-clip"):
         STEncoder(contour_channels=3, audio_pass="segment")

@@ -111,28 +111,31 @@ def saved_devices(owner: object, name: str, tensors: Callable[..., Iterable[torc
 # --------------------------------------------------------------------------- encoder
 
 
-def clip_batch(n: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def clip_batch(n: int, seed: int = 0) -> tuple[Any, ...]:
     """A training batch shaped as TrainClipDataset yields it at the full spectrogram settings
-    (config.STE_inputs): audio (n, 1, n_mels, clip frames), EDA and TEMP (n, 1, L), label, target."""
+    (config.STE_inputs): audio (n, 1, n_mels, clip frames), EDA and TEMP (n, 1, L) by name, label, target."""
     params = SpectrogramParams.from_dict(config.STE_inputs)
     clip_length = int(config.STE_inputs["clip_length"])
     generator = torch.Generator().manual_seed(seed)
     audio = torch.randn(n, 1, params.n_mels, params.clip_frames(clip_length), generator=generator)
-    eda = torch.randn(n, 1, clip_length, generator=generator)
-    temp = torch.randn(n, 1, clip_length, generator=generator)
+    bio = {name: torch.randn(n, 1, clip_length, generator=generator) for name in ("eda", "temp")}
     target = torch.arange(n) % config.NUM_CLASSES
     label = functional.one_hot(target, config.NUM_CLASSES).float()
-    return audio, eda, temp, label, target
+    return audio, bio, label, target
 
 
-def train_mode_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> float:
+def train_mode_loss(model: torch.nn.Module, batch: tuple[Any, ...]) -> float:
     """The project's loss of `batch` in float32, train mode (BatchNorm on batch statistics, as the step sees
     it), without a gradient."""
-    audio, eda, temp, label, _ = (x.to(CUDA) for x in batch)
+    audio, bio, label, _ = batch
     model.train()
     with torch.no_grad():
-        total, _ = prediction.encoder_loss(model(audio, eda, temp), label)
+        total, _ = prediction.encoder_loss(model(audio.to(CUDA), on_cuda(bio)), label.to(CUDA))
     return float(total)
+
+
+def on_cuda(bio: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: clips.to(CUDA) for name, clips in bio.items()}
 
 
 def optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
@@ -228,13 +231,14 @@ def test_float16_and_float32_embeddings_agree(cuda_checkpoint: Path, held_out_se
 
 def test_autocast_runs_the_encoder_in_float16() -> None:
     model = inference_model(STEncoder()).to(CUDA)
-    audio, eda, temp, _, _ = (x.to(CUDA) for x in clip_batch(4))
+    audio, bio, _, _ = clip_batch(4)
+    audio, bio = audio.to(CUDA), on_cuda(bio)
     with torch.inference_mode(), prediction.autocast(CUDA, True):
-        out = model(audio, eda, temp)
+        out = model(audio, bio)
     assert out.embedding.device.type == "cuda" and out.fused.device.type == "cuda"
     assert out.embedding.dtype == torch.float16 and out.fused.dtype == torch.float16
     with torch.inference_mode(), prediction.autocast(CUDA, False):
-        assert model(audio, eda, temp).embedding.dtype == torch.float32
+        assert model(audio, bio).embedding.dtype == torch.float32
 
 
 def test_encoder_checkpoint_written_on_cuda_predicts_on_cpu(cuda_checkpoint: Path,

@@ -297,7 +297,7 @@ def test_fold_spread_is_the_sample_sd_and_the_header_says_so(tmp_path: Path) -> 
 
 
 def test_extraction_refuses_an_encoder_fitted_on_other_sessions(tmp_path: Path) -> None:
-    state = checkpoints.encoder_state(STEncoder(), Normalization(0, 1, 0, 1, 0, 1), {"clip_length": 11},
+    state = checkpoints.encoder_state(STEncoder(), Normalization.unit(("eda", "temp")), {"clip_length": 11},
                                       splits={"train": [1, 2], "val": [33], "test": [37]})
     path = tmp_path / "best.pth"
     torch.save(state, path)

@@ -17,7 +17,18 @@ import pytest
 import torch
 from test_encoder_train import TINY_INPUTS, tiny_optimization
 
-from encoder.core import config, device_spectrogram, extraction, frames, io, layout, participant, training, util
+from encoder.core import (
+    config,
+    device_spectrogram,
+    extraction,
+    frames,
+    io,
+    layout,
+    participant,
+    streams,
+    training,
+    util,
+)
 from encoder.core.custom_transforms import (
     AMIN,
     Normalization,
@@ -116,7 +127,7 @@ def test_device_normalisation_equals_participant_audio_input(table, participant_
     options = InputOptions(11, participant_norm=participant_norm)
     segments = table.by_split["train"][:4]
     participant.attach(segments, TINY, options, 11)
-    norm = Normalization(-42.5, 13.25, 0.0, 1.0, 0.0, 1.0)
+    norm = Normalization(-42.5, 13.25)
     seg = segments[0]
     spec = log_mel_frames(io.read_wav(seg.wav, TINY.sample_rate), 0, 50, TINY)
     expected = participant.audio_input(seg, spec, norm, options)
@@ -141,7 +152,7 @@ def one_step_loss(model: STEncoder, batch) -> float:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     sums, seen = training._train_step(model, batch, optimizer, scaler, CPU, False, None, None,
-                                      dict.fromkeys((*training.HEADS, "total"), 0.0), 0)
+                                      dict.fromkeys((*streams.heads(), "total"), 0.0), 0)
     return sums["total"] / seen
 
 
@@ -243,7 +254,7 @@ def test_channels_last_feeds_the_audio_stream_nhwc_with_the_same_loss(table):
     losses = []
     for net, flag in ((model, False), (nhwc, True)):
         sums, n = training._train_step(net.train(), batch, torch.optim.SGD(net.parameters(), lr=0.0), scaler, CPU,
-                                       False, None, None, dict.fromkeys((*training.HEADS, "total"), 0.0), 0,
+                                       False, None, None, dict.fromkeys((*streams.heads(), "total"), 0.0), 0,
                                        channels_last=flag)
         losses.append(sums["total"] / n)
     assert seen == [True]

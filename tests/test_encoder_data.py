@@ -47,14 +47,15 @@ def test_segments_follow_the_session_splits(table):
 def test_normalisation_uses_training_sessions_only(tiny_root, tiny_frames, table):
     norm = compute_normalization(table.by_split["train"], 11, SMALL)
     train = table.by_split["train"]
-    assert (norm.eda_mean, norm.eda_std) == pytest.approx(mean_std([s.eda for s in train]))
-    assert (norm.temp_mean, norm.temp_std) == pytest.approx(mean_std([s.temp for s in train]))
+    assert list(norm.bio) == ["eda", "temp"]
+    for name in norm.bio:
+        assert norm.bio[name] == pytest.approx(mean_std([s.values[name] for s in train]))
     # wild values in validation and test sessions change nothing
     changed = load_segments(tiny_frames, tiny_root)
     for name in ("val", "test"):
         for seg in changed.by_split[name]:
-            seg.eda += 1000.0
-            seg.temp -= 50.0
+            seg.values["eda"] += 1000.0
+            seg.values["temp"] -= 50.0
     assert compute_normalization(changed.by_split["train"], 11, SMALL) == norm
 
 
@@ -98,8 +99,8 @@ def test_training_clips_are_seeded_per_epoch(table):
     assert first == [TrainClipDataset(train, norm, 11, SMALL, seed=3).step_of(i) for i in range(len(data))]
     data.set_epoch(1)
     assert first != [data.step_of(i) for i in range(len(data))]
-    audio, eda, temp, label, target = data[0]
-    assert audio.shape == (1, 16, 44) and eda.shape == temp.shape == (1, 11) and label.shape == (7,)
+    audio, bio, label, target = data[0]
+    assert audio.shape == (1, 16, 44) and bio["eda"].shape == bio["temp"].shape == (1, 11) and label.shape == (7,)
 
 
 def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
@@ -112,7 +113,7 @@ def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
     seg_index = np.concatenate([b.segment_index for b in batches])
     steps = np.concatenate([b.step for b in batches])
     audio = torch.cat([b.audio for b in batches])
-    eda = torch.cat([b.eda for b in batches])
+    eda = torch.cat([b.bio["eda"] for b in batches])
     for k in (0, 5, total - 1):
         seg = segments[seg_index[k]]
         wav = io.read_wav(seg.wav, SMALL.sample_rate)
@@ -120,7 +121,7 @@ def test_node_batches_cut_every_step_from_one_spectrogram_per_segment(table):
         assert seg.frame_offsets(SMALL, steps[k : k + 1])[0] == steps[k] * SMALL.frames_per_step
         own = norm.audio(clip_spectrogram(wav, int(steps[k]) * SMALL.frames_per_step, 11, SMALL))
         assert np.allclose(audio[k, 0].numpy(), own, atol=1e-4)
-        expected = norm.eda(clip_utils.bio_clips(seg.eda, 11, np.array([steps[k]])))[0]
+        expected = norm.stream("eda", clip_utils.bio_clips(seg.values["eda"], 11, np.array([steps[k]])))[0]
         assert np.allclose(eda[k, 0].numpy(), expected)
 
 

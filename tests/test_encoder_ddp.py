@@ -66,7 +66,7 @@ def reference_training(root: Path) -> dict:
     table = load_segments(load_frames(root), root, util.session_splits(), wanted=("train", "val"))
     train = table.by_split["train"]
     participant.attach([*train, *table.by_split["val"]], params, options)  # as train_encoder does
-    model = STEncoder(eda_channels=options.eda_channels, audio_pass=options.audio_pass)
+    model = STEncoder(bio_channels=options.bio_channels(("eda", "temp")), audio_pass=options.audio_pass)
     initial = snapshot(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["scheduler_T_max"])
@@ -85,12 +85,12 @@ def reference_training(root: Path) -> dict:
         losses = []
         loaders = [DataLoader(clips, batch_size=BATCH_SIZE, sampler=s, drop_last=drop_last) for s in samplers]
         for half0, half1 in zip(*loaders, strict=True):
-            if len(half0[3]) < 2:
+            if len(half0[2]) < 2:
                 continue
             optimizer.zero_grad(set_to_none=True)
             throwaway = {name: buffer.clone() for name, buffer in model.named_buffers()}
-            loss1, _ = encoder_loss(torch.func.functional_call(model, throwaway, tuple(half1[:3])), half1[3])
-            loss0, _ = encoder_loss(model(*half0[:3]), half0[3])
+            loss1, _ = encoder_loss(torch.func.functional_call(model, throwaway, tuple(half1[:2])), half1[2])
+            loss0, _ = encoder_loss(model(*half0[:2]), half0[2])
             ((loss0 + loss1) / WORLD_SIZE).backward()
             optimizer.step()
             losses.append(float(loss0.detach()))

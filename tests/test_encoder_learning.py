@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.core import checkpoints, distributed, frames, training, util
+from encoder.core import checkpoints, distributed, frames, streams, training, util
 from encoder.core.custom_transforms import Normalization, SpecAugment, SpectrogramParams
 from encoder.core.dataset import SegmentDataset, TrainClipDataset, TrainSegmentDataset, load_segments
 from encoder.core.models import EncoderOutput, STEncoder
@@ -18,7 +18,7 @@ from encoder.core.prediction import encoder_loss, logit_offset, training_prior
 
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None}
 SMALL = SpectrogramParams.from_dict(TINY_INPUTS)
-UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+UNIT = Normalization.unit(("eda", "temp"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,7 +98,7 @@ def scripted_run(monkeypatch, tiny_root, out_dir, **learning):
 
     seen: list[float] = []
     monkeypatch.setattr(training, "validate", validate)
-    monkeypatch.setattr(training, "_train_one_epoch", lambda *_a, **_k: dict.fromkeys((*training.HEADS, "total"), 1.0))
+    monkeypatch.setattr(training, "_train_one_epoch", lambda *_a, **_k: dict.fromkeys((*streams.heads(), "total"), 1.0))
     summary = training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS, log=None,
                                      optimization={**optimization(out_dir, **learning), "epochs": 7,
                                                    "keep_checkpoints": 1})
@@ -128,7 +128,7 @@ def test_logit_adjusted_loss_is_the_cross_entropy_of_logits_plus_tau_log_prior()
     prior = np.array([0.4, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05])
     label = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1.0]])
     zero = torch.zeros(2, 7)
-    out = EncoderOutput(zero, zero, zero, zero, torch.zeros(2, 1536))
+    out = EncoderOutput(dict.fromkeys(streams.heads(), zero), torch.zeros(2, 1536))
     # zero logits, tau 1: softmax(log prior) is the prior, so each head's loss is -log prior[y], averaged
     total, per_head = encoder_loss(out, label, offset=logit_offset(prior, 1.0))
     expected = -(math.log(0.4) + math.log(0.05)) / 2
@@ -136,7 +136,7 @@ def test_logit_adjusted_loss_is_the_cross_entropy_of_logits_plus_tau_log_prior()
     assert float(total) == pytest.approx(4 * expected, rel=1e-6)
     # tau 0.5 on other logits: softmax(z + 0.5 log p)[y] = p_y^0.5 e^z_y / sum_c p_c^0.5 e^z_c
     z = torch.tensor([[2.0, 0, 0, 0, 0, 0, 1.0]]).expand(2, 7)
-    out = EncoderOutput(z, z, z, z, torch.zeros(2, 1536))
+    out = EncoderOutput(dict.fromkeys(streams.heads(), z), torch.zeros(2, 1536))
     _, per_head = encoder_loss(out, label, offset=logit_offset(prior, 0.5))
     scores = np.sqrt(prior) * np.exp(z[0].numpy())
     expected = -(math.log(scores[0] / scores.sum()) + math.log(scores[6] / scores.sum())) / 2

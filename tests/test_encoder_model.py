@@ -12,7 +12,8 @@ from encoder.core.custom_transforms import Normalization
 from encoder.core.models import STEncoder, inference_model
 from encoder.core.util import count_parameters
 
-NORM = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+NORM = Normalization.unit(("eda", "temp"))
+HEADS = ("audio", "eda", "temp", "fused")
 
 
 @pytest.fixture(scope="module")
@@ -23,33 +24,35 @@ def model():
 
 def test_shapes_and_parameter_counts(model):
     with torch.no_grad():
-        out = model(torch.randn(3, 1, 16, 44), torch.randn(3, 1, 11), torch.randn(3, 1, 11))
-    assert [tuple(t.shape) for t in out[:4]] == [(3, 7)] * 4
+        out = model(torch.randn(3, 1, 16, 44), {"eda": torch.randn(3, 1, 11), "temp": torch.randn(3, 1, 11)})
+    assert list(out.logits) == ["audio", "eda", "temp", "fused"]
+    assert [tuple(t.shape) for t in out.logits.values()] == [(3, 7)] * 4
     assert out.embedding.shape == (3, 1536)
     # torchvision ResNet18 with a one-channel stem and no fc; 1D ResNet18 of BasicBlock1d [2, 2, 2, 2]
     assert count_parameters(model.audio) == 11_170_240
-    assert count_parameters(model.eda) == count_parameters(model.temp) == 3_843_904
+    assert count_parameters(model.bio["eda"]) == count_parameters(model.bio["temp"]) == 3_843_904
     assert count_parameters(model) == 19_060_444
 
 
 def test_embedding_is_audio_eda_temp_in_that_order(model):
     audio, eda, temp = torch.randn(2, 1, 16, 44), torch.randn(2, 1, 11), torch.randn(2, 1, 11)
     with torch.no_grad():
-        emb = model(audio, eda, temp).embedding
+        emb = model(audio, {"eda": eda, "temp": temp}).embedding
         assert torch.allclose(emb[:, :512], model.audio(audio))
-        assert torch.allclose(emb[:, 512:1024], model.eda(eda))
-        assert torch.allclose(emb[:, 1024:], model.temp(temp))
+        assert torch.allclose(emb[:, 512:1024], model.bio["eda"](eda))
+        assert torch.allclose(emb[:, 1024:], model.bio["temp"](temp))
+    assert model.feature_order == ("audio", "eda", "temp")
 
 
 def test_loss_is_cross_entropy_on_logits():
     label = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0, 0, 0]])
-    zeros = models.EncoderOutput(*(torch.zeros(2, 7) for _ in range(4)), torch.zeros(2, 1536))
+    zeros = models.EncoderOutput(dict.fromkeys(HEADS, torch.zeros(2, 7)), torch.zeros(2, 1536))
     total, per_head = prediction.encoder_loss(zeros, label)
     assert math.isclose(float(total), 4 * math.log(7), rel_tol=1e-6)
     confident = torch.full((2, 7), -20.0)
     confident[0, 0] = 20.0
     confident[1, 1] = confident[1, 2] = 20.0
-    out = models.EncoderOutput(*(confident for _ in range(4)), torch.zeros(2, 1536))
+    out = models.EncoderOutput(dict.fromkeys(HEADS, confident), torch.zeros(2, 1536))
     total, _ = prediction.encoder_loss(out, label)
     # on logits: about 0 for the single label and 4 · ½·log 2 ≈ 1.39 on the tie; a softmax first would
     # squash the logits into [0, 1] and leave the loss near 4 · log 7 ≈ 7.8
@@ -82,8 +85,8 @@ def far_from_identity():
     torch.manual_seed(2)
     model = randomise_batchnorm(STEncoder(), seed=3)
     gen = torch.Generator().manual_seed(4)
-    inputs = (torch.randn(4, 1, 16, 44, generator=gen), torch.randn(4, 1, 11, generator=gen),
-              torch.randn(4, 1, 11, generator=gen))
+    inputs = (torch.randn(4, 1, 16, 44, generator=gen), {"eda": torch.randn(4, 1, 11, generator=gen),
+                                                         "temp": torch.randn(4, 1, 11, generator=gen)})
     with torch.no_grad():
         return model, inputs, model(*inputs)
 
@@ -92,8 +95,9 @@ def fold_error(folded: torch.nn.Module, inputs: tuple, reference: models.Encoder
     """Per output (four heads' logits and the 1536-d embedding): max |folded - reference| / max |reference|."""
     with torch.no_grad():
         out = folded(*inputs)
-    return {name: float((a - b).abs().max() / b.abs().max())
-            for name, a, b in zip(reference._fields, out, reference, strict=True)}
+    outputs = {**out.logits, "embedding": out.embedding}
+    return {name: float((outputs[name] - b).abs().max() / b.abs().max())
+            for name, b in {**reference.logits, "embedding": reference.embedding}.items()}
 
 
 def test_inference_model_folds_batchnorm_statistics_exactly(one_thread, far_from_identity):
@@ -106,8 +110,8 @@ def test_inference_model_folds_batchnorm_statistics_exactly(one_thread, far_from
 
 @pytest.mark.parametrize(("batchnorm", "affected"), [
     ("audio.layer2.0.bn1", ("audio", "fused", "embedding")),
-    ("eda.blocks.2.downsample.1", ("eda", "fused", "embedding")),
-    ("temp.stem.1", ("temp", "fused", "embedding")),
+    ("bio.eda.blocks.2.downsample.1", ("eda", "fused", "embedding")),
+    ("bio.temp.stem.1", ("temp", "fused", "embedding")),
 ])
 def test_fold_check_detects_one_batchnorm_folded_without_its_statistics(one_thread, far_from_identity, batchnorm,
                                                                         affected):

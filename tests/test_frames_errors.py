@@ -345,7 +345,7 @@ def test_cli_fails_naming_file_and_writes_nothing(setup, in_process_runs, name, 
     check_cli_failure(code, out, err, fault)
     assert after == before  # no artifact, no temporary file
     if root.exists():
-        assert not any((root / artifact).exists() for artifact in frames.ARTIFACTS)
+        assert not any((root / artifact).exists() for artifact in frames.artifacts())
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -375,7 +375,7 @@ def test_cli_skips_and_reports_a_few_broken_segments(setup):
     assert code == 0, err
     assert f"dropped: 3 without wav, {setup['no_bio'] + 1} without joined EDA/TEMP rows" in out
     assert "wrote 6 artifacts" in out
-    assert sorted(set(after) - set(run.before)) == sorted(frames.ARTIFACTS)  # no temporary left over
+    assert sorted(set(after) - set(run.before)) == sorted(frames.artifacts())  # no temporary left over
     gt = pd.read_csv(few / "gt_aug.csv")
     assert len(gt) == len(setup["kept"]) - 4
     assert stripped not in set(gt["segment_id"]) and not set(removed) & set(gt["segment_id"])

@@ -253,7 +253,7 @@ def test_a_memory_cache_writes_nothing_and_a_bad_wav_is_named(tmp_path: Path, wa
 
 
 def test_segment_features_concatenate_the_groups_in_the_order_given(wav: Path) -> None:
-    segment = SimpleNamespace(wav=wav, eda_rows=rows(np.linspace(1.0, 1.1, 12)), temp_rows=rows(np.full(12, 32.0)))
+    segment = SimpleNamespace(wav=wav, rows={"eda": rows(np.linspace(1.0, 1.1, 12)), "temp": rows(np.full(12, 32.0))})
     cache = handcrafted.FeatureCache(None)
     table = handcrafted.segment_features([segment, segment], cache, ("temp", "audio", "eda"), progress=False)
     assert handcrafted.column_names(("temp", "audio", "eda")) == [*TEMP_NAMES, *SPEECH_NAMES, *EDA_NAMES]

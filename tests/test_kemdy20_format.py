@@ -214,7 +214,7 @@ def test_join_counts_in_report(hand_frames):
     r = hand_frames.report
     assert r["segments_annotated"] == 4
     assert r["segments_with_wav"] == 4
-    assert r["segments_with_eda_and_temp"] == 3
+    assert r["segments_with_every_bio_stream"] == 3
     assert r["segments_kept"] == 3
     assert r["dropped"] == {"no_wav": 0, "no_joined_bio_rows": 1}
     assert r["bio_rows_in_segments"] == {"EDA": 10, "TEMP": 8, "joined": 7}
@@ -242,7 +242,7 @@ def test_default_skip_share_refuses_one_in_four_dropped(hand_root):
 
 def test_artifacts_of_hand_worked_case(hand_root, hand_frames):
     frames.write_frames(hand_frames, hand_root)
-    assert sorted(p.name for p in hand_root.iterdir() if p.is_file()) == sorted(frames.ARTIFACTS)
+    assert sorted(p.name for p in hand_root.iterdir() if p.is_file()) == sorted(frames.artifacts())
 
     gt = pd.read_csv(hand_root / "gt_aug.csv", dtype=str, keep_default_na=False)
     assert gt["segment_id"].tolist() == [F1, M1, F2]
@@ -323,8 +323,9 @@ def test_load_frames_without_artifacts_names_missing_file(hand_root):
 
 def assert_frames_equal(loaded: frames.Frames, built: frames.Frames) -> None:
     pd.testing.assert_frame_equal(loaded.gt, built.gt, check_dtype=False)
-    pd.testing.assert_frame_equal(loaded.eda, built.eda, check_dtype=False, check_exact=True)
-    pd.testing.assert_frame_equal(loaded.temp, built.temp, check_dtype=False, check_exact=True)
+    assert list(loaded.bio) == list(built.bio) == ["eda", "temp"]
+    for name, table in built.bio.items():
+        pd.testing.assert_frame_equal(loaded.bio[name], table, check_dtype=False, check_exact=True)
     pd.testing.assert_frame_equal(loaded.nodes, built.nodes)
     assert list(loaded.entities) == list(built.entities)
     for key, value in built.entities.items():

@@ -28,7 +28,7 @@ def test_df_generator_runs_on_tiny(tmp_path, tiny_raw, monkeypatch):
     monkeypatch.setenv("KEMDY20_NOTEBOOK_ROOT", str(root))  # inherited by the kernel
     notebook = run_notebook(ENCODER / "df_generator.ipynb")
     assert all(output.get("output_type") != "error" for cell in notebook.cells for output in cell.get("outputs", []))
-    for name in frames.ARTIFACTS:
+    for name in frames.artifacts():
         assert (root / name).is_file(), name
     # what the notebook wrote is what the stage builds
     loaded = frames.load_frames(root)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import online
-from encoder.core import checkpoints, extraction, frames, io, participant, training, util
+from encoder.core import checkpoints, extraction, frames, io, participant, streams, training, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram, segment_spectrogram
 from encoder.core.dataset import (
     CausalSegmentDataset,
@@ -28,7 +28,7 @@ from encoder.core.participant import InputOptions
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = SpectrogramParams(sample_rate=8000, n_fft=256, win_length=200, hop_length=200, n_mels=32, fmax=4000.0)
-UNIT = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+UNIT = Normalization.unit(("eda", "temp"))
 ALL_ON = InputOptions(bio_clip_length=41, participant_norm=True, eda_components=True)
 CONTOUR = replace(SMALL, contour=True)  # with the contour rows (contours.py), whose F0 row has no value unvoiced
 
@@ -44,42 +44,46 @@ def fresh(segments: list) -> list:
     return [replace(s, participant=None, eda_parts=None, spectrogram=None) for s in segments]
 
 
+def with_eda(segment: Any, values: np.ndarray, rows: np.ndarray) -> Any:
+    """`segment` with other EDA node values and rows."""
+    return replace(segment, values={**segment.values, "eda": values}, rows={**segment.rows, "eda": rows})
+
+
 def test_participant_statistics_are_that_participants_own(session: list) -> None:
     segments = fresh(session)
     participant.attach(segments, SMALL, ALL_ON)
     groups = participant.by_participant(segments)
     assert len(groups) == 2
     for group in groups.values():
-        eda = np.concatenate([s.eda_rows[:, 1] for s in group])  # the tiny preset repeats no timestamp
-        temp = np.concatenate([s.temp_rows[:, 1] for s in group])
+        eda = np.concatenate([s.rows["eda"][:, 1] for s in group])  # the tiny preset repeats no timestamp
+        temp = np.concatenate([s.rows["temp"][:, 1] for s in group])
         frames_ = np.concatenate([participant.wav_frames(io.read_wav(s.wav, SMALL.sample_rate), SMALL) for s in group])
         stats = group[0].participant
         assert all(s.participant is stats for s in group)
-        floors = participant.STD_FLOORS  # a flat non-responder's sd is its sensor's resolution
-        assert stats.eda_mean == pytest.approx(eda.mean())
-        assert stats.eda_std == pytest.approx(max(eda.std(), floors["eda"]))
-        assert stats.temp_mean == pytest.approx(temp.mean())
-        assert stats.temp_std == pytest.approx(max(temp.std(), floors["temp"]))
+        # a flat non-responder's sd is its sensor's resolution (the stream's sd floor)
+        assert stats.bio["eda"] == pytest.approx((eda.mean(), max(eda.std(), streams.stream("eda").sd_floor)))
+        assert stats.bio["temp"] == pytest.approx((temp.mean(), max(temp.std(), streams.stream("temp").sd_floor)))
         np.testing.assert_allclose(stats.mel_mean, frames_.mean(axis=0), rtol=1e-6)
-        np.testing.assert_allclose(stats.mel_std, np.maximum(frames_.std(axis=0), floors["mel"]), rtol=1e-5)
+        np.testing.assert_allclose(stats.mel_std, np.maximum(frames_.std(axis=0), participant.MEL_STD_FLOOR),
+                                   rtol=1e-5)
     # the other participant's signal changed tenfold: this participant's statistics and inputs unchanged
     first, other = list(groups)
     changed = fresh(session)
     for seg in changed:
         if participant.participant_key(seg) == other:
-            seg.eda_rows = seg.eda_rows * [1.0, 10.0]
-            seg.temp_rows = seg.temp_rows + [0.0, 5.0]
+            seg.rows = {"eda": seg.rows["eda"] * [1.0, 10.0], "temp": seg.rows["temp"] + [0.0, 5.0]}
     participant.attach(changed, SMALL, ALL_ON)
     mine = [s for s in changed if participant.participant_key(s) == first]
     before = [s for s in segments if participant.participant_key(s) == first]
-    assert mine[0].participant.eda_mean == before[0].participant.eda_mean
+    assert mine[0].participant.bio["eda"] == before[0].participant.bio["eda"]
     for a, b in zip(mine, before, strict=True):
         steps = np.arange(a.n_steps)
-        for x, y in zip(participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON),
-                        strict=True):
-            np.testing.assert_array_equal(x, y)
-    assert [s for s in changed if participant.participant_key(s) == other][0].participant.eda_mean != pytest.approx(
-        [s for s in segments if participant.participant_key(s) == other][0].participant.eda_mean)
+        x, y = participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON)
+        assert list(x) == list(y) == ["eda", "temp"]
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
+    assert [s for s in changed if participant.participant_key(s) == other][0].participant.bio["eda"][0] != (
+        pytest.approx([s for s in segments if participant.participant_key(s) == other][0].participant.bio["eda"][0]))
 
 
 def test_participant_norm_removes_a_participants_offset_and_scale(session: list) -> None:
@@ -87,20 +91,20 @@ def test_participant_norm_removes_a_participants_offset_and_scale(session: list)
     participant's EDA is first scaled to sd 1, above the sd floor (a flat non-responder's sd is floored, and
     then the scaled copy would not standardise to the same values)."""
     group = max(participant.by_participant(fresh(session)).values(),
-                key=lambda g: np.concatenate([s.eda_rows[:, 1] for s in g]).std())
-    sd = np.concatenate([s.eda_rows[:, 1] for s in group]).std()
+                key=lambda g: np.concatenate([s.rows["eda"][:, 1] for s in g]).std())
+    sd = np.concatenate([s.rows["eda"][:, 1] for s in group]).std()
     assert sd > 0
-    group = [replace(s, eda=s.eda / sd, eda_rows=s.eda_rows * [1.0, 1.0 / sd]) for s in group]
-    shifted = [replace(s, identity="Other", eda=s.eda * 3.0 + 2.0, eda_rows=s.eda_rows * [1.0, 3.0] + [0.0, 2.0])
-               for s in group]
+    group = [with_eda(s, s.values["eda"] / sd, s.rows["eda"] * [1.0, 1.0 / sd]) for s in group]
+    shifted = [replace(with_eda(s, s.values["eda"] * 3.0 + 2.0, s.rows["eda"] * [1.0, 3.0] + [0.0, 2.0]),
+                       identity="Other") for s in group]
     options = InputOptions(11, participant_norm=True)
     participant.attach([*group, *shifted], SMALL, options)
     for a, b in zip(group, shifted, strict=True):
         steps = np.arange(a.n_steps)
-        np.testing.assert_allclose(participant.bio_inputs(a, steps, UNIT, options)[0],
-                                   participant.bio_inputs(b, steps, UNIT, options)[0], atol=1e-5)
-        np.testing.assert_allclose(participant.node_values(a, options)[0], participant.node_values(b, options)[0],
-                                   atol=1e-9)
+        np.testing.assert_allclose(participant.bio_inputs(a, steps, UNIT, options)["eda"],
+                                   participant.bio_inputs(b, steps, UNIT, options)["eda"], atol=1e-5)
+        np.testing.assert_allclose(participant.node_values(a, options)["eda"],
+                                   participant.node_values(b, options)["eda"], atol=1e-9)
 
 
 def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) -> None:
@@ -112,31 +116,27 @@ def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) ->
     first, second = next(iter(participant.by_participant(fresh(session)).values()))[:2]
 
     def constant(seg: object, eda: float, temp: float) -> object:
-        return replace(seg, eda=np.full_like(seg.eda, eda), temp=np.full_like(seg.temp, temp),
-                       eda_rows=np.c_[seg.eda_rows[:, 0], np.full(len(seg.eda_rows), eda)],
-                       temp_rows=np.c_[seg.temp_rows[:, 0], np.full(len(seg.temp_rows), temp)])
+        level = {"eda": eda, "temp": temp}
+        return replace(seg, values={k: np.full_like(v, level[k]) for k, v in seg.values.items()},
+                       rows={k: np.c_[v[:, 0], np.full(len(v), level[k])] for k, v in seg.rows.items()})
 
     pair = [constant(first, 1.0, 30.0), constant(second, 3.0, 34.0)]
-    n_a, n_b = len(pair[0].eda_rows), len(pair[1].eda_rows)
-    assert not set(pair[0].eda_rows[:, 0]) & set(pair[1].eda_rows[:, 0])  # no row counted once for both
-    assert len(pair[0].temp_rows) == n_a and len(pair[1].temp_rows) == n_b
+    n_a, n_b = len(pair[0].rows["eda"]), len(pair[1].rows["eda"])
+    assert not set(pair[0].rows["eda"][:, 0]) & set(pair[1].rows["eda"][:, 0])  # no row counted once for both
+    assert len(pair[0].rows["temp"]) == n_a and len(pair[1].rows["temp"]) == n_b
     options = InputOptions(11, participant_norm=True)
     participant.attach(pair, SMALL, options)
     stats = pair[0].participant
-    assert stats.eda_mean == pytest.approx((n_a + 3 * n_b) / (n_a + n_b))
-    assert stats.eda_std == pytest.approx(2 * np.sqrt(n_a * n_b) / (n_a + n_b))
-    assert stats.temp_mean == pytest.approx((30 * n_a + 34 * n_b) / (n_a + n_b))
-    assert stats.temp_std == pytest.approx(4 * np.sqrt(n_a * n_b) / (n_a + n_b))
+    n, spread = n_a + n_b, np.sqrt(n_a * n_b)
+    assert stats.bio["eda"] == pytest.approx(((n_a + 3 * n_b) / n, 2 * spread / n))
+    assert stats.bio["temp"] == pytest.approx(((30 * n_a + 34 * n_b) / n, 4 * spread / n))
     for seg, expected in zip(pair, (-np.sqrt(n_b / n_a), np.sqrt(n_a / n_b)), strict=True):
         steps = np.arange(seg.n_steps)
-        eda, temp = participant.bio_inputs(seg, steps, UNIT, options)
-        raw_eda, raw_temp = seg.bio_clips(11, steps)
-        assert np.isin(raw_eda, [1.0, 3.0]).all() and np.isin(raw_temp, [30.0, 34.0]).all()
-        np.testing.assert_allclose(eda[:, 0], np.full(raw_eda.shape, expected), rtol=1e-5)
-        np.testing.assert_allclose(temp[:, 0], np.full(raw_temp.shape, expected), rtol=1e-5)
-        node_eda, node_temp = participant.node_values(seg, options)
-        np.testing.assert_allclose(node_eda, expected)
-        np.testing.assert_allclose(node_temp, expected)
+        inputs, raw = participant.bio_inputs(seg, steps, UNIT, options), seg.bio_clips(11, steps)
+        assert np.isin(raw["eda"], [1.0, 3.0]).all() and np.isin(raw["temp"], [30.0, 34.0]).all()
+        for name, node in participant.node_values(seg, options).items():
+            np.testing.assert_allclose(inputs[name][:, 0], np.full(raw[name].shape, expected), rtol=1e-5)
+            np.testing.assert_allclose(node, expected)
     frames_ = [participant.wav_frames(io.read_wav(s.wav, SMALL.sample_rate), SMALL) for s in pair]
     both = np.concatenate(frames_)
     spec = frames_[0].T
@@ -145,12 +145,12 @@ def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) ->
 
 
 def test_options_off_change_nothing(session: list) -> None:
-    """Without options the datasets give exactly the old inputs: norm.eda/temp of the raw clips."""
-    norm = Normalization(-20.0, 10.0, 2.0, 0.5, 33.0, 0.2)
+    """Without options the datasets give exactly the old inputs: each stream's normalised raw clips."""
+    norm = Normalization(-20.0, 10.0, {"eda": (2.0, 0.5), "temp": (33.0, 0.2)})
     item = SegmentDataset(session[:1], norm, 11, SMALL)[0]
-    eda, temp = session[0].bio_clips(11)
-    np.testing.assert_array_equal(item["eda"].numpy(), norm.eda(eda)[:, None])
-    np.testing.assert_array_equal(item["temp"].numpy(), norm.temp(temp)[:, None])
+    for name, clips in session[0].bio_clips(11).items():
+        np.testing.assert_array_equal(item["bio"][name].numpy(), ((clips - norm.bio[name][0]) / norm.bio[name][1])
+                                      .astype(np.float32)[:, None])
     assert session[0].participant is None
 
 
@@ -159,16 +159,16 @@ def test_bio_clip_length_is_apart_from_the_audio_clip(session: list) -> None:
     participant.attach(segments, SMALL, ALL_ON)
     item = SegmentDataset(segments, UNIT, 11, SMALL, options=ALL_ON)[0]
     n = segments[0].n_steps
-    assert item["eda"].shape == (n, 4, 41) and item["temp"].shape == (n, 1, 41)
+    assert item["bio"]["eda"].shape == (n, 4, 41) and item["bio"]["temp"].shape == (n, 1, 41)
     wav = io.read_wav(segments[0].wav, SMALL.sample_rate)
     offsets = segments[0].frame_offsets(SMALL)
     assert item["spec"].shape == segment_spectrogram(wav, int(offsets[-1]), 11, SMALL).shape  # audio: 11 steps
     clip = TrainClipDataset(segments, UNIT, 11, SMALL, seed=0, options=ALL_ON)[0]
     assert clip[0].shape == (1, SMALL.n_mels, 11 * SMALL.frames_per_step)
-    assert clip[1].shape == (4, 41) and clip[2].shape == (1, 41)
-    model = STEncoder(eda_channels=4).eval()
+    assert clip[1]["eda"].shape == (4, 41) and clip[1]["temp"].shape == (1, 41)
+    model = STEncoder(bio_channels=ALL_ON.bio_channels(("eda", "temp"))).eval()
     with torch.no_grad():
-        out = model(clip[0][None].repeat(2, 1, 1, 1), clip[1][None].repeat(2, 1, 1), clip[2][None].repeat(2, 1, 1))
+        out = model(clip[0][None].repeat(2, 1, 1, 1), {k: v[None].repeat(2, 1, 1) for k, v in clip[1].items()})
     assert out.embedding.shape == (2, 1536)
 
 
@@ -195,16 +195,17 @@ def test_online_statistics_use_only_what_has_arrived(session: list) -> None:
     seg = group[0]
     step = 2
     horizon = seg.ts[step] + (ALL_ON.bio_clip_length // 2) * 0.25
-    later = replace(seg, eda_rows=np.where(seg.eda_rows[:, :1] > horizon, seg.eda_rows * [1, 50], seg.eda_rows),
-                    temp_rows=np.where(seg.temp_rows[:, :1] > horizon, seg.temp_rows + [0, 9], seg.temp_rows))
+    eda, temp = seg.rows["eda"], seg.rows["temp"]
+    later = replace(seg, rows={"eda": np.where(eda[:, :1] > horizon, eda * [1, 50], eda),
+                               "temp": np.where(temp[:, :1] > horizon, temp + [0, 9], temp)})
     wav = io.read_wav(seg.wav, SMALL.sample_rate)
     steps = np.array([step])
     a = tracker.view(seg, step, wav)
     b = altered.view(later, step, wav)
-    for x, y in zip(participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON),
-                    strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert a.participant.eda_mean == pytest.approx(seg.eda_rows[seg.eda_rows[:, 0] <= horizon, 1].mean())
+    x, y = participant.bio_inputs(a, steps, UNIT, ALL_ON), participant.bio_inputs(b, steps, UNIT, ALL_ON)
+    for name in x:
+        np.testing.assert_array_equal(x[name], y[name])
+    assert a.participant.bio["eda"][0] == pytest.approx(eda[eda[:, 0] <= horizon, 1].mean())
     # replayed to the end, the last node sees the whole participant: the offline statistics
     replay = participant.OnlineParticipants(SMALL, ALL_ON, 11)
     for s in group:
@@ -213,21 +214,21 @@ def test_online_statistics_use_only_what_has_arrived(session: list) -> None:
             last = replay.view(s, k, w)
     offline = fresh(group)
     participant.attach(offline, SMALL, ALL_ON)
-    assert last.participant.eda_mean == pytest.approx(offline[0].participant.eda_mean)
-    assert last.participant.temp_std == pytest.approx(offline[0].participant.temp_std)
+    for name, moments in offline[0].participant.bio.items():
+        assert last.participant.bio[name] == pytest.approx(moments)
     # a second replay through the same tracker would see the whole session from its first node
     with pytest.raises(ValueError, match="arrives again"):
         replay.view(group[0], 0, io.read_wav(group[0].wav, SMALL.sample_rate))
 
 
-@pytest.mark.parametrize(("inputs", "streams"), [
+@pytest.mark.parametrize(("inputs", "has_streams"), [
     ({**SMALL.to_dict(), "bio_clip_length": 21, "participant_norm": True, "eda_components": True},
-     lambda model: model.eda.stem[0].in_channels == 4),
+     lambda model: model.bio["eda"].stem[0].in_channels == 4),
     ({**CONTOUR.to_dict(), "participant_norm": True}, lambda model: model.contour_channels == 3),
 ], ids=["all", "contour"])
 def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path, tmp_path: Path, inputs: dict,
-                                                                 streams: Any) -> None:
-    """The options a checkpoint records build its streams (`streams`: the model has them) and reach the
+                                                                 has_streams: Any) -> None:
+    """The options a checkpoint records build its streams (`has_streams`: the model has them) and reach the
     feature manifest and the online embedder; with contour rows, whose unvoiced F0 is NaN, everything is finite."""
     splits = {"train": (1,), "val": (33,), "test": (37,)}
     with util.torch_threads(1):
@@ -239,7 +240,7 @@ def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path
         norm = Normalization.from_dict(state["normalization"])
         assert np.isfinite([norm.audio_mean, norm.audio_std]).all()
         model = checkpoints.encoder_from_checkpoint(state, tmp_path / "ste" / "best.pth")
-        assert streams(model)
+        assert has_streams(model)
         extraction.extract_features(root=tiny_root, checkpoint=tmp_path / "ste" / "best.pth", splits=splits,
                                     out_dir=tmp_path / "features", log=None)
         manifest = util.read_json(tmp_path / "features" / extraction.MANIFEST_FILE)
@@ -290,17 +291,17 @@ def test_causal_extraction_inputs_are_the_online_embedders(session: list, option
             offset = int(seg.frame_offsets(params, np.array([step]))[0])
             spec = participant.audio_input(seen, clip_spectrogram(wavs[seg.segment_id], offset, 11, params), UNIT,
                                            options)
-            eda, temp = participant.bio_inputs(seen, np.array([step]), UNIT, options)
+            bio = participant.bio_inputs(seen, np.array([step]), UNIT, options)
             item = items[seg.segment_id]
-            for got, want in ((item["clips"][step, 0], spec), (item["eda"][step], eda[0]),
-                              (item["temp"][step], temp[0])):
+            for got, want in ((item["clips"][step, 0], spec), (item["bio"]["eda"][step], bio["eda"][0]),
+                              (item["bio"]["temp"][step], bio["temp"][0])):
                 np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
     whole = fresh(session)[:count]
     participant.attach(whole, params, options)
     offline = SegmentDataset(whole, UNIT, 11, params, options=options)
     for i in range(len(offline)):
         online_item, offline_clips = items[whole[i].segment_id], segment_clips(offline[i], 11, params)
-        largest = max(largest, float((offline[i]["eda"] - online_item["eda"]).abs().max()),
+        largest = max(largest, float((offline[i]["bio"]["eda"] - online_item["bio"]["eda"]).abs().max()),
                       float((offline_clips - online_item["clips"]).abs().max()))
     assert largest > 0.1  # whole-session statistics are not what the online embedder reads
 
@@ -311,7 +312,10 @@ def test_causal_dataset_is_the_plain_one_without_participant_options(session: li
     plain, causal = SegmentDataset(segments, UNIT, 11, SMALL, options=options), CausalSegmentDataset(
         segments, UNIT, 11, SMALL, options=options)
     for key, value in plain[0].items():
-        assert torch.equal(torch.as_tensor(value), torch.as_tensor(causal[0][key]))
+        if key == "bio":
+            assert all(torch.equal(clips, causal[0]["bio"][name]) for name, clips in value.items())
+        else:
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(causal[0][key]))
 
 
 def test_eda_components_decompose_each_run_apart() -> None:
@@ -334,34 +338,34 @@ def test_eda_components_decompose_each_run_apart() -> None:
 
 def test_a_flat_participant_gets_floored_sd_and_clipped_inputs(session: list) -> None:
     """A non-responder's EDA flat at 3 µS but for one 0.005 µS blip (half the E4's resolution), and a
-    TEMP that jumps once by 5 °C: the sds are floored at STD_FLOORS, so the blip stays a fraction of an
+    TEMP that jumps once by 5 °C: the sds are floored at the streams' sd floors, so the blip stays a fraction of an
     sd, and every z-score is within ±Z_CLIP, offline and at the first online node."""
     group = next(iter(participant.by_participant(fresh(session)).values()))
     flat = []
     for k, seg in enumerate(group):
-        eda_rows, temp_rows = seg.eda_rows.copy(), seg.temp_rows.copy()
+        eda_rows, temp_rows = seg.rows["eda"].copy(), seg.rows["temp"].copy()
         eda_rows[:, 1] = 3.0
         temp_rows[:, 1] = 33.0
         if k == 0:
             eda_rows[3, 1] = 3.005
             temp_rows[3, 1] = 38.0
-        flat.append(replace(seg, eda_rows=eda_rows, temp_rows=temp_rows,
-                            eda=np.interp(seg.ts, eda_rows[:, 0], eda_rows[:, 1]),
-                            temp=np.interp(seg.ts, temp_rows[:, 0], temp_rows[:, 1])))
+        flat.append(replace(seg, rows={"eda": eda_rows, "temp": temp_rows},
+                            values={"eda": np.interp(seg.ts, eda_rows[:, 0], eda_rows[:, 1]),
+                                    "temp": np.interp(seg.ts, temp_rows[:, 0], temp_rows[:, 1])}))
     options = InputOptions(11, participant_norm=True)
     participant.attach(flat, SMALL, options)
     stats = flat[0].participant
-    assert stats.eda_std == participant.STD_FLOORS["eda"]
-    assert (stats.mel_std >= participant.STD_FLOORS["mel"]).all()
-    eda, temp = participant.bio_inputs(flat[0], np.arange(flat[0].n_steps), UNIT, options)
-    assert 0 < np.abs(eda).max() <= 0.5  # the blip: half the floor, where 1e-6 made it dozens of sds
-    assert np.abs(temp).max() == pytest.approx(participant.Z_CLIP)
-    assert np.abs(participant.node_values(flat[0], options)[1]).max() <= participant.Z_CLIP
+    assert stats.bio["eda"][1] == streams.stream("eda").sd_floor
+    assert (stats.mel_std >= participant.MEL_STD_FLOOR).all()
+    inputs = participant.bio_inputs(flat[0], np.arange(flat[0].n_steps), UNIT, options)
+    assert 0 < np.abs(inputs["eda"]).max() <= 0.5  # the blip: half the floor, where 1e-6 made it dozens of sds
+    assert np.abs(inputs["temp"]).max() == pytest.approx(participant.Z_CLIP)
+    assert np.abs(participant.node_values(flat[0], options)["temp"]).max() <= participant.Z_CLIP
     tracker = participant.OnlineParticipants(SMALL, options, 11)
     seen = tracker.view(flat[0], 0, io.read_wav(flat[0].wav, SMALL.sample_rate))
-    assert seen.participant.eda_std == participant.STD_FLOORS["eda"]
-    assert seen.participant.temp_std >= participant.STD_FLOORS["temp"]
-    assert np.abs(participant.bio_inputs(seen, np.array([0]), UNIT, options)[1]).max() <= participant.Z_CLIP
+    assert seen.participant.bio["eda"][1] == streams.stream("eda").sd_floor
+    assert seen.participant.bio["temp"][1] >= streams.stream("temp").sd_floor
+    assert np.abs(participant.bio_inputs(seen, np.array([0]), UNIT, options)["temp"]).max() <= participant.Z_CLIP
 
 
 def test_one_log_mel_pass_gives_the_statistics_and_the_spectrograms_the_encoder_reads(session: list) -> None:
@@ -389,6 +393,6 @@ def test_one_log_mel_pass_gives_the_statistics_and_the_spectrograms_the_encoder_
             item, expected = ours[i], theirs[i]
             assert item["spec"].shape == expected["spec"].shape
             torch.testing.assert_close(item["spec"], expected["spec"], atol=1e-3, rtol=0)
-            torch.testing.assert_close(item["eda"], expected["eda"])
+            torch.testing.assert_close(item["bio"], expected["bio"])
     participant.release_spectrograms(kept)
     assert all(s.spectrogram is None for s in kept)

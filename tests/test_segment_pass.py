@@ -83,12 +83,12 @@ def test_training_items_are_spans_of_consecutive_nodes_each_segment_weighted_onc
     params = SpectrogramParams.from_dict({**TINY_INPUTS, "clip_length": 11, "fmin": 20.0})
     width, per_step = params.clip_frames(11), params.frames_per_step
     options = InputOptions(11, audio_pass="segment")
-    dataset = TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, seed=0, options=options,
-                                  span_steps=3)
+    dataset = TrainSegmentDataset(tiny_segments, Normalization.unit(("eda", "temp")), 11, params, seed=0,
+                                  options=options, span_steps=3)
     items = [dataset[i] for i in range(len(dataset))]
     for seg, item in zip(tiny_segments, items, strict=True):
         offsets = item["offsets"].numpy()
-        assert len(offsets) == min(3, seg.n_steps) == item["eda"].shape[0] == item["temp"].shape[0]
+        assert len(offsets) == min(3, seg.n_steps) == item["bio"]["eda"].shape[0] == item["bio"]["temp"].shape[0]
         assert offsets[0] == 0 and offsets[-1] + width == item["spec"].shape[1]  # first clip start to last clip end
         assert (np.diff(offsets) == per_step).all()  # consecutive nodes of the 4 Hz grid
         # the span's spectrogram is computed alone, frame for frame the whole segment's under those nodes
@@ -111,7 +111,7 @@ def test_training_items_are_spans_of_consecutive_nodes_each_segment_weighted_onc
         moved += [not torch.equal(dataset[i]["spec"], items[i]["spec"]) for i in range(len(items))]
     assert any(moved)
     with pytest.raises(ValueError, match="span_steps"):
-        TrainSegmentDataset(tiny_segments, Normalization(0, 1, 0, 1, 0, 1), 11, params, 0, options, span_steps=0)
+        TrainSegmentDataset(tiny_segments, Normalization.unit(("eda", "temp")), 11, params, 0, options, span_steps=0)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from encoder.core import config, util
+from encoder.core import config, streams, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
-from encoder.core.models import FEATURE_ORDER, STEncoder
+from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
 
 ENCODER_FORMAT = "ste_encoder/1"
@@ -81,7 +81,7 @@ def encoder_state(model: STEncoder, norm: Normalization, signature: dict[str, An
     training-session normalisation, plus `extra` (optimizer, scheduler, best, splits, log, ...)."""
     return {"format": ENCODER_FORMAT, "epoch": epoch, "model": model.state_dict(), "inputs": signature,
             "normalization": norm.to_dict(), "num_classes": config.NUM_CLASSES,
-            "feature_order": list(FEATURE_ORDER), **extra}
+            "feature_order": list(model.feature_order), **extra}
 
 
 def load_encoder_checkpoint(path: Path) -> dict[str, Any]:
@@ -90,13 +90,30 @@ def load_encoder_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def encoder_from_checkpoint(state: dict[str, Any], path: Path) -> STEncoder:
-    """Build the encoder and load the checkpoint's weights; another model shape → util.DataError."""
+    """Build the encoder of the checkpoint's bio streams (those its normalisation holds) and load its weights;
+    a stream streams.BIO_STREAMS does not list, or another model shape → util.DataError."""
     options = InputOptions.from_inputs(state["inputs"])
+    bio = list(Normalization.from_dict(state["normalization"]).bio)
+    unknown = [name for name in bio if name not in streams.names()]
+    if unknown:
+        raise util.DataError(f"encoder of bio stream {unknown[0]!r}, which encoder/core/streams.py BIO_STREAMS does "
+                             f"not list ({', '.join(streams.names())})", path)
     model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)),
-                      eda_channels=options.eda_channels, audio_pass=options.audio_pass,
+                      bio_channels=options.bio_channels(bio), audio_pass=options.audio_pass,
                       contour_channels=SpectrogramParams.from_dict(state["inputs"]).contour_rows)
-    load_state_dict(model, state["model"], path, "encoder")
+    load_state_dict(model, stream_keys(state["model"], bio), path, "encoder")
     return model
+
+
+def stream_keys(stored: Mapping[str, torch.Tensor], bio: list[str]) -> dict[str, torch.Tensor]:
+    """`stored` with the bio streams' parameters under the names STEncoder keeps them by (`bio.eda.*`,
+    `bio_heads.eda.*`): an encoder saved before the streams were data named them `eda.*` and `eda_head.*`."""
+    old = {**{f"{name}.": f"bio.{name}." for name in bio}, **{f"{name}_head.": f"bio_heads.{name}." for name in bio}}
+    renamed = {}
+    for key, value in stored.items():
+        prefix = next((p for p in old if key.startswith(p)), None)
+        renamed[key if prefix is None else old[prefix] + key[len(prefix):]] = value
+    return renamed
 
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler")  # read only to resume a training

@@ -18,7 +18,8 @@ beside the clip instead of a reflection of the clip's own edge.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -144,30 +145,38 @@ def slice_clip(segment_spec: np.ndarray, offset: int, clip_length: int, params: 
 
 @dataclass(frozen=True)
 class Normalization:
-    """Mean/std per input stream, estimated on training sessions only and stored in checkpoints."""
+    """Mean/std of the audio and of every bio stream (name -> (mean, std), in streams.BIO_STREAMS order),
+    estimated on training sessions only and stored in checkpoints as `audio_mean`, `audio_std`, then
+    `<stream>_mean`, `<stream>_std` per stream (the six scalars of the two-stream encoder, read the same way)."""
 
     audio_mean: float
     audio_std: float
-    eda_mean: float
-    eda_std: float
-    temp_mean: float
-    temp_std: float
+    bio: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def unit(cls, bio: Iterable[str]) -> Normalization:
+        """Mean 0 and std 1 for the audio and the streams `bio`: values pass unchanged (as float32)."""
+        return cls(0.0, 1.0, dict.fromkeys(bio, (0.0, 1.0)))
 
     def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        values = {"audio_mean": float(self.audio_mean), "audio_std": float(self.audio_std)}
+        for name, (mean, std) in self.bio.items():
+            values.update({f"{name}_mean": float(mean), f"{name}_std": float(std)})
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, float]) -> Normalization:
-        return cls(**{k: float(values[k]) for k in cls.__dataclass_fields__})
+        bio = [key.removesuffix("_mean") for key in values if key.endswith("_mean") and key != "audio_mean"]
+        return cls(float(values["audio_mean"]), float(values["audio_std"]),
+                   {name: (float(values[f"{name}_mean"]), float(values[f"{name}_std"])) for name in bio})
 
     def audio(self, spec: np.ndarray) -> np.ndarray:
         return ((spec - self.audio_mean) / self.audio_std).astype(np.float32)
 
-    def eda(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.eda_mean) / self.eda_std).astype(np.float32)
-
-    def temp(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.temp_mean) / self.temp_std).astype(np.float32)
+    def stream(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Bio stream `name`'s values, normalised, as float32."""
+        mean, std = self.bio[name]
+        return ((values - mean) / std).astype(np.float32)
 
 
 def mean_std(chunks: list[np.ndarray]) -> tuple[float, float]:

@@ -13,9 +13,10 @@
 * `TrainSegmentDataset`: the segment audio pass's training items (a span of consecutive nodes of a
   segment and the spectrogram under them), batched by `collate_segments`.
 
-A "step" is a node's index inside its segment (its joined EDA/TEMP row). Its clips are placed by the
-node's timestamp, not by that index (frames.py states the rule): the audio clip by its frame offset
-from the segment's origin, the bio clips by sampling each modality's own rows around its time.
+A "step" is a node's index inside its segment (its joined row of every bio stream, streams.BIO_STREAMS).
+Its clips are placed by the node's timestamp, not by that index (frames.py states the rule): the audio clip
+by its frame offset from the segment's origin, the bio clips by sampling each stream's own rows around its
+time. Items carry the bio clips as `bio`, stream name -> clips.
 
 Training target: the listed labels as a normalised multi-hot (`label`); metric target: the first
 listed label (`target`).
@@ -23,7 +24,7 @@ listed label (`target`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from encoder.core import clip_utils, config, device_spectrogram, io, layout, participant, util
+from encoder.core import clip_utils, config, device_spectrogram, io, layout, participant, streams, util
 from encoder.core.custom_transforms import (
     Normalization,
     SpecAugment,
@@ -60,14 +61,12 @@ class Segment:
     wav: Path
     label: np.ndarray  # float32[7], normalised multi-hot of the listed labels (NaN: unlabelled, prediction only)
     target: int  # first listed label (-1: unlabelled)
-    ts: np.ndarray  # float64[n], seconds of day of each node (joined EDA/TEMP row)
-    eda: np.ndarray  # float64[n], the node's own EDA value
-    temp: np.ndarray  # float64[n]
-    eda_rows: np.ndarray  # float64[m, 2]: every EDA row of the segment, [ts, value], time-ordered
-    temp_rows: np.ndarray  # float64[k, 2]
+    ts: np.ndarray  # float64[n], seconds of day of each node (joined row of every bio stream)
+    values: dict[str, np.ndarray]  # bio stream -> float64[n], the node's own value
+    rows: dict[str, np.ndarray]  # bio stream -> float64[m, 2]: every row of the segment, [ts, value], time-ordered
     transcript: str | None = None  # its words, marks stripped (frames.py); None: no readable transcript
     participant: participant.ParticipantStats | None = None  # participant.attach (participant_norm, eda_components)
-    eda_parts: np.ndarray | None = None  # float64[m, 3] components of eda_rows (participant.attach, eda_components)
+    eda_parts: np.ndarray | None = None  # float64[m, 3] components of rows["eda"] (participant.attach, eda_components)
     spectrogram: np.ndarray | None = None  # (n_mels, frames) every node's clip, kept by participant.attach
 
     @property
@@ -76,19 +75,22 @@ class Segment:
 
     @property
     def origin(self) -> float:
-        """Seconds of day of the segment's earliest EDA or TEMP row: the wav's start."""
-        return float(min(self.eda_rows[0, 0], self.temp_rows[0, 0]))
+        """Seconds of day of the segment's earliest row of any bio stream: the wav's start."""
+        return float(min(rows[0, 0] for rows in self.rows.values()))
 
     def frame_offsets(self, params: SpectrogramParams, steps: np.ndarray | None = None) -> np.ndarray:
         """Spectrogram frame offset of each node (or of `steps`) from the segment's origin."""
         ts = self.ts if steps is None else self.ts[np.asarray(steps, dtype=np.int64)]
         return frame_offsets(ts, self.origin, params)
 
-    def bio_clips(self, clip_length: int, steps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (EDA, TEMP) clips, each (len(steps), clip_length), of every node or of `steps`."""
+    def bio_clips(self, clip_length: int, steps: np.ndarray | None = None,
+                  names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Raw clips, each (len(steps), clip_length), of every node or of `steps`, per bio stream of `names`
+        (default: every stream the segment has)."""
         ts = self.ts if steps is None else self.ts[np.asarray(steps, dtype=np.int64)]
-        return tuple(clip_utils.bio_clips_at(rows[:, 0], rows[:, 1], ts, clip_length, config.BIO_STEP_S)
-                     for rows in (self.eda_rows, self.temp_rows))
+        return {name: clip_utils.bio_clips_at(self.rows[name][:, 0], self.rows[name][:, 1], ts, clip_length,
+                                              config.BIO_STEP_S)
+                for name in (self.rows if names is None else names)}
 
 
 @dataclass
@@ -155,8 +157,8 @@ def load_segments(
         session = util.parse_segment_id(segment_id)["session"]
         if util.split_of_session(session, splits) in wanted and (sessions is None or session in sessions):
             table.dropped_before[segment_id] = reason
-    eda_rows = rows_by_segment(frames.eda, "EDA_value")
-    temp_rows = rows_by_segment(frames.temp, "TEMP_value")
+    bio_rows = {stream.name: rows_by_segment(frames.bio[stream.name], stream.value_column)
+                for stream in streams.BIO_STREAMS}
     for row in frames.gt.itertuples(index=False):
         split = util.split_of_session(int(row.session), splits)
         if split not in wanted or (sessions is not None and int(row.session) not in sessions):
@@ -166,7 +168,7 @@ def load_segments(
         entity = frames.entities.get(segment_id)
         path = layout.wav_path(root, segment_id)
         reason = io.check_wav(path)
-        if entity is None or len(entity) == 0 or segment_id not in eda_rows or segment_id not in temp_rows:
+        if entity is None or len(entity) == 0 or any(segment_id not in rows for rows in bio_rows.values()):
             reason = "no bio samples"
         if reason is not None:
             table.skipped[segment_id] = f"{reason} ({path})" if reason.startswith("wav") else reason
@@ -177,9 +179,8 @@ def load_segments(
         table.by_split[split].append(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
                     label, int(row.target) if labelled else -1,
-                    entity[:, 0].copy(), entity[:, 1].copy(), entity[:, 2].copy(),
-                    eda_rows[segment_id], temp_rows[segment_id],
-                    _transcript(row))
+                    entity[:, 0].copy(), {name: entity[:, 1 + i].copy() for i, name in enumerate(bio_rows)},
+                    {name: rows[segment_id] for name, rows in bio_rows.items()}, _transcript(row))
         )
     if table.considered and len(table.skipped) / table.considered > max_skip_share:
         first_id, first_reason = next(iter(table.skipped.items()))
@@ -203,17 +204,16 @@ def compute_normalization(
     train: Sequence[Segment], clip_length: int, params: SpectrogramParams, audio_segments: int = AUDIO_STATS_SEGMENTS,
     options: InputOptions | None = None,
 ) -> Normalization:
-    """Mean/std of EDA and TEMP over every training sample, and of the log-mel values over the
-    spectrograms of up to `audio_segments` evenly spaced training segments. Training data only; with
+    """Mean/std of every bio stream (streams.BIO_STREAMS) over every training sample, and of the log-mel values
+    over the spectrograms of up to `audio_segments` evenly spaced training segments. Training data only; with
     `options.participant_norm` of the participant-standardised values (segments attached first)."""
     if not train:
         raise util.DataError("no usable training segment to estimate the normalisation from")
     options = options or InputOptions(clip_length)
     values = [participant.node_values(s, options) for s in train]
-    eda = mean_std([v[0] for v in values])
-    temp = mean_std([v[1] for v in values])
+    bio = {name: mean_std([v[name] for v in values]) for name in streams.names()}
     picks = np.unique(np.linspace(0, len(train) - 1, min(audio_segments, len(train))).round().astype(int))
-    unit = Normalization(0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+    unit = Normalization.unit(())
     specs = [
         participant.audio_input(train[i], segment_spectrogram(io.read_wav(train[i].wav, params.sample_rate),
                                                               int(train[i].frame_offsets(params)[-1]), clip_length,
@@ -221,7 +221,7 @@ def compute_normalization(
         for i in picks
     ]
     audio = mean_std(specs)
-    return Normalization(audio[0], audio[1], eda[0], eda[1], temp[0], temp[1])
+    return Normalization(audio[0], audio[1], bio)
 
 
 def epoch_draws(seed: int, epoch: int, index: int, count: int, draws: int = 1) -> np.ndarray:
@@ -280,8 +280,8 @@ class TrainClipDataset(Dataset):
         spec = participant.audio_input(seg, spec, self.norm, self.options)
         spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
                            self.params.n_mels)
-        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
-        return (torch.from_numpy(spec)[None], torch.from_numpy(eda[0]), torch.from_numpy(temp[0]),
+        bio = participant.bio_inputs(seg, steps, self.norm, self.options)
+        return (torch.from_numpy(spec)[None], {name: torch.from_numpy(clips[0]) for name, clips in bio.items()},
                 torch.from_numpy(seg.label), torch.tensor(seg.target))
 
     def device_item(self, seg: Segment, wav: np.ndarray, steps: np.ndarray, index: int) -> dict[str, torch.Tensor]:
@@ -291,9 +291,9 @@ class TrainClipDataset(Dataset):
         start = clip_start_sample(seg.frame_offsets(self.params, steps)[0], self.clip_length, self.params)
         keep = device_spectrogram.augment_keep(self.augment, (self.params.n_mels, frames),
                                                np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]))
-        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
+        bio = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {"span": torch.from_numpy(device_spectrogram.wav_span(wav, start, frames, self.params)),
-                "eda": torch.from_numpy(eda[0]), "temp": torch.from_numpy(temp[0]),
+                "bio": {name: torch.from_numpy(clips[0]) for name, clips in bio.items()},
                 "label": torch.from_numpy(seg.label), "target": torch.tensor(seg.target),
                 **({} if keep is None else {"keep": torch.from_numpy(keep)}),
                 **device_spectrogram.mel_stats(seg, self.options)}
@@ -358,10 +358,10 @@ class TrainSegmentDataset(Dataset):
             spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params, int(offsets[0]))
             audio = {"spec": torch.from_numpy(self.augment(participant.audio_input(seg, spec, self.norm, self.options),
                                                            rng, self.params.n_mels))}
-        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
+        bio = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {**audio,
-                "offsets": torch.from_numpy(offsets - offsets[0]), "eda": torch.from_numpy(eda),
-                "temp": torch.from_numpy(temp), "label": torch.from_numpy(seg.label),
+                "offsets": torch.from_numpy(offsets - offsets[0]), "bio": _tensors(bio),
+                "label": torch.from_numpy(seg.label),
                 "width": self.params.clip_frames(self.clip_length), "steps": torch.from_numpy(steps)}
 
 
@@ -396,20 +396,20 @@ def collate_segments(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]
         for b, item in enumerate(items):
             spec[b, 0, :, : item["spec"].shape[1]] = item["spec"]
         audio = {"spec": spec}
-    return {**audio, "pool": pool, "eda": torch.cat([item["eda"] for item in items]),
-            "temp": torch.cat([item["temp"] for item in items]),
+    return {**audio, "pool": pool, "bio": {name: torch.cat([item["bio"][name] for item in items])
+                                           for name in items[0]["bio"]},
             "label": torch.cat([item["label"].expand(n, -1) for item, n in zip(items, counts, strict=True)]),
             "weight": torch.cat([torch.full((n,), 1.0 / (n * len(items))) for n in counts])}
 
 
 class SegmentDataset(Dataset):
-    """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip,
-    the frame offset of each step, its EDA clips (n_steps, eda channels, L) and TEMP clips
-    (n_steps, 1, L), L = options.bio_clip_length, and its index. `step_stride` > 1 keeps every k-th
-    step only. With `device_spectrogram` an item carries the wav span under its spectrogram (`span`,
-    `frames` and, with participant_norm, the participant's per-band statistics) instead of `spec`, which
-    device_spectrogram.spectrogram_items computes on the model's device (a spectrogram participant.attach
-    kept is still returned as `spec`)."""
+    """Item = one segment: its normalised spectrogram (n_mels, frames) covering every step's clip, the frame offset of
+    each step, its clips of every bio stream of the normalisation (`bio`, name -> (n_steps, channels, L): EDA 1 or 4
+    channels, others 1), L = options.bio_clip_length, and its index. `step_stride` > 1 keeps every k-th step only.
+    With `device_spectrogram` an item carries the wav span under its spectrogram (`span`, `frames` and, with
+    participant_norm, the participant's per-band statistics) instead of `spec`, which
+    device_spectrogram.spectrogram_items computes on the model's device (a spectrogram participant.attach kept is
+    still returned as `spec`)."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
                  params: SpectrogramParams, step_stride: int = 1, options: InputOptions | None = None,
@@ -445,14 +445,12 @@ class SegmentDataset(Dataset):
                                                  self.clip_length, self.params)}
         if "spec" in audio:
             audio["spec"] = torch.from_numpy(participant.audio_input(seg, audio["spec"], self.norm, self.options))
-        eda, temp = participant.bio_inputs(seg, steps, self.norm, self.options)
         return {
             "index": index,
             "steps": torch.from_numpy(steps),
             "offsets": torch.from_numpy(offsets),
             **audio,
-            "eda": torch.from_numpy(eda),
-            "temp": torch.from_numpy(temp),
+            "bio": _tensors(participant.bio_inputs(seg, steps, self.norm, self.options)),
         }
 
 
@@ -491,21 +489,18 @@ class CausalSegmentDataset(SegmentDataset):
         offsets = seg.frame_offsets(self.params, steps)
         wav = io.read_wav(seg.wav, self.params.sample_rate)
         spec = segment_spectrogram(wav, int(offsets[-1]), self.clip_length, self.params)
-        clips, edas, temps = [], [], []
+        clips, bio = [], []
         for step, offset in zip(steps, offsets, strict=True):
             seen = self.view(seg, step)
             clips.append(participant.audio_input(seen, slice_clip(spec, offset, self.clip_length, self.params),
                                                  self.norm, self.options))
-            eda, temp = participant.bio_inputs(seen, np.array([step]), self.norm, self.options)
-            edas.append(eda)
-            temps.append(temp)
+            bio.append(participant.bio_inputs(seen, np.array([step]), self.norm, self.options))
         return {
             "index": index,
             "steps": torch.from_numpy(steps),
             "offsets": torch.from_numpy(offsets),
             "clips": torch.from_numpy(np.stack(clips))[:, None],
-            "eda": torch.from_numpy(np.concatenate(edas)),
-            "temp": torch.from_numpy(np.concatenate(temps)),
+            "bio": {name: torch.from_numpy(np.concatenate([b[name] for b in bio])) for name in bio[0]},
         }
 
 
@@ -519,11 +514,14 @@ def make_dataset(segments: Sequence[Segment], norm: Normalization, clip_length: 
     return kind(segments, norm, clip_length, params, options=options, device_spectrogram=device_spectrogram)
 
 
+def _tensors(bio: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(clips) for name, clips in bio.items()}
+
+
 @dataclass
 class NodeBatch:
     audio: torch.Tensor  # (B, 1, n_mels, clip frames)
-    eda: torch.Tensor  # (B, eda channels, L)
-    temp: torch.Tensor  # (B, 1, L)
+    bio: dict[str, torch.Tensor]  # bio stream -> (B, channels, L): EDA 1 or 4 channels, the others 1
     segment_index: np.ndarray  # (B,) index into the dataset's segments
     step: np.ndarray  # (B,) step of each node inside its segment
 
@@ -543,14 +541,15 @@ def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: 
     With `device`, each segment's spectrogram and bio clips move there before its clips are cut: a
     clip repeats most of its neighbours' frames (clip_length times over), so cutting them on the GPU
     moves clip_length times fewer bytes through the host than cutting them on the CPU."""
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
+    parts: list[NodeBatch] = []
     pending = 0
     for item in items:
         n = len(item["steps"])
         if device is not None:
-            item = {**item, **{k: item[k].to(device) for k in ("spec", "clips", "offsets", "eda", "temp") if k in item}}
-        parts.append((segment_clips(item, clip_length, params), item["eda"], item["temp"],
-                      np.full(n, int(item["index"])), item["steps"].numpy()))
+            item = {**item, **{k: item[k].to(device) for k in ("spec", "clips", "offsets") if k in item},
+                    "bio": {name: clips.to(device) for name, clips in item["bio"].items()}}
+        parts.append(NodeBatch(segment_clips(item, clip_length, params), item["bio"], np.full(n, int(item["index"])),
+                               item["steps"].numpy()))
         pending += n
         while pending >= batch_size:
             yield take_nodes(parts, batch_size)
@@ -559,21 +558,26 @@ def node_batches(items: Iterable[dict[str, Any]], batch_size: int, clip_length: 
         yield take_nodes(parts, pending)
 
 
-def take_nodes(parts: list, count: int) -> NodeBatch:
+def take_nodes(parts: list[NodeBatch], count: int) -> NodeBatch:
     """Remove the first `count` nodes from `parts` (in place) and stack them into a batch."""
-    taken: list[tuple] = []
+    taken: list[NodeBatch] = []
     need = count
     while need:
         part = parts[0]
-        n = len(part[3])
+        n = len(part.step)
         if n <= need:
             taken.append(part)
             parts.pop(0)
             need -= n
         else:
-            taken.append(tuple(x[:need] for x in part))
-            parts[0] = tuple(x[need:] for x in part)
+            taken.append(_nodes(part, slice(None, need)))
+            parts[0] = _nodes(part, slice(need, None))
             need = 0
-    audio, eda, temp, seg, step = zip(*taken, strict=True)
-    return NodeBatch(torch.cat(audio).contiguous(), torch.cat(eda), torch.cat(temp),
-                     np.concatenate(seg), np.concatenate(step))
+    return NodeBatch(torch.cat([p.audio for p in taken]).contiguous(),
+                     {name: torch.cat([p.bio[name] for p in taken]) for name in taken[0].bio},
+                     np.concatenate([p.segment_index for p in taken]), np.concatenate([p.step for p in taken]))
+
+
+def _nodes(batch: NodeBatch, part: slice) -> NodeBatch:
+    return NodeBatch(batch.audio[part], {name: clips[part] for name, clips in batch.bio.items()},
+                     batch.segment_index[part], batch.step[part])

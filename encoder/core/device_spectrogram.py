@@ -249,10 +249,10 @@ def spectrogram_items(items: Iterable[dict[str, Any]], norm: Normalization, para
 def clip_batch(batch: dict[str, torch.Tensor], norm: Normalization, params: SpectrogramParams,
                device: torch.device) -> tuple[torch.Tensor, ...]:
     """A collated batch of TrainClipDataset device items as the per-clip training step reads it: (audio
-    (B, 1, n_mels, frames), eda, temp, label, target), the audio computed on `device`."""
+    (B, 1, n_mels, frames), bio clips by stream, label, target), the audio computed on `device`."""
     spec = log_mel_spans(batch["span"].to(device, non_blocking=True), params)
     spec = masked(audio_input(spec, norm, batch.get("mel_mean"), batch.get("mel_std")), batch.get("keep"))
-    return (spec[:, None], batch["eda"], batch["temp"], batch["label"], batch["target"])
+    return (spec[:, None], batch["bio"], batch["label"], batch["target"])
 
 
 def segment_batch(batch: dict[str, Any], norm: Normalization, params: SpectrogramParams,

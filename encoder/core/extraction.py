@@ -1,6 +1,7 @@
-"""Feature extraction: one 1536-d embedding per 4 Hz step of every segment of every split, written
-per session for the graph stage (`features_{split}/SessSS.pkl`, rows in util.NODE_COLUMNS order),
-with `manifest.json` and the encoder's own test report `encoder_metrics.json`.
+"""Feature extraction: one embedding per 4 Hz step of every segment of every split (512-d per stream of the
+encoder: audio, then its bio streams, 1536-d with EDA and TEMP), written per session for the graph stage
+(`features_{split}/SessSS.pkl`, rows in util.NODE_COLUMNS order), with `manifest.json` and the encoder's own
+test report `encoder_metrics.json`.
 
 The `text` block (text.py) is always extracted when the training sessions have transcripts: it is
 cheap (a TF-IDF and a projection per segment) and keeps one feature folder for every modality set, so
@@ -41,13 +42,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from encoder.core import config, device_spectrogram, layout, metrics, participant, pretrained, text, util
+from encoder.core import config, device_spectrogram, layout, metrics, participant, pretrained, streams, text, util
 from encoder.core.checkpoints import encoder_from_checkpoint, load_encoder_checkpoint
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import Segment, load_segments, make_dataset
 from encoder.core.distributed import Runtime, barrier, broadcast, gather, start_runtime, stop_runtime
 from encoder.core.frames import load_frames
-from encoder.core.models import FEATURE_ORDER, STREAM_DIM, inference_model
+from encoder.core.models import STREAM_DIM, inference_model
 from encoder.core.participant import InputOptions
 from encoder.core.prediction import Predictions, iter_predictions
 
@@ -141,7 +142,7 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
             parts = {name: [p for part in results for p in part["parts"].get(name, [])] for name in splits}
             report = split_report(table.by_split.get("train", []), parts, fitted_on, settings["decision_tau_grid"])
             manifest = _manifest(ckpt_path, signature, written, splits, root, table.report(), runtime, fitted_on,
-                                 text_record, pretrained_records(blocks, results))
+                                 text_record, pretrained_records(blocks, results), streams.feature_order(norm.bio))
             manifest["feature_precision"] = feature_precision(runtime.device, bool(settings["amp"]))
             manifest["participant_statistics"] = participant_statistics(options, causal)
             manifest["spectrograms"] = placement.record()
@@ -337,8 +338,8 @@ def _write_segment_predictions(chunks: list[tuple], path: Path, decision: dict[s
 def _manifest(ckpt_path: Path, signature: dict[str, Any], written: dict[tuple[str, int], int],
               splits: dict[str, Sequence[int]], root: Path, report: dict[str, Any], runtime: Runtime,
               fitted_on: dict[str, list[int]], text_record: dict[str, Any],
-              pretrained_record: dict[str, dict[str, Any]]) -> dict:
-    feature_dims = {**dict.fromkeys(FEATURE_ORDER, STREAM_DIM),
+              pretrained_record: dict[str, dict[str, Any]], encoder_order: Sequence[str]) -> dict:
+    feature_dims = {**dict.fromkeys(encoder_order, STREAM_DIM),
                     **({text.NAME: text_record["dim"]} if text_record["built"] else {}),
                     **{name: r["dim"] for name, r in pretrained_record.items()}}
     node_counts: dict[str, dict[str, int]] = {}

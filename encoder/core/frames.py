@@ -1,17 +1,19 @@
 """The dataframe stage: a KEMDy20 root -> the joined, per-segment tables the encoder reads.
 
-It writes `EDA_aug.csv`, `TEMP_aug.csv`, `gt_aug.csv`, `all_entity.pickle`, `ts_script.pickle` and
-`frames_report.json` under the root (the original project's names; layout in docs/outputs.md). Nothing
-is dropped silently: every dropped segment is counted by reason in the report, and above
-config.MAX_SKIP_SHARE the stage fails. Irregular rows (duplicates, a row missing in one modality, rows
-off the 4 Hz grid) follow one rule, in docs/kemdy20.md: a node is a joined EDA/TEMP row at its own
-timestamp, and its clips are placed by time (dataset.Segment), which on a regular grid equals the index
-arithmetic of clip_utils.
+It writes one table per bio stream (`EDA_aug.csv`, `TEMP_aug.csv`: streams.BIO_STREAMS), `gt_aug.csv`,
+`all_entity.pickle`, `ts_script.pickle` and `frames_report.json` under the root (the original project's
+names; layout in docs/outputs.md). Nothing is dropped silently: every dropped segment is counted by reason
+in the report, and above config.MAX_SKIP_SHARE the stage fails. Irregular rows (duplicates, a row missing
+in one modality, rows off the 4 Hz grid) follow one rule, in docs/kemdy20.md: a node is a row of every bio
+stream (joined on segment and timestamp) at its own timestamp, and its clips are placed by time
+(dataset.Segment), which on a regular grid equals the index arithmetic of clip_utils.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,18 +21,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from encoder.core import config, kemdy20, util
+from encoder.core import config, kemdy20, streams, util
 
-ARTIFACTS = ("EDA_aug.csv", "TEMP_aug.csv", "gt_aug.csv", "all_entity.pickle", "ts_script.pickle", "frames_report.json")
+TABLES = ("gt_aug.csv", "all_entity.pickle", "ts_script.pickle", "frames_report.json")  # besides the streams'
 GRID_TOLERANCE_S = 1e-3  # a node within 1 ms of its segment's 4 Hz grid counts as on it
 OLD_SEGMENT_ID = "script"  # the segment-ID column's name in tables built before it was `segment_id`
+
+
+def artifacts() -> tuple[str, ...]:
+    """The files the dataframe stage writes under the root: each bio stream's table, then TABLES."""
+    return (*(stream.table_file for stream in streams.BIO_STREAMS), *TABLES)
 
 
 @dataclass
 class Frames:
     gt: pd.DataFrame
-    eda: pd.DataFrame
-    temp: pd.DataFrame
+    bio: dict[str, pd.DataFrame]  # stream name -> its rows inside kept segments ({folder}_value, ts, segment_id)
     entities: dict[str, np.ndarray]
     nodes: pd.DataFrame
     report: dict = field(default_factory=dict)
@@ -78,9 +84,9 @@ def read_modality(root: Path, modality: str, annotated_sessions: set[int]) -> tu
                    "conflicting_duplicates": conflicting}
 
 
-def segment_origins(eda: pd.DataFrame, temp: pd.DataFrame) -> pd.Series:
-    """Segment ID -> its origin: the earliest timestamp among its EDA and TEMP rows (the wav's start)."""
-    return pd.concat([eda[["segment_id", "ts"]], temp[["segment_id", "ts"]]]).groupby("segment_id")["ts"].min()
+def segment_origins(tables: Iterable[pd.DataFrame]) -> pd.Series:
+    """Segment ID -> its origin: the earliest timestamp among its rows of every bio stream (the wav's start)."""
+    return pd.concat([table[["segment_id", "ts"]] for table in tables]).groupby("segment_id")["ts"].min()
 
 
 def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
@@ -106,9 +112,9 @@ def grid_report(nodes: pd.DataFrame, origins: pd.Series) -> dict[str, int]:
 
 
 def build_entities(joined: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Segment ID -> its time-ordered [ts, EDA, TEMP] rows, with one sort and one split (no
-    per-segment filtering)."""
-    return rows_by_segment(joined, "EDA_value", "TEMP_value")
+    """Segment ID -> its time-ordered [ts, one value per bio stream (EDA, TEMP)] rows, with one sort and one
+    split (no per-segment filtering)."""
+    return rows_by_segment(joined, *(stream.value_column for stream in streams.BIO_STREAMS))
 
 
 def rows_by_segment(table: pd.DataFrame, *values: str) -> dict[str, np.ndarray]:
@@ -139,9 +145,10 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     if duplicated.any():
         raise util.DataError(f"segment {gt['segment_id'][duplicated].iloc[0]} is annotated twice", root / "annotation")
     sessions = set(gt["session"])
-    eda, eda_info = read_modality(root, "EDA", sessions)
-    temp, temp_info = read_modality(root, "TEMP", sessions)
-    joined = eda.merge(temp, on=["segment_id", "ts"], how="inner")
+    read = {stream.folder: read_modality(root, stream.folder, sessions) for stream in streams.BIO_STREAMS}
+    tables = {folder: table for folder, (table, _) in read.items()}
+    infos = {folder: info for folder, (_, info) in read.items()}
+    joined = functools.reduce(lambda a, b: a.merge(b, on=["segment_id", "ts"], how="inner"), tables.values())
 
     annotated = set(gt["segment_id"])
     with_bio = set(joined["segment_id"]) & annotated
@@ -154,7 +161,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     n_dropped = int((~keep).sum())
     if n_dropped > max_skip_share * len(gt):
         raise util.DataError(
-            f"{n_dropped} of {len(gt)} annotated segments lack a wav ({dropped['no_wav']}) or joined EDA/TEMP rows "
+            f"{n_dropped} of {len(gt)} annotated segments lack a wav ({dropped['no_wav']}) or joined bio rows "
             f"({dropped['no_joined_bio_rows']}), above MAX_SKIP_SHARE={max_skip_share:g}", root)
 
     gt, transcripts = add_transcripts(gt, root)
@@ -177,25 +184,24 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     nodes = nodes[["session", "ts", "identity", "segment_id", "step"]]
 
     order = ["segment_id", "ts"]
-    eda_kept = eda[eda["segment_id"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
-    temp_kept = temp[temp["segment_id"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
+    kept = {folder: table[table["segment_id"].isin(kept_ids)].sort_values(order, kind="stable").reset_index(drop=True)
+            for folder, table in tables.items()}
     report = {
         "root": str(root),
         "annotation_files": len(annotation_files),
         "segments_annotated": len(annotated),
         "segments_with_wav": int(has_wav.sum()) if check_wav else None,
-        "segments_with_eda_and_temp": int(has_bio.sum()),
+        "segments_with_every_bio_stream": int(has_bio.sum()),
         "segments_kept": len(gt),
         "dropped": dropped,
-        "bio_rows_in_segments": {"EDA": len(eda), "TEMP": len(temp), "joined": len(joined)},
-        "join_dropped_rows": {"EDA_only": len(eda) - len(joined), "TEMP_only": len(temp) - len(joined),
+        "bio_rows_in_segments": {**{m: len(t) for m, t in tables.items()}, "joined": len(joined)},
+        "join_dropped_rows": {**{f"{m}_only": len(t) - len(joined) for m, t in tables.items()},
                               "not_annotated": int((~joined["segment_id"].isin(annotated)).sum())},
-        "files": {"EDA": eda_info, "TEMP": temp_info},
+        "files": infos,
         "irregular": {
-            "duplicate_rows": {m: info["duplicate_rows"] for m, info in (("EDA", eda_info), ("TEMP", temp_info))},
-            "conflicting_duplicates": {m: info["conflicting_duplicates"]
-                                       for m, info in (("EDA", eda_info), ("TEMP", temp_info))},
-            **grid_report(nodes, segment_origins(eda_kept, temp_kept)),
+            "duplicate_rows": {m: info["duplicate_rows"] for m, info in infos.items()},
+            "conflicting_duplicates": {m: info["conflicting_duplicates"] for m, info in infos.items()},
+            **grid_report(nodes, segment_origins(kept.values())),
         },
         "samples": len(nodes),
         "dropped_segments": dropped_segments,
@@ -203,8 +209,7 @@ def build_frames(root: Path, check_wav: bool = True, max_skip_share: float | Non
     }
     return Frames(
         gt=gt,
-        eda=eda_kept,
-        temp=temp_kept,
+        bio={stream.name: kept[stream.folder] for stream in streams.BIO_STREAMS},
         entities=entities,
         nodes=nodes,
         report=report,
@@ -236,10 +241,11 @@ def transcript_report(details: pd.DataFrame) -> dict:
 
 
 def write_frames(frames: Frames, root: Path) -> list[Path]:
-    """Write the six artifacts under `root`, each atomically."""
+    """Write the artifacts (artifacts()) under `root`, each atomically."""
     root = Path(root)
     written = []
-    for name, table in (("EDA_aug.csv", frames.eda), ("TEMP_aug.csv", frames.temp), ("gt_aug.csv", frames.gt)):
+    tables = [(streams.stream(name).table_file, table) for name, table in frames.bio.items()]
+    for name, table in (*tables, ("gt_aug.csv", frames.gt)):
         with util.atomic_path(root / name) as tmp:
             table.to_csv(tmp, index=False)
         written.append(root / name)
@@ -255,7 +261,7 @@ def write_frames(frames: Frames, root: Path) -> list[Path]:
 def load_frames(root: Path) -> Frames:
     """Read the artifacts back (the encoder's input); a clear error when they were never built."""
     root = Path(root)
-    missing = [name for name in ARTIFACTS if not (root / name).is_file()]
+    missing = [name for name in artifacts() if not (root / name).is_file()]
     if missing:
         raise util.DataError(f"missing {missing[0]}: run `python encoder/build_frames.py --root {root}` first",
                              root / missing[0])
@@ -267,13 +273,17 @@ def load_frames(root: Path) -> Frames:
         raise util.DataError("gt_aug.csv has no transcript column (built by an older version): rerun "
                              f"`python encoder/build_frames.py --root {root}`", root / "gt_aug.csv")
     gt["transcript"] = gt["transcript"].fillna("").astype(str)
+    report = util.read_json(root / "frames_report.json")
+    if tuple(report["files"]) != streams.folders():  # the entity tables hold a column per stream they were built with
+        raise util.DataError(f"tables built for the bio streams {', '.join(report['files'])}, but "
+                             f"encoder/core/streams.py lists {', '.join(streams.folders())}: rerun "
+                             f"`python encoder/build_frames.py --root {root}`", root / "frames_report.json")
     with open(root / "all_entity.pickle", "rb") as fh:
         entities = pickle.load(fh)
     with open(root / "ts_script.pickle", "rb") as fh:
         nodes = segment_id_column(pickle.load(fh))
-    return Frames(gt=gt, eda=segment_id_column(pd.read_csv(root / "EDA_aug.csv")),
-                  temp=segment_id_column(pd.read_csv(root / "TEMP_aug.csv")), entities=entities, nodes=nodes,
-                  report=util.read_json(root / "frames_report.json"))
+    bio = {stream.name: segment_id_column(pd.read_csv(root / stream.table_file)) for stream in streams.BIO_STREAMS}
+    return Frames(gt=gt, bio=bio, entities=entities, nodes=nodes, report=report)
 
 
 def segment_id_column(table: pd.DataFrame) -> pd.DataFrame:
@@ -309,26 +319,24 @@ def summary_tables(frames: Frames) -> dict[str, pd.DataFrame]:
 def format_report(frames: Frames) -> str:
     """The human-readable summary printed by build_frames.py and shown in df_generator.ipynb."""
     r = frames.report
+    folders = list(r["files"])  # the bio streams' folders (EDA, TEMP)
+    rows, join_dropped, irregular = r["bio_rows_in_segments"], r["join_dropped_rows"], r["irregular"]
     lines = [
         f"dataset root: {r['root']}",
         f"segments annotated: {r['segments_annotated']} (in {r['annotation_files']} annotation files)",
         f"segments with wav: {r['segments_with_wav'] if r['segments_with_wav'] is not None else 'not checked'}",
-        f"segments with both EDA and TEMP: {r['segments_with_eda_and_temp']}",
+        f"segments with {' and '.join(folders)}: {r['segments_with_every_bio_stream']}",
         f"segments kept: {r['segments_kept']}  (dropped: {r['dropped']['no_wav']} without wav, "
-        f"{r['dropped']['no_joined_bio_rows']} without joined EDA/TEMP rows)",
-        f"bio rows inside segments: EDA {r['bio_rows_in_segments']['EDA']}, TEMP {r['bio_rows_in_segments']['TEMP']}, "
-        f"joined {r['bio_rows_in_segments']['joined']} (join dropped {r['join_dropped_rows']['EDA_only']} EDA-only, "
-        f"{r['join_dropped_rows']['TEMP_only']} TEMP-only rows)",
-    ]
-    irregular = r["irregular"]
-    lines.append(
-        f"irregular rows: duplicates dropped EDA {irregular['duplicate_rows']['EDA']}, TEMP "
-        f"{irregular['duplicate_rows']['TEMP']} (of which with another value: "
-        f"{irregular['conflicting_duplicates']['EDA']}, {irregular['conflicting_duplicates']['TEMP']}); "
-        f"nodes off the 4 Hz grid {irregular['nodes_off_grid']}; gaps {irregular['gaps']} in "
+        f"{r['dropped']['no_joined_bio_rows']} without joined {'/'.join(folders)} rows)",
+        "bio rows inside segments: " + ", ".join(f"{m} {rows[m]}" for m in folders) + f", joined {rows['joined']} "
+        "(join dropped " + ", ".join(f"{join_dropped[f'{m}_only']} {m}-only" for m in folders) + " rows)",
+        "irregular rows: duplicates dropped " + ", ".join(f"{m} {irregular['duplicate_rows'][m]}" for m in folders)
+        + " (of which with another value: " + ", ".join(str(irregular["conflicting_duplicates"][m]) for m in folders)
+        + f"); nodes off the 4 Hz grid {irregular['nodes_off_grid']}; gaps {irregular['gaps']} in "
         f"{irregular['segments_with_gaps']} segments ({irregular['missing_steps']} missing steps); "
-        "clips are placed by timestamp")
-    for modality in kemdy20.BIO_MODALITIES:
+        "clips are placed by timestamp",
+    ]
+    for modality in folders:
         info = r["files"][modality]
         if info["files_without_annotation"]:
             lines.append(f"{modality}: {info['files_without_annotation']} files of sessions without annotation "

@@ -338,12 +338,12 @@ def column_names(groups: Sequence[str]) -> list[str]:
 
 def segment_features(segments: Sequence, cache: FeatureCache, groups: Sequence[str] = ("audio", "eda", "temp"),
                      progress: bool = True) -> np.ndarray:
-    """One float64 row per dataset.Segment (its .wav, .eda_rows, .temp_rows): the named groups' columns
+    """One float64 row per dataset.Segment (its .wav, .rows["eda"], .rows["temp"]): the named groups' columns
     concatenated in the order given (column_names(groups))."""
     width = len(column_names(groups))
     compute = {"audio": lambda seg: cache.speech(seg.wav),
-               "eda": lambda seg: eda_features(seg.eda_rows, cache.settings),
-               "temp": lambda seg: temp_features(seg.temp_rows, cache.settings)}
+               "eda": lambda seg: eda_features(seg.rows["eda"], cache.settings),
+               "temp": lambda seg: temp_features(seg.rows["temp"], cache.settings)}
     rows = np.empty((len(segments), width), dtype=np.float64)
     for i, seg in enumerate(tqdm(segments, desc="hand-crafted features", unit="segment", disable=not progress)):
         rows[i] = np.concatenate([compute[g](seg) for g in groups]) if groups else []

@@ -1,5 +1,5 @@
-"""Reading a KEMDy20 download: annotation CSVs, EDA/TEMP CSVs, the wav layout and transcripts
-(docs/kemdy20.md).
+"""Reading a KEMDy20 download: annotation CSVs, the bio streams' CSVs (EDA, TEMP: streams.BIO_STREAMS), the
+wav layout and transcripts (docs/kemdy20.md).
 
 Every reader checks its input and raises util.DataError naming the file and, where it applies, the
 line number in that file (1-based, header and preamble lines included). Transcripts are the exception:
@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encoder.core import config, layout, util
+from encoder.core import config, layout, streams, util
 
 ANNOTATION_GLOB = "Sess[0-9][0-9]_eval.csv"
-BIO_MODALITIES = ("EDA", "TEMP")
 BIO_PREAMBLE_LINES = 2
 TIMESTAMP_LEN = 21  # YYYY-MMDD-HHMM-SS-mmm
 _TIMESTAMP_DASHES = (4, 9, 14, 17)
@@ -278,8 +277,9 @@ def parse_timestamps(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_bio(path: Path, modality: str) -> pd.DataFrame:
-    """One EDA or TEMP file -> its rows inside annotated segments: `{modality}_value`, `ts`
-    (seconds of day) and `segment_id` (the segment ID). Rows outside segments are read, checked, dropped."""
+    """One file of the bio stream whose folder is `modality` (EDA, TEMP, ...) -> its rows inside annotated
+    segments: `{modality}_value`, `ts` (seconds of day) and `segment_id` (the segment ID). Rows outside
+    segments are read, checked, dropped."""
     path = Path(path)
     value_name = f"{modality}_value"
     try:
@@ -330,10 +330,10 @@ def transcript_files(root: Path) -> list[Path]:
 
 
 def sessions_present(root: Path) -> set[int]:
-    """Sessions that have an annotation file or a SessionSS folder under wav/, EDA/ or TEMP/."""
+    """Sessions that have an annotation file or a SessionSS folder under wav/ or a bio stream's folder."""
     root = Path(root)
     found = {session_of_file(p) for p in (root / "annotation").glob(ANNOTATION_GLOB)}
-    for folder in ("wav", *BIO_MODALITIES):
+    for folder in ("wav", *streams.folders()):
         found |= {int(d.name.removeprefix("Session")) for d in session_folders(root, folder)}
     return found
 
@@ -344,13 +344,13 @@ def wav_index(root: Path) -> set[str]:
 
 
 def fingerprint(root: Path) -> str:
-    """A digest of every file the dataframe stage reads: annotation/SessSS_eval.csv, EDA and TEMP
-    SessionSS/*.csv, the wav listing and the transcripts (wav/SessionSS/*.txt), by relative path, size
+    """A digest of every file the dataframe stage reads: annotation/SessSS_eval.csv, every bio stream's
+    SessionSS/*.csv (EDA, TEMP), the wav listing and the transcripts (wav/SessionSS/*.txt), by relative path, size
     and mtime_ns (one stat per file, no content read), so adding, removing, touching or editing any of
     them changes it."""
     root = Path(root)
     files = sorted((root / "annotation").glob(ANNOTATION_GLOB))
-    files += [p for modality in BIO_MODALITIES for p in bio_files(root, modality)] + wav_files(root)
+    files += [p for modality in streams.folders() for p in bio_files(root, modality)] + wav_files(root)
     files += transcript_files(root)
     digest = hashlib.sha256()
     for path in files:

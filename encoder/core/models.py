@@ -1,8 +1,11 @@
-"""The three-stream encoder (the original's architecture, kept): a 2D ResNet18 over the clip's log-mel
-spectrogram and two 1D ResNet18s over the clip's EDA and TEMP values, with per-stream auxiliary heads and a fused head.
+"""The multi-stream encoder (the original's three-stream architecture, kept): a 2D ResNet18 over the clip's
+log-mel spectrogram and a 1D ResNet18 over the clip's values of each bio stream (EDA and TEMP:
+streams.BIO_STREAMS), with per-stream auxiliary heads and a fused head.
 
-Node embedding = the three 512-d pooled vectors concatenated in the order audio | EDA | TEMP
-(`FEATURE_ORDER`), 1536 values. All heads return logits; the loss applies the softmax itself.
+Node embedding = the 512-d pooled vectors concatenated in the order audio | EDA | TEMP (streams.feature_order),
+1536 values. All heads return logits; the loss applies the softmax itself. The bio trunks and heads are kept
+by stream name (`bio.eda`, `bio_heads.eda`); checkpoints.py reads the state dicts of the encoder that named
+them `eda`, `eda_head`, ...
 
 The audio stream runs in one of two passes (`audio_pass`, config.STE_inputs): "clip", the original's,
 where each node's 2.75 s clip goes through the whole ResNet18 and is average-pooled; or "segment", where
@@ -16,6 +19,7 @@ one definition of a node's audio vector.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,22 +27,21 @@ import torch
 import torchvision
 from torch import nn
 
-from encoder.core import config, util
+from encoder.core import config, streams, util
 
-FEATURE_ORDER = ("audio", "eda", "temp")
 STREAM_DIM = 512
 HEAD_DIM = 128
-EMBEDDING_DIM = STREAM_DIM * len(FEATURE_ORDER)
 AUDIO_PASSES = ("segment", "clip")
 TRUNK_STRIDE = 32  # spectrogram frames per position of the ResNet18 trunk's output (stride 2 five times)
 
 
 class EncoderOutput(NamedTuple):
-    audio: torch.Tensor  # (B, 7) logits of the auxiliary audio head
-    eda: torch.Tensor
-    temp: torch.Tensor
-    fused: torch.Tensor  # (B, 7) logits of the fused head
-    embedding: torch.Tensor  # (B, 1536) pooled vectors, audio | EDA | TEMP
+    logits: dict[str, torch.Tensor]  # (B, 7) logits per head (streams.heads: audio, each bio stream, fused)
+    embedding: torch.Tensor  # (B, 512 · streams) pooled vectors, audio | EDA | TEMP
+
+    @property
+    def fused(self) -> torch.Tensor:
+        return self.logits[streams.FUSED]
 
 
 class BasicBlock1d(nn.Module):
@@ -162,15 +165,17 @@ class Head(nn.Module):
 
 
 class STEncoder(nn.Module):
-    """Three streams, three auxiliary heads and a fused head over the concatenated 3 × 128 vectors.
-    `eda_channels`: input channels of the EDA stream (4 with the EDA components, encoder/core/participant.py);
+    """The audio stream and one 1-D stream per bio stream, an auxiliary head each and a fused head over their
+    concatenated 128-d vectors. `bio_channels`: the bio streams in embedding order with the input channels of
+    each (EDA 4 with the EDA components, participant.InputOptions.bio_channels); None: every stream of
+    streams.BIO_STREAMS with one channel;
     `audio_pass`: "clip" or "segment" (module docstring); the weights are the same in both.
     `contour_channels`: the last rows of an audio clip that are prosodic contours (encoder/core/contours.py),
     read by a 1-D ResNet18 (`contour`) whose vector is added to the 2-D ResNet18's over the mel rows; the
     audio vector stays 512-d. 0: none (the original's stream). Per-clip pass only."""
 
     def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None,
-                 eda_channels: int = 1, audio_pass: str = "clip", contour_channels: int = 0):
+                 bio_channels: Mapping[str, int] | None = None, audio_pass: str = "clip", contour_channels: int = 0):
         super().__init__()
         if audio_pass not in AUDIO_PASSES:
             raise ValueError(f"audio_pass must be one of {AUDIO_PASSES}, not {audio_pass!r}")
@@ -181,21 +186,25 @@ class STEncoder(nn.Module):
         self.audio = audio_resnet18(weights)
         if self.contour_channels:
             self.contour = ResNet1d(in_channels=self.contour_channels)
-        self.eda = ResNet1d(in_channels=eda_channels)
-        self.temp = ResNet1d()
+        channels = dict.fromkeys(streams.names(), 1) if bio_channels is None else dict(bio_channels)
+        self.bio = nn.ModuleDict({name: ResNet1d(in_channels=n) for name, n in channels.items()})
         self.audio_head = Head(num_classes)
-        self.eda_head = Head(num_classes)
-        self.temp_head = Head(num_classes)
-        self.fused = nn.Linear(HEAD_DIM * len(FEATURE_ORDER), num_classes)
+        self.bio_heads = nn.ModuleDict({name: Head(num_classes) for name in channels})
+        self.fused = nn.Linear(HEAD_DIM * (1 + len(channels)), num_classes)
+
+    @property
+    def feature_order(self) -> tuple[str, ...]:
+        """The blocks of its embedding: audio, then its bio streams."""
+        return streams.feature_order(self.bio)
 
     def trunk(self) -> nn.Module:
         """The audio trunk (AudioTrunk over this model's ResNet18, or its folded copy in an inference model)."""
         folded = getattr(self, "folded_trunk", None)
         return folded if folded is not None else AudioTrunk(self.audio)
 
-    def forward(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor,
+    def forward(self, audio: torch.Tensor, bio: Mapping[str, torch.Tensor],
                 pool: torch.Tensor | None = None) -> EncoderOutput:
-        """eda (N, eda_channels, L) and temp (N, 1, L), L the bio clip length, of N nodes; audio either N
+        """`bio`: per bio stream its clips (N, channels, L), L the bio clip length, of N nodes; audio either N
         clips (N, 1, n_mels, clip frames) or, with `pool` (N, B · positions), B segment spectrograms
         (B, 1, n_mels, frames) whose trunk outputs `pool` averages into the N nodes' vectors."""
         if pool is not None:
@@ -203,7 +212,7 @@ class STEncoder(nn.Module):
             vectors = pool @ positions.permute(0, 2, 1).reshape(-1, STREAM_DIM)
         else:
             vectors = self.clip_vectors(audio)
-        return self.from_vectors(vectors, eda, temp)
+        return self.from_vectors(vectors, bio)
 
     def clip_vectors(self, clips: torch.Tensor) -> torch.Tensor:
         """(N, 512) audio vectors of N clips: the ResNet's average pool ("clip"), or the trunk output
@@ -217,13 +226,15 @@ class STEncoder(nn.Module):
         weights = window_pool(torch.zeros(1, device=clips.device), clips.shape[-1], positions.shape[-1])
         return (positions * weights.to(positions.dtype)[:, None, :]).sum(dim=2)
 
-    def from_vectors(self, audio: torch.Tensor, eda: torch.Tensor, temp: torch.Tensor) -> EncoderOutput:
-        """The heads over given (N, 512) audio vectors and the bio streams of the N nodes."""
-        pooled = [audio, self.eda(eda), self.temp(temp)]
-        heads = [self.audio_head, self.eda_head, self.temp_head]
-        hidden, logits = zip(*(head(x) for head, x in zip(heads, pooled, strict=True)), strict=True)
-        fused = self.fused(torch.cat(hidden, dim=1))
-        return EncoderOutput(*logits, fused, torch.cat(pooled, dim=1))
+    def from_vectors(self, audio: torch.Tensor, bio: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """The heads over given (N, 512) audio vectors and the bio streams' clips of the N nodes."""
+        pooled = {streams.AUDIO: audio, **{name: trunk(bio[name]) for name, trunk in self.bio.items()}}
+        heads = {streams.AUDIO: self.audio_head, **self.bio_heads}
+        hidden, logits = {}, {}
+        for name, x in pooled.items():
+            hidden[name], logits[name] = heads[name](x)
+        logits[streams.FUSED] = self.fused(torch.cat(list(hidden.values()), dim=1))
+        return EncoderOutput(logits, torch.cat(list(pooled.values()), dim=1))
 
 
 def segment_audio_map(model: STEncoder, spec: torch.Tensor, chunk_frames: int, context_frames: int) -> torch.Tensor:
@@ -256,7 +267,9 @@ def inference_model(model: STEncoder) -> STEncoder:
 
     copied = copy.deepcopy(model).eval()
     trunk = fuse(AudioTrunk(copied.audio).eval()).to(memory_format=torch.channels_last).eval()
-    for name in ("audio", "eda", "temp", *(("contour",) if model.contour_channels else ())):
+    for name in ("audio", *(("contour",) if model.contour_channels else ())):
         setattr(copied, name, fuse(getattr(copied, name)).to(memory_format=torch.channels_last).eval())
+    for name, stream in copied.bio.items():
+        copied.bio[name] = fuse(stream).to(memory_format=torch.channels_last).eval()
     copied.folded_trunk = trunk
     return copied.eval()

@@ -1,11 +1,11 @@
 """Encoder input options that read a participant's own signal (config.STE_inputs), and the bio clip length.
 
-* `bio_clip_length`: the EDA and TEMP clips' length in 4 Hz steps, set apart from the audio clip's
-  (`clip_length`); None: the same. At 4 Hz an 11-step clip is 2.75 s, shorter than a skin conductance
-  response's rise (1-5 s); 41 steps is about 10 s.
+* `bio_clip_length`: the clips' length of the bio streams (EDA, TEMP: streams.BIO_STREAMS) in 4 Hz steps, set
+  apart from the audio clip's (`clip_length`); None: the same. At 4 Hz an 11-step clip is 2.75 s, shorter than a
+  skin conductance response's rise (1-5 s); 41 steps is about 10 s.
 * `participant_norm`: every input standardised by the statistics of its participant (identity) within
   its session, taken from that participant's own signal, never from a label: the log-mel spectrogram
-  per mel band (mean and sd over every frame of the participant's segment wavs), EDA and TEMP (over
+  per mel band (mean and sd over every frame of the participant's segment wavs), every bio stream (over
   the participant's rows). The training-set normalisation (custom_transforms.Normalization) is then
   estimated on, and applied to, the standardised values. Offline (training, extraction, predict.py)
   the statistics cover the participant's whole session; online (`OnlineParticipants`) only what has
@@ -25,10 +25,11 @@
   training statistics. A run shorter than MIN_COMPONENT_ROWS rows gets tonic = the series, phasic =
   peaks = 0.
 
-Participant sd floors and z-score clip. Each sd is floored at STD_FLOORS (about its sensor's resolution),
-not at an absolute epsilon: a flat non-responder's EDA, or an online window's first few rows, would
-otherwise divide by nearly zero. Every participant-standardised value is then clipped to ±Z_CLIP.
-Offline and online statistics go through the same floors and clip.
+Participant sd floors and z-score clip. Each sd is floored at about its sensor's resolution (a bio stream's
+`sd_floor`, streams.BIO_STREAMS; MEL_STD_FLOOR for the log-mel bands), not at an absolute epsilon: a flat
+non-responder's EDA, or an online window's first few rows, would otherwise divide by nearly zero. Every
+participant-standardised value is then clipped to ±Z_CLIP. Offline and online statistics go through the same
+floors and clip.
 
 Participant = (session, identity). Each option only ever reads that participant's own rows and wavs.
 
@@ -39,20 +40,21 @@ on it as much as on the options above.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from encoder.core import clip_utils, config, contours, io
+from encoder.core import clip_utils, config, contours, io, streams
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, log_mel_frames
 
 MIN_COMPONENT_ROWS = 12  # below this NeuroKit2's filter has too few samples (its padding needs 10)
 EDA_CHANNELS = ("raw", "tonic", "phasic", "scr_peaks")
-# Least participant sd per signal, in its units: about the sensor's resolution (Empatica E4: EDA 0.01 µS,
-# skin temperature 0.02 °C; log-mel bands: 1 dB, well below a voiced band's spread). A smaller sd is noise.
-STD_FLOORS = {"eda": 0.01, "temp": 0.02, "mel": 1.0}
+COMPONENT_STREAM = "eda"  # the bio stream whose channels `eda_components` extends
+# Least participant sd of the log-mel bands, in dB: well below a voiced band's spread (a bio stream's least sd
+# is its `sd_floor`, about its sensor's resolution). A smaller sd is noise.
+MEL_STD_FLOOR = 1.0
 Z_CLIP = 10.0  # participant z-scores are clipped to ±Z_CLIP (a floored sd can still leave outliers far out)
 RUN_GAP_S = 1.5 * config.BIO_STEP_S  # rows further apart than this (a step, with jitter) start a new run
 
@@ -84,9 +86,9 @@ class InputOptions:
     def segment_pass(self) -> bool:
         return self.audio_pass == "segment"
 
-    @property
-    def eda_channels(self) -> int:
-        return len(EDA_CHANNELS) if self.eda_components else 1
+    def bio_channels(self, names: Iterable[str]) -> dict[str, int]:
+        """Input channels of each bio stream of `names`: EDA's four with eda_components, else one."""
+        return {name: len(EDA_CHANNELS) if name == COMPONENT_STREAM and self.eda_components else 1 for name in names}
 
     @property
     def needs_participant(self) -> bool:
@@ -109,12 +111,10 @@ class InputOptions:
 
 @dataclass
 class ParticipantStats:
-    """Mean and sd of one participant's signal in one session (mel_* None: audio not gathered)."""
+    """Mean and sd of one participant's signal in one session: per bio stream (name -> (mean, sd)) and per
+    mel band (mel_* None: audio not gathered)."""
 
-    eda_mean: float
-    eda_std: float
-    temp_mean: float
-    temp_std: float
+    bio: dict[str, tuple[float, float]]
     mel_mean: np.ndarray | None = None  # float64 (n_mels,)
     mel_std: np.ndarray | None = None
 
@@ -136,7 +136,7 @@ class Moments:
         self.squares = self.squares + np.nansum(values**2, axis=0)
 
     def mean_std(self, floor: float) -> tuple[Any, Any]:
-        """Mean and sd, the sd at least `floor` (STD_FLOORS)."""
+        """Mean and sd, the sd at least `floor` (the signal's sd floor)."""
         if not np.any(self.count):
             raise ValueError("no value to take a mean of")
         mean = self.sum / np.maximum(self.count, 1)
@@ -161,10 +161,10 @@ def by_participant(segments: Sequence[Any]) -> dict[tuple[int, str], list[Any]]:
     return {k: sorted(v, key=lambda s: (s.origin, s.segment_id)) for k, v in groups.items()}
 
 
-def participant_rows(segments: Sequence[Any], attribute: str) -> np.ndarray:
-    """(m, 2) [ts, value] rows of the segments' `attribute` (eda_rows or temp_rows), time-ordered; a
-    timestamp two segments share is kept once (the first segment's)."""
-    rows = np.concatenate([getattr(s, attribute) for s in segments])
+def participant_rows(segments: Sequence[Any], name: str) -> np.ndarray:
+    """(m, 2) [ts, value] rows of the segments' bio stream `name`, time-ordered; a timestamp two segments
+    share is kept once (the first segment's)."""
+    rows = np.concatenate([s.rows[name] for s in segments])
     rows = rows[np.argsort(rows[:, 0], kind="stable")]
     return rows[np.r_[True, rows[1:, 0] != rows[:-1, 0]]]
 
@@ -215,18 +215,21 @@ def _run_components(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def bio_stats(eda_rows: np.ndarray, temp_rows: np.ndarray) -> ParticipantStats:
-    eda, temp = Moments(), Moments()
-    eda.add(eda_rows[:, 1])
-    temp.add(temp_rows[:, 1])
-    (eda_mean, eda_std), (temp_mean, temp_std) = eda.mean_std(STD_FLOORS["eda"]), temp.mean_std(STD_FLOORS["temp"])
-    return ParticipantStats(float(eda_mean), float(eda_std), float(temp_mean), float(temp_std))
+def bio_stats(rows: dict[str, np.ndarray]) -> ParticipantStats:
+    """Mean and sd (floored at the stream's sd_floor) of each bio stream's (m, 2) [ts, value] `rows`."""
+    stats = {}
+    for name, values in rows.items():
+        moments = Moments()
+        moments.add(values[:, 1])
+        mean, std = moments.mean_std(streams.stream(name).sd_floor)
+        stats[name] = (float(mean), float(std))
+    return ParticipantStats(stats)
 
 
 def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOptions,
            clip_length: int | None = None, keep_spectrograms: bool = False) -> None:
     """Give every segment its participant's statistics (`participant`) and, with eda_components, its
-    EDA rows' components (`eda_parts`, aligned with eda_rows), from the participant's segments among
+    EDA rows' components (`eda_parts`, aligned with rows["eda"]), from the participant's segments among
     `segments` (offline: the whole session). Nothing happens when neither option is on.
 
     With participant_norm and `clip_length`, the wav frames the statistics are taken over are computed
@@ -238,8 +241,8 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
     if not options.needs_participant:
         return
     for group in by_participant(segments).values():
-        eda_rows, temp_rows = participant_rows(group, "eda_rows"), participant_rows(group, "temp_rows")
-        stats = bio_stats(eda_rows, temp_rows)
+        rows = {name: participant_rows(group, name) for name in group[0].rows}
+        stats = bio_stats(rows)
         if options.audio_statistics:
             mel = Moments(params.n_rows)
             for seg in group:
@@ -251,12 +254,11 @@ def attach(segments: Sequence[Any], params: SpectrogramParams, options: InputOpt
                 mel.add(inside)
                 if keep_spectrograms:
                     seg.spectrogram = spectrogram
-            stats.mel_mean, stats.mel_std = mel.mean_std(STD_FLOORS["mel"])
-        parts = eda_components(eda_rows[:, 1], eda_rows[:, 0]) if options.eda_components else None
+            stats.mel_mean, stats.mel_std = mel.mean_std(MEL_STD_FLOOR)
         for seg in group:
             seg.participant = stats
-            if parts is not None:
-                seg.eda_parts = parts[np.searchsorted(eda_rows[:, 0], seg.eda_rows[:, 0])]
+        if options.eda_components:
+            attach_components(group, rows[COMPONENT_STREAM])
 
 
 def audio_frames(segment: Any, wav: np.ndarray, params: SpectrogramParams,
@@ -293,34 +295,47 @@ def audio_input(segment: Any, spec: np.ndarray, norm: Normalization, options: In
     return np.nan_to_num(spec, nan=0.0) if np.isnan(spec).any() else spec
 
 
-def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization,
-               options: InputOptions) -> tuple[np.ndarray, np.ndarray]:
-    """float32 EDA clips (n, eda_channels, L) and TEMP clips (n, 1, L) of `steps`, L = bio_clip_length,
-    as the encoder reads them."""
-    eda, temp = segment.bio_clips(options.bio_clip_length, steps)
+def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization, options: InputOptions) -> dict[str, np.ndarray]:
+    """float32 clips (n, channels, L) of `steps`, L = bio_clip_length, of every bio stream `norm` normalises
+    (the checkpoint's streams), as the encoder reads them: EDA's channels (options.bio_channels) the raw
+    series and, with eda_components, its components."""
     stats = segment.participant
-    if options.participant_norm:
-        eda = standardised(eda, stats.eda_mean, stats.eda_std)
-        temp = standardised(temp, stats.temp_mean, stats.temp_std)
-    channels = [norm.eda(eda)]
-    if options.eda_components:
-        ts = segment.ts[np.asarray(steps, dtype=np.int64)]
-        for j in range(segment.eda_parts.shape[1]):
-            clip = clip_utils.bio_clips_at(segment.eda_rows[:, 0], segment.eda_parts[:, j], ts,
-                                           options.bio_clip_length, config.BIO_STEP_S)
-            centre = stats.eda_mean if j == 0 else 0.0
-            channels.append(standardised(clip, centre, stats.eda_std).astype(np.float32))
-    return np.stack(channels, axis=1), norm.temp(temp)[:, None]
+    inputs = {}
+    for name, clips in segment.bio_clips(options.bio_clip_length, steps, norm.bio).items():
+        if options.participant_norm:
+            clips = standardised(clips, *stats.bio[name])
+        channels = [norm.stream(name, clips)]
+        if name == COMPONENT_STREAM and options.eda_components:
+            channels += component_clips(segment, steps, options)
+        inputs[name] = np.stack(channels, axis=1)
+    return inputs
 
 
-def node_values(segment: Any, options: InputOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The segment's own node EDA and TEMP values after participant normalisation (when on): what the
-    training-set EDA/TEMP mean and sd are estimated over."""
+def component_clips(segment: Any, steps: np.ndarray, options: InputOptions) -> list[np.ndarray]:
+    """float32 clips (n, L) of the segment's EDA components (attach_components) at `steps`, each scaled by the
+    participant's EDA sd, the tonic part also centred on its mean."""
+    mean, std = segment.participant.bio[COMPONENT_STREAM]
+    ts = segment.ts[np.asarray(steps, dtype=np.int64)]
+    times = segment.rows[COMPONENT_STREAM][:, 0]
+    return [standardised(clip_utils.bio_clips_at(times, segment.eda_parts[:, j], ts, options.bio_clip_length,
+                                                 config.BIO_STEP_S), mean if j == 0 else 0.0, std).astype(np.float32)
+            for j in range(segment.eda_parts.shape[1])]
+
+
+def node_values(segment: Any, options: InputOptions) -> dict[str, np.ndarray]:
+    """The segment's own node values of every bio stream after participant normalisation (when on): what the
+    training-set means and sds are estimated over."""
     if not options.participant_norm:
-        return segment.eda, segment.temp
-    stats = segment.participant
-    return (standardised(segment.eda, stats.eda_mean, stats.eda_std),
-            standardised(segment.temp, stats.temp_mean, stats.temp_std))
+        return segment.values
+    return {name: standardised(values, *segment.participant.bio[name]) for name, values in segment.values.items()}
+
+
+def attach_components(segments: Sequence[Any], rows: np.ndarray) -> None:
+    """Give each of one participant's `segments` its EDA rows' components (`eda_parts`, aligned with its
+    rows["eda"]), decomposed over the participant's time-ordered EDA `rows` (eda_components)."""
+    parts = eda_components(rows[:, 1], rows[:, 0])
+    for seg in segments:
+        seg.eda_parts = parts[np.searchsorted(rows[:, 0], seg.rows[COMPONENT_STREAM][:, 0])]
 
 
 class OnlineParticipants:
@@ -346,15 +361,13 @@ class OnlineParticipants:
             raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "
                              "needs OnlineParticipants (online.NodeEmbedder) of its own")
         horizon = float(segment.ts[step]) + (self.options.bio_clip_length // 2) * config.BIO_STEP_S
-        seen = replace(segment, **{name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in
-                                   (("eda_rows", segment.eda_rows), ("temp_rows", segment.temp_rows))})
-        eda_rows = participant_rows([*earlier, seen], "eda_rows")
-        seen.participant = bio_stats(eda_rows, participant_rows([*earlier, seen], "temp_rows"))
+        seen = replace(segment, rows={name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in segment.rows.items()})
+        rows = {name: participant_rows([*earlier, seen], name) for name in seen.rows}
+        seen.participant = bio_stats(rows)
         if self.options.audio_statistics:
             seen.participant.mel_mean, seen.participant.mel_std = self._audio(state, segment, step, wav)
         if self.options.eda_components:
-            parts = eda_components(eda_rows[:, 1], eda_rows[:, 0])
-            seen.eda_parts = parts[np.searchsorted(eda_rows[:, 0], seen.eda_rows[:, 0])]
+            attach_components([seen], rows[COMPONENT_STREAM])
         if step == segment.n_steps - 1:
             state["done"].append(segment)
         return seen
@@ -371,7 +384,7 @@ class OnlineParticipants:
         if end > frames["added"]:
             state["mel"].add(frames["all"][frames["added"]:end])
             frames["added"] = end
-        moments = state["mel"].mean_std(STD_FLOORS["mel"])
+        moments = state["mel"].mean_std(MEL_STD_FLOOR)
         if step == segment.n_steps - 1:
             state["mel"].add(frames["all"][frames["added"]:])
             del state["frames"][segment.segment_id]

@@ -29,8 +29,6 @@ from encoder.core.distributed import resolve_device
 from encoder.core.models import EncoderOutput, segment_audio_map, window_vectors
 from encoder.core.participant import InputOptions
 
-HEADS = ("audio", "eda", "temp", "fused")
-
 
 def training_prior(labels: np.ndarray) -> np.ndarray:
     """The training segments' class frequencies: each class's summed label mass over `labels` (n, 7),
@@ -50,15 +48,14 @@ def encoder_loss(
     output: EncoderOutput, label: torch.Tensor, class_weight: torch.Tensor | None = None,
     node_weight: torch.Tensor | None = None, offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum of the four heads' cross-entropies, taken on logits against the normalised multi-hot
-    `label` (B, 7). Returns (total, per-head losses): the mean over the B rows, or with `node_weight`
-    (B,), summing to 1, their weighted sum. `offset` (7,) is added to every head's logits first: the
+    """Sum of the heads' cross-entropies (audio, each bio stream, fused: streams.heads), taken on logits against the
+    normalised multi-hot `label` (B, 7). Returns (total, per-head losses): the mean over the B rows, or with
+    `node_weight` (B,), summing to 1, their weighted sum. `offset` (7,) is added to every head's logits first: the
     logit-adjusted loss (logit_offset), whose model's plain logits then estimate a balanced posterior."""
     reduction = "mean" if node_weight is None else "none"
     per_head = {}
-    for name in HEADS:
-        loss = functional.cross_entropy(adjusted(getattr(output, name), offset), label, weight=class_weight,
-                                        reduction=reduction)
+    for name, logits in output.logits.items():
+        loss = functional.cross_entropy(adjusted(logits, offset), label, weight=class_weight, reduction=reduction)
         per_head[name] = loss if node_weight is None else (loss * node_weight).sum()
     return sum(per_head.values()), per_head
 
@@ -72,7 +69,8 @@ def adjusted(logits: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
 @dataclass
 class Predictions:
     """Per node, in segment order: its segment's index, its step, fused-head probabilities, the
-    summed four-head loss against its segment's label, and (optionally) its 1536-d embedding."""
+    summed loss of every head against its segment's label, and (optionally) its embedding (1536-d: audio |
+    EDA | TEMP)."""
 
     segment_index: np.ndarray
     step: np.ndarray
@@ -126,14 +124,14 @@ def iter_predictions(
         if dataset.options.segment_pass and not isinstance(dataset, CausalSegmentDataset):
             for batch, vectors in segment_node_batches(model, loader, dataset, batch_size, device, amp):
                 with autocast(device, amp):
-                    out = model.from_vectors(vectors, batch.eda, batch.temp)
+                    out = model.from_vectors(vectors, batch.bio)
                 label = labels[torch.from_numpy(batch.segment_index)].to(device)
                 yield _predictions(out, label, batch.segment_index, batch.step, with_features, offset)
                 bar.update(len(batch.step))
             return
         for batch in node_batches(loader, batch_size, dataset.clip_length, dataset.params, device):
             with autocast(device, amp):
-                out = model(batch.audio.to(device), batch.eda.to(device), batch.temp.to(device))
+                out = model(batch.audio.to(device), {name: x.to(device) for name, x in batch.bio.items()})
             label = labels[torch.from_numpy(batch.segment_index)].to(device)
             yield _predictions(out, label, batch.segment_index, batch.step, with_features, offset)
             bar.update(len(batch.step))
@@ -147,7 +145,7 @@ def segment_node_batches(model: torch.nn.Module, items: Iterable[dict[str, Any]]
     as (NodeBatch without audio, their (n, 512) audio vectors), for the bio streams and the heads."""
     options = dataset.options
     width = dataset.params.clip_frames(dataset.clip_length)
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]] = []
+    parts: list[NodeBatch] = []
     pending = 0
     for item in items:
         with autocast(device, amp):
@@ -155,8 +153,8 @@ def segment_node_batches(model: torch.nn.Module, items: Iterable[dict[str, Any]]
                                           options.segment_context_frames)
             vectors = window_vectors(positions, item["offsets"], width)
         n = len(item["steps"])
-        parts.append((vectors, item["eda"].to(device), item["temp"].to(device), np.full(n, int(item["index"])),
-                      item["steps"].numpy()))
+        parts.append(NodeBatch(vectors, {name: x.to(device) for name, x in item["bio"].items()},
+                               np.full(n, int(item["index"])), item["steps"].numpy()))
         pending += n
         while pending >= batch_size:
             yield _as_vectors(take_nodes(parts, batch_size))
@@ -166,13 +164,14 @@ def segment_node_batches(model: torch.nn.Module, items: Iterable[dict[str, Any]]
 
 
 def _as_vectors(batch: NodeBatch) -> tuple[NodeBatch, torch.Tensor]:
-    """dataset.take_nodes stacks the parts' first member as `audio`: here the nodes' audio vectors."""
-    return NodeBatch(torch.empty(0), batch.eda, batch.temp, batch.segment_index, batch.step), batch.audio
+    """dataset.take_nodes stacks the parts' `audio`: here the nodes' audio vectors."""
+    return NodeBatch(torch.empty(0), batch.bio, batch.segment_index, batch.step), batch.audio
 
 
 def _predictions(out: EncoderOutput, label: torch.Tensor, index: np.ndarray, steps: np.ndarray,
                  with_features: bool, offset: torch.Tensor | None = None) -> Predictions:
-    loss = sum(functional.cross_entropy(adjusted(getattr(out, h), offset), label, reduction="none") for h in HEADS)
+    loss = sum(functional.cross_entropy(adjusted(logits, offset), label, reduction="none")
+               for logits in out.logits.values())
     return Predictions(index, steps, torch.softmax(out.fused.float(), dim=1).cpu().numpy(), loss.cpu().numpy(),
                        out.embedding.float().cpu().numpy() if with_features else None)
 
@@ -192,7 +191,7 @@ def node_metrics(segments: Sequence[Segment], pred: Predictions) -> dict[str, An
 def embed_segments(model: torch.nn.Module, state: dict[str, Any], segments: Sequence[Segment],
                    device: str | int | torch.device = "cpu", forward: dict[str, Any] | None = None,
                    causal: bool = False) -> Predictions:
-    """Embedding (1536-d) and fused-head probabilities of every step of `segments`, in memory: the
+    """Embedding (1536-d with EDA and TEMP) and fused-head probabilities of every step of `segments`, in memory: the
     batching path of STE_forward without its files. `model` is the encoder of checkpoint `state`
     (e.g. inference_model(model_from_checkpoint(state, path))) on `device`; `forward` overrides
     config.STE_forward_params (batch_size, num_workers, amp, progress). Nodes come in segment order.

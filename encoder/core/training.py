@@ -1,4 +1,5 @@
-"""Training of the three-stream encoder, in-process callable and torchrun-aware.
+"""Training of the multi-stream encoder (audio and the bio streams of streams.BIO_STREAMS), in-process
+callable and torchrun-aware.
 
 `train_encoder(...)` fits on the training sessions, validates every epoch in eval mode on every step
 (or every `val_step_stride`-th step) of the validation segments, and keeps the best checkpoint by
@@ -43,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from encoder.core import config, device_spectrogram, metrics, participant, util
+from encoder.core import config, device_spectrogram, metrics, participant, streams, util
 from encoder.core.checkpoints import (
     encoder_from_checkpoint,
     encoder_state,
@@ -67,7 +68,6 @@ from encoder.core.frames import load_frames
 from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
 from encoder.core.prediction import (
-    HEADS,
     Predictions,
     autocast,
     encoder_loss,
@@ -79,8 +79,7 @@ from encoder.core.prediction import (
 
 LOG_NAME = "ste_encoder_logs.csv"
 CONFIG_NAME = "ste_encoder_config.json"
-LOG_COLUMNS = ("epoch", *(f"loss_{h}" for h in HEADS), "loss_total", "val_loss", "val_accuracy",
-               "val_macro_f1", "val_node_accuracy", "val_node_macro_f1", "lr", "seconds", "val_seconds")
+VAL_COLUMNS = ("val_loss", "val_accuracy", "val_macro_f1", "val_node_accuracy", "val_node_macro_f1")
 
 Log = Callable[[str], None]
 SELECT_ON = ("macro_f1", "loss", "macro_f1_loss")
@@ -160,9 +159,15 @@ def validate(
     return {"loss": float(pred.loss.mean()), **metrics}
 
 
+def log_columns() -> tuple[str, ...]:
+    """The training log's columns: a loss per head (streams.heads), the total, validation, rate and times."""
+    return ("epoch", *(f"loss_{h}" for h in streams.heads()), "loss_total", *VAL_COLUMNS, "lr", "seconds",
+            "val_seconds")
+
+
 def _write_log(rows: list[dict[str, Any]], path: Path) -> None:
     with util.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=log_columns())
         writer.writeheader()
         writer.writerows(rows)
 
@@ -222,7 +227,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     channels_last = amp and bool(settings["channels_last"])
     placement = device_spectrogram.resolve(str(settings["spectrogram_on"]), device, params, options)
     say(placement.line())
-    model = STEncoder(weights=inputs.get("weights"), eda_channels=options.eda_channels,
+    model = STEncoder(weights=inputs.get("weights"), bio_channels=options.bio_channels(streams.names()),
                       audio_pass=options.audio_pass, contour_channels=params.contour_rows).to(device)
     if channels_last:  # the 2D stream in NHWC under AMP on CUDA (config.STE_optimization_params)
         model.audio.to(memory_format=torch.channels_last)
@@ -317,7 +322,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         improved = improves(val["segment"]["macro_f1"], val["loss"], best, learning.select_on)
         if improved:
             best = {"epoch": epoch, "val_macro_f1": val["segment"]["macro_f1"], "val_loss": val["loss"]}
-        row = {"epoch": epoch, **{f"loss_{h}": losses[h] for h in HEADS}, "loss_total": losses["total"],
+        row = {"epoch": epoch, **{f"loss_{h}": losses[h] for h in streams.heads()}, "loss_total": losses["total"],
                "val_loss": val["loss"], "val_accuracy": val["segment"]["accuracy"],
                "val_macro_f1": val["segment"]["macro_f1"], "val_node_accuracy": val["node"]["accuracy"],
                "val_node_macro_f1": val["node"]["macro_f1"], "lr": lr, "seconds": round(time.time() - started, 2),
@@ -326,7 +331,7 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
         if runtime.is_main:
             state = encoder_state(model, norm, signature, epoch=epoch, optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), best=best,
-                                     val={k: row[k] for k in LOG_COLUMNS[6:11]}, seed=int(settings["seed"]),
+                                     val={k: row[k] for k in VAL_COLUMNS}, seed=int(settings["seed"]),
                                      splits={k: list(v) for k, v in splits.items()}, log=rows, learning=trained)
             save_torch_file(state, out_dir / f"epoch_{epoch:03d}.pth")
             if improved:  # the same state: best.pth names the epoch file instead of writing it again
@@ -352,7 +357,7 @@ def _train_one_epoch(net: torch.nn.Module, loader: DataLoader, optimizer: torch.
     device-path batch, device_spectrogram.clip_batch / segment_batch); `channels_last`: the audio input in
     NHWC (the model's audio stream already is)."""
     net.train()
-    sums = dict.fromkeys((*HEADS, "total"), 0.0)
+    sums = dict.fromkeys((*streams.heads(), "total"), 0.0)
     seen = 0
     with util.one_blas_thread():
         for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
@@ -369,26 +374,27 @@ def _train_step(net: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimiz
     input in NHWC memory order (for a model whose audio stream is channels-last)."""
     pool = node_weight = None
     if isinstance(batch, dict):
-        audio, eda, temp, label, pool, node_weight = (
-            batch[k].to(device, non_blocking=True) for k in ("spec", "eda", "temp", "label", "pool", "weight"))
-        n = len(batch["spec"])
+        audio, label, pool, node_weight = (batch[k].to(device, non_blocking=True)
+                                           for k in ("spec", "label", "pool", "weight"))
+        bio, n = batch["bio"], len(batch["spec"])
     else:
-        audio, eda, temp, label = (x.to(device, non_blocking=True) for x in batch[:4])
+        audio, bio, label = batch[0].to(device, non_blocking=True), batch[1], batch[2].to(device, non_blocking=True)
         n = len(label)
+    bio = {name: clips.to(device, non_blocking=True) for name, clips in bio.items()}
     if n < 2:  # BatchNorm cannot train on a single clip or segment
         return sums, seen
     if channels_last:
         audio = audio.contiguous(memory_format=torch.channels_last)
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
-        out = net(audio, eda, temp, pool)
+        out = net(audio, bio, pool)
     total, per_head = encoder_loss(out, label, weight, node_weight, offset)
     scaler.scale(total).backward()
     scaler.step(optimizer)
     scaler.update()
     sums["total"] += total.detach().item() * n
-    for h in HEADS:
-        sums[h] += per_head[h].detach().item() * n
+    for h, loss in per_head.items():
+        sums[h] += loss.detach().item() * n
     return sums, seen + n
 
 
