@@ -34,6 +34,7 @@ SPLITS: dict[str, tuple[int, ...]] = {
 # splits explicitly; it keeps the validation share of this split's non-test sessions (4 of 36).
 
 BIO_RATE_HZ = 4  # EDA and TEMP sample rate; one graph node per sample inside a segment
+# The bio streams themselves (EDA, TEMP; a new one is one entry) are listed in encoder/core/streams.py.
 BIO_STEP_S = 1.0 / BIO_RATE_HZ
 
 # Share of annotated segments that may be skipped for broken input (missing or unreadable wav,
