@@ -4,12 +4,13 @@ SpecAugment masks. The scripted-history tests replace the epoch's training and v
 selection and stopping rules run on known numbers."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from encoder.core import checkpoints, distributed, frames, streams, training, util
+from encoder.core import checkpoints, distributed, extraction, frames, streams, training, util
 from encoder.core.custom_transforms import Normalization, SpecAugment, SpectrogramParams
 from encoder.core.dataset import SegmentDataset, TrainClipDataset, TrainSegmentDataset, load_segments
 from encoder.core.models import EncoderOutput, STEncoder
@@ -221,7 +222,8 @@ def test_a_training_with_every_option_records_them_and_draws_k_clips(monkeypatch
     monkeypatch.setattr(TrainClipDataset, "__getitem__", item)
     monkeypatch.setattr(SpecAugment, "__call__", mask)
     learning = {"clips_per_segment": 2, "patience": 5, "select_on": "macro_f1_loss", "logit_adjust_tau": 1.0,
-                "spec_augment": {"freq_masks": 1, "freq_width": 2, "time_masks": 1, "time_width": 4}}
+                "spec_augment": {"freq_masks": 1, "freq_width": 2, "time_masks": 1, "time_width": 4},
+                "vote_weight": 0.5}
     messages: list[str] = []
     summary = training.train_encoder(11, "cpu", root=tiny_root, inputs=TINY_INPUTS,
                                      optimization=optimization(tmp_path, **learning), log=messages.append)
@@ -234,8 +236,16 @@ def test_a_training_with_every_option_records_them_and_draws_k_clips(monkeypatch
     recorded = util.read_json(tmp_path / training.CONFIG_NAME)["learning"]
     assert state["learning"] == recorded
     assert {k: recorded[k] for k in learning} == learning
-    assert recorded["prior"] == pytest.approx(list(training_prior(np.stack(
-        [s.label for s in load_segments(frames.load_frames(tiny_root), tiny_root).by_split["train"]]))))
+    soft = load_segments(frames.load_frames(tiny_root), tiny_root, vote_weight=0.5)
+    hard = load_segments(frames.load_frames(tiny_root), tiny_root)
+    assert recorded["prior"] == pytest.approx(list(training_prior(np.stack([s.label for s in soft.by_split["train"]]))))
+    assert recorded["prior"] != pytest.approx(list(training_prior(np.stack([s.label for s in hard.by_split["train"]]))))
+    # the node files carry the targets the encoder trained on: its soft labels, not the multi-hot
+    extraction.extract_features(11, "cpu", root=tiny_root, checkpoint=tmp_path / "best.pth",
+                                out_dir=tmp_path / "features", forward={"num_workers": 0, "progress": False}, log=None)
+    label_of = {s.segment_id: s.label for split in soft.by_split.values() for s in split}
+    nodes = pickle.loads(next((tmp_path / "features" / "features_train").glob("*.pkl")).read_bytes())
+    assert nodes and all(np.array_equal(node[3], label_of[node[5]]) for node in nodes)
     assert any("learning options" in m and "'clips_per_segment': 2" in m for m in messages)
     # resuming with options that train otherwise is refused; a longer patience is not such an option
     with pytest.raises(util.DataError, match="other learning options"):

@@ -110,6 +110,9 @@ STE_optimization_params = {
     "logit_adjust_tau": 0.0,  # loss on logits + tau * log(training class prior) (Menon et al. 2021); 0: off
     # SpecAugment masks on training spectrograms: count and largest width (mel bands, frames); 0: off
     "spec_augment": {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0},
+    # soft labels: the target mixes the evaluators' vote shares into the total evaluation's multi-hot with this
+    # weight (dataset.training_label); the node files, and so the GNN and GRU, get the same targets; 0: off
+    "vote_weight": 0.0,
 }
 
 # On a CUDA device run_pipeline.py gives the encoder's loaders (training and extraction) at least this many

@@ -135,6 +135,17 @@ def reason_key(reason: str) -> str:
     return reason.split(" (")[0]
 
 
+def training_label(emotion_one_hot: str, votes: str, vote_weight: float) -> np.ndarray:
+    """A segment's training target (float32[7], summing to 1): the total evaluation's normalised multi-hot
+    and, with weight `vote_weight` in [0, 1], the evaluators' vote shares (kemdy20.evaluator_votes);
+    (1 - w) * multi-hot + w * votes. A segment without votes keeps the multi-hot alone."""
+    label = label_vector(emotion_one_hot)
+    shares = np.asarray(votes.split(), dtype=np.float32) if isinstance(votes, str) and votes.strip() else None
+    if not vote_weight or shares is None or shares.sum() <= 0:
+        return label
+    return ((1 - vote_weight) * label + vote_weight * shares / shares.sum()).astype(np.float32)
+
+
 def load_segments(
     frames: Any,
     root: Path,
@@ -143,13 +154,18 @@ def load_segments(
     sessions: Iterable[int] | None = None,
     max_skip_share: float = config.MAX_SKIP_SHARE,
     labels_required: bool = True,
+    vote_weight: float = 0.0,
 ) -> SegmentTable:
     """Segments of `frames` (gt + entities) in the `wanted` splits (and `sessions`, when given).
     A segment whose wav is missing, unreadable or empty, or that has no bio samples, is skipped and
     counted; more than `max_skip_share` of them skipped raises util.DataError. With `labels_required`
     False (prediction) a row without label (emotion_one_hot "") gives label NaN and target -1.
-    Segments of the same splits that the dataframe stage dropped are listed in `dropped_before`."""
+    Segments of the same splits that the dataframe stage dropped are listed in `dropped_before`.
+    A segment's `label` (the training target) is training_label's with `vote_weight`."""
     splits = util.session_splits() if splits is None else splits
+    if vote_weight and "emotion_votes" not in frames.gt:
+        raise util.DataError("gt_aug.csv has no emotion_votes column (built by an older version): rerun "
+                             f"`python encoder/build_frames.py --root {root}`", Path(root) / "gt_aug.csv")
     wanted = set(wanted)
     sessions = None if sessions is None else set(sessions)
     table = SegmentTable({name: [] for name in splits if name in wanted}, {}, 0)
@@ -175,7 +191,8 @@ def load_segments(
             continue
         entity = np.asarray(entity, dtype=np.float64)
         labelled = labels_required or (isinstance(row.emotion_one_hot, str) and row.emotion_one_hot.strip() != "")
-        label = label_vector(row.emotion_one_hot) if labelled else np.full(config.NUM_CLASSES, np.nan, np.float32)
+        label = (training_label(row.emotion_one_hot, getattr(row, "emotion_votes", ""), vote_weight) if labelled
+                 else np.full(config.NUM_CLASSES, np.nan, np.float32))
         table.by_split[split].append(
             Segment(segment_id, int(row.session), str(row.identity), split, path,
                     label, int(row.target) if labelled else -1,

@@ -114,7 +114,8 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     fitted_on = check_encoder_splits(state, encoder_splits or splits, ckpt_path)
     blocks = pretrained.load_blocks(pretrained_settings, runtime.device, signature["clip_length"])
     frames = load_frames(root) if frames is None else frames
-    table = load_segments(frames, root, splits)
+    # the nodes' labels are the targets the encoder trained on (soft labels: its learning's vote_weight)
+    table = load_segments(frames, root, splits, vote_weight=float(state.get("learning", {}).get("vote_weight", 0.0)))
     say(table.summary())
     segments = [s for name in splits for s in sorted(table.by_split.get(name, []), key=lambda s: s.session)]
     sessions = sorted({s.session for s in segments})

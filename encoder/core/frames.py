@@ -267,7 +267,9 @@ def load_frames(root: Path) -> Frames:
                              root / missing[0])
     gt = segment_id_column(pd.read_csv(root / "gt_aug.csv", dtype={
         "emotion_one_hot": str, "split": str, "segment_id": str, OLD_SEGMENT_ID: str, "transcript": str,
-        "transcript_status": str}))
+        "transcript_status": str, "emotion_votes": str}))
+    if "emotion_votes" in gt:
+        gt["emotion_votes"] = gt["emotion_votes"].fillna("")
     gt["split"] = gt["split"].where(gt["split"].notna(), None)
     if "transcript" not in gt:
         raise util.DataError("gt_aug.csv has no transcript column (built by an older version): rerun "

@@ -135,9 +135,36 @@ def multi_hot(classes: list[int]) -> np.ndarray:
     return vector
 
 
+def evaluator_votes(cells: list[str]) -> str:
+    """The evaluators' emotion cells of one segment as vote counts per class (`emotion_votes`: 7 numbers
+    joined by spaces); a cell listing several labels (`neutral;happy`) shares its vote among them. An empty
+    cell, or one naming no known emotion, casts no vote: the votes are an optional training target
+    (dataset.training_label), and a stray cell must not stop a run that uses the totals. "" when no cell
+    votes."""
+    votes = np.zeros(config.NUM_CLASSES)
+    for cell in cells:
+        try:
+            classes = parse_emotions(cell) if cell.strip() else []
+        except ValueError:
+            continue
+        for c in classes:
+            votes[c] += 1.0 / len(classes)
+    return " ".join(f"{v:g}" for v in votes) if votes.sum() > 0 else ""
+
+
+def _evaluator_columns(table: pd.DataFrame) -> list[int]:
+    """Columns of the evaluators' emotion cells: 7, 10, ... while the second header row says `Emotion`."""
+    columns, col = [], 7
+    while col < table.shape[1] and table.iat[1, col].strip() == "Emotion":
+        columns.append(col)
+        col += 3
+    return columns
+
+
 def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
     """One annotation file -> one row per segment: segment ID, session, identity, wav start/end,
-    total emotion (raw string), its multi-hot, the first listed label (`target`), valence, arousal.
+    total emotion (raw string), its multi-hot, the first listed label (`target`), valence, arousal, and
+    the evaluators' votes (`emotion_votes`, evaluator_votes).
 
     With `labels_required` False (prediction on new recordings) the label fields (emotion, valence,
     arousal) and wav start/end may be empty: an unlabelled row has emotion "", emotion_one_hot "",
@@ -158,8 +185,11 @@ def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
         raise util.DataError(
             "annotation header rows missing or wrong: expected 'Numb,Wav,,Segment ID,Total Evaluation,...' "
             "then ' ,start,end, ,Emotion,Valence,Arousal,...'", path, 1)
+    evaluators = _evaluator_columns(table)
+    votes = [evaluator_votes(list(cells)) for cells in table.iloc[2:, evaluators].itertuples(index=False)]
     body = table.iloc[2:, :7].copy()
     body.columns = ["Numb", "wav_start", "wav_end", "segment_id", "emotion", "valence", "arousal"]
+    body["emotion_votes"] = votes
     body["line"] = np.arange(3, 3 + len(body))
     body = body[body["segment_id"].str.len() > 0]
     session = session_of_file(path)
@@ -201,6 +231,7 @@ def read_annotation(path: Path, labels_required: bool = True) -> pd.DataFrame:
         "arousal": numbers["arousal"].to_numpy(),
         "emotion_one_hot": [" ".join(map(str, multi_hot(c))) if c is not None else "" for c in classes],
         "target": (np.array(targets, dtype=np.int64) if labels_required else pd.array(targets, dtype="Int64")),
+        "emotion_votes": body["emotion_votes"].to_numpy(),
     })
 
 
@@ -250,6 +281,7 @@ def wav_segments(root: Path, skip_sessions: set[int]) -> pd.DataFrame:
         "arousal": np.full(len(rows), np.nan),
         "emotion_one_hot": [""] * len(rows),
         "target": pd.array([pd.NA] * len(rows), dtype="Int64"),
+        "emotion_votes": [""] * len(rows),
     })
 
 

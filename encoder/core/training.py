@@ -22,6 +22,9 @@ original training, bit for bit) until paired cross-validation runs decide otherw
   and the segment decision suit macro-F1, and the embeddings the graph stage reads are trained for it
   too, which a post-hoc shift of the encoder's own scores would not do. 0: off.
 * `spec_augment`: time and frequency masks on the training spectrograms (custom_transforms.SpecAugment).
+* `vote_weight`: soft labels: the training target mixes the evaluators' vote shares into the total
+  evaluation's multi-hot with this weight (dataset.training_label). Extraction writes the nodes' labels
+  with the checkpoint's weight, so the GNN and the GRU train on the same targets. 0: off.
 
 Each checkpoint records them (`learning`, with the prior), as does ste_encoder_config.json; a checkpoint
 without them was trained with all off.
@@ -94,8 +97,11 @@ class LearningOptions:
     select_on: str = "macro_f1"
     logit_adjust_tau: float = 0.0
     spec_augment: SpecAugment = field(default_factory=SpecAugment)
+    vote_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.vote_weight <= 1.0:
+            raise ValueError(f"vote_weight must be in [0, 1], not {self.vote_weight}")
         if self.select_on not in SELECT_ON:
             raise ValueError(f"select_on must be one of {SELECT_ON}, not {self.select_on!r}")
         if self.clips_per_segment < 1 or (self.patience is not None and self.patience < 1):
@@ -108,12 +114,15 @@ class LearningOptions:
         patience = settings.get("patience")
         return cls(int(settings.get("clips_per_segment", 1)), None if patience is None else int(patience),
                    str(settings.get("select_on", cls.select_on)), float(settings.get("logit_adjust_tau", 0.0)),
-                   SpecAugment.from_dict(settings.get("spec_augment")))
+                   SpecAugment.from_dict(settings.get("spec_augment")), float(settings.get("vote_weight", 0.0)))
 
     def signature(self) -> dict[str, Any]:
+        """The options as a checkpoint records them (`vote_weight` only when on, so that records written before
+        it existed stay equal)."""
         return {"clips_per_segment": self.clips_per_segment, "patience": self.patience,
                 "select_on": self.select_on, "logit_adjust_tau": self.logit_adjust_tau,
-                "spec_augment": self.spec_augment.to_dict()}
+                "spec_augment": self.spec_augment.to_dict(),
+                **({"vote_weight": self.vote_weight} if self.vote_weight else {})}
 
     def trains_like(self, other: LearningOptions) -> bool:
         """Whether both give the same weights epoch by epoch (patience only decides where training ends)."""
@@ -210,7 +219,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     out_dir = Path(settings["out_dir"])
     splits = util.session_splits(splits)
     frames = load_frames(root) if frames is None else frames
-    table = load_segments(frames, root, splits, wanted=("train", "val"))
+    learning = LearningOptions.from_settings(settings)
+    table = load_segments(frames, root, splits, wanted=("train", "val"), vote_weight=learning.vote_weight)
     train_segs, val_segs = table.by_split.get("train", []), table.by_split.get("val", [])
     if not train_segs or not val_segs:
         raise util.DataError(f"no usable {'training' if not train_segs else 'validation'} segment "
@@ -219,7 +229,6 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     options = InputOptions.from_inputs(inputs)
     if options.contour_norm and not params.contour:
         raise ValueError("contour_norm standardises the contour rows: it needs STE_inputs['contour']")
-    learning = LearningOptions.from_settings(settings)
     participant.attach([*train_segs, *val_segs], params, options, clip_length)
     device = runtime.device
     util.cuda_determinism(bool(settings["deterministic"]), device)
