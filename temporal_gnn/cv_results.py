@@ -18,7 +18,6 @@ Every folder and file name it reads or writes comes from encoder/core/layout.py.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-import systems
 from encoder.core import config, extraction, layout, metrics, plots, util
-from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
+from temporal_gnn import systems
+from temporal_gnn.model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
 KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = config.CV["bootstrap_resamples"]
@@ -632,32 +631,3 @@ def write_comparison(comparison: dict[str, Any]) -> Path:
     path = Path(comparison["b"]) / f"compare_{layout.modality_tag(modalities)}{suffix}{seeds}.json"
     util.write_json(comparison, path)
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), required=True,
-                        help="two run_pipeline.py --cv folders over the same folds, e.g. results/demo_cv5 "
-                             "results/demo_cv5_pnorm; reports B − A (over every seed both have, with --seeds runs)")
-    parser.add_argument("--modalities", default=config.MODALITIES,
-                        help="the modality set whose GNN folders to read (default config.MODALITIES)")
-    parser.add_argument("--suffix_b", default=None, metavar="SUFFIX",
-                        help="B's GNN folders end in SUFFIX, e.g. _ciy: the GNN on cross-identity graphs that "
-                             "run_pipeline.py --cross_identity ciy trains in the same folds (A and B may then be "
-                             "the same folder)")
-    parser.add_argument("--modalities_b", default=None, metavar="MODALITIES",
-                        help="B's GNN folders are of this modality set, e.g. prosody,audio,eda,temp beside A's "
-                             "audio,eda,temp in the same folds (A and B may then be the same folder)")
-    args = parser.parse_args(argv)
-    both = dict(suffix_b=args.suffix_b, modalities_b=args.modalities_b)
-    if len(layout.seed_trees(args.compare[0]).keys() & layout.seed_trees(args.compare[1]).keys()) >= 2:
-        comparison = compare_seeds(*args.compare, args.modalities, **both)
-    else:
-        comparison = compare_runs(*args.compare, args.modalities, **both)
-    path = write_comparison(comparison)
-    print(format_comparison(comparison))
-    print(path)
-
-
-if __name__ == "__main__":
-    util.run_cli(main)

@@ -11,16 +11,16 @@ selection: validation segment macro-F1 (a segment's prediction = mean of its nod
 probabilities; metric target = the first listed label), evaluated every --eval_freq epochs, with
 early stopping after --patience epochs without improvement. Training graphs are never evaluated.
 
-`--causal` trains the variant whose every edge comes from the past or the same instant (models_gnn;
+`--causal` trains the variant whose every edge comes from the past or the same instant (gnn_model;
 the one `predict.py --online` runs); the default --exp then ends in `_causal`. It needs features
 extracted with `STE_forward.py --causal` when a participant option is on (its inputs at run time: prefix
 participant statistics; extraction.check_participant_statistics refuses the wrong kind, and a non-causal
 model refuses those features), and refuses the text, lm and ssl blocks, which carry the whole segment.
 It trains on the numv-node graphs but is validated and tested on one unchunked graph per session
-(generate_graph.whole_sessions), as the online replay labels it: cutting a session every numv nodes
+(graph_building.whole_sessions), as the online replay labels it: cutting a session every numv nodes
 would drop the edges across each cut and score a model that never runs.
 
-After the GNN, the temporal baseline without a graph (models_temporal.TemporalGRU; causal with
+After the GNN, the temporal baseline without a graph (temporal_model.TemporalGRU; causal with
 `--causal`; skipped with `--no_temporal`) is trained and selected by the same loop on the same nodes,
 splits, modalities, epochs, optimiser and schedule, and scored the same way. On a Linux CPU with a core
 to spare (twice --threads usable cores; config.GNN["temporal_beside"]; `--temporal_in_series` turns it
@@ -28,27 +28,26 @@ off, as run_pipeline.py's parallel GNN workers do) it trains in a forked process
 seeds itself and runs on --threads threads as the sequential run does, so its results and log lines
 are the same, and the stage takes the longer of the two trainings instead of their sum. Its input is each
 speaker's nodes of a session in time order, cut into windows of 2 x 3 x time_edge seconds
-(data_loader.speaker_windows): the GNN's three message-passing layers reach 3 x time_edge seconds back
+(graph_data.speaker_windows): the GNN's three message-passing layers reach 3 x time_edge seconds back
 and ahead, so a window spans what the GNN's receptive field spans. A node sees its whole window
 (causal: the part up to itself), on average 3 x time_edge seconds back (and ahead), at most twice
 that, and nothing across a window's cut, as the GNN sees nothing across a graph's cut. A batch holds
-about as many nodes as --batch_size graphs (data_loader.windows_per_batch).
+about as many nodes as --batch_size graphs (graph_data.windows_per_batch).
 
 Writes results/<exp>/ atomically: log.txt, best.pth, metrics.json, predictions_test.csv (per test
 segment), predictions_test_temporal.csv (the temporal baseline's), confusion_test.png (segment
 level), curves.png and model/ (model_folder.py: the GNN, the encoder its features came from and the
 settings prediction needs, for `predict.py --model`). The last printed line is the path of metrics.json.
 
-How the GNN is trained is a `GnnSettings` (config.GNN, overridden by a profile or by the flags in `main()`
+How the GNN is trained is a `GnnSettings` (config.GNN, overridden by a profile or by the flags in `run()`
 only, plus the choices config.GNN has no entry for: modalities, causal, the systems skipped; checked when
-built), beside the graphs' generate_graph.GraphSettings and GraphFolders. `train_and_evaluate(gnn, graph,
-folders, results_dir)` is the importable entry point (run_pipeline.py's stages call it); `run(argv)` is the
-script without its printout. metrics.json's `args` and model.json's `settings` record them.
+built), beside the graphs' graph_building.GraphSettings and GraphFolders. `train_and_evaluate(gnn, graph,
+folders, results_dir)` is the importable entry point (run_pipeline.py's stages call it); `run(argv)` is
+train_val.py without its printout. metrics.json's `args` and model.json's `settings` record them.
 """
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import multiprocessing
 import os
@@ -67,13 +66,6 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
-import classical
-import data_loader
-import generate_graph
-import model_folder
-import models_gnn
-import models_temporal
-import systems
 from encoder.core import config, distributed, extraction, streams, util
 from encoder.core.metrics import (
     class_weights,
@@ -90,10 +82,11 @@ from encoder.core.metrics import (
 )
 from encoder.core.plots import plot_confusion
 from encoder.core.prediction import logit_offset, training_prior
-from generate_graph import is_int, is_number
-from model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
+from temporal_gnn import classical, gnn_model, graph_building, graph_data, model_folder, systems, temporal_model
+from temporal_gnn.graph_building import is_int, is_number
+from temporal_gnn.model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
-GNN_LAYERS = 3  # message-passing layers of models_gnn.SPELL: its receptive field is 3 x time_edge each way
+GNN_LAYERS = 3  # message-passing layers of gnn_model.SPELL: its receptive field is 3 x time_edge each way
 
 Logits = Callable[[nn.Module, Batch], torch.Tensor]
 # The tensors of a batch that the loops read. PyG's Batch.to walks every attribute, the per-node lists of
@@ -102,19 +95,19 @@ BATCH_TENSORS = ("x", "edge_index", "edge_attr", "y", "batch", "target", "sessio
 
 
 def gnn_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits of a batch of graphs (models_gnn.SPELL)."""
+    """Logits of a batch of graphs (gnn_model.SPELL)."""
     return model(batch.x, batch.edge_index, batch.edge_attr)
 
 
 def temporal_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Logits of a batch of speaker windows (models_temporal.TemporalGRU)."""
+    """Logits of a batch of speaker windows (temporal_model.TemporalGRU)."""
     return model(batch.x, batch.batch)
 
 
 @dataclass(frozen=True)
 class GnnSettings:
     """How the GNN and the baselines beside it are trained: config.GNN's entries, each overridden for one run
-    by a profile (run_pipeline.py, config.DEMO) or a flag (`main()`), and the choices config.GNN has no entry
+    by a profile (run_pipeline.py, config.DEMO) or a flag (`run()`), and the choices config.GNN has no entry
     for. Built, it is checked: a bad value is a one-line ValueError naming the setting."""
 
     channel1: int  # node embedding and edge-convolution width (also the temporal baseline's GRU width)
@@ -133,7 +126,7 @@ class GnnSettings:
     threads: int  # CPU threads for torch
     temporal_beside: bool  # the temporal baseline in a second process beside the GNN where it can (same results)
     modalities: str | None = None  # comma-separated feature blocks the models read; None: all but text
-    causal: bool = False  # the causal variant (models_gnn): edges from the past or the same instant only
+    causal: bool = False  # the causal variant (gnn_model): edges from the past or the same instant only
     skip: tuple[str, ...] = ()  # trained baseline systems (systems.trained) not trained
 
     def __post_init__(self) -> None:
@@ -147,7 +140,7 @@ class GnnSettings:
         for name in ("class_weight", "temporal_beside", "causal"):
             _check(name, isinstance(getattr(self, name), bool), "True or False", self)
         names = self.modalities.split(",") if isinstance(self.modalities, str) else []
-        known = (*streams.feature_order(), *models_gnn.OPT_IN_BLOCKS)
+        known = (*streams.feature_order(), *gnn_model.OPT_IN_BLOCKS)
         _check("modalities", self.modalities is None or (
             isinstance(self.modalities, str) and all(n in known for n in names) and len(set(names)) == len(names)),
             f"None or distinct names among {','.join(known)}", self)
@@ -170,7 +163,7 @@ class GnnSettings:
     @classmethod
     def from_config(cls, overrides: Mapping[str, Any] | None = None) -> GnnSettings:
         """config.GNN as it is now, with `overrides` (e.g. config.DEMO["GNN"], {"causal": True}) over it."""
-        return cls(**generate_graph.settings_values("GNN", cls, config.GNN, overrides))
+        return cls(**graph_building.settings_values("GNN", cls, config.GNN, overrides))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GnnSettings:
@@ -184,7 +177,7 @@ class GnnSettings:
 
 
 def _check(name: str, ok: bool, what: str, settings: GnnSettings) -> None:
-    generate_graph.check_setting("GNN", settings, name, ok, what)
+    graph_building.check_setting("GNN", settings, name, ok, what)
 
 
 @dataclass
@@ -230,7 +223,7 @@ class SystemResult:
 
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train and evaluate the temporal GNN.")
-    generate_graph.add_graph_args(parser)
+    graph_building.add_graph_args(parser)
     parser.add_argument("--results_dir", type=Path, default=config.RESULTS_DIR)
     parser.add_argument("--exp", default=None, help="results/<exp>; default: the graph folder's name")
     gnn = config.GNN
@@ -284,16 +277,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    """The script without its printout: train_and_evaluate with the settings and folders its flags name
+    """train_val.py without its printout: train_and_evaluate with the settings and folders its flags name
     (config.GRAPH and config.GNN by default; a bad value ends it as argparse does)."""
     parser = argument_parser()
     args = parser.parse_args(argv)
-    graph = generate_graph.settings_from_args(parser, args)
+    graph = graph_building.settings_from_args(parser, args)
     try:
         gnn = GnnSettings.from_args(args)
     except ValueError as err:
         parser.error(str(err))
-    return train_and_evaluate(gnn, graph, generate_graph.GraphFolders.from_args(args), args.results_dir, args.exp,
+    return train_and_evaluate(gnn, graph, graph_building.GraphFolders.from_args(args), args.results_dir, args.exp,
                               args.device)
 
 
@@ -309,7 +302,7 @@ def predict(model: nn.Module, graphs: list, batch_size: int, device: torch.devic
         probs.append(functional.softmax(logits(model, batch), dim=1).cpu().numpy())
         targets.append(batch.target.cpu().numpy())
         sessions.append(batch.session.cpu().numpy())
-        segments += data_loader.flatten(batch.segment_id)
+        segments += graph_data.flatten(batch.segment_id)
     return {"probs": np.concatenate(probs), "targets": np.concatenate(targets),
             "segment_ids": segments, "sessions": np.concatenate(sessions)}
 
@@ -344,7 +337,7 @@ def decide(val: dict[str, Any], train_graphs: list, grid: Sequence[float]) -> di
 def _segment_targets(graphs: list) -> tuple[np.ndarray, np.ndarray]:
     """Node targets and segment targets (first node of each segment) of a list of graphs."""
     targets = np.concatenate([g.target.numpy() for g in graphs])
-    return targets, segment_targets(data_loader.flatten([g.segment_id for g in graphs]), targets)
+    return targets, segment_targets(graph_data.flatten([g.segment_id for g in graphs]), targets)
 
 
 def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -358,7 +351,7 @@ def _encoder_baseline(features_dir: Path, notes: list[str]) -> dict[str, Any] | 
     return test
 
 
-def train_and_evaluate(gnn: GnnSettings, graph: generate_graph.GraphSettings, folders: generate_graph.GraphFolders,
+def train_and_evaluate(gnn: GnnSettings, graph: graph_building.GraphSettings, folders: graph_building.GraphFolders,
                        results_dir: Path | None = None, exp: str | None = None,
                        device: str | torch.device = "cpu") -> dict[str, Any]:
     """Train the GNN of settings `gnn` on the graphs of `graph` in `folders`, select on validation, evaluate
@@ -369,34 +362,34 @@ def train_and_evaluate(gnn: GnnSettings, graph: generate_graph.GraphSettings, fo
         return _train_and_evaluate(gnn, graph, folders, Path(results_dir or config.RESULTS_DIR), exp, device)
 
 
-def _train_and_evaluate(settings: GnnSettings, graph: generate_graph.GraphSettings,
-                        folders: generate_graph.GraphFolders, results_dir: Path, exp: str | None,
+def _train_and_evaluate(settings: GnnSettings, graph: graph_building.GraphSettings,
+                        folders: graph_building.GraphFolders, results_dir: Path, exp: str | None,
                         device_name: str | torch.device) -> dict[str, Any]:
     modalities = settings.blocks
     if settings.causal:
-        models_gnn.refuse_future_blocks(modalities or [], "--causal cannot read")
+        gnn_model.refuse_future_blocks(modalities or [], "--causal cannot read")
     util.seed_everything(settings.seed)
     started = time.time()
     device = distributed.resolve_device(device_name)
     features_dir, graph_dir = folders.features_dir, folders.graph_dir(graph)
-    record = data_loader.read_build_record(graph_dir)
-    data_loader.check_manifest(graph_dir, features_dir, record)
+    record = graph_data.read_build_record(graph_dir)
+    graph_data.check_manifest(graph_dir, features_dir, record)
     manifest_path = features_dir / extraction.MANIFEST_FILE
     extraction.check_participant_statistics(util.read_json(manifest_path), settings.causal, manifest_path)
     notes: list[str] = []
-    graphs = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
+    graphs = {split: graph_data.load_split(graph_dir, split) for split in graph_data.SPLITS}
     if settings.causal:
         for split in ("val", "test"):
-            graphs[split] = generate_graph.whole_sessions(graphs[split], record["build"]["time_edge"],
+            graphs[split] = graph_building.whole_sessions(graphs[split], record["build"]["time_edge"],
                                                           record["build"]["cross_identity"])
     segments = None
     if modalities and classical.PROSODY in modalities:  # the hand-crafted speech statistics, appended per node
         graphs, record, segments = classical.with_prosody(graphs, record, features_dir)
     try:
-        model = models_gnn.SPELL(record["feature_dims"], modalities, settings.channel1, settings.channel2,
+        model = gnn_model.SPELL(record["feature_dims"], modalities, settings.channel1, settings.channel2,
                                  settings.dropout, causal=settings.causal).to(device)
     except ValueError as err:
-        raise util.DataError(str(err), graph_dir / data_loader.BUILD_FILE) from None
+        raise util.DataError(str(err), graph_dir / graph_data.BUILD_FILE) from None
     exp = exp or graph_dir.name + ("_causal" if settings.causal else "")
     out = results_dir / exp
     # what metrics.json's `args` and the log record: every setting and folder of the run, by its flag's name
@@ -414,8 +407,8 @@ def _train_and_evaluate(settings: GnnSettings, graph: generate_graph.GraphSettin
                   if system.beside and temporal_beside(settings, device)}
         try:
             history, best = _train(model, Fit(graphs, settings.batch_size), settings, device,
-                                   lambda best: models_gnn.save_checkpoint(model, tmp / "best.pth", **best), log)
-            models_gnn.load_checkpoint(tmp / "best.pth", model, map_location=device)
+                                   lambda best: gnn_model.save_checkpoint(model, tmp / "best.pth", **best), log)
+            gnn_model.load_checkpoint(tmp / "best.pth", model, map_location=device)
             val = evaluate(predict(model, graphs["val"], settings.batch_size, device))
             decision = decide(val, graphs["train"], settings.decision_tau_grid)
             test = evaluate(predict(model, graphs["test"], settings.batch_size, device), decision)
@@ -455,11 +448,11 @@ def fit_temporal(context: SystemContext) -> SystemResult:
                                              context.log)
     started = time.time()
     span = max(2 * GNN_LAYERS * float(record["build"]["time_edge"]), config.BIO_STEP_S)
-    windows = {s: data_loader.speaker_windows(graphs[s], span) for s in data_loader.SPLITS}
+    windows = {s: graph_data.speaker_windows(graphs[s], span) for s in graph_data.SPLITS}
     util.seed_everything(settings.seed)  # the same initial weights whatever the GNN's run drew
-    model = models_temporal.TemporalGRU(record["feature_dims"], settings.blocks, settings.channel1, settings.dropout,
+    model = temporal_model.TemporalGRU(record["feature_dims"], settings.blocks, settings.channel1, settings.dropout,
                                         causal=settings.causal).to(device)
-    fit = Fit(windows, data_loader.windows_per_batch(graphs["train"], windows["train"], settings.batch_size),
+    fit = Fit(windows, graph_data.windows_per_batch(graphs["train"], windows["train"], settings.batch_size),
               temporal_logits, "temporal")
     log(f"temporal model {model.config}, {util.count_parameters(model)} parameters; windows of {span:g} s, "
         f"{ {s: len(w) for s, w in windows.items()} }, {fit.batch_size} per batch")
@@ -618,7 +611,7 @@ def _train(model: nn.Module, fit: Fit, settings: GnnSettings, device: torch.devi
 
 
 def _report(ran: dict[str, Any], causal: bool, record: dict, graph_dir: Path, graphs: dict[str, list],
-            model: models_gnn.SPELL, history: dict, best: dict, val: dict, test: dict,
+            model: gnn_model.SPELL, history: dict, best: dict, val: dict, test: dict,
             baselines: dict[str, dict | None], notes: list[str], seconds: float,
             device: torch.device) -> dict[str, Any]:
     """metrics.json; `ran`: the run's settings and folders (`args`); `baselines`: the encoder's and the
@@ -626,12 +619,12 @@ def _report(ran: dict[str, Any], causal: bool, record: dict, graph_dir: Path, gr
     (util.environment)."""
     train_nodes, train_segments = _segment_targets(graphs["train"])
     test_nodes, test_segments = _segment_targets(graphs["test"])
-    sessions = {s: sorted({int(v) for g in graphs[s] for v in g.session.unique()}) for s in data_loader.SPLITS}
+    sessions = {s: sorted({int(v) for g in graphs[s] for v in g.session.unique()}) for s in graph_data.SPLITS}
     return {
         "exp": ran["exp"],
         "splits": sessions,
         "counts": {s: {"graphs": len(graphs[s]), "nodes": int(sum(g.num_nodes for g in graphs[s]))}
-                   for s in data_loader.SPLITS},
+                   for s in graph_data.SPLITS},
         "metric_target": "first listed label; segment prediction = mean of its nodes' softmax probabilities",
         "best": best,
         "val": {k: v for k, v in val.items() if not k.startswith("_")},
@@ -710,11 +703,3 @@ def per_class_line(segment: dict[str, Any]) -> str:
     return (f"GNN per-class F1 (test support): {', '.join(parts)}\n"
             f"macro_f1 averages the {len(segment['classes_present'])} classes present in the test truth; "
             f"over all 7 (absent = 0): {segment['macro_f1_7class']:.4f}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    print_summary(run(argv))
-
-
-if __name__ == "__main__":
-    util.run_cli(main)

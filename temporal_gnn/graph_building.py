@@ -15,18 +15,18 @@ its time sign, and the three-branch model here always needs that sign (it splits
 none), so no similarity weight is computed or stored, and config.GRAPH has no such setting.
 
 How the graphs are built is a `GraphSettings` (config.GRAPH, overridden by a profile or by the flags in
-`main()` only; checked when built) and where they are read and written a `GraphFolders`;
-`build_graphs(settings, folders)` is the importable entry point (run_pipeline.py's stages call it).
+`run()` only; checked when built) and where they are read and written a `GraphFolders`;
+`build_graphs(settings, folders)` is the importable entry point (run_pipeline.py's stages call it); `run(argv)`
+is generate_graph.py.
 
 Edges are computed with sorted-window tensor operations (no loop over node pairs), one graph at a
 time. The output folder is written atomically and records the feature manifest (sha256) and the
 build configuration; an up-to-date folder is skipped, one from another manifest is refused unless
---force. See data_loader.py for the layout of a graph file.
+--force. See graph_data.py for the layout of a graph file.
 """
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import pickle
 import sys
@@ -41,8 +41,8 @@ import torch
 from torch_geometric.data import Data
 from tqdm import tqdm
 
-import data_loader
 from encoder.core import config, layout, util
+from temporal_gnn import graph_data
 
 FORMAT_VERSION = 1
 CROSS_IDENTITY = ("cin", "ciy")
@@ -51,7 +51,7 @@ CROSS_IDENTITY = ("cin", "ciy")
 @dataclass(frozen=True)
 class GraphSettings:
     """How a session's nodes become graphs (the module docstring's rule): config.GRAPH's entries, each
-    overridden for one run by a profile (run_pipeline.py, config.DEMO) or a flag (`main()`). Built, it is
+    overridden for one run by a profile (run_pipeline.py, config.DEMO) or a flag (`run()`). Built, it is
     checked: a bad value is a one-line ValueError naming the setting."""
 
     numv: int  # nodes per graph
@@ -80,8 +80,8 @@ class GraphSettings:
         return asdict(self)
 
     def folder_name(self, feature: str) -> str:
-        """The graph folder's name for node files of feature set `feature` (data_loader.graph_dir_name)."""
-        return data_loader.graph_dir_name(feature, self.numv, self.time_edge, self.cross_identity)
+        """The graph folder's name for node files of feature set `feature` (graph_data.graph_dir_name)."""
+        return graph_data.graph_dir_name(feature, self.numv, self.time_edge, self.cross_identity)
 
 
 def is_int(value: Any) -> bool:
@@ -290,7 +290,7 @@ def build_session(node_file: Path, expected_nodes: int, out_dir: Path, feature_d
                                  "rerun STE_forward.py", node_file)
         graphs = edges = 0
         for g, data in enumerate(session_graphs(nodes, numv, time_edge, cross_identity)):
-            data_loader.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
+            graph_data.save_graph(data, out_dir / f"{node_file.stem}_{g:03d}.pt")
             graphs, edges = graphs + 1, edges + data.num_edges
     return {"file": node_file.name, "nodes": len(nodes["time_s"]), "graphs": graphs, "edges": edges}
 
@@ -299,7 +299,7 @@ def build_graphs(settings: GraphSettings, folders: GraphFolders, workers: int = 
     """Build (or skip, when up to date) the graph folder of `settings` in `folders`; returns its path.
     `workers`: sessions built in parallel; `force`: rebuild even if the folder exists."""
     features_dir, out = folders.features_dir, folders.graph_dir(settings)
-    manifest_path = features_dir / data_loader.MANIFEST_FILE
+    manifest_path = features_dir / graph_data.MANIFEST_FILE
     manifest = util.read_json(manifest_path)
     missing = [k for k in ("feature_order", "feature_dims", "feature_dim", "splits", "node_counts")
                if k not in manifest]
@@ -308,12 +308,12 @@ def build_graphs(settings: GraphSettings, folders: GraphFolders, workers: int = 
     sha = util.file_sha256(manifest_path)
     build = {"format": FORMAT_VERSION, "feature": folders.feature, **settings.to_dict()}
     if out.exists() and not force:
-        record = data_loader.read_build_record(out)
+        record = graph_data.read_build_record(out)
         if record.get("feature_manifest_sha256") == sha and record.get("build") == build:
             print(f"graphs up to date, skipped: {out}")
             return out
         raise util.DataError(f"graphs from another feature manifest or configuration than {manifest_path}; "
-                             "use --force to rebuild", out / data_loader.BUILD_FILE)
+                             "use --force to rebuild", out / graph_data.BUILD_FILE)
     jobs = []
     for split, sessions in manifest["splits"].items():
         split_dir = layout.node_dir(features_dir, split)
@@ -344,7 +344,7 @@ def build_graphs(settings: GraphSettings, folders: GraphFolders, workers: int = 
             "encoder_sha256": manifest.get("encoder_sha256"),
             "sessions": summary,
         }
-        util.write_json(record, tmp / data_loader.BUILD_FILE)
+        util.write_json(record, tmp / graph_data.BUILD_FILE)
     counts = {s: sum(r["graphs"] for r in summary[s]) for s in summary}
     print(f"built {sum(counts.values())} graphs ({', '.join(f'{k} {v}' for k, v in counts.items())}) in {out}")
     return out
@@ -407,13 +407,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return argument_parser().parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """The script: the graph folder of the settings and folders its flags name (config.GRAPH by default),
+def run(argv: list[str] | None = None) -> Path:
+    """generate_graph.py: the graph folder of the settings and folders its flags name (config.GRAPH by default),
     built or found up to date; returns its path."""
     cli = argument_parser()
     args = cli.parse_args(argv)
     return build_graphs(settings_from_args(cli, args), GraphFolders.from_args(args), args.workers, args.force)
-
-
-if __name__ == "__main__":
-    util.run_cli(main)

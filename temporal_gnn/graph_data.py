@@ -16,7 +16,7 @@ and lists (loadable with `torch.load(weights_only=True)`) that becomes a `torch_
     identity     list[str]        per node; after batching a list of per-graph lists
 
 `speaker_windows` turns graphs back into node sequences for the temporal baseline without a graph
-(models_temporal.py): the same nodes and attributes, no edges.
+(temporal_model.py): the same nodes and attributes, no edges.
 """
 
 from __future__ import annotations

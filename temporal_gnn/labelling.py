@@ -46,7 +46,6 @@ docs/prediction.md.
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +56,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-import classical
-import generate_graph
-import model_folder
-import models_gnn
-import online
-import train_val
 from encoder.core import (
     checkpoints,
     config,
-    distributed,
     extraction,
     frames,
     participant,
@@ -78,7 +70,8 @@ from encoder.core import (
 )
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.metrics import classification_metrics, decided, segment_predictions
-from encoder.core.models import STREAM_DIM, inference_model
+from encoder.core.models import STREAM_DIM
+from temporal_gnn import classical, gnn_model, gnn_training, graph_building, model_folder, online
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
            *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments", "classical_predicted")
@@ -121,7 +114,7 @@ def parse_sessions(text: str | None) -> list[int] | None:
 # --------------------------------------------------------------------------- models
 
 
-def check_compatible(gnn: models_gnn.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path,
+def check_compatible(gnn: gnn_model.SPELL, gnn_path: Path, encoder_state: dict[str, Any], encoder_path: Path,
                      text_dim: int | None = None, pretrained_dims: dict[str, int] | None = None,
                      prosody_dim: int | None = None) -> None:
     """The GNN's input blocks must be the encoder's embedding blocks, in the same order, then the text
@@ -145,7 +138,7 @@ class LoadedModel:
 
     encoder_path: Path
     encoder_state: dict[str, Any]  # checkpoints.load_encoder_checkpoint
-    gnn: models_gnn.SPELL
+    gnn: gnn_model.SPELL
     gnn_path: Path
     graphs: dict[str, Any]  # numv, time_edge, cross_identity
     precision: str | None  # the training features' feature_precision; None: not recorded
@@ -155,7 +148,7 @@ class LoadedModel:
     pretrained_blocks: dict[str, pretrained.PretrainedBlock]  # those the GNN reads, loaded
     system_paths: dict[str, Path]  # baseline systems saved in the model folder (systems.py), verified
     prosody_dim: int | None = None  # the prosody block's width when the GNN was trained with one (classical.py)
-    decision: dict[str, Any] | None = None  # the GNN's segment decision (train_val.decide); None: plain argmax
+    decision: dict[str, Any] | None = None  # the GNN's segment decision (gnn_training.decide); None: plain argmax
 
     @property
     def appended_dims(self) -> dict[str, int]:
@@ -172,9 +165,9 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
         raise util.DataError("give --model results/<exp> (train_val.py's folder), or --encoder and --gnn")
     if args.model is not None:
         folder = model_folder.load(args.model)
-        gnn, _ = models_gnn.load_checkpoint(folder["gnn_path"], map_location="cpu")
+        gnn, _ = gnn_model.load_checkpoint(folder["gnn_path"], map_location="cpu")
     else:  # the checkpoint first: a file that is no GNN checkpoint is named as such, not as one without a record
-        gnn, _ = models_gnn.load_checkpoint(args.gnn, map_location="cpu")
+        gnn, _ = gnn_model.load_checkpoint(args.gnn, map_location="cpu")
         folder = model_folder.load_pair(args.encoder, args.gnn)
     encoder_path, gnn_path = folder["encoder_path"], folder["gnn_path"]
     encoder_state = checkpoints.load_encoder_checkpoint(encoder_path)
@@ -200,10 +193,10 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
                        prosody_dim, (folder.get("settings") or {}).get("decision"))
 
 
-def check_online_blocks(gnn: models_gnn.SPELL, gnn_path: Path) -> None:
+def check_online_blocks(gnn: gnn_model.SPELL, gnn_path: Path) -> None:
     """util.DataError when the GNN reads a block computed from the whole segment (text, lm, ssl): online,
     a node cannot have it when it arrives."""
-    models_gnn.refuse_future_blocks(gnn.modalities, "--online cannot feed", gnn_path)
+    gnn_model.refuse_future_blocks(gnn.modalities, "--online cannot feed", gnn_path)
 
 
 def check_causal_inputs(folder: dict[str, Any], encoder_state: dict[str, Any], gnn_path: Path) -> None:
@@ -243,7 +236,7 @@ def statistics_line(segments: list[Segment], options: participant.InputOptions, 
     return f"participant statistics from the segments in this folder, per participant: {counts}"
 
 
-def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: models_gnn.SPELL,
+def pretrained_blocks(args: argparse.Namespace, folder: dict[str, Any], gnn: gnn_model.SPELL,
                       dims: dict[str, int]) -> dict[str, pretrained.PretrainedBlock]:
     """The pretrained blocks the GNN reads, loaded (on the CPU) from --text_model / --speech_model or the
     folder model.json records, each checked against the recorded sha256."""
@@ -331,7 +324,7 @@ def session_segments(root: Path, sessions: list[int] | None) -> tuple[pd.DataFra
 
 def session_nodes(segments: list[Segment], pred: prediction.Predictions,
                   columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Node columns as generate_graph.read_nodes returns them; labels are zero (never used for prediction).
+    """Node columns as graph_building.read_nodes returns them; labels are zero (never used for prediction).
     `columns` (appended_columns) are appended to each node's embedding."""
     n = len(pred.step)
     feature = pred.features
@@ -349,7 +342,7 @@ def session_nodes(segments: list[Segment], pred: prediction.Predictions,
     }
 
 
-def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
+def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: gnn_model.SPELL,
                      graphs: dict[str, Any], segments: list[Segment], device: torch.device,
                      forward: dict[str, Any], columns: dict[str, np.ndarray] | None = None
                      ) -> tuple[list[str], np.ndarray]:
@@ -362,15 +355,15 @@ def predict_segments(encoder: torch.nn.Module, encoder_state: dict[str, Any], gn
         nodes = session_nodes(mine, prediction.embed_segments(encoder, encoder_state, mine, device, forward,
                                                               causal=gnn.causal), columns)
         numv = len(nodes["time_s"]) if gnn.causal else graphs["numv"]
-        built = list(generate_graph.session_graphs(nodes, numv, graphs["time_edge"], graphs["cross_identity"]))
-        out = train_val.predict(gnn, built, GNN_BATCH, device)
+        built = list(graph_building.session_graphs(nodes, numv, graphs["time_edge"], graphs["cross_identity"]))
+        out = gnn_training.predict(gnn, built, GNN_BATCH, device)
         seg_ids, _, _, mean = segment_predictions(out["segment_ids"], out["probs"], out["targets"])
         ids += seg_ids
         probs.append(mean)
     return ids, np.concatenate(probs)
 
 
-def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: models_gnn.SPELL,
+def predict_online(encoder: torch.nn.Module, encoder_state: dict[str, Any], gnn: gnn_model.SPELL,
                    graphs: dict[str, Any], segments: list[Segment], device: torch.device,
                    amp: bool, columns: dict[str, np.ndarray] | None = None
                    ) -> tuple[list[str], np.ndarray, pd.DataFrame, dict[str, Any]]:
@@ -512,71 +505,3 @@ def score_line(table: pd.DataFrame, column: str = "predicted") -> str | None:
     m = classification_metrics(scored["true"].map(index), scored[column].map(index))
     return (f"segment level, {m['n']} segments with a true label (first listed): accuracy {m['accuracy']:.4f}, "
             f"macro-F1 {m['macro_f1']:.4f}")
-
-
-def main() -> None:
-    args = parse_args()
-    sessions = parse_sessions(args.sessions)
-    loaded = load_models(args)
-    device = distributed.resolve_device(args.device)
-    forward, note = embedding_amp(loaded.precision, device)
-    if note:
-        print(f"note: {note}")
-    graphs, gnn = loaded.graphs, loaded.gnn.to(device)
-    encoder = inference_model(checkpoints.encoder_from_checkpoint(loaded.encoder_state, loaded.encoder_path))
-    encoder = encoder.to(device)
-    gt, segments, unusable = session_segments(args.session, sessions)
-    for block in loaded.pretrained_blocks.values():
-        block.to(device)
-    columns, text_note = appended_columns(loaded, segments, args.session)
-    if text_note:
-        print(f"note: {text_note}")
-    nodes = None
-    if args.online:
-        torch.set_num_threads(1)  # one or two nodes per pass: too little work to share (online.py, Threads)
-        amp = util.merge_settings(config.STE_forward_params, forward)["amp"]
-        ids, probs, nodes, timing = predict_online(encoder, loaded.encoder_state, gnn, graphs, segments, device,
-                                                   bool(amp), columns)
-    else:
-        forward = {**forward, "batch_size": args.batch_size, "num_workers": args.num_workers}
-        ids, probs = predict_segments(encoder, loaded.encoder_state, gnn, graphs, segments, device, forward,
-                                      columns)
-    options = participant.InputOptions.from_inputs(loaded.encoder_state["inputs"])
-    table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal),
-                             loaded.decision)
-    table["classical_predicted"] = ""
-    if "classical" in loaded.system_paths:
-        by_id = classical.label_segments(loaded.system_paths["classical"], segments)
-        table["classical_predicted"] = table["segment_id"].map(by_id).fillna("")
-    pngs = write_outputs(table, args.out, nodes)
-    counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
-    mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
-            else f"graphs numv {graphs['numv']}, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}")
-    print(f"predicted {len(ids)} of {len(table)} segments ({counts}); {mode}")
-    if unusable:
-        reasons = pd.Series(list(unusable.values())).value_counts().sort_index()
-        print(f"not predicted {len(unusable)} segments (rows with empty probabilities and a reason): "
-              + ", ".join(f"{n} {reason}" for reason, n in reasons.items()))
-    bio_times = int((table["time_from"] == "bio").sum())
-    if bio_times:
-        print(f"{bio_times} segments without annotated wav start/end: start_s/end_s from the EDA/TEMP timestamps "
-              "(time_from = bio)")
-    if args.online:
-        print(f"online: {timing['nodes']} nodes labelled as they arrived, at most {timing['window']} nodes kept; "
-              f"per node (embedding included) p50 {timing['p50_ms']:.1f} ms, p95 {timing['p95_ms']:.1f} ms")
-        print(f"node labels: {node_csv(args.out)}")
-    statistics = statistics_line(segments, options, gnn.causal)
-    if statistics is not None:
-        print(statistics)
-    score = score_line(table)
-    if score is not None:
-        print(score)
-    classical_score = score_line(table, "classical_predicted")
-    if classical_score is not None:
-        print(f"classical system (column classical_predicted), {classical_score}")
-    print(f"predictions: {args.out}")
-    print(f"timelines: {', '.join(str(p) for p in pngs)}")
-
-
-if __name__ == "__main__":
-    util.run_cli(main)

@@ -15,7 +15,7 @@ the same session splits and the same upstream outputs (its key in pipeline_state
 stage also needs the files it reads to match by name, size and modification time (kemdy20.fingerprint).
 `--force` reruns them all. Synthetic data runs config.DEMO (sized for CPU), a KEMDy20 root the STE_*,
 GRAPH and GNN settings; `--profile` picks either explicitly. The graph and GNN stages get their settings as
-objects built once here (generate_graph.GraphSettings, train_val.GnnSettings: config.GRAPH / config.GNN with
+objects built once here (graph_building.GraphSettings, gnn_training.GnnSettings: config.GRAPH / config.GNN with
 the profile's entries and the run's flags over them, checked before any stage runs). Each pipeline seed S
 (--seed, --seeds) trains the GNN with config.GNN["seed"] + S - config.SEED (stages.gnn_seed) and the encoder
 with config.STE_optimization_params["seed"] + S - config.SEED (stages.encoder_seed): the pipeline's seed itself
@@ -41,7 +41,6 @@ with --ablation: of ablation.json; with several seeds: of the seeds summary).
 
 from __future__ import annotations
 
-import encoder as _warning_filter  # noqa: F401  # isort: skip  (a script's first import: encoder/__init__.py)
 import argparse
 import os
 import re
@@ -52,11 +51,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv_results
-import generate_graph
-import models_gnn
-import stages
-import train_val
 from encoder.core import (
     config,
     distributed,
@@ -69,6 +63,7 @@ from encoder.core import (
     synthetic,
     util,
 )
+from temporal_gnn import cv_results, gnn_model, gnn_training, graph_building, stages
 
 # On a real KEMDy20 download: config.STE_*, config.GRAPH and config.GNN as they are (a profile like config.DEMO).
 NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "GRAPH": {}, "GNN": {}}
@@ -187,7 +182,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     its model folder, and contour rows with the segment audio pass (one-line util.DataError)."""
     if args.data is not None and not args.data.is_dir():
         raise util.DataError("dataset root not found (--data)", args.data)
-    known = (*streams.feature_order(), *models_gnn.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
+    known = (*streams.feature_order(), *gnn_model.OPT_IN_BLOCKS)  # the encoder's streams, then every other block
     names = args.modalities.split(",")
     unknown = [name for name in names if name not in known]
     if unknown or len(set(names)) != len(names):
@@ -205,15 +200,9 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise util.DataError("--contour_norm standardises the contour rows: it needs --contour")
 
 
-def main() -> None:
-    args = parse_args()
-    check_inputs(args)
-    with util.exclusive_lock(args.work / layout.LOCK_FILE, "run_pipeline.py"):
-        _run(args)
-
-
-def _run(args: argparse.Namespace) -> None:
-    """The run in the work folder main() holds."""
+def run(args: argparse.Namespace) -> None:
+    """The run that the flags `args` name, in the work folder the caller holds (run_pipeline.py's main locks
+    it)."""
     started = time.perf_counter()
     work = args.work
     args.device = distributed.resolve_device(args.device)
@@ -273,8 +262,8 @@ def profile_settings(profile: dict[str, Any]) -> dict[str, Any]:
     are, and the graph and GNN settings as objects, config.GRAPH / config.GNN as they are now with the
     profile's GRAPH and GNN entries over them (`graph`, `gnn`; a bad value is a ValueError)."""
     settings = {k: v for k, v in profile.items() if k not in ("GRAPH", "GNN")}
-    return {**settings, "graph": generate_graph.GraphSettings.from_config(profile["GRAPH"]),
-            "gnn": train_val.GnnSettings.from_config(profile["GNN"])}
+    return {**settings, "graph": graph_building.GraphSettings.from_config(profile["GRAPH"]),
+            "gnn": gnn_training.GnnSettings.from_config(profile["GNN"])}
 
 
 def with_class_weight(settings: dict[str, Any], class_weight: bool) -> dict[str, Any]:
@@ -363,7 +352,7 @@ def run_single(args: argparse.Namespace, pipeline: stages.Pipeline, root: Path, 
     for seed, dirs in runs:
         if len(runs) > 1:
             print(f"\nseed {seed}:")
-        train_val.print_summary({**util.read_json(dirs.metrics), "metrics_path": str(dirs.metrics)})
+        gnn_training.print_summary({**util.read_json(dirs.metrics), "metrics_path": str(dirs.metrics)})
         if len(runs) == 1:
             return
         pred = cv_results.fold_predictions(dirs.results, dirs.exp, dirs.features)
@@ -433,7 +422,3 @@ def run_cv(args: argparse.Namespace, pipeline: stages.Pipeline, root: Path, fram
         util.write_json(summary, last)
         print("\n" + cv_results.format_seeds(summary))
     print(last)
-
-
-if __name__ == "__main__":
-    util.run_cli(main)
