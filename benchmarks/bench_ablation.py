@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv_results
 from encoder.core import layout, synthetic, util
+from temporal_gnn import cv_results
 
 REPO = Path(__file__).resolve().parents[1]
 

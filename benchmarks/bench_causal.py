@@ -20,24 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import generate_graph
-import model_folder
-import models_gnn
-import predict
-import train_val
 from encoder.core import checkpoints, config, extraction, frames, layout, synthetic, training, util
 from encoder.core.models import inference_model
+from temporal_gnn import gnn_model, gnn_training, graph_building, labelling, model_folder
 
 
-def reported_probabilities(gnn: models_gnn.SPELL, features: Path, graph: dict) -> dict[str, np.ndarray]:
+def reported_probabilities(gnn: gnn_model.SPELL, features: Path, graph: dict) -> dict[str, np.ndarray]:
     """Segment probabilities of the causal GNN on one unchunked graph per test session (as train_val
     scores a causal model): the mean of each segment's node probabilities."""
     manifest = util.read_json(features / extraction.MANIFEST_FILE)
     reported: dict[str, np.ndarray] = {}
     for session in manifest["splits"]["test"]:
-        nodes = generate_graph.read_nodes(layout.node_file(features, "test", session),
+        nodes = graph_building.read_nodes(layout.node_file(features, "test", session),
                                           manifest["feature_dim"])
-        (whole,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), float(graph["time_edge"]),
+        (whole,) = graph_building.session_graphs(nodes, len(nodes["time_s"]), float(graph["time_edge"]),
                                                  graph["cross_identity"])
         with torch.no_grad():
             probs = torch.softmax(gnn(whole.x, whole.edge_index, whole.edge_attr), 1).numpy()
@@ -49,19 +45,19 @@ def reported_probabilities(gnn: models_gnn.SPELL, features: Path, graph: dict) -
 
 def compare(name: str, model_dir: Path, features: Path, root: Path) -> str:
     loaded = model_folder.load(model_dir)
-    gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
+    gnn, _ = gnn_model.load_checkpoint(loaded["gnn_path"])
     gnn.eval()
     reported = reported_probabilities(gnn, features, loaded["graph"])
     state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
     encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
     test_sessions = util.read_json(features / extraction.MANIFEST_FILE)["splits"]["test"]
-    _, segments, _ = predict.session_segments(root, test_sessions)
+    _, segments, _ = labelling.session_segments(root, test_sessions)
     graph = {"numv": 0, "time_edge": float(loaded["graph"]["time_edge"]),
              "cross_identity": loaded["graph"]["cross_identity"]}
     cpu = torch.device("cpu")
     with util.torch_threads(1):
-        ids, online, _, _ = predict.predict_online(encoder, state, gnn, graph, segments, cpu, False)
-        batched_ids, batched = predict.predict_segments(encoder, state, gnn, graph, segments, cpu,
+        ids, online, _, _ = labelling.predict_online(encoder, state, gnn, graph, segments, cpu, False)
+        batched_ids, batched = labelling.predict_segments(encoder, state, gnn, graph, segments, cpu,
                                                         {"num_workers": 0, "progress": False})
     want = np.stack([reported[i] for i in ids])
     batched = np.stack([dict(zip(batched_ids, batched, strict=True))[i] for i in ids])
@@ -98,16 +94,16 @@ def main() -> None:
         lines = []
         for name in ("session", "prefix"):
             features = work / f"features_{name}"
-            graph = generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"])
-            folders = generate_graph.GraphFolders(features, work / f"graphs_{name}")
-            generate_graph.build_graphs(graph, folders, force=True)
-            gnn = train_val.GnnSettings.from_config({"num_epoch": args.gnn_epochs, "causal": True, "patience": 0,
+            graph = graph_building.GraphSettings.from_config(config.DEMO["GRAPH"])
+            folders = graph_building.GraphFolders(features, work / f"graphs_{name}")
+            graph_building.build_graphs(graph, folders, force=True)
+            gnn = gnn_training.GnnSettings.from_config({"num_epoch": args.gnn_epochs, "causal": True, "patience": 0,
                                                      "skip": ("temporal",)})
-            train_val.extraction.check_participant_statistics = (lambda *_: None) if name == "session" else refuse
+            gnn_training.extraction.check_participant_statistics = (lambda *_: None) if name == "session" else refuse
             try:
-                train_val.train_and_evaluate(gnn, graph, folders, work / "results", name, "cpu")
+                gnn_training.train_and_evaluate(gnn, graph, folders, work / "results", name, "cpu")
             finally:
-                train_val.extraction.check_participant_statistics = refuse
+                gnn_training.extraction.check_participant_statistics = refuse
             lines.append(compare(name, work / "results" / name, features, root))
         print("\n".join(lines))
         print(f"total {time.time() - started:.0f} s")

@@ -1,8 +1,8 @@
-"""GNN training epoch: SPELL with PyG's EdgeConv against the factorised one (models_gnn.FactorisedEdgeConv).
+"""GNN training epoch: SPELL with PyG's EdgeConv against the factorised one (gnn_model.FactorisedEdgeConv).
 
 Random temporal graphs of the default training shape (numv 2000 nodes per graph, two speakers at about
 4 Hz each, time edge 7.2 s within a speaker: about 60 edges per node, 1536-d features, soft labels) are
-built with generate_graph.build_edges; the same SPELL weights are trained for one epoch (batches of 16
+built with graph_building.build_edges; the same SPELL weights are trained for one epoch (batches of 16
 graphs, train_val's own epoch function, Adam) twice, once with PyG's EdgeConv in every branch and once
 with the factorised layer, from the same seed (same batches, same dropout masks). The two losses must
 agree; the last line printed is `ratio=<PyG s / ours s>`. One thread by default (bench_graph.py's choice): the
@@ -25,11 +25,9 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import EdgeConv
 
-import generate_graph
-import models_gnn
-import train_val
 from encoder.core import config, util
 from encoder.core.distributed import resolve_device
+from temporal_gnn import gnn_model, gnn_training, graph_building
 
 FEATURE_DIMS = {"audio": 512, "eda": 512, "temp": 512}
 SPEAKER_HZ = 4.0  # nodes per second of each of the two speakers
@@ -44,14 +42,14 @@ def random_graphs(nodes: int, numv: int, time_edge: float, seed: int = 0) -> lis
         n = min(numv, nodes - start)
         times = torch.sort(torch.rand(n, generator=generator, dtype=torch.float64) * n / (2 * SPEAKER_HZ)).values
         identity = torch.randint(0, 2, (n,), generator=generator)
-        edge_index, edge_attr = generate_graph.build_edges(times, identity, time_edge)
+        edge_index, edge_attr = graph_building.build_edges(times, identity, time_edge)
         y = torch.rand(n, config.NUM_CLASSES, generator=generator)
         graphs.append(Data(x=torch.randn(n, dim, generator=generator), y=y / y.sum(1, keepdim=True),
                            edge_index=edge_index, edge_attr=edge_attr))
     return graphs
 
 
-def with_pyg_edgeconv(model: models_gnn.SPELL) -> models_gnn.SPELL:
+def with_pyg_edgeconv(model: gnn_model.SPELL) -> gnn_model.SPELL:
     """A copy of `model` whose EdgeConvs are PyG's, around the same MLPs (same state dict)."""
     reference = copy.deepcopy(model)
     reference.edge_convs = nn.ModuleList(EdgeConv(conv.nn) for conv in reference.edge_convs)
@@ -59,16 +57,16 @@ def with_pyg_edgeconv(model: models_gnn.SPELL) -> models_gnn.SPELL:
     return reference
 
 
-def timed_epoch(model: models_gnn.SPELL, graphs: list[Data], batch_size: int,
+def timed_epoch(model: gnn_model.SPELL, graphs: list[Data], batch_size: int,
                 device: torch.device) -> tuple[float, float]:
-    """Seconds and mean loss of one training epoch (train_val._train_epoch), seeded for batches and dropout."""
+    """Seconds and mean loss of one training epoch (gnn_training._train_epoch), seeded for batches and dropout."""
     loader = DataLoader(graphs, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    loss = train_val._train_epoch(model, loader, optimizer, None, device)
+    loss = gnn_training._train_epoch(model, loader, optimizer, None, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start, loss
@@ -88,7 +86,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     graphs = random_graphs(args.nodes, args.numv, args.time_edge)
     util.seed_everything(0)
-    ours = models_gnn.SPELL(FEATURE_DIMS, causal=args.causal).to(device)
+    ours = gnn_model.SPELL(FEATURE_DIMS, causal=args.causal).to(device)
     reference = with_pyg_edgeconv(ours)
     small = random_graphs(2 * args.numv // 10, args.numv // 10, args.time_edge, seed=1)
     for model in (reference, ours):  # warm-up on small graphs, on copies: the timed runs start equal

@@ -54,10 +54,6 @@ import numpy as np
 import torch
 from torch_geometric.loader import DataLoader
 
-import data_loader
-import generate_graph
-import models_gnn
-import train_val
 from encoder.core import (
     config,
     device_spectrogram,
@@ -79,6 +75,7 @@ from encoder.core.dataset import (
 )
 from encoder.core.distributed import resolve_device
 from encoder.core.models import STEncoder, inference_model
+from temporal_gnn import gnn_model, gnn_training, graph_building, graph_data
 
 GB = 1e9  # memory figures are in GB of 10^9 bytes
 
@@ -415,15 +412,15 @@ def gnn_part(args: argparse.Namespace, rec: Recorder) -> None:
         return {}
 
     def build() -> dict[str, Any]:
-        generate_graph.main([*flags, "--workers", str(workers), "--force"])
+        graph_building.run([*flags, "--workers", str(workers), "--force"])
         return {}
 
     def load() -> dict[str, Any]:
-        gnn_args = train_val.parse_args([*flags, "--device", str(device)])
-        graph_dir = generate_graph.GraphFolders.from_args(gnn_args).graph_dir(
-            generate_graph.GraphSettings.from_args(gnn_args))
-        data["record"] = data_loader.read_build_record(graph_dir)
-        data["graphs"] = {split: data_loader.load_split(graph_dir, split) for split in data_loader.SPLITS}
+        gnn_args = gnn_training.parse_args([*flags, "--device", str(device)])
+        graph_dir = graph_building.GraphFolders.from_args(gnn_args).graph_dir(
+            graph_building.GraphSettings.from_args(gnn_args))
+        data["record"] = graph_data.read_build_record(graph_dir)
+        data["graphs"] = {split: graph_data.load_split(graph_dir, split) for split in graph_data.SPLITS}
         data["args"] = gnn_args
         graphs = data["graphs"]
         return {"gnn_nodes": sum(g.num_nodes for gs in graphs.values() for g in gs),
@@ -441,26 +438,26 @@ def gnn_part(args: argparse.Namespace, rec: Recorder) -> None:
     def epochs_timed() -> dict[str, Any]:
         gnn_args, graphs = data["args"], data["graphs"]
         util.seed_everything(gnn_args.seed)  # as train_and_evaluate does
-        model = models_gnn.SPELL(data["record"]["feature_dims"], None, gnn_args.channel1, gnn_args.channel2,
+        model = gnn_model.SPELL(data["record"]["feature_dims"], None, gnn_args.channel1, gnn_args.channel2,
                                  gnn_args.dropout).to(device)
         loader = DataLoader(graphs["train"], batch_size=gnn_args.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(gnn_args.seed))
         optimizer = torch.optim.Adam(model.parameters(), lr=gnn_args.lr)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        first, _ = timed(device, lambda: train_val._train_epoch(model, loader, optimizer, None, device))
+        first, _ = timed(device, lambda: gnn_training._train_epoch(model, loader, optimizer, None, device))
         times = []
         for _ in range(epochs):
             if rec.remaining() < 2 * first + 5:
                 break
-            seconds, loss = timed(device, lambda: train_val._train_epoch(model, loader, optimizer, None, device))
+            seconds, loss = timed(device, lambda: gnn_training._train_epoch(model, loader, optimizer, None, device))
             times.append(seconds)
         out: dict[str, Any] = {"gnn_first_epoch_s": first, "gnn_epoch_times_s": times,
                                "gnn_epoch_s": float(np.median(times)) if times else None}
         if device.type == "cuda":
             out["gnn_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / GB
         held_out = graphs["val"] + graphs["test"]
-        seconds, pred = timed(device, lambda: train_val.predict(model, held_out, gnn_args.batch_size, device))
+        seconds, pred = timed(device, lambda: gnn_training.predict(model, held_out, gnn_args.batch_size, device))
         out["gnn_predict_nodes_per_s"] = len(pred["targets"]) / seconds
         return out
 

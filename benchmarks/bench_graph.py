@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import generate_graph
 from encoder.core import synthetic_nodes
+from temporal_gnn import graph_building
 
 REPEATS = 5  # the project's builder is timed as the median of this many runs; the reference runs once
 
@@ -56,9 +56,9 @@ def reference_graphs(nodes: dict, numv: int, time_edge: float, cross_identity: s
 
 def project_graphs(nodes: dict, numv: int, time_edge: float, cross_identity: str) -> list[tuple]:
     """The project's ordering and edge builder, graph by graph: (edge_index, edge_attr) per graph."""
-    order, codes = generate_graph.session_order(nodes)
+    order, codes = graph_building.session_order(nodes)
     times, codes = torch.from_numpy(nodes["time_s"]), torch.from_numpy(codes)
-    return [generate_graph.build_edges(times[idx], codes[idx], time_edge, cross_identity)
+    return [graph_building.build_edges(times[idx], codes[idx], time_edge, cross_identity)
             for idx in torch.from_numpy(order).split(numv)]
 
 
@@ -87,12 +87,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synthetic_nodes.write_synthetic_nodes(Path(tmp), splits={"train": (1,)}, nodes_per_session=args.nodes,
                                               seed=0)
-        nodes = generate_graph.read_nodes(Path(tmp) / "features_train" / "Sess01.pkl", 1536)
+        nodes = graph_building.read_nodes(Path(tmp) / "features_train" / "Sess01.pkl", 1536)
     torch.set_num_threads(1)
     config = (nodes, args.numv, args.time_edge, args.cross_identity)
     project_graphs(*config)  # warm-up
     ours_s, graphs = timed(lambda: project_graphs(*config), REPEATS)
-    full_s, _ = timed(lambda: list(generate_graph.session_graphs(*config)), REPEATS)
+    full_s, _ = timed(lambda: list(graph_building.session_graphs(*config)), REPEATS)
     reference_s, reference = timed(lambda: reference_graphs(*config), 1)
     ours = as_edge_list(graphs)
     assert ours == reference, "edge sets differ"

@@ -44,14 +44,13 @@ from typing import Any
 
 import numpy as np
 
-import generate_graph
-import train_val
 from encoder.core import checkpoints, config, extraction, frames, synthetic, training, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams
 from encoder.core.dataset import load_segments
 from encoder.core.distributed import Runtime, resolve_device
 from encoder.core.models import AUDIO_PASSES
 from encoder.core.participant import InputOptions
+from temporal_gnn import gnn_training, graph_building
 
 KEMDY20_SESSIONS = tuple(range(1, 41))
 CV_FOLDS = 5
@@ -121,14 +120,14 @@ def measure(root: Path, work: Path, splits: dict[str, tuple[int, ...]], device: 
 
     graphs = work / "graphs"
     graph_flags = ["--features_dir", str(features), "--graphs_dir", str(graphs)]
-    out["graphs_s"], graph_dir = timed(lambda: generate_graph.main([*graph_flags, "--force"]))
+    out["graphs_s"], graph_dir = timed(lambda: graph_building.run([*graph_flags, "--force"]))
     out["graphs_bytes"] = folder_bytes(graph_dir)
 
     gnn = {}
     for epochs in (1, 3):
         flags = [*graph_flags, "--results_dir", str(work / "results"), "--exp", f"gnn_{epochs}", "--device", device,
                  "--num_epoch", str(epochs), "--patience", "0"]
-        gnn[epochs], _ = timed(lambda flags=flags: train_val.run(flags))
+        gnn[epochs], _ = timed(lambda flags=flags: gnn_training.run(flags))
     out["gnn_epoch_s"] = (gnn[3] - gnn[1]) / 2
     out["gnn_rest_s"] = gnn[1] - out["gnn_epoch_s"]
     out["gnn_bytes"] = folder_bytes(work / "results" / "gnn_1")

@@ -2,7 +2,7 @@
 
 * ours (predict.py --online, online.replay): per arrival, the new nodes' layers over a window of
   time_edge seconds of cached node states (online.OnlineGNN);
-* reference: per arrival, rebuild the graph of the whole past (generate_graph.build_edges over every
+* reference: per arrival, rebuild the graph of the whole past (graph_building.build_edges over every
   node so far) and run the causal GNN over all of it, keeping the new nodes' outputs.
 
 Both embed each arriving instant's nodes the same way (online.NodeEmbedder: the node's clip through the
@@ -35,29 +35,22 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-import generate_graph
-import model_folder
-import models_gnn
-import online
-import predict
-import run_pipeline
-import stages
-import train_val
 from encoder.core import checkpoints, config, frames, layout, synthetic, util
 from encoder.core.dataset import Segment
 from encoder.core.models import inference_model
+from temporal_gnn import gnn_model, gnn_training, graph_building, labelling, model_folder, online, pipeline_run, stages
 
 # The model built without --model: the demo's spectrogram, graph and GNN sizes, trained briefly.
 BUILD_SETTINGS: dict[str, Any] = {
     "STE_inputs": config.DEMO["STE_inputs"],
     "STE_optimization_params": {**config.DEMO["STE_optimization_params"], "epochs": 1, "scheduler_T_max": 1,
                                 "progress": False},
-    "graph": generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"]),
-    "gnn": train_val.GnnSettings.from_config({"causal": True, "num_epoch": 3, "batch_size": 4, "patience": 0}),
+    "graph": graph_building.GraphSettings.from_config(config.DEMO["GRAPH"]),
+    "gnn": gnn_training.GnnSettings.from_config({"causal": True, "num_epoch": 3, "batch_size": 4, "patience": 0}),
 }
 
 
-def ours(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, segments: list[Segment]) -> dict:
+def ours(embedder: online.NodeEmbedder, gnn: gnn_model.SPELL, graphs: dict, segments: list[Segment]) -> dict:
     stream = online.OnlineGNN(gnn, graphs["time_edge"], graphs["cross_identity"])
     probs, latency, gnn_seconds, window = [], [], [], 0
     started = time.perf_counter()
@@ -70,7 +63,7 @@ def ours(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, seg
             "gnn": np.array(gnn_seconds), "window": window}
 
 
-def reference(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict, segments: list[Segment]) -> dict:
+def reference(embedder: online.NodeEmbedder, gnn: gnn_model.SPELL, graphs: dict, segments: list[Segment]) -> dict:
     """Per arrival: embed, then the causal GNN over the rebuilt graph of every node so far."""
     codes: dict[str, int] = {}
     times, identity, features = [], [], []
@@ -83,7 +76,7 @@ def reference(embedder: online.NodeEmbedder, gnn: models_gnn.SPELL, graphs: dict
             embedded = time.perf_counter()
             times += [seg.ts[step] for seg, step in nodes]
             identity += [codes.setdefault(seg.identity, len(codes)) for seg, _ in nodes]
-            edge_index, edge_attr = generate_graph.build_edges(torch.tensor(times, dtype=torch.float64),
+            edge_index, edge_attr = graph_building.build_edges(torch.tensor(times, dtype=torch.float64),
                                                                torch.tensor(identity), graphs["time_edge"],
                                                                graphs["cross_identity"])
             logits = gnn(torch.cat(features), edge_index, edge_attr)[-len(nodes):]
@@ -116,7 +109,7 @@ def build_model(work: Path) -> tuple[Path, Path]:
     root = work / "KEMDy20"
     summary = synthetic.make_dataset(root, preset="tiny", seed=0)
     frames.write_frames(frames.build_frames(root), root)
-    args = run_pipeline.parse_args(["--data", str(root), "--device", "cpu", "--work", str(work)])
+    args = pipeline_run.parse_args(["--data", str(root), "--device", "cpu", "--work", str(work)])
     dirs = stages.ChainDirs(work / "ste", work / "features", work / "graphs", work / "results", "tiny_causal")
     pipeline = stages.Pipeline(work / layout.STATE_FILE, force=True)
     stages.run_chain(args, pipeline, root, "tiny", BUILD_SETTINGS, dirs, util.session_splits(), None)
@@ -149,14 +142,14 @@ def main() -> None:
 def replay(args: argparse.Namespace) -> None:
     """Both ways on session args.session of args.root with the model folder args.model; prints the figures."""
     loaded = model_folder.load(args.model)
-    gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
+    gnn, _ = gnn_model.load_checkpoint(loaded["gnn_path"])
     if not gnn.causal:
         raise util.DataError("not a causal GNN (train_val.py --causal)", loaded["gnn_path"])
     gnn.eval()
     state = checkpoints.load_encoder_checkpoint(loaded["encoder_path"])
     encoder = inference_model(checkpoints.encoder_from_checkpoint(state, loaded["encoder_path"]))
     graphs = loaded["graph"]
-    _, segments, _ = predict.session_segments(args.root, [args.session])
+    _, segments, _ = labelling.session_segments(args.root, [args.session])
     warm_up = online.NodeEmbedder(encoder, state, torch.device("cpu"))
     for size in (1, 2):  # the encoder's first pass per batch size builds its kernels
         warm_up.embed([(segments[0], 0)] * size)

@@ -33,9 +33,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import cv_results  # noqa: E402
-import systems  # noqa: E402
 from encoder.core import metrics, util  # noqa: E402
+from temporal_gnn import cv_results, systems  # noqa: E402
 
 RUNS_DIR = REPO_ROOT / "docs" / "runs"
 PAGES = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "results.md")

@@ -2,7 +2,7 @@
 filter is process-wide state, so it is installed where a process starts, before torch_geometric is
 imported: every script that loads torch_geometric (train_val.py, generate_graph.py, predict.py,
 run_pipeline.py, the graph benchmarks) imports this package as its first import; library modules
-(data_loader, models_gnn, online, ...) do not. tests/conftest.py hands the same filter to pytest, which
+(temporal_gnn's, encoder.core's) do not. tests/conftest.py hands the same filter to pytest, which
 resets the filters around collection and each test.
 
 torch_geometric 2.8 calls torch.jit.script at import time (nn/pool/connect/base.py and select/base.py),

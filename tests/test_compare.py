@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from script_module import load_script
 from test_cv import write_fold
 
-import cv_results
 from encoder.core import config, layout, metrics, util
+from temporal_gnn import cv_results
 
+cv_results_script = load_script(config.REPO_ROOT / "cv_results.py")  # the --compare command
 GNN = layout.gnn_folder("audio")
 HALVES = [[1, 2], [3, 4]]  # fold k tests HALVES[k] and trains on the other half
 # four sessions of two segments, one of class 0 (neutral) and one of class 1 (happy) each
@@ -105,7 +107,7 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
 def test_cli_prints_the_table_and_writes_into_b(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "a", WRONG), write_run(tmp_path / "b", TARGETS)
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results_script.main(["--compare", str(a), str(b), "--modalities", "audio"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(b / "compare_audio.json")
     written = util.read_json(b / "compare_audio.json")
@@ -153,7 +155,7 @@ def test_over_seeds_averages_the_seeds_paired_differences_on_the_same_resamples(
     assert comparison["over_seeds"]["encoder"]["ci95"] == [0.0, 0.0]
 
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results_script.main(["--compare", str(a), str(b), "--modalities", "audio"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(b / "compare_audio_seeds.json")
     assert util.read_json(b / "compare_audio_seeds.json")["over_seeds"]["gnn"]["macro_f1"] == pytest.approx(0.125)
@@ -168,7 +170,7 @@ def test_a_comparison_over_seeds_needs_two_shared_seeds(tmp_path: Path) -> None:
         cv_results.compare_seeds(a, b, "audio")
     assert "\n" not in str(err.value)
     with contextlib.redirect_stdout(io.StringIO()) as out:  # the CLI compares the one shared seed
-        cv_results.main(["--compare", str(a), str(b), "--modalities", "audio"])
+        cv_results_script.main(["--compare", str(a), str(b), "--modalities", "audio"])
     assert out.getvalue().strip().splitlines()[-1] == str(b / "compare_audio.json")
 
 
@@ -184,7 +186,7 @@ def test_suffix_b_compares_two_gnns_trained_in_the_same_folds(tmp_path: Path) ->
     assert comparison["rows"]["gnn"]["b_minus_a"]["macro_f1"] == pytest.approx(0.25)
     assert comparison["rows"]["encoder"]["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        cv_results.main(["--compare", str(run), str(run), "--modalities", "audio", "--suffix_b", "_ciy"])
+        cv_results_script.main(["--compare", str(run), str(run), "--modalities", "audio", "--suffix_b", "_ciy"])
     lines = out.getvalue().strip().splitlines()
     assert lines[-1] == str(run / "compare_audio_ciy.json")
     assert lines[2] == f"B: {run} (GNN folders gnn_audio_ciy)"
@@ -225,5 +227,6 @@ def test_two_modality_sets_of_one_run_compared_with_modalities_b(tmp_path: Path)
     assert cv_results.write_comparison(comparison) == run / "compare_prosody-audio.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        cv_results.main(["--compare", str(run), str(run), "--modalities", "audio", "--modalities_b", "prosody,audio"])
+        cv_results_script.main(["--compare", str(run), str(run), "--modalities", "audio", "--modalities_b",
+                                "prosody,audio"])
     assert printed.getvalue().strip().splitlines()[-1] == str(run / "compare_prosody-audio.json")

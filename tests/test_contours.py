@@ -151,16 +151,16 @@ def test_the_audio_stream_reads_the_rows_with_a_one_dimensional_resnet() -> None
 
 
 def test_run_pipeline_names_the_option_and_refuses_it_with_the_segment_pass() -> None:
-    import run_pipeline
     from encoder.core import config
+    from temporal_gnn import pipeline_run
 
-    settings, tags = run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args(["--contour"]))
+    settings, tags = pipeline_run.with_input_options(config.DEMO, pipeline_run.parse_args(["--contour"]))
     assert tags == ["contour"] and settings["STE_inputs"]["contour"] is True
     with pytest.raises(util.DataError, match="--contour needs the per-clip audio pass"):
-        run_pipeline.check_inputs(run_pipeline.parse_args(["--contour", "--audio_pass", "segment"]))
+        pipeline_run.check_inputs(pipeline_run.parse_args(["--contour", "--audio_pass", "segment"]))
     with pytest.raises(util.DataError, match="--contour_norm .* needs --contour"):
-        run_pipeline.check_inputs(run_pipeline.parse_args(["--contour_norm"]))
-    _, tags = run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args(["--contour", "--contour_norm"]))
+        pipeline_run.check_inputs(pipeline_run.parse_args(["--contour_norm"]))
+    _, tags = pipeline_run.with_input_options(config.DEMO, pipeline_run.parse_args(["--contour", "--contour_norm"]))
     assert tags == ["contour", "cnorm"]
 
 

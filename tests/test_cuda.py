@@ -5,7 +5,7 @@
 * node embeddings through the extraction path (prediction.embed_segments) agree in float16 autocast and
   float32, and on CUDA and CPU;
 * an encoder checkpoint written by training on CUDA loads and predicts on CPU;
-* GNN training (train_val.train_and_evaluate) on CUDA follows the CPU run, and a GNN checkpoint written
+* GNN training (gnn_training.train_and_evaluate) on CUDA follows the CPU run, and a GNN checkpoint written
   on CUDA predicts the same probabilities on CPU.
 
 Each test also checks that CUDA did the work, which the comparisons alone would not notice when a device
@@ -42,15 +42,12 @@ import pytest
 import torch
 from torch.nn import functional
 
-import data_loader
-import generate_graph
-import models_gnn
-import train_val
 from encoder.core import checkpoints, config, frames, prediction, training
 from encoder.core.custom_transforms import SpectrogramParams
 from encoder.core.dataset import Segment, load_segments
 from encoder.core.models import STEncoder, inference_model
 from encoder.core.synthetic_nodes import write_synthetic_nodes
+from temporal_gnn import gnn_model, gnn_training, graph_building, graph_data
 
 pytestmark = [
     pytest.mark.cuda,
@@ -263,7 +260,7 @@ def gnn_flags(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("gnn_cuda")
     write_synthetic_nodes(root / "features", nodes_per_session=600, seed=0, snr=2.0)
     flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *GNN_GRAPH_FLAGS]
-    generate_graph.main([*flags, "--force"])
+    graph_building.run([*flags, "--force"])
     return flags
 
 
@@ -276,9 +273,9 @@ def gnn_runs(gnn_flags: list[str], tmp_path_factory: pytest.TempPathFactory) -> 
     for device in ("cpu", "cuda:0"):
         flags = [*gnn_flags, *GNN_TRAIN_FLAGS, "--results_dir", str(results), "--exp", device.replace(":", ""),
                  "--device", device]
-        with saved_devices(models_gnn, "save_checkpoint", lambda model, *_, **__: model.parameters()) as saved, \
+        with saved_devices(gnn_model, "save_checkpoint", lambda model, *_, **__: model.parameters()) as saved, \
                 cuda_allocations() as used:
-            result = train_val.run(flags)
+            result = gnn_training.run(flags)
         runs[device] = {**result, "saved_on": saved, "cuda_bytes": used["bytes"]}
     return runs
 
@@ -299,17 +296,17 @@ def test_gnn_training_on_cuda_follows_cpu(gnn_runs: dict[str, dict]) -> None:
 
 def test_gnn_checkpoint_written_on_cuda_predicts_on_cpu(gnn_runs: dict[str, dict], gnn_flags: list[str]) -> None:
     path = Path(gnn_runs["cuda:0"]["metrics_path"]).parent / "best.pth"
-    on_cpu, _ = models_gnn.load_checkpoint(path)
+    on_cpu, _ = gnn_model.load_checkpoint(path)
     assert all(p.device == CPU for p in on_cpu.state_dict().values())
-    on_cuda, _ = models_gnn.load_checkpoint(path, map_location=CUDA)
+    on_cuda, _ = gnn_model.load_checkpoint(path, map_location=CUDA)
     on_cuda = on_cuda.to(CUDA)
     assert {p.device.type for p in on_cuda.parameters()} == {"cuda"}
-    args = train_val.parse_args(gnn_flags)
-    graph_dir = generate_graph.GraphFolders.from_args(args).graph_dir(generate_graph.GraphSettings.from_args(args))
-    graphs = data_loader.load_split(graph_dir, "test")
-    cpu_pred = train_val.predict(on_cpu, graphs, 4, CPU)
+    args = gnn_training.parse_args(gnn_flags)
+    graph_dir = graph_building.GraphFolders.from_args(args).graph_dir(graph_building.GraphSettings.from_args(args))
+    graphs = graph_data.load_split(graph_dir, "test")
+    cpu_pred = gnn_training.predict(on_cpu, graphs, 4, CPU)
     with cuda_allocations() as used:
-        cuda_pred = train_val.predict(on_cuda, graphs, 4, CUDA)
+        cuda_pred = gnn_training.predict(on_cuda, graphs, 4, CUDA)
     assert used["bytes"] > 0, "prediction on CUDA allocated no CUDA memory"
     assert cuda_pred["segment_ids"] == cpu_pred["segment_ids"]
     assert np.array_equal(cuda_pred["targets"], cpu_pred["targets"])

@@ -16,17 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_module import load_script
 
-import cv_results
-import data_loader
-import generate_graph
-import run_pipeline
-import stages
 from encoder.core import checkpoints, config, extraction, frames, kemdy20, layout, metrics, util
 from encoder.core.custom_transforms import Normalization
 from encoder.core.models import STEncoder
 from encoder.core.synthetic_nodes import write_synthetic_nodes
+from temporal_gnn import cv_results, graph_building, graph_data, stages
 
+run_pipeline = load_script(config.REPO_ROOT / "run_pipeline.py")  # the script, for its main() in this process
 TINY_SETTINGS = {
     "preset": "tiny",
     "STE_inputs": {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16,
@@ -192,9 +190,10 @@ def test_session_bootstrap_is_wider_with_fewer_sessions_and_contains_the_estimat
 
 
 def test_cv_results_does_not_import_the_gnn_stack() -> None:
-    # the CV summary only reads CSV/JSON and draws figures: no torch_geometric, no train_val
+    # the CV summary only reads CSV/JSON and draws figures: no torch_geometric, no GNN training
     repo = Path(__file__).resolve().parents[1]
-    code = "import cv_results, sys; print('torch_geometric' in sys.modules, 'train_val' in sys.modules)"
+    code = ("import sys; from temporal_gnn import cv_results; "
+            "print('torch_geometric' in sys.modules, 'temporal_gnn.gnn_training' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(repo)})
     assert result.stdout.split() == ["False", "False"]
@@ -351,7 +350,7 @@ def test_generate_graph_refuses_node_files_that_do_not_match_the_manifest(tmp_pa
     args = graph_args(features, tmp_path / "graphs")
     (features / "features_train" / "Sess02.pkl").unlink()
     with pytest.raises(util.DataError, match=r"do not match the feature manifest's train sessions") as err:
-        generate_graph.main(args)
+        graph_building.run(args)
     assert "Sess02.pkl" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "graphs").exists()
 
@@ -360,19 +359,19 @@ def test_generate_graph_refuses_node_files_that_do_not_match_the_manifest(tmp_pa
     rows = pickle.loads(path.read_bytes())
     path.write_bytes(pickle.dumps(rows[:-5]))
     with pytest.raises(util.DataError, match=rf"{len(rows) - 5} node rows, the feature manifest counted {len(rows)}"):
-        generate_graph.main(args)
+        graph_building.run(args)
 
 
 def test_missing_feature_manifest_is_an_error(tmp_path: Path) -> None:
     features = tmp_path / "features"
     write_synthetic_nodes(features, SPLITS, nodes_per_session=80, feature_dims=DIMS, seed=1)
-    graph_dir = generate_graph.main(graph_args(features, tmp_path / "graphs"))
-    record = data_loader.read_build_record(graph_dir)
+    graph_dir = graph_building.run(graph_args(features, tmp_path / "graphs"))
+    record = graph_data.read_build_record(graph_dir)
     (features / "manifest.json").unlink()
     with pytest.raises(util.DataError, match="feature manifest missing"):
-        data_loader.check_manifest(graph_dir, features, record)
+        graph_data.check_manifest(graph_dir, features, record)
     with pytest.raises(util.DataError, match="file not found"):
-        generate_graph.main([*graph_args(features, tmp_path / "g2")])
+        graph_building.run([*graph_args(features, tmp_path / "g2")])
 
 
 # --------------------------------------------------------------------------- two-fold CV end to end

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import predict
-import train_val
 from encoder.core import config, extraction, metrics
 from encoder.core.metrics import adjusted_decisions, choose_decision_tau, class_prior
+from temporal_gnn import gnn_training, labelling
 
 PROBS = np.array([[0.5, 0.3, 0.2], [0.6, 0.1, 0.3]])
 PRIOR = np.array([0.7, 0.2, 0.1])
@@ -64,20 +63,20 @@ def test_the_encoders_report_takes_the_tau_chosen_on_validation() -> None:
 
 
 def test_the_gnn_setting_is_checked_and_its_flag_parsed() -> None:
-    assert train_val.GnnSettings.from_config().decision_tau_grid == tuple(config.GNN["decision_tau_grid"])
-    assert train_val.GnnSettings.from_config({"decision_tau_grid": [0, 1]}).decision_tau_grid == (0.0, 1.0)
+    assert gnn_training.GnnSettings.from_config().decision_tau_grid == tuple(config.GNN["decision_tau_grid"])
+    assert gnn_training.GnnSettings.from_config({"decision_tau_grid": [0, 1]}).decision_tau_grid == (0.0, 1.0)
     for bad in ((), (-1.0,), ("a",)):
         with pytest.raises(ValueError, match="decision_tau_grid"):
-            train_val.GnnSettings.from_config({"decision_tau_grid": bad})
-    args = train_val.parse_args(["--decision_tau_grid", "0,0.5,1"])
-    assert train_val.GnnSettings.from_args(args).decision_tau_grid == (0.0, 0.5, 1.0)
+            gnn_training.GnnSettings.from_config({"decision_tau_grid": bad})
+    args = gnn_training.parse_args(["--decision_tau_grid", "0,0.5,1"])
+    assert gnn_training.GnnSettings.from_args(args).decision_tau_grid == (0.0, 0.5, 1.0)
     with pytest.raises(SystemExit):
-        train_val.parse_args(["--decision_tau_grid", "0,x"])
+        gnn_training.parse_args(["--decision_tau_grid", "0,x"])
 
 
 def test_train_val_decides_on_validation_and_tests_with_it() -> None:
     ids = ["Sess01_script01_User001F_001", "Sess01_script01_User002M_001"]
-    val = train_val.evaluate({"probs": np.pad(PROBS, ((0, 0), (0, 4))), "targets": np.array([1, 2]),
+    val = gnn_training.evaluate({"probs": np.pad(PROBS, ((0, 0), (0, 4))), "targets": np.array([1, 2]),
                               "segment_ids": ids})
     graphs = [type("G", (), {"target": np.array(t), "segment_id": [f"Sess02_script01_User003F_{i:03d}"]})()
               for i, t in enumerate([0] * 8 + [1] * 2 + [2])]
@@ -85,9 +84,9 @@ def test_train_val_decides_on_validation_and_tests_with_it() -> None:
 
     for g in graphs:
         g.target = torch.tensor([int(g.target)])
-    decision = train_val.decide(val, graphs, (0.0, 0.5, 1.0))
+    decision = gnn_training.decide(val, graphs, (0.0, 0.5, 1.0))
     assert decision["tau"] == 0.5
-    test = train_val.evaluate({"probs": np.pad(PROBS, ((0, 0), (0, 4))), "targets": np.array([1, 2]),
+    test = gnn_training.evaluate({"probs": np.pad(PROBS, ((0, 0), (0, 4))), "targets": np.array([1, 2]),
                                "segment_ids": ids}, decision)
     assert test["segment"]["macro_f1"] == 1.0 and test["_segments"][2].tolist() == [1, 2]
 
@@ -97,7 +96,7 @@ def test_predict_writes_the_decided_class() -> None:
     gt = pd.DataFrame({"wav_start": [0.0, 1.0], "wav_end": [1.0, 2.0], "target": [1, 2]}, index=ids)
     probs = np.pad(PROBS, ((0, 0), (0, 4)))
     prior = np.pad(PRIOR, (0, 4), constant_values=1.0)  # the four classes past the third never win
-    plain = predict.prediction_table(ids, probs, gt, [])
-    decided = predict.prediction_table(ids, probs, gt, [], decision={"tau": 0.5, "prior": prior.tolist()})
+    plain = labelling.prediction_table(ids, probs, gt, [])
+    decided = labelling.prediction_table(ids, probs, gt, [], decision={"tau": 0.5, "prior": prior.tolist()})
     assert plain["predicted"].tolist() == ["neutral", "neutral"]
     assert decided["predicted"].tolist() == ["happy", "surprise"]

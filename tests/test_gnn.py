@@ -12,12 +12,9 @@ import pytest
 import torch
 from torch_geometric.nn import EdgeConv
 
-import data_loader
-import generate_graph
-import models_gnn
-import train_val
 from encoder.core import config, metrics, util
 from encoder.core.synthetic_nodes import write_synthetic_nodes
+from temporal_gnn import gnn_model, gnn_training, graph_building, graph_data
 
 DIMS = {"audio": 16, "eda": 8, "temp": 8}
 SPLITS = {"train": (1, 2, 3, 4, 5, 6), "val": (7, 8), "test": (9, 10)}
@@ -36,7 +33,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[
 def graphs_of(root: Path, graph_flags: list[str] = GRAPH_FLAGS) -> dict[str, Path]:
     """Graphs of the node files in root/features, in root/graphs."""
     flags = ["--features_dir", str(root / "features"), "--graphs_dir", str(root / "graphs"), *graph_flags]
-    generate_graph.main(flags)
+    graph_building.run(flags)
     return {"root": root, "features": root / "features", "graphs": root / "graphs"}
 
 
@@ -49,22 +46,23 @@ def train_args(data: dict[str, Path], results: Path, *extra: str, graph_flags: l
 def trained(dataset: dict[str, Path]) -> dict:
     """One short training run; every graph handed to `predict` is recorded by its sessions."""
     seen: list[int] = []
-    original = train_val.predict
+    original = gnn_training.predict
 
     def recording_predict(model, graphs, *args, **kwargs):
         seen.extend(int(s) for g in graphs for s in g.session.unique())
         return original(model, graphs, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_val, "predict", recording_predict)
-        metrics = train_val.run(train_args(dataset, dataset["root"] / "results", "--num_epoch", "12", "--exp", "run"))
+        patch.setattr(gnn_training, "predict", recording_predict)
+        metrics = gnn_training.run(train_args(dataset, dataset["root"] / "results", "--num_epoch", "12", "--exp",
+                                              "run"))
     return {"metrics": metrics, "predicted_sessions": set(seen), "out": dataset["root"] / "results" / "run"}
 
 
 def test_parameter_count_of_default_model() -> None:
-    model = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512})
-    assert util.count_parameters(model) == 139_109  # worked out in models_gnn's docstring
-    audio_only = models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512}, ["audio"])
+    model = gnn_model.SPELL({"audio": 512, "eda": 512, "temp": 512})
+    assert util.count_parameters(model) == 139_109  # worked out in gnn_model's docstring
+    audio_only = gnn_model.SPELL({"audio": 512, "eda": 512, "temp": 512}, ["audio"])
     assert util.count_parameters(audio_only) == 139_109 - 2 * (512 * 64 + 64)
 
 
@@ -72,8 +70,8 @@ def test_logits_shape_and_modality_slices() -> None:
     torch.manual_seed(0)
     x = torch.randn(30, 32)
     times = torch.arange(30, dtype=torch.float64) * 0.25
-    edge_index, edge_attr = generate_graph.build_edges(times, torch.zeros(30, dtype=torch.long), 1.0)
-    model = models_gnn.SPELL(DIMS, ["eda"]).eval()
+    edge_index, edge_attr = graph_building.build_edges(times, torch.zeros(30, dtype=torch.long), 1.0)
+    model = gnn_model.SPELL(DIMS, ["eda"]).eval()
     logits = model(x, edge_index, edge_attr)
     assert logits.shape == (30, 7) and not torch.allclose(logits.exp().sum(1), torch.ones(30))
     changed = x.clone()
@@ -81,19 +79,19 @@ def test_logits_shape_and_modality_slices() -> None:
     changed[:, 24:] -= 5.0  # the temp block
     assert torch.equal(model(changed, edge_index, edge_attr), logits)
     with pytest.raises(ValueError, match="modalities"):
-        models_gnn.SPELL(DIMS, ["video"])
+        gnn_model.SPELL(DIMS, ["video"])
 
 
 def test_checkpoint_of_another_shape(tmp_path: Path) -> None:
     path = tmp_path / "best.pth"
-    models_gnn.save_checkpoint(models_gnn.SPELL(DIMS, channel1=8), path, epoch=3)
-    model, ckpt = models_gnn.load_checkpoint(path)
+    gnn_model.save_checkpoint(gnn_model.SPELL(DIMS, channel1=8), path, epoch=3)
+    model, ckpt = gnn_model.load_checkpoint(path)
     assert model.channel1 == 8 and ckpt["epoch"] == 3
     with pytest.raises(util.DataError, match="another model shape") as err:
-        models_gnn.load_checkpoint(path, models_gnn.SPELL(DIMS, channel1=16))
+        gnn_model.load_checkpoint(path, gnn_model.SPELL(DIMS, channel1=16))
     assert str(path) in str(err.value)
     with pytest.raises(util.DataError, match="not found") as err:
-        models_gnn.load_checkpoint(tmp_path / "missing.pth")
+        gnn_model.load_checkpoint(tmp_path / "missing.pth")
     assert str(tmp_path / "missing.pth") in str(err.value)
 
 
@@ -118,8 +116,8 @@ def test_model_selection_score_is_the_segment_macro_f1_of_evaluate() -> None:
     # positive, one miss -> F1 0.5; macro over the present classes 0.25 (at node level it would differ)
     pred = {"segment_ids": ["A", "B", "A", "C"], "targets": np.array([0, 1, 0, 1]),
             "probs": np.array([[0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.9, 0.1]]), "sessions": np.zeros(4)}
-    assert train_val.segment_macro_f1(pred) == pytest.approx(0.25)
-    assert train_val.segment_macro_f1(pred) == train_val.evaluate(pred)["segment"]["macro_f1"]
+    assert gnn_training.segment_macro_f1(pred) == pytest.approx(0.25)
+    assert gnn_training.segment_macro_f1(pred) == gnn_training.evaluate(pred)["segment"]["macro_f1"]
 
 
 def test_training_beats_majority_and_writes_results(trained: dict) -> None:
@@ -137,7 +135,7 @@ def test_training_beats_majority_and_writes_results(trained: dict) -> None:
     assert env["torch_threads"] >= 1 and len(env["commit"] or "0" * 40) == 40
     for name in ("log.txt", "best.pth", "confusion_test.png", "curves.png", "predictions_test.csv"):
         assert (out / name).stat().st_size > 0
-    model, ckpt = models_gnn.load_checkpoint(out / "best.pth")
+    model, ckpt = gnn_model.load_checkpoint(out / "best.pth")
     assert ckpt["epoch"] == stored["best"]["epoch"] and model.config == stored["model"]["config"]
     # the model folder and metrics.json record the settings objects it was trained with
     recorded = util.read_json(out / "model" / "model.json")["settings"]
@@ -157,7 +155,7 @@ def test_evaluation_reads_val_and_test_sessions_only(trained: dict) -> None:
 
 
 def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    train_val.print_summary(trained["metrics"])
+    gnn_training.print_summary(trained["metrics"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == trained["metrics"]["metrics_path"]
     assert [line.split()[0] for line in lines[-7:-3]] == ["majority", "encoder", "temporal", "GNN"]
@@ -169,7 +167,7 @@ def test_summary_table_ends_with_metrics_path(trained: dict, capsys: pytest.Capt
 
 
 def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> None:
-    runs = [train_val.run(
+    runs = [gnn_training.run(
         train_args(dataset, tmp_path / str(i), "--num_epoch", "2", "--seed", "5")) for i in range(2)]
     assert runs[0]["history"] == runs[1]["history"] and runs[0]["test"] == runs[1]["test"]
     temporal = [{k: v for k, v in run["baselines"]["temporal"].items() if k != "seconds"} for run in runs]
@@ -178,14 +176,14 @@ def test_deterministic_for_a_seed(dataset: dict[str, Path], tmp_path: Path) -> N
 
 def test_bad_graph_input(dataset: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(util.DataError, match="graph folder not found") as err:
-        train_val.run(train_args(dataset, tmp_path, "--numv", "77"))
+        gnn_training.run(train_args(dataset, tmp_path, "--numv", "77"))
     assert str(dataset["graphs"] / "features_77_3_cin") in str(err.value)
 
     other = tmp_path / "other_features"
     write_synthetic_nodes(other, {"train": (1,)}, nodes_per_session=20, feature_dims=DIMS, seed=9)
     with pytest.raises(util.DataError, match="another feature manifest") as err:
-        train_val.run(train_args(dataset, tmp_path) + ["--features_dir", str(other)])
-    assert str(dataset["graphs"] / "features_100_3_cin" / data_loader.BUILD_FILE) in str(err.value)
+        gnn_training.run(train_args(dataset, tmp_path) + ["--features_dir", str(other)])
+    assert str(dataset["graphs"] / "features_100_3_cin" / graph_data.BUILD_FILE) in str(err.value)
     assert not (tmp_path / "features_100_3_cin").exists()
 
 
@@ -194,25 +192,25 @@ def test_causal_model_is_scored_on_one_unchunked_graph_per_session(dataset: dict
     (online.py, equal to one unchunked graph per session): its test probabilities are the model's on one
     graph of all of a session's nodes, which the cuts every 100 nodes would change."""
     recorded: list[dict] = []
-    original = train_val.predict
+    original = gnn_training.predict
 
     def recording_predict(*args, **kwargs):
         recorded.append(original(*args, **kwargs))
         return recorded[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_val, "predict", recording_predict)
-        result = train_val.run(
+        patch.setattr(gnn_training, "predict", recording_predict)
+        result = gnn_training.run(
             train_args(dataset, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal", "--no_temporal"))
-    model, _ = models_gnn.load_checkpoint(tmp_path / "causal" / "best.pth")
+    model, _ = gnn_model.load_checkpoint(tmp_path / "causal" / "best.pth")
     feature_dim = util.read_json(dataset["features"] / "manifest.json")["feature_dim"]
 
     def node_probs(numv: int | None) -> np.ndarray:
         probs = []
         for session in SPLITS["test"]:
-            nodes = generate_graph.read_nodes(dataset["features"] / "features_test" / f"Sess{session:02d}.pkl",
+            nodes = graph_building.read_nodes(dataset["features"] / "features_test" / f"Sess{session:02d}.pkl",
                                               feature_dim)
-            for graph in generate_graph.session_graphs(nodes, numv or len(nodes["time_s"]), 3.0, "cin"):
+            for graph in graph_building.session_graphs(nodes, numv or len(nodes["time_s"]), 3.0, "cin"):
                 with torch.no_grad():
                     probs.append(torch.softmax(model.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1))
         return torch.cat(probs).numpy()
@@ -244,13 +242,13 @@ def test_causal_model_refuses_whole_segment_blocks(with_blocks: dict[str, Path],
     it would train on them)."""
     flags = ["--num_epoch", "1", "--no_temporal", "--modalities", f"audio,{block}"]
     with pytest.raises(util.DataError, match=f"--causal cannot read {block}: computed from the whole segment") as err:
-        train_val.run(
+        gnn_training.run(
             train_args(with_blocks, tmp_path / "causal", "--causal", *flags))
     assert "\n" not in str(err.value)
     assert not (tmp_path / "causal").exists()
 
 
-def pyg_twin(model: models_gnn.SPELL) -> models_gnn.SPELL:
+def pyg_twin(model: gnn_model.SPELL) -> gnn_model.SPELL:
     """A copy of `model` whose EdgeConvs are PyG's around copies of the same MLPs: the layer the
     checkpoints of format spell-gnn-1 were trained with."""
     twin = copy.deepcopy(model)
@@ -285,7 +283,7 @@ def test_factorised_edgeconv_equals_pyg_edgeconv(bipartite: bool, inner: str, tr
     edges = random_edges(n_src, n_dst, 60, generator)
     if inner == "bn_dropout" and training:
         edges = edges[:, torch.argsort(edges[1], stable=True)]
-    ours = models_gnn.FactorisedEdgeConv(mlp(channels, inner)).train(training)
+    ours = gnn_model.FactorisedEdgeConv(mlp(channels, inner)).train(training)
     reference = EdgeConv(copy.deepcopy(ours.nn)).train(training)  # EdgeConv re-initialises its MLP
     reference.nn.load_state_dict(ours.nn.state_dict())
     results = []
@@ -308,33 +306,33 @@ def test_factorised_edgeconv_equals_pyg_edgeconv(bipartite: bool, inner: str, tr
 
 
 def test_factorised_edgeconv_without_edges_and_bad_mlp() -> None:
-    layer = models_gnn.FactorisedEdgeConv(mlp(4, "plain"))
+    layer = gnn_model.FactorisedEdgeConv(mlp(4, "plain"))
     out = layer((torch.randn(3, 4), torch.randn(5, 4)), torch.zeros((2, 0), dtype=torch.long))
     assert torch.equal(out, torch.zeros(5, 5))
     with pytest.raises(ValueError, match="Linear"):
-        models_gnn.FactorisedEdgeConv(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 4)))
+        gnn_model.FactorisedEdgeConv(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(8, 4)))
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_checkpoints_of_the_pyg_edgeconv_model_load_unchanged(tmp_path: Path, causal: bool) -> None:
     """Every branch uses the factorised layer, whose parameters are PyG EdgeConv's (same names, shapes):
     a checkpoint written by the model with PyG's EdgeConv loads as it is and gives the same logits."""
-    assert models_gnn.CHECKPOINT_FORMAT == "spell-gnn-1"
+    assert gnn_model.CHECKPOINT_FORMAT == "spell-gnn-1"
     torch.manual_seed(0)
-    model = models_gnn.SPELL(DIMS, channel1=16, channel2=8, causal=causal)
-    assert all(isinstance(conv, models_gnn.FactorisedEdgeConv) for conv in model.edge_convs)
+    model = gnn_model.SPELL(DIMS, channel1=16, channel2=8, causal=causal)
+    assert all(isinstance(conv, gnn_model.FactorisedEdgeConv) for conv in model.edge_convs)
     assert len(model.edge_convs) == (2 if causal else 3)
     old = pyg_twin(model)
     for p in old.parameters():  # weights of their own, not the new model's
         p.data.add_(0.1 * torch.randn_like(p))
     old_state = old.state_dict()
     assert {k: v.shape for k, v in old_state.items()} == {k: v.shape for k, v in model.state_dict().items()}
-    models_gnn.save_checkpoint(old, tmp_path / "best.pth", epoch=1)
-    loaded, _ = models_gnn.load_checkpoint(tmp_path / "best.pth")
+    gnn_model.save_checkpoint(old, tmp_path / "best.pth", epoch=1)
+    loaded, _ = gnn_model.load_checkpoint(tmp_path / "best.pth")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in old_state.items())
     x = torch.randn(40, 32)
     times = torch.sort(torch.rand(40, dtype=torch.float64) * 8).values
-    edge_index, edge_attr = generate_graph.build_edges(times, torch.randint(0, 2, (40,)), 1.5)
+    edge_index, edge_attr = graph_building.build_edges(times, torch.randint(0, 2, (40,)), 1.5)
     with torch.no_grad():
         logits = loaded.eval()(x, edge_index, edge_attr)
         torch.testing.assert_close(logits, old.eval()(x, edge_index, edge_attr), atol=1e-5, rtol=1e-4)

@@ -11,9 +11,9 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-import train_val
 from encoder.core import config
 from encoder.core.prediction import logit_offset, training_prior
+from temporal_gnn import gnn_training
 
 
 class ZeroLogits(nn.Module):
@@ -44,8 +44,8 @@ def test_the_loss_is_taken_on_logits_plus_tau_log_prior(tau: float) -> None:
     offset = logit_offset(prior, tau)
     assert (offset is None) is (tau == 0.0)
     model = ZeroLogits()
-    loss = train_val._train_epoch(model, DataLoader(data, batch_size=1), torch.optim.SGD(model.parameters(), lr=0.1),
-                                  None, torch.device("cpu"), train_val.gnn_logits, offset)
+    loss = gnn_training._train_epoch(model, DataLoader(data, batch_size=1), torch.optim.SGD(model.parameters(), lr=0.1),
+                                  None, torch.device("cpu"), gnn_training.gnn_logits, offset)
     # zero logits + tau log(prior): softmax is prior^tau / sum(prior^tau); the loss averages -log of it at
     # each node's class: three neutral nodes and one happy one
     p = np.asarray(prior) ** tau / (np.asarray(prior) ** tau).sum()
@@ -53,5 +53,5 @@ def test_the_loss_is_taken_on_logits_plus_tau_log_prior(tau: float) -> None:
 
 
 def test_the_flag_defaults_to_config_and_reaches_the_run() -> None:
-    assert train_val.parse_args([]).logit_adjust_tau == config.GNN["logit_adjust_tau"] == 0.0
-    assert train_val.parse_args(["--logit_adjust_tau", "1"]).logit_adjust_tau == 1.0
+    assert gnn_training.parse_args([]).logit_adjust_tau == config.GNN["logit_adjust_tau"] == 0.0
+    assert gnn_training.parse_args(["--logit_adjust_tau", "1"]).logit_adjust_tau == 1.0

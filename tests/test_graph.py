@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import data_loader
-import generate_graph
-import models_gnn
 from encoder.core import config, util
 from encoder.core.synthetic_nodes import write_synthetic_nodes
+from temporal_gnn import gnn_model, graph_building, graph_data
 
 DIMS = {"audio": 8, "eda": 4, "temp": 4}
 SPLITS = {"train": (1, 2), "val": (3,), "test": (4,)}
@@ -56,7 +54,7 @@ def test_edges_equal_naive_reference(cross_identity: str, time_edge: float) -> N
     for n in (1, 2, 37, 90):
         times, identities = random_nodes(rng, n)
         codes = torch.from_numpy(np.unique(identities, return_inverse=True)[1])
-        edge_index, edge_attr = generate_graph.build_edges(torch.tensor(times, dtype=torch.float64), codes,
+        edge_index, edge_attr = graph_building.build_edges(torch.tensor(times, dtype=torch.float64), codes,
                                                            time_edge, cross_identity)
         assert edge_index.dtype == torch.long and edge_attr.dtype == torch.float32
         assert edge_set(edge_index, edge_attr) == naive_edges(times, identities, time_edge, cross_identity)
@@ -64,14 +62,14 @@ def test_edges_equal_naive_reference(cross_identity: str, time_edge: float) -> N
 
 def test_ties_link_across_identities_and_self_loops() -> None:
     times = torch.tensor([10.0, 10.0, 12.0], dtype=torch.float64)
-    edges = edge_set(*generate_graph.build_edges(times, torch.tensor([0, 1, 1]), 7.2, "cin"))
+    edges = edge_set(*graph_building.build_edges(times, torch.tensor([0, 1, 1]), 7.2, "cin"))
     assert edges == {(0, 0, 0.0), (1, 1, 0.0), (2, 2, 0.0), (0, 1, 0.0), (1, 0, 0.0), (1, 2, -1.0), (2, 1, 1.0)}
 
 
 def test_branch_masks() -> None:
     times = torch.tensor([0.0, 0.25, 0.25, 3.0, 20.0], dtype=torch.float64)
-    edge_index, edge_attr = generate_graph.build_edges(times, torch.tensor([0, 0, 1, 0, 0]), 7.2, "ciy")
-    branches = models_gnn.branch_edges(edge_index, edge_attr)
+    edge_index, edge_attr = graph_building.build_edges(times, torch.tensor([0, 0, 1, 0, 0]), 7.2, "ciy")
+    branches = gnn_model.branch_edges(edge_index, edge_attr)
     t = times.tolist()
     as_pairs = {name: set(map(tuple, e.t().tolist())) for name, e in branches.items()}
     assert as_pairs["undirected"] == set(map(tuple, edge_index.t().tolist()))
@@ -86,8 +84,8 @@ def test_session_graphs_order_cut_and_payload(tmp_path: Path) -> None:
     write_synthetic_nodes(tmp_path, SPLITS, nodes_per_session=230, feature_dims=DIMS, seed=3)
     path = tmp_path / "features_train" / "Sess01.pkl"
     rows = pickle.loads(path.read_bytes())
-    nodes = generate_graph.read_nodes(path, sum(DIMS.values()))
-    graphs = list(generate_graph.session_graphs(nodes, 100, 7.2, "cin"))
+    nodes = graph_building.read_nodes(path, sum(DIMS.values()))
+    graphs = list(graph_building.session_graphs(nodes, 100, 7.2, "cin"))
     assert [g.num_nodes for g in graphs] == [100, 100, len(rows) - 200]
     expected = sorted(rows, key=lambda r: (r[1], r[2], r[5]))
     got = [(t, i, s) for g in graphs for t, i, s in zip(g.time_s.tolist(), g.identity, g.segment_id, strict=True)]
@@ -112,24 +110,24 @@ def build_args(features: Path, graphs: Path, *extra: str) -> list[str]:
 def test_build_skip_refuse_force(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     features, graphs = tmp_path / "features", tmp_path / "graphs"
     write_synthetic_nodes(features, SPLITS, nodes_per_session=250, feature_dims=DIMS, seed=1)
-    out = generate_graph.main(build_args(features, graphs))
+    out = graph_building.run(build_args(features, graphs))
     assert out == graphs / "features_120_7.2_cin"
-    record = util.read_json(out / data_loader.BUILD_FILE)
+    record = util.read_json(out / graph_data.BUILD_FILE)
     assert record["feature_manifest_sha256"] == util.file_sha256(features / "manifest.json")
     assert record["build"]["numv"] == 120 and record["feature_dims"] == DIMS
-    dataset = data_loader.GraphDataset(out / "test")
+    dataset = graph_data.GraphDataset(out / "test")
     assert len(dataset) == 3 and set(dataset[0].session.tolist()) == {4}
     assert dataset.processed_file_names[0] == "Sess04_000.pt"
 
-    generate_graph.main(build_args(features, graphs))
+    graph_building.run(build_args(features, graphs))
     assert "up to date, skipped" in capsys.readouterr().out
 
     write_synthetic_nodes(features, SPLITS, nodes_per_session=250, feature_dims=DIMS, seed=2)
     with pytest.raises(util.DataError, match="another feature manifest") as err:
-        generate_graph.main(build_args(features, graphs))
+        graph_building.run(build_args(features, graphs))
     assert str(out) in str(err.value)
-    generate_graph.main(build_args(features, graphs, "--force", "--workers", "2"))
-    assert util.read_json(out / data_loader.BUILD_FILE)["feature_manifest_sha256"] == util.file_sha256(
+    graph_building.run(build_args(features, graphs, "--force", "--workers", "2"))
+    assert util.read_json(out / graph_data.BUILD_FILE)["feature_manifest_sha256"] == util.file_sha256(
         features / "manifest.json")
 
 
@@ -142,17 +140,17 @@ def test_bad_node_row_names_file_and_row_and_leaves_nothing(tmp_path: Path, bad_
     rows[7] = rows[7][:6] + (bad_feature,)
     path.write_bytes(pickle.dumps(rows))
     with pytest.raises(util.DataError, match="row 7") as err:
-        generate_graph.main(build_args(features, graphs))
+        graph_building.run(build_args(features, graphs))
     assert str(path) in str(err.value)
     assert not list(graphs.iterdir())
 
 
 def test_missing_graph_folder(tmp_path: Path) -> None:
     with pytest.raises(util.DataError) as err:
-        data_loader.GraphDataset(tmp_path / "nowhere" / "train")
+        graph_data.GraphDataset(tmp_path / "nowhere" / "train")
     assert str(tmp_path / "nowhere" / "train" / "processed") in str(err.value)
     with pytest.raises(util.DataError) as err:
-        data_loader.read_build_record(tmp_path / "nowhere")
+        graph_data.read_build_record(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(err.value)
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from test_cv import cv_runner
 
-import cv_results
-import run_pipeline
 from encoder.core import layout, util
+from temporal_gnn import cv_results, pipeline_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,4 +97,4 @@ def test_workers_record_their_stages_as_the_sequential_run(ablations: dict) -> N
 @pytest.mark.parametrize("flags", [["--jobs", "0"], ["--jobs", "2"]])
 def test_jobs_that_cannot_work_are_refused(flags: list[str]) -> None:
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        run_pipeline.parse_args(flags)
+        pipeline_run.parse_args(flags)

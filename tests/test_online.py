@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import generate_graph
-import models_gnn
-import online
 from encoder.core import util
+from temporal_gnn import gnn_model, graph_building, online
 
 DIMS = {"audio": 16, "eda": 8, "temp": 8}
 TIME_EDGE = 3.0
@@ -21,10 +19,10 @@ TIME_EDGE = 3.0
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def causal_model(seed: int = 0) -> models_gnn.SPELL:
+def causal_model(seed: int = 0) -> gnn_model.SPELL:
     """A causal model in eval mode with non-trivial BatchNorm statistics (as after training)."""
     torch.manual_seed(seed)
-    model = models_gnn.SPELL(DIMS, channel1=16, channel2=8, causal=True)
+    model = gnn_model.SPELL(DIMS, channel1=16, channel2=8, causal=True)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.uniform_(-1, 1)
@@ -33,19 +31,19 @@ def causal_model(seed: int = 0) -> models_gnn.SPELL:
 
 
 def stream(n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
-    """Nodes in generate_graph's session order: 4 Hz timestamps over 60 s with ties (several speakers
+    """Nodes in graph_building's session order: 4 Hz timestamps over 60 s with ties (several speakers
     at one instant), three identities, random features."""
     rng = np.random.default_rng(seed)
     nodes = {"time_s": np.round(rng.uniform(0, 60, n) * 4) / 4 + 40000.0,
              "identity": rng.choice(["User001F", "User002M", "User003F"], n),
              "segment_id": np.array([f"seg{i:03d}" for i in range(n)])}
-    order, codes = generate_graph.session_order(nodes)
+    order, codes = graph_building.session_order(nodes)
     return {**{k: v[order] for k, v in nodes.items()}, "codes": codes[order],
             "x": rng.standard_normal((n, sum(DIMS.values()))).astype(np.float32)}
 
 
-def offline_logits(model: models_gnn.SPELL, nodes: dict[str, np.ndarray], cross_identity: str) -> torch.Tensor:
-    edge_index, edge_attr = generate_graph.build_edges(torch.from_numpy(nodes["time_s"]),
+def offline_logits(model: gnn_model.SPELL, nodes: dict[str, np.ndarray], cross_identity: str) -> torch.Tensor:
+    edge_index, edge_attr = graph_building.build_edges(torch.from_numpy(nodes["time_s"]),
                                                        torch.from_numpy(nodes["codes"]), TIME_EDGE, cross_identity)
     with torch.no_grad():
         return model(torch.from_numpy(nodes["x"]), edge_index, edge_attr)
@@ -80,7 +78,7 @@ def test_causal_model_reads_no_later_node() -> None:
     torch.testing.assert_close(before[:cut], after[:cut], atol=0, rtol=0)
     assert not torch.allclose(before[cut:], after[cut:])
     torch.manual_seed(0)
-    offline = models_gnn.SPELL(DIMS, channel1=16, channel2=8).eval()
+    offline = gnn_model.SPELL(DIMS, channel1=16, channel2=8).eval()
     looks_ahead = offline_logits(offline, nodes, "cin")[:cut], offline_logits(offline, changed, "cin")[:cut]
     assert not torch.allclose(*looks_ahead)
 
@@ -88,9 +86,9 @@ def test_causal_model_reads_no_later_node() -> None:
 def test_causal_branches_hold_only_past_and_same_instant_edges() -> None:
     nodes = stream(80)
     times = torch.from_numpy(nodes["time_s"])
-    edge_index, edge_attr = generate_graph.build_edges(times, torch.from_numpy(nodes["codes"]), TIME_EDGE, "ciy")
-    branches = models_gnn.branch_edges(edge_index, edge_attr, causal=True)
-    assert list(branches) == list(models_gnn.CAUSAL_BRANCHES)
+    edge_index, edge_attr = graph_building.build_edges(times, torch.from_numpy(nodes["codes"]), TIME_EDGE, "ciy")
+    branches = gnn_model.branch_edges(edge_index, edge_attr, causal=True)
+    assert list(branches) == list(gnn_model.CAUSAL_BRANCHES)
     source, target = branches["past"]
     assert bool((times[source] <= times[target]).all())
     assert branches["past"].shape[1] == int((times[edge_index[0]] <= times[edge_index[1]]).sum())
@@ -100,19 +98,19 @@ def test_causal_branches_hold_only_past_and_same_instant_edges() -> None:
 
 def test_causal_checkpoint_rebuilds_the_causal_variant(tmp_path: Path) -> None:
     model = causal_model()
-    assert util.count_parameters(models_gnn.SPELL({"audio": 512, "eda": 512, "temp": 512}, causal=True)) == 126_302
-    models_gnn.save_checkpoint(model, tmp_path / "best.pth", epoch=1)
-    loaded, _ = models_gnn.load_checkpoint(tmp_path / "best.pth")
-    assert loaded.causal and loaded.branches == models_gnn.CAUSAL_BRANCHES
+    assert util.count_parameters(gnn_model.SPELL({"audio": 512, "eda": 512, "temp": 512}, causal=True)) == 126_302
+    gnn_model.save_checkpoint(model, tmp_path / "best.pth", epoch=1)
+    loaded, _ = gnn_model.load_checkpoint(tmp_path / "best.pth")
+    assert loaded.causal and loaded.branches == gnn_model.CAUSAL_BRANCHES
     nodes = stream(60)
     torch.testing.assert_close(offline_logits(loaded.eval(), nodes, "cin"), offline_logits(model, nodes, "cin"))
     with pytest.raises(util.DataError, match="another model shape"):
-        models_gnn.load_checkpoint(tmp_path / "best.pth", models_gnn.SPELL(DIMS, channel1=16, channel2=8))
+        gnn_model.load_checkpoint(tmp_path / "best.pth", gnn_model.SPELL(DIMS, channel1=16, channel2=8))
 
 
 def test_online_refuses_an_offline_model_and_nodes_out_of_order() -> None:
     with pytest.raises(ValueError, match="causal"):
-        online.OnlineGNN(models_gnn.SPELL(DIMS).eval(), TIME_EDGE)
+        online.OnlineGNN(gnn_model.SPELL(DIMS).eval(), TIME_EDGE)
     gnn = online.OnlineGNN(causal_model(), TIME_EDGE)
     gnn.push([10.0], ["User001F"], torch.zeros(1, 32))
     with pytest.raises(ValueError, match="time order"):

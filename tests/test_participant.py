@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-import online
 from encoder.core import checkpoints, extraction, frames, io, participant, streams, training, util
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram, segment_spectrogram
 from encoder.core.dataset import (
@@ -24,6 +23,7 @@ from encoder.core.dataset import (
 )
 from encoder.core.models import STEncoder
 from encoder.core.participant import InputOptions
+from temporal_gnn import online
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -253,20 +253,20 @@ def test_checkpoint_carries_the_options_to_extraction_and_online(tiny_root: Path
 
 
 def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
-    import run_pipeline
     from encoder.core import config
+    from temporal_gnn import pipeline_run
 
     assert not config.STE_inputs["participant_norm"] and not config.STE_inputs["eda_components"]  # the defaults
-    args = run_pipeline.parse_args(["--bio_clip_length", "41", "--participant_norm", "--eda_components"])
-    settings, tag = run_pipeline.with_input_options(config.DEMO, args)
+    args = pipeline_run.parse_args(["--bio_clip_length", "41", "--participant_norm", "--eda_components"])
+    settings, tag = pipeline_run.with_input_options(config.DEMO, args)
     assert tag == ["bio41", "pnorm", "edac"]
     assert {k: settings["STE_inputs"][k] for k in ("bio_clip_length", "participant_norm", "eda_components")} == {
         "bio_clip_length": 41, "participant_norm": True, "eda_components": True}
     assert settings["STE_inputs"]["n_mels"] == config.DEMO["STE_inputs"]["n_mels"]  # the profile's own kept
-    assert run_pipeline.with_input_options(config.DEMO, run_pipeline.parse_args([])) == (config.DEMO, [])
+    assert pipeline_run.with_input_options(config.DEMO, pipeline_run.parse_args([])) == (config.DEMO, [])
     # an option given at its default value changes nothing, names nothing
-    same = run_pipeline.parse_args(["--no-participant_norm", "--no-eda_components"])
-    assert run_pipeline.with_input_options(config.DEMO, same) == (config.DEMO, [])
+    same = pipeline_run.parse_args(["--no-participant_norm", "--no-eda_components"])
+    assert pipeline_run.with_input_options(config.DEMO, same) == (config.DEMO, [])
 
 
 @pytest.mark.parametrize(("options", "count", "params"), [

@@ -8,17 +8,18 @@ import io
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
-import run_pipeline
-import stages
 from encoder.core import config, layout, util
+from temporal_gnn import pipeline_run, stages
 
+run_pipeline = load_script(config.REPO_ROOT / "run_pipeline.py")  # the script, for its main() in this process
 FOLDS = [{"train": (3, 4), "val": (2,), "test": (1,)}, {"train": (1, 2), "val": (4,), "test": (3,)}]
 FIRST = config.SEED
 
 
 def plan_cv(tmp_path: Path, *flags: str) -> list[stages.Chain]:
-    args = run_pipeline.parse_args(["--cv", "2", "--modalities", "audio,eda", "--work", str(tmp_path), *flags])
+    args = pipeline_run.parse_args(["--cv", "2", "--modalities", "audio,eda", "--work", str(tmp_path), *flags])
     subsets = ["audio", "eda", "audio,eda"] if args.ablation else [args.modalities]
     return stages.plan_cv(args, tmp_path / "cv", FOLDS, subsets)
 
@@ -57,14 +58,14 @@ def test_keep_encoder_puts_every_seeds_gnn_on_the_first_seeds_chains(tmp_path: P
 
 
 def test_the_single_runs_plan(tmp_path: Path) -> None:
-    args = run_pipeline.parse_args(["--seeds", "2", "--work", str(tmp_path)])
+    args = pipeline_run.parse_args(["--seeds", "2", "--work", str(tmp_path)])
     first, later = stages.plan_single(args, "demo_x")
     assert first.state is None and first.dirs.ste == tmp_path / "encoder" / "STE_TRAIN"  # the run's own cache
     assert first.dirs.results / first.gnns[0].exp == tmp_path / "results" / "demo_x"
     tree = tmp_path / "results" / f"seed_{FIRST + 1}"
     assert later.state == tree / layout.STATE_FILE and later.label == f"seed {FIRST + 1}"
     assert later.dirs.results / later.gnns[0].exp == tree / "demo_x" and later.seed == FIRST + 1
-    keep = run_pipeline.parse_args(["--seeds", "2", "--keep_encoder", "--work", str(tmp_path)])
+    keep = pipeline_run.parse_args(["--seeds", "2", "--keep_encoder", "--work", str(tmp_path)])
     (only,) = stages.plan_single(keep, "demo_x")
     assert [(g.exp, g.stage_suffix) for g in only.gnns] == [("demo_x", ""), (f"demo_x_seed{FIRST + 1}",
                                                                                 f" seed {FIRST + 1}")]
@@ -74,27 +75,27 @@ def test_an_experiment_name_names_the_folders(tmp_path: Path) -> None:
     assert layout.cv_dir(tmp_path, "demo", 5) == tmp_path / "demo_cv5"
     assert layout.cv_dir(tmp_path, "demo", 5, "pnorm", "split") == tmp_path / "demo_split_cv5_pnorm"
     assert layout.single_experiment("demo", "audio,eda", "long_context") == "demo_audio-eda_long_context"
-    assert run_pipeline.parse_args(["--name", "bio41.v2"]).name == "bio41.v2"
+    assert pipeline_run.parse_args(["--name", "bio41.v2"]).name == "bio41.v2"
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "_x", "x__y", "../up"])
 def test_a_name_that_is_not_a_folder_name_is_refused(name: str) -> None:
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        run_pipeline.parse_args(["--name", name])
+        pipeline_run.parse_args(["--name", name])
 
 
 def test_the_demo_profile_names_every_value_it_sets_over_config_sections(monkeypatch: pytest.MonkeyPatch) -> None:
-    lines = run_pipeline.profile_overrides(config.DEMO)
+    lines = pipeline_run.profile_overrides(config.DEMO)
     assert "  GNN['num_epoch'] = 40 (config.py's GNN: 700)" in lines
     assert len(lines) == sum(config.DEMO[s][k] != getattr(config, s).get(k)
-                             for s in run_pipeline.PROFILE_SECTIONS for k in config.DEMO.get(s, {}))
+                             for s in pipeline_run.PROFILE_SECTIONS for k in config.DEMO.get(s, {}))
     # a user who sets config.GNN's value to the profile's sees no line for it; one the profile does not set
     # (config.GNN["lr"]) is never listed: it reaches the run as edited
     monkeypatch.setitem(config.GNN, "num_epoch", 40)
     monkeypatch.setitem(config.GNN, "lr", 0.5)
-    edited = run_pipeline.profile_overrides(config.DEMO)
+    edited = pipeline_run.profile_overrides(config.DEMO)
     assert not any("num_epoch" in line or "'lr'" in line for line in edited) and len(edited) == len(lines) - 1
-    assert run_pipeline.profile_overrides(run_pipeline.NO_OVERRIDES) == []
+    assert pipeline_run.profile_overrides(pipeline_run.NO_OVERRIDES) == []
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -19,15 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from script_module import load_script
 
-import generate_graph
-import model_folder
-import models_gnn
-import predict
-import train_val
 from encoder.core import checkpoints, config, extraction, frames, handcrafted, metrics, training, util
+from temporal_gnn import gnn_model, gnn_training, graph_building, labelling, model_folder
 
 # participant normalisation on (off by default): the causal model's prefix statistics are what these tests check
+predict = load_script(config.REPO_ROOT / "predict.py")  # the script, for its main() in this process
 TINY_INPUTS = {"sample_rate": 4000, "n_fft": 256, "win_length": 250, "hop_length": 250, "n_mels": 16, "fmax": None,
                "participant_norm": True}
 GRAPH_FLAGS = ["--numv", "40", "--time_edge", "7.2"]
@@ -58,9 +56,9 @@ def tiny_gnns(work: Path, runs: dict[str, list[str]], features: str = "features"
     """Graphs of work/<features> in work/<graphs>, then one 2-epoch GNN per run (exp name -> extra
     train_val flags) in work/results/<exp>."""
     flags = ["--features_dir", str(work / features), "--graphs_dir", str(work / graphs), *GRAPH_FLAGS]
-    generate_graph.main(flags)
+    graph_building.run(flags)
     for exp, extra in runs.items():
-        train_val.run([
+        gnn_training.run([
             *flags, "--results_dir", str(work / "results"), "--exp", exp, "--num_epoch", "2", "--channel1", "16",
             "--channel2", "8", "--batch_size", "4", "--patience", "0", "--device", "cpu", *extra])
 
@@ -154,7 +152,7 @@ def predicted(models: dict[str, Path], tiny_root: Path) -> dict:
 
 def test_csv_has_one_row_per_annotated_segment(predicted: dict, tiny_root: Path, models: dict[str, Path]) -> None:
     table = predicted["table"]
-    assert list(table.columns) == list(predict.COLUMNS)
+    assert list(table.columns) == list(labelling.COLUMNS)
     built = frames.build_frames(tiny_root)
     annotated = built.segments[built.segments["session"] == SESSION]
     assert sorted(table["segment_id"]) == sorted(annotated["segment_id"])
@@ -262,7 +260,7 @@ def test_bad_input_is_a_one_line_error(models: dict[str, Path], tiny_root: Path,
     assert err[-1].startswith("error: ") and str(paths[flag]) in err[-1]
     assert sum(line.startswith("error:") for line in err) == 1
     if bad == "encoder_as_gnn":
-        assert models_gnn.CHECKPOINT_FORMAT in err[-1]
+        assert gnn_model.CHECKPOINT_FORMAT in err[-1]
     assert not list(tmp_path.glob("pred*"))
 
 
@@ -270,10 +268,10 @@ def test_feature_mismatch_old_model_folders_and_missing_graph_settings(models: d
                                                                         tmp_path: Path) -> None:
     state = checkpoints.load_encoder_checkpoint(models["encoder"])
     path = tmp_path / "best.pth"
-    models_gnn.save_checkpoint(models_gnn.SPELL({"audio": 16, "eda": 8, "temp": 8}), path, epoch=1)
-    gnn, _ = models_gnn.load_checkpoint(path)
+    gnn_model.save_checkpoint(gnn_model.SPELL({"audio": 16, "eda": 8, "temp": 8}), path, epoch=1)
+    gnn, _ = gnn_model.load_checkpoint(path)
     with pytest.raises(util.DataError, match="GNN expects node features") as err:
-        predict.check_compatible(gnn, path, state, models["encoder"])
+        labelling.check_compatible(gnn, path, state, models["encoder"])
     assert str(path) in str(err.value)
     spec = util.read_json(models["model"] / model_folder.FOLDER / model_folder.MANIFEST)
     for name, edit, message in (("old", {"format": "kemdy20-model/1"}, "retrain with train_val.py"),
@@ -286,7 +284,7 @@ def test_feature_mismatch_old_model_folders_and_missing_graph_settings(models: d
 
 def test_unknown_session_is_an_error(tiny_root: Path) -> None:
     with pytest.raises(util.DataError, match="session 5 has no usable segment") as err:
-        predict.session_segments(tiny_root, [5])
+        labelling.session_segments(tiny_root, [5])
     assert str(tiny_root) in str(err.value)
 
 
@@ -367,12 +365,12 @@ def causal_model_probs(models: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFr
     """The causal model's offline node and segment probabilities of test session 37, as train_val.py scores
     them: its causal features (STE_forward --causal) on one unchunked graph of the session."""
     loaded = model_folder.load(models["causal"])
-    gnn, _ = models_gnn.load_checkpoint(loaded["gnn_path"])
+    gnn, _ = gnn_model.load_checkpoint(loaded["gnn_path"])
     features = models["work"] / "features_causal"
     manifest = util.read_json(features / extraction.MANIFEST_FILE)
     assert manifest["participant_statistics"] == "prefix"
-    nodes = generate_graph.read_nodes(features / "features_test" / f"Sess{SESSION}.pkl", manifest["feature_dim"])
-    (graph,) = generate_graph.session_graphs(nodes, len(nodes["time_s"]), 7.2, "cin")
+    nodes = graph_building.read_nodes(features / "features_test" / f"Sess{SESSION}.pkl", manifest["feature_dim"])
+    (graph,) = graph_building.session_graphs(nodes, len(nodes["time_s"]), 7.2, "cin")
     with torch.no_grad():
         probs = torch.softmax(gnn.eval()(graph.x, graph.edge_index, graph.edge_attr), dim=1).numpy()
     node_table = pd.DataFrame(probs, columns=PROBS).assign(segment_id=graph.segment_id,
@@ -389,7 +387,7 @@ def test_online_labels_equal_the_causal_models_offline_predictions(models: dict[
     stdout = predict_in_process("--model", models["causal"], "--session", models["root"], "--sessions", str(SESSION),
                                 "--out", out, "--online")
     assert "labelled as they arrived" in stdout and "up to its clip end" in stdout
-    replayed = pd.read_csv(predict.node_csv(out))
+    replayed = pd.read_csv(labelling.node_csv(out))
     assert replayed["time_s"].is_monotonic_increasing  # arrival order
     replayed = replayed.assign(time_s=replayed["time_s"].round(3)).set_index(["segment_id", "time_s"])
     assert sorted(replayed.index) == sorted(expected_nodes.index)  # every node once
@@ -412,7 +410,7 @@ def test_causal_and_offline_models_refuse_each_others_features(models: dict[str,
     train_val.py refuses prefix ones, naming the feature manifest."""
     for features, graphs, causal in (("features", "graphs", ["--causal"]), ("features_causal", "graphs_causal", [])):
         with pytest.raises(util.DataError, match="participant statistics") as err:
-            train_val.run([
+            gnn_training.run([
                 "--features_dir", str(models["work"] / features), "--graphs_dir", str(models["work"] / graphs),
                 *GRAPH_FLAGS, "--results_dir", str(tmp_path), "--num_epoch", "1", "--device", "cpu", *causal])
         assert str(models["work"] / features / extraction.MANIFEST_FILE) in str(err.value)
@@ -425,23 +423,23 @@ def test_a_causal_gnn_trained_on_whole_session_statistics_is_refused(models: dic
     folder = model_folder.load(models["causal"])
     state = checkpoints.load_encoder_checkpoint(folder["encoder_path"])
     assert folder["participant_statistics"] == "prefix"
-    predict.check_causal_inputs(folder, state, folder["gnn_path"])
+    labelling.check_causal_inputs(folder, state, folder["gnn_path"])
     for stale in ("session", None):
         with pytest.raises(util.DataError, match="not the prefix ones it runs on") as err:
-            predict.check_causal_inputs({**folder, "participant_statistics": stale}, state, folder["gnn_path"])
+            labelling.check_causal_inputs({**folder, "participant_statistics": stale}, state, folder["gnn_path"])
         assert str(folder["gnn_path"]) in str(err.value)
     no_options = {**state, "inputs": {**state["inputs"], "participant_norm": False, "eda_components": False}}
-    predict.check_causal_inputs({**folder, "participant_statistics": None}, no_options, folder["gnn_path"])
+    labelling.check_causal_inputs({**folder, "participant_statistics": None}, no_options, folder["gnn_path"])
 
 
 def test_online_refuses_a_gnn_that_reads_a_whole_segment_block(tmp_path: Path) -> None:
     dims = {"audio": 512, "eda": 512, "temp": 512, "text": 32}
     for block in ("text", "lm", "ssl"):
-        gnn = models_gnn.SPELL({**dims, block: 32}, ["audio", block], causal=True)
+        gnn = gnn_model.SPELL({**dims, block: 32}, ["audio", block], causal=True)
         with pytest.raises(util.DataError, match=f"--online cannot feed {block}") as err:
-            predict.check_online_blocks(gnn, tmp_path / "gnn.pth")
+            labelling.check_online_blocks(gnn, tmp_path / "gnn.pth")
         assert str(tmp_path / "gnn.pth") in str(err.value)
-    predict.check_online_blocks(models_gnn.SPELL(dims, causal=True), tmp_path / "gnn.pth")  # text unread: fine
+    labelling.check_online_blocks(gnn_model.SPELL(dims, causal=True), tmp_path / "gnn.pth")  # text unread: fine
 
 
 @pytest.mark.parametrize("bad", ["malformed_emotion", "malformed_valence", "stray_wav", "offline_model_online",
@@ -479,11 +477,11 @@ def test_new_bad_input_is_a_one_line_error(bad: str, copies: dict[str, Path], mo
 
 def test_embedding_precision_follows_the_training_features() -> None:
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert predict.embedding_amp("float32", cuda) == ({"amp": False}, None)  # not the configured amp=True
-    assert predict.embedding_amp(extraction.FLOAT16, cuda) == ({"amp": True}, None)
-    settings, note = predict.embedding_amp(extraction.FLOAT16, cpu)
+    assert labelling.embedding_amp("float32", cuda) == ({"amp": False}, None)  # not the configured amp=True
+    assert labelling.embedding_amp(extraction.FLOAT16, cuda) == ({"amp": True}, None)
+    settings, note = labelling.embedding_amp(extraction.FLOAT16, cpu)
     assert settings == {"amp": False} and "float16" in note
-    assert predict.embedding_amp(None, cuda) == ({}, None)  # unrecorded (older files): the configured default
+    assert labelling.embedding_amp(None, cuda) == ({}, None)  # unrecorded (older files): the configured default
 
 
 def run_pair(encoder: Path, gnn: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -562,7 +560,7 @@ def test_prosody_block_trains_the_gnn_and_predict_appends_it_as_train_val_did(mo
     folder = util.read_json(run / "model" / "model.json")
     assert list(folder["feature_dims"])[-1] == "prosody"
     assert folder["feature_dims"]["prosody"] == len(handcrafted.SPEECH_NAMES)
-    gnn, _ = models_gnn.load_checkpoint(run / "best.pth")
+    gnn, _ = gnn_model.load_checkpoint(run / "best.pth")
     assert gnn.modalities == ("audio", "prosody")  # in the features' block order
     metrics = util.read_json(run / "metrics.json")
     assert metrics["baselines"]["temporal"]["model"]["config"]["modalities"] == ["audio", "prosody"]
@@ -580,4 +578,4 @@ def test_a_causal_gnn_refuses_the_prosody_block(models: dict[str, Path]) -> None
              str(models["work"] / "graphs_causal"), *GRAPH_FLAGS, "--results_dir", str(models["work"] / "results"),
              "--exp", "refused", "--causal", "--modalities", "prosody,audio", "--num_epoch", "1"]
     with pytest.raises(util.DataError, match="--causal cannot read prosody: computed from the whole segment"):
-        train_val.run(flags)
+        gnn_training.run(flags)

@@ -13,11 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-import generate_graph
-import model_folder
-import models_gnn
-import predict
 from encoder.core import config, extraction, frames, text, util
+from temporal_gnn import gnn_model, graph_building, labelling, model_folder
 from tests.test_predict import (
     PROBS,
     SESSION,
@@ -53,7 +50,7 @@ def test_features_carry_the_text_block(models: dict[str, Path], tiny_root: Path)
     assert util.file_sha256(models["features"] / text.FILE) == record["sha256"]
     block = text.TextBlock.load(models["features"] / text.FILE)
     gt = frames.load_frames(tiny_root).gt.set_index("segment_id")
-    nodes = generate_graph.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
+    nodes = graph_building.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
                                       manifest["feature_dim"])
     first = {s: i for i, s in reversed(list(enumerate(nodes["segment_id"])))}
     expected = block.transform([gt.loc[s, "transcript"] for s in first])
@@ -61,8 +58,8 @@ def test_features_carry_the_text_block(models: dict[str, Path], tiny_root: Path)
 
 
 def test_gnn_reads_text_only_when_asked(models: dict[str, Path]) -> None:
-    text_gnn, _ = models_gnn.load_checkpoint(models["text"] / "best.pth")
-    plain_gnn, _ = models_gnn.load_checkpoint(models["plain"] / "best.pth")
+    text_gnn, _ = gnn_model.load_checkpoint(models["text"] / "best.pth")
+    plain_gnn, _ = gnn_model.load_checkpoint(models["plain"] / "best.pth")
     assert text_gnn.modalities == ("audio", "text")
     assert plain_gnn.modalities == ("audio", "eda", "temp")
     folder = models["text"] / model_folder.FOLDER
@@ -123,7 +120,7 @@ def test_predict_with_some_transcripts_missing(models: dict[str, Path], tiny_raw
 
 
 def test_nan_text_columns_never_reach_a_plain_gnn(models: dict[str, Path]) -> None:
-    gnn, _ = models_gnn.load_checkpoint(models["plain"] / "best.pth")
+    gnn, _ = gnn_model.load_checkpoint(models["plain"] / "best.pth")
     x = torch.randn(5, sum(gnn.feature_dims.values()))
     x[:, 1536:] = float("nan")
     edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
@@ -150,7 +147,7 @@ def test_online_embeddings_get_the_text_columns() -> None:
 
     inner = Embedder()
     columns = {"a": np.array([1, 2], dtype=np.float32), "b": np.array([3, 4], dtype=np.float32)}
-    wrapped = predict._WithColumns(inner, columns)
+    wrapped = labelling._WithColumns(inner, columns)
     out = wrapped.embed([(Seg("a"), 0), (Seg("b"), 0), (Seg("a"), 1)])
     assert out.tolist() == [[0, 0, 0, 1, 2], [0, 0, 0, 3, 4], [0, 0, 0, 1, 2]]
     wrapped.release("a")

@@ -13,11 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-import generate_graph
-import model_folder
-import models_gnn
 from encoder.core import config, extraction, frames, io, pretrained, util
 from encoder.core.dataset import load_segments
+from temporal_gnn import gnn_model, graph_building, model_folder
 from tests.test_predict import (
     PROBS,
     SESSION,
@@ -114,7 +112,7 @@ def test_ssl_and_lm_columns_by_hand(models: dict, tiny_root: Path) -> None:
     import transformers
 
     manifest = util.read_json(models["features"] / extraction.MANIFEST_FILE)
-    nodes = generate_graph.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
+    nodes = graph_building.read_nodes(models["features"] / "features_test" / f"Sess{SESSION}.pkl",
                                       manifest["feature_dim"])
     table = load_segments(frames.load_frames(tiny_root), tiny_root, wanted=("test",))
     seg = next(s for s in table.by_split["test"] if s.n_steps >= 8)
@@ -141,7 +139,7 @@ def test_ssl_and_lm_columns_by_hand(models: dict, tiny_root: Path) -> None:
 
 
 def test_gnn_and_predict_through_the_blocks(models: dict, tiny_raw: Path, tmp_path: Path) -> None:
-    gnn, _ = models_gnn.load_checkpoint(models["results"] / "best.pth")
+    gnn, _ = gnn_model.load_checkpoint(models["results"] / "best.pth")
     assert gnn.modalities == ("audio", "lm", "ssl")
     spec = util.read_json(models["results"] / model_folder.FOLDER / model_folder.MANIFEST)
     assert spec["pretrained"]["ssl"]["sha256"] == pretrained.folder_sha256(models["ssl"])

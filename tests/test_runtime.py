@@ -53,35 +53,33 @@ def test_starting_a_script_prints_no_torch_jit_warning(script: str) -> None:
 def test_on_cuda_the_encoder_loaders_get_workers_and_elsewhere_keep_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's encoder settings load clips in the main process (sized for 2 cores); on a GPU machine
     run_pipeline gives training and extraction config.CUDA_MIN_WORKERS workers, at most the cores less two."""
-    import run_pipeline
+    from temporal_gnn import pipeline_run
 
-    monkeypatch.setattr(run_pipeline.os, "cpu_count", lambda: 16)
-    settings, forward = run_pipeline.with_device_workers(config.DEMO, torch.device("cuda", 0))
+    monkeypatch.setattr(pipeline_run.os, "cpu_count", lambda: 16)
+    settings, forward = pipeline_run.with_device_workers(config.DEMO, torch.device("cuda", 0))
     assert settings["STE_optimization_params"]["num_workers"] == config.CUDA_MIN_WORKERS
     assert forward == {"num_workers": config.CUDA_MIN_WORKERS}
     assert settings["STE_optimization_params"]["epochs"] == config.DEMO["STE_optimization_params"]["epochs"]
-    monkeypatch.setattr(run_pipeline.os, "cpu_count", lambda: 4)
-    assert run_pipeline.with_device_workers(config.DEMO, torch.device("cuda", 0))[1] == {"num_workers": 2}
-    assert run_pipeline.with_device_workers(config.DEMO, CPU) == (config.DEMO, {})
+    monkeypatch.setattr(pipeline_run.os, "cpu_count", lambda: 4)
+    assert pipeline_run.with_device_workers(config.DEMO, torch.device("cuda", 0))[1] == {"num_workers": 2}
+    assert pipeline_run.with_device_workers(config.DEMO, CPU) == (config.DEMO, {})
 
 
 def test_a_gnn_setting_edited_in_config_changes_the_gnn_stage_key(monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
     """Users change hyperparameters in config.py, which a run reads when it starts (its settings objects); the
     flags only override it. A stage key without config.GNN would keep serving the GNN trained before the edit."""
-    import generate_graph
-    import run_pipeline
-    import stages
+    from temporal_gnn import graph_building, pipeline_run, stages
 
-    args = run_pipeline.parse_args(["--device", "cpu"])
+    args = pipeline_run.parse_args(["--device", "cpu"])
     dirs = stages.ChainDirs(tmp_path / "ste", tmp_path / "features", tmp_path / "graphs", tmp_path / "results",
                                   "exp")
-    graph = generate_graph.GraphSettings.from_config(config.DEMO["GRAPH"])
-    upstream = stages.Upstream(graph, generate_graph.GraphFolders(dirs.features, dirs.graphs), "graphs-stamp",
+    graph = graph_building.GraphSettings.from_config(config.DEMO["GRAPH"])
+    upstream = stages.Upstream(graph, graph_building.GraphFolders(dirs.features, dirs.graphs), "graphs-stamp",
                                {"fold": None}, None)
 
     def key() -> dict:  # a run started after the edits so far
-        return stages.gnn_stage(args, run_pipeline.profile_settings(config.DEMO), dirs, upstream, "audio", 0).key
+        return stages.gnn_stage(args, pipeline_run.profile_settings(config.DEMO), dirs, upstream, "audio", 0).key
 
     before = key()
     assert key() == before

@@ -17,9 +17,8 @@ import pytest
 import torch
 from test_cv import cv_runner
 
-import cv_results
-import run_pipeline
 from encoder.core import config, util
+from temporal_gnn import cv_results, pipeline_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +36,7 @@ def test_modality_subsets_are_every_non_empty_subset() -> None:
                                    ["--seeds", "0"]])
 def test_flags_that_cannot_work_are_refused(flags: list[str]) -> None:
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        run_pipeline.parse_args(flags)
+        pipeline_run.parse_args(flags)
 
 
 @pytest.fixture(scope="module")

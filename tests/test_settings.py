@@ -1,4 +1,4 @@
-"""The graph and GNN stages' settings are objects (generate_graph.GraphSettings, train_val.GnnSettings) built
+"""The graph and GNN stages' settings are objects (graph_building.GraphSettings, gnn_training.GnnSettings) built
 from config.GRAPH / config.GNN, overridden by a profile or the scripts' flags, checked when built, and passed
 as they are by run_pipeline.py and stages.py: a config.py edit reaches the stage keys, the GNN and
 settings.json (issue 36)."""
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from script_module import load_script
 
-import generate_graph
-import run_pipeline
-import stages
-import train_val
 from encoder.core import config, layout, util
+from temporal_gnn import gnn_training, graph_building, pipeline_run, stages
 
-GraphSettings, GnnSettings = generate_graph.GraphSettings, train_val.GnnSettings
+GraphSettings, GnnSettings = graph_building.GraphSettings, gnn_training.GnnSettings
+# the scripts, for their main() in this process (generate_graph.py runs graph_building.run)
+train_val, run_pipeline = (load_script(config.REPO_ROOT / f"{name}.py") for name in ("train_val", "run_pipeline"))
 
 
 # --------------------------------------------------------------------------- building and checking
@@ -28,13 +28,13 @@ GraphSettings, GnnSettings = generate_graph.GraphSettings, train_val.GnnSettings
 def test_graph_settings_from_config_and_from_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert GraphSettings.from_config().to_dict() == dict(config.GRAPH)
     assert GraphSettings.from_config({"numv": 250}) == replace(GraphSettings.from_config(), numv=250)
-    assert GraphSettings.from_args(generate_graph.parse_args([])) == GraphSettings.from_config()
-    flags = generate_graph.parse_args(["--numv", "7", "--time_edge", "2", "--cross_identity", "ciy"])
+    assert GraphSettings.from_args(graph_building.parse_args([])) == GraphSettings.from_config()
+    flags = graph_building.parse_args(["--numv", "7", "--time_edge", "2", "--cross_identity", "ciy"])
     assert GraphSettings.from_args(flags) == GraphSettings(7, 2.0, "ciy")
     # an edit of config.GRAPH is what both build, the flags' defaults included
     monkeypatch.setitem(config.GRAPH, "time_edge", 5)
     assert GraphSettings.from_config().time_edge == 5.0
-    assert GraphSettings.from_args(generate_graph.parse_args([])).time_edge == 5.0
+    assert GraphSettings.from_args(graph_building.parse_args([])).time_edge == 5.0
     assert GraphSettings.from_config().folder_name("features") == "features_2000_5_cin"
 
 
@@ -43,15 +43,15 @@ def test_gnn_settings_from_config_and_from_flags(monkeypatch: pytest.MonkeyPatch
     assert {k: v for k, v in default.to_dict().items() if k in config.GNN} == {
         k: list(v) if isinstance(v, tuple) else v for k, v in config.GNN.items()}  # to_dict: JSON lists
     assert (default.modalities, default.causal, default.skip) == (None, False, ())
-    assert GnnSettings.from_args(train_val.parse_args([])) == default
-    flags = train_val.parse_args(["--num_epoch", "3", "--causal", "--modalities", "audio,eda", "--no_temporal",
+    assert GnnSettings.from_args(gnn_training.parse_args([])) == default
+    flags = gnn_training.parse_args(["--num_epoch", "3", "--causal", "--modalities", "audio,eda", "--no_temporal",
                                   "--temporal_in_series", "--class_weight", "--seed", "4"])
     assert GnnSettings.from_args(flags) == replace(default, num_epoch=3, causal=True, modalities="audio,eda",
                                                    skip=("temporal",), temporal_beside=False, class_weight=True,
                                                    seed=4)
     assert GnnSettings.from_args(flags).blocks == ["audio", "eda"]
     monkeypatch.setitem(config.GNN, "lr", 0.5)
-    assert GnnSettings.from_config().lr == GnnSettings.from_args(train_val.parse_args([])).lr == 0.5
+    assert GnnSettings.from_config().lr == GnnSettings.from_args(gnn_training.parse_args([])).lr == 0.5
 
 
 @pytest.mark.parametrize(("build", "message"), [
@@ -85,7 +85,7 @@ def test_a_config_section_that_lacks_a_setting_is_refused(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(("script", "flags", "message"), [
-    (generate_graph.main, ["--numv", "0"], "GRAPH setting 'numv' must be an integer >= 1, not 0"),
+    (graph_building.run, ["--numv", "0"], "GRAPH setting 'numv' must be an integer >= 1, not 0"),
     (train_val.main, ["--num_epoch", "0"], "GNN setting 'num_epoch' must be an integer >= 1, not 0"),
     (train_val.main, ["--dropout", "2"], "GNN setting 'dropout' must be a number in [0, 1), not 2.0"),
 ])
@@ -97,11 +97,11 @@ def test_the_scripts_refuse_a_bad_flag_value_before_reading_anything(script: Any
 
 
 def test_the_originals_edge_weight_flag_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
-    args = generate_graph.parse_args(["--edge_weight", "fsimn"])
+    args = graph_building.parse_args(["--edge_weight", "fsimn"])
     assert GraphSettings.from_args(args) == GraphSettings.from_config()
     assert "edge_weight" not in config.GRAPH and "edge_weight" not in GraphSettings.from_config().to_dict()
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        generate_graph.settings_from_args(generate_graph.argument_parser(), args)
+        graph_building.settings_from_args(graph_building.argument_parser(), args)
     assert "--edge_weight fsimn changes nothing" in err.getvalue()
 
 
@@ -124,14 +124,14 @@ class Planner(stages.Pipeline):
 def plan(tmp_path: Path, *flags: str, edit: Any = None) -> tuple[Planner, dict[str, Any]]:
     """The single run's stage keys and settings.json content on the demo profile (config as it is now; `edit`:
     applied to the settings as run_pipeline builds them), without running a stage."""
-    args = run_pipeline.parse_args(["--device", "cpu", "--work", str(tmp_path), *flags])
-    settings = run_pipeline.checked_settings(args, "demo")
+    args = pipeline_run.parse_args(["--device", "cpu", "--work", str(tmp_path), *flags])
+    settings = pipeline_run.checked_settings(args, "demo")
     settings = edit(settings) if edit else settings
     planner = Planner(tmp_path / layout.STATE_FILE)
     chains = stages.plan_single(args, "demo_x")
     with stages.GnnWorkers(1) as workers:
         stages.execute(args, planner, tmp_path / "data", "frames", settings, chains, workers)
-    return planner, run_pipeline.run_settings(args, settings, "", {"synthetic": "demo"}, "demo")
+    return planner, pipeline_run.run_settings(args, settings, "", {"synthetic": "demo"}, "demo")
 
 
 def gnn_job(planner: Planner, name: str = "train_val") -> stages.GnnJob:
@@ -182,7 +182,7 @@ def test_a_demo_profile_value_wins_over_config(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(config.GNN, "num_epoch", 5)  # the demo profile sets 40 (run_pipeline prints so)
     after, recorded = plan(tmp_path)
     assert changed(before, after) == set() and gnn_job(after).gnn.num_epoch == recorded["GNN"]["num_epoch"] == 40
-    full = run_pipeline.checked_settings(run_pipeline.parse_args([]), "full")
+    full = pipeline_run.checked_settings(pipeline_run.parse_args([]), "full")
     assert full["gnn"].num_epoch == 5
 
 
@@ -213,7 +213,7 @@ def test_a_bad_config_value_is_refused_before_any_stage(tmp_path: Path, monkeypa
     monkeypatch.setitem(config.GNN, "seed", 0)
     monkeypatch.setattr(config, "SEED", 1)  # GNN["seed"] + 0 - 1: below 0
     with pytest.raises(util.DataError, match="GNN setting 'seed' must be an integer in"):
-        run_pipeline.checked_settings(run_pipeline.parse_args(["--seed", "0"]), "full")
+        pipeline_run.checked_settings(pipeline_run.parse_args(["--seed", "0"]), "full")
 
 
 def test_causal_is_a_field_that_reaches_the_features_and_the_gnn(tmp_path: Path) -> None:

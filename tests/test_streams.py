@@ -14,11 +14,11 @@ import pytest
 import torch
 from test_encoder_train import TINY_INPUTS, tiny_optimization
 
-import online
 from encoder.core import checkpoints, config, extraction, frames, kemdy20, streams, synthetic, training, util
 from encoder.core.custom_transforms import Normalization, mean_std
 from encoder.core.dataset import load_segments
 from encoder.core.models import STEncoder
+from temporal_gnn import online
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

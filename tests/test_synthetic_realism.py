@@ -18,9 +18,8 @@ from scipy.signal import find_peaks
 from script_module import load_script
 from sklearn.metrics import f1_score
 
-import run_pipeline
-import stages
 from encoder.core import config, kemdy20, synthetic
+from temporal_gnn import pipeline_run, stages
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = REPO / "benchmarks" / "modality_probe.py"
@@ -203,7 +202,7 @@ def test_generator_version_in_the_demo_key_regenerates(tmp_path, monkeypatch, ca
     out.mkdir()
 
     def data_stage() -> str:
-        root, key, is_synthetic = run_pipeline.resolve_data(args)
+        root, key, is_synthetic = pipeline_run.resolve_data(args)
         assert is_synthetic and key["generator"] == synthetic.GENERATOR_VERSION
         pipeline = stages.Pipeline(tmp_path / "pipeline_state.json", force=False)
         pipeline.stage("data", key, [out], lambda: None)

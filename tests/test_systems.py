@@ -13,26 +13,23 @@ import pytest
 from test_cv import correlated_sessions, write_fold
 from test_temporal import planted, train_args  # noqa: F401  (planted: a module fixture)
 
-import cv_results
-import data_loader
-import systems
-import train_val
 from encoder.core import config, layout, metrics
+from temporal_gnn import cv_results, gnn_training, graph_data, systems
 
 TOY = systems.System("toy", "toy oracle", "#000000", predictions="predictions_test_toy.csv",
                      description="a test's oracle: the true label of every test segment")
 
 
-def fit_toy(context: train_val.SystemContext) -> train_val.SystemResult:
+def fit_toy(context: gnn_training.SystemContext) -> gnn_training.SystemResult:
     """The toy system: predicts each test segment's true (first listed) label."""
     graphs = context.graphs["test"]
-    ids = list(dict.fromkeys(data_loader.flatten([g.segment_id for g in graphs])))
-    _, targets = train_val._segment_targets(graphs)
+    ids = list(dict.fromkeys(graph_data.flatten([g.segment_id for g in graphs])))
+    _, targets = gnn_training._segment_targets(graphs)
     probs = np.eye(config.NUM_CLASSES)[targets]
     context.log("toy: fitted")
     segment = metrics.classification_metrics(targets, targets)
     test = {"segment": segment, "_segments": (ids, targets, targets, probs)}
-    return train_val.SystemResult({"segment": segment}, test)
+    return gnn_training.SystemResult({"segment": segment}, test)
 
 
 @pytest.fixture
@@ -50,7 +47,7 @@ def test_registry_order_and_lookups() -> None:
     assert [s.name for s in systems.trained()] == ["temporal", "classical"]
     assert systems.differences() == {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal",
                                      "gnn_minus_classical": "classical"}
-    assert systems.get("temporal").trainer() is train_val.fit_temporal
+    assert systems.get("temporal").trainer() is gnn_training.fit_temporal
     with pytest.raises(KeyError, match="no system 'video'"):
         systems.get("video")
     with pytest.raises(ValueError, match="registered already"):
@@ -62,19 +59,19 @@ def test_a_registered_system_is_fitted_written_and_printed_by_train_val(
         capsys: pytest.CaptureFixture) -> None:
     assert systems.names()[-2:] == ("toy", "gnn")
     flags = train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "run", "--no_temporal")
-    assert train_val.parse_args(flags).no_toy is False  # its own --no_toy flag
-    assert train_val.GnnSettings.from_args(train_val.parse_args([*flags, "--no_toy"])).skip == ("temporal", "toy")
-    result = train_val.run(flags)
+    assert gnn_training.parse_args(flags).no_toy is False  # its own --no_toy flag
+    assert gnn_training.GnnSettings.from_args(gnn_training.parse_args([*flags, "--no_toy"])).skip == ("temporal", "toy")
+    result = gnn_training.run(flags)
     assert result["baselines"]["toy"]["segment"]["macro_f1"] == 1.0
     written = metrics.read_segment_predictions(tmp_path / "run" / toy.predictions)
     gnn = metrics.read_segment_predictions(tmp_path / "run" / "predictions_test.csv")
     assert list(written["segment_ids"]) == list(gnn["segment_ids"])
     assert np.array_equal(written["predictions"], gnn["targets"])
     assert "toy: fitted" in (tmp_path / "run" / "log.txt").read_text()
-    train_val.print_summary(result)
+    gnn_training.print_summary(result)
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.split()]
     assert rows[rows.index("majority"):rows.index("GNN") + 1] == ["majority", "encoder", "toy", "GNN"]
-    skipped = train_val.run(
+    skipped = gnn_training.run(
         train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal", "--no_toy"))
     assert skipped["baselines"]["toy"] is None and "--no_toy: toy baseline not trained" in skipped["notes"]
     assert not (tmp_path / "off" / toy.predictions).exists()
@@ -136,7 +133,7 @@ def test_render_results_names_every_registered_system(toy: systems.System) -> No
 
 def test_the_classical_cache_folder_is_configurable_and_an_unwritable_one_is_not_fatal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import classical
+    from temporal_gnn import classical
 
     monkeypatch.setitem(config.CLASSICAL, "cache_dir", tmp_path / "cache")
     assert classical.feature_cache(tmp_path / "root").folder.parent == tmp_path / "cache"

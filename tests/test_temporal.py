@@ -17,12 +17,8 @@ from test_cv import correlated_sessions, width, write_fold
 from test_gnn import graphs_of
 from torch_geometric.data import Data
 
-import cv_results
-import data_loader
-import models_temporal
-import systems
-import train_val
 from encoder.core import config, layout, metrics, synthetic_nodes, util
+from temporal_gnn import cv_results, gnn_training, graph_data, systems, temporal_model
 
 TEMPORAL_FILE = systems.get("temporal").predictions
 
@@ -74,7 +70,7 @@ def train_args(data: dict[str, Path], results: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(planted: dict[str, Path]) -> dict:
-    return train_val.run(train_args(planted, planted["root"] / "results", "--num_epoch", "25", "--exp", "run"))
+    return gnn_training.run(train_args(planted, planted["root"] / "results", "--num_epoch", "25", "--exp", "run"))
 
 
 def node_table(features: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,22 +96,22 @@ def test_speaker_windows_are_time_sorted_per_speaker_and_cut_by_span() -> None:
     graphs = [graph(1, [0.0, 0.0, 1.0, 2.5], ["A", "B", "A", "A"], 0),
               graph(1, [3.0, 5.0, 4.0], ["B", "A", "A"], 4),
               graph(2, [0.0, 2.0], ["A", "A"], 7)]
-    windows = data_loader.speaker_windows(graphs, span_s=3.0)
+    windows = graph_data.speaker_windows(graphs, span_s=3.0)
     # A of session 1 at 0, 1, 2.5 | 4, 5 (4 is 3 s or more after 0); B at 0, 3 are exactly 3 s apart: cut
     got = [(int(w.session[0]), w.identity, w.time_s.tolist()) for w in windows]
     assert got == [(1, ["A", "A", "A"], [0.0, 1.0, 2.5]), (1, ["A", "A"], [4.0, 5.0]),
                    (1, ["B"], [0.0]), (1, ["B"], [3.0]), (2, ["A", "A"], [0.0, 2.0])]
     assert [w.x[:, 0].tolist() for w in windows[:2]] == [[0.0, 2.0, 3.0], [6.0, 5.0]]  # features follow their node
     assert windows[1].segment_id == ["s6", "s5"] and windows[0].edge_index is None
-    assert data_loader.windows_per_batch(graphs, windows, 4) == round(4 * (9 / 3) / (9 / 5))
+    assert graph_data.windows_per_batch(graphs, windows, 4) == round(4 * (9 / 3) / (9 / 5))
     with pytest.raises(ValueError, match="positive"):
-        data_loader.speaker_windows(graphs, 0.0)
+        graph_data.speaker_windows(graphs, 0.0)
 
 
 def test_parameter_count_of_default_model() -> None:
     dims = {"audio": 512, "eda": 512, "temp": 512}
-    assert util.count_parameters(models_temporal.TemporalGRU(dims)) == 149_447  # models_temporal's docstring
-    assert util.count_parameters(models_temporal.TemporalGRU(dims, causal=True)) == 124_039
+    assert util.count_parameters(temporal_model.TemporalGRU(dims)) == 149_447  # temporal_model's docstring
+    assert util.count_parameters(temporal_model.TemporalGRU(dims, causal=True)) == 124_039
 
 
 def test_causal_model_reads_no_later_node_and_the_modalities_it_is_given() -> None:
@@ -124,20 +120,20 @@ def test_causal_model_reads_no_later_node_and_the_modalities_it_is_given() -> No
     batch = torch.tensor([0] * 12 + [1] * 8)
     changed = x.clone()
     changed[9] += 5.0  # a later node of the first sequence
-    causal = models_temporal.TemporalGRU(DIMS, causal=True).eval()
+    causal = temporal_model.TemporalGRU(DIMS, causal=True).eval()
     before, after = causal(x, batch), causal(changed, batch)
     assert torch.equal(after[:9], before[:9]) and torch.equal(after[12:], before[12:])  # exactly unchanged
     assert not torch.allclose(after[9:12], before[9:12])
-    bidirectional = models_temporal.TemporalGRU(DIMS).eval()
+    bidirectional = temporal_model.TemporalGRU(DIMS).eval()
     assert not torch.allclose(bidirectional(changed, batch)[:9], bidirectional(x, batch)[:9])  # reads ahead
     assert torch.equal(bidirectional(changed, batch)[12:], bidirectional(x, batch)[12:])  # not across sequences
-    eda = models_temporal.TemporalGRU(DIMS, ["eda"]).eval()
+    eda = temporal_model.TemporalGRU(DIMS, ["eda"]).eval()
     other = x.clone()
     other[:, :6] += 3.0  # the audio block
     other[:, 8:] -= 3.0  # the temp block
     assert torch.equal(eda(other, batch), eda(x, batch))
     with pytest.raises(ValueError, match="modalities"):
-        models_temporal.TemporalGRU(DIMS, ["video"])
+        temporal_model.TemporalGRU(DIMS, ["video"])
 
 
 # --------------------------------------------------------------------------- train_val
@@ -163,7 +159,7 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
     temporal = stored["baselines"]["temporal"]
     assert {"node", "segment", "best", "model", "window_s", "history"} <= set(temporal)
     assert temporal["window_s"] == 2 * 3 * 4.0 and temporal["model"]["config"]["causal"] is False
-    assert temporal["model"]["parameters"] == util.count_parameters(models_temporal.TemporalGRU(DIMS, channel1=16))
+    assert temporal["model"]["parameters"] == util.count_parameters(temporal_model.TemporalGRU(DIMS, channel1=16))
     # selected like the GNN: the best validation segment macro-F1 over the epochs, evaluated every epoch
     assert temporal["best"]["val_segment_macro_f1"] == max(temporal["history"]["val_segment_macro_f1"])
     assert temporal["history"]["val_epoch"] == list(range(1, 26))
@@ -172,21 +168,21 @@ def test_metrics_json_and_summary_have_the_temporal_row(trained: dict, capsys: p
     with open(out / "predictions_test.csv", encoding="utf-8") as fh:
         assert set(rows) == {row["segment_id"] for row in csv.DictReader(fh)}  # the GNN's test segments
     assert temporal["segment"]["n"] == len(rows)
-    train_val.print_summary(trained)
+    gnn_training.print_summary(trained)
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[-7:-3]] == ["majority", "encoder", "temporal", "GNN"]
     assert lines[-5].split()[1:] == [f"{temporal['segment'][k]:.4f}" for k in ("accuracy", "macro_f1", "weighted_f1")]
 
 
 def test_no_temporal_and_causal(planted: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    skipped = train_val.run(
+    skipped = gnn_training.run(
         train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "off", "--no_temporal"))
     assert skipped["baselines"]["temporal"] is None and any("--no_temporal" in n for n in skipped["notes"])
     assert not (tmp_path / "off" / TEMPORAL_FILE).exists()
-    train_val.print_summary(skipped)
+    gnn_training.print_summary(skipped)
     assert [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()[-6:-3]] == [
         "majority", "encoder", "GNN"]
-    causal = train_val.run(
+    causal = gnn_training.run(
         train_args(planted, tmp_path, "--num_epoch", "2", "--exp", "causal", "--causal"))
     assert causal["baselines"]["temporal"]["model"]["config"]["causal"] is True
     assert (tmp_path / "causal" / TEMPORAL_FILE).is_file()
@@ -204,13 +200,13 @@ def without_run_names(value: object) -> object:
 
 def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
         planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1})  # a core to spare, as in CI
+    monkeypatch.setattr(gnn_training.os, "sched_getaffinity", lambda _pid: {0, 1})  # a core to spare, as in CI
     runs = {}
     for exp, extra in (("beside", []), ("series", ["--temporal_in_series"])):
         flags = train_args(planted, tmp_path, "--num_epoch", "4", "--exp", exp, *extra)
-        settings = train_val.GnnSettings.from_args(train_val.parse_args(flags))
-        assert train_val.temporal_beside(settings, torch.device("cpu")) is (exp == "beside")
-        runs[exp] = train_val.run(flags)
+        settings = gnn_training.GnnSettings.from_args(gnn_training.parse_args(flags))
+        assert gnn_training.temporal_beside(settings, torch.device("cpu")) is (exp == "beside")
+        runs[exp] = gnn_training.run(flags)
     assert runs["beside"]["baselines"]["temporal"]["history"]["epoch"] == [1, 2, 3, 4]
     assert without_run_names(runs["beside"]) == without_run_names(runs["series"])
     for name in (TEMPORAL_FILE, "predictions_test.csv"):
@@ -221,25 +217,25 @@ def test_temporal_baseline_beside_the_gnn_gives_the_sequential_runs_results(
 
 
 def test_temporal_baseline_beside_runs_only_on_a_cpu_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
-    args = train_val.GnnSettings.from_args(train_val.parse_args(["--threads", "2"]))
-    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
-    assert train_val.temporal_beside(args, torch.device("cpu"))
-    assert not train_val.temporal_beside(args, torch.device("cuda", 0))
-    assert not train_val.temporal_beside(replace(args, temporal_beside=False), torch.device("cpu"))
-    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
-    assert not train_val.temporal_beside(args, torch.device("cpu"))
+    args = gnn_training.GnnSettings.from_args(gnn_training.parse_args(["--threads", "2"]))
+    monkeypatch.setattr(gnn_training.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert gnn_training.temporal_beside(args, torch.device("cpu"))
+    assert not gnn_training.temporal_beside(args, torch.device("cuda", 0))
+    assert not gnn_training.temporal_beside(replace(args, temporal_beside=False), torch.device("cpu"))
+    monkeypatch.setattr(gnn_training.os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    assert not gnn_training.temporal_beside(args, torch.device("cpu"))
 
 
 def test_temporal_baseline_failing_beside_the_gnn_fails_the_run_and_writes_nothing(
         planted: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_val.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(gnn_training.os, "sched_getaffinity", lambda _pid: {0, 1})
 
     def fails(*_args: object, **_kwargs: object) -> None:
         raise ValueError("no windows")
 
-    monkeypatch.setattr(train_val, "fit_temporal", fails)  # the forked process inherits the patch
+    monkeypatch.setattr(gnn_training, "fit_temporal", fails)  # the forked process inherits the patch
     with pytest.raises(RuntimeError, match="the temporal baseline failed: ValueError: no windows"):
-        train_val.run(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
+        gnn_training.run(train_args(planted, tmp_path, "--num_epoch", "1", "--exp", "failed"))
     assert not (tmp_path / "failed").exists()
 
 

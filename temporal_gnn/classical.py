@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import data_loader
 from encoder.core import config, dataset, extraction, frames, handcrafted, util
 from encoder.core.metrics import classification_metrics, macro_f1
+from temporal_gnn import graph_data
 
 FILE = "classical.npz"
 CACHE_DIR = "handcrafted_cache"  # under the dataset root
@@ -92,7 +92,7 @@ def normalised_features(segments: Sequence[Any], groups: Sequence[str], cache: h
 
 def graph_segments(graphs: dict[str, list], root: Path) -> dict[str, list[Any]]:
     """The dataset.Segment of every segment in the graphs of each split, in the graphs' first-seen order."""
-    ids = {split: list(dict.fromkeys(data_loader.flatten([g.segment_id for g in graphs[split]])))
+    ids = {split: list(dict.fromkeys(graph_data.flatten([g.segment_id for g in graphs[split]])))
            for split in graphs}
     sessions = {split: sorted({util.parse_segment_id(i)["session"] for i in ids[split]}) for split in ids}
     table = dataset.load_segments(frames.load_frames(root), root, splits=sessions, wanted=tuple(sessions))
@@ -175,7 +175,7 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.n
 def fit_classical(context: Any) -> Any:
     """systems.py's trainer of the classical system (see the module docstring); None when it cannot be
     fitted here (no dataset root, or no signal it reads among the modalities), with the reason logged."""
-    import train_val
+    from temporal_gnn import gnn_training
 
     settings, log = context.settings, context.log
     started = time.time()
@@ -188,7 +188,7 @@ def fit_classical(context: Any) -> Any:
     if root is None:
         log("classical: the feature manifest names no KEMDy20 root with dataframe artifacts; not fitted")
         return None
-    segments = context.segments or graph_segments(context.graphs, root)  # train_val's, when prosody loaded them
+    segments = context.segments or graph_segments(context.graphs, root)  # gnn_training's, when prosody loaded them
     order = [split for split in ("train", "val", "test") if split in segments]
     every = [s for split in order for s in segments[split]]
     values = normalised_features(every, groups, feature_cache(root, log), settings.causal)
@@ -219,7 +219,7 @@ def fit_classical(context: Any) -> Any:
              "segments": {split: len(segments[split]) for split in order}, "seconds": round(time.time() - started, 1)}
     record = {"file": FILE, "sha256": util.file_sha256(folder / FILE), "groups": groups, "C": model.C,
               "participant_statistics": entry["participant_statistics"]}
-    return train_val.SystemResult(entry, test, record)
+    return gnn_training.SystemResult(entry, test, record)
 
 
 def label_segments(path: Path, segments: Sequence[Any], progress: bool = False) -> dict[str, str]:
@@ -237,7 +237,7 @@ def prosody_vectors(segments: Sequence[Any], cache: handcrafted.FeatureCache | N
                     progress: bool = True) -> dict[str, np.ndarray]:
     """Segment ID -> its `prosody` block: the participant-normalised speech statistics over the whole of
     `segments` (float32; a NaN statistic is the participant's mean, 0). Every node of a segment carries its
-    segment's vector; a causal model reads no such block (models_gnn.WHOLE_SEGMENT_BLOCKS)."""
+    segment's vector; a causal model reads no such block (gnn_model.WHOLE_SEGMENT_BLOCKS)."""
     cache = cache or handcrafted.FeatureCache(None, config.HANDCRAFTED)
     values = normalised_features(segments, ["audio"], cache, False, progress).astype(np.float32)
     return {s.segment_id: row for s, row in zip(segments, values, strict=True)}

@@ -1,13 +1,13 @@
 """The temporal baseline without a graph (the GRU row beside every GNN figure, docs/evaluation.md): a GRU
 over each speaker's node sequence.
 
-    per modality Linear(d_m -> c1), summed -> BN -> ReLU      (as models_gnn.SPELL.embed)
+    per modality Linear(d_m -> c1), summed -> BN -> ReLU      (as gnn_model.SPELL.embed)
     GRU(c1 -> c1 per direction), bidirectional; causal: forward only
     dropout -> Linear(c1 x directions -> 7)
 
 It reads the same node features and modality blocks as the GNN (`modalities`), but no edge: its
 input is one speaker's nodes of one session sorted by time and cut into windows
-(data_loader.speaker_windows), and a node's logits depend on the nodes of its own window only. What it
+(graph_data.speaker_windows), and a node's logits depend on the nodes of its own window only. What it
 lacks against the GNN is the graph: the neighbourhood rule (same speaker within time_edge seconds),
 the same-instant nodes of the other speaker and the permutation-invariant aggregation.
 
@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch_geometric.utils import to_dense_batch
 
 from encoder.core import config
-from models_gnn import modality_slices
+from temporal_gnn.gnn_model import modality_slices
 
 
 class TemporalGRU(nn.Module):

@@ -8,7 +8,7 @@ GNN, and whether its paired difference `gnn − name` is reported. train_val.py,
 model_folder.py, predict.py, docs/render_results.py and the plots iterate over `registered()`; adding a
 system is one entry here and one module with its `fit`.
 
-A `fit` takes a train_val.SystemContext and returns a train_val.SystemResult: the system is fitted on the
+A `fit` takes a gnn_training.SystemContext and returns a gnn_training.SystemResult: the system is fitted on the
 training sessions, selected on the validation sessions and scored on the test sessions the GNN sees.
 """
 
@@ -28,7 +28,7 @@ class System:
     label: str  # how docs and plots name it
     colour: str
     predictions: str | None = None  # its test predictions' file in the GNN's results folder (None: not there)
-    fit: str | Callable[..., Any] | None = None  # train_val's trainer ("module:function"); None: not trained there
+    fit: str | Callable[..., Any] | None = None  # gnn_training's trainer ("module:function"); None: not trained there
     beside: bool = False  # may train in a forked process beside the GNN (writes nothing itself)
     compared: bool = True  # report the paired difference gnn − name
     description: str = ""
@@ -59,13 +59,13 @@ _REGISTRY: list[System] = [
     System("encoder", "encoder", "#4c8bd6",
            description="the encoder alone: the mean of its fused head's node probabilities (STE_forward.py)"),
     System("temporal", "GRU", "#59a14f", predictions="predictions_test_temporal.csv",
-           fit="train_val:fit_temporal", beside=True,
-           description="a GRU over each speaker's nodes, no graph (models_temporal.py)"),
+           fit="temporal_gnn.gnn_training:fit_temporal", beside=True,
+           description="a GRU over each speaker's nodes, no graph (temporal_model.py)"),
     System("classical", "classical", "#9c6ade", predictions="predictions_test_classical.csv",
-           fit="classical:fit_classical",
+           fit="temporal_gnn.classical:fit_classical",
            description="hand-crafted per-segment speech, EDA and TEMP statistics, participant-normalised, "
                        "class-balanced logistic regression (classical.py)"),
-    System(GNN, "GNN", "#e07b39", compared=False, description="the three-branch graph network (models_gnn.py)"),
+    System(GNN, "GNN", "#e07b39", compared=False, description="the three-branch graph network (gnn_model.py)"),
 ]
 
 

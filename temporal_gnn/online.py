@@ -1,7 +1,7 @@
 """Online inference with the causal GNN: every node is labelled when it arrives, from the nodes seen so
 far, and every segment at its last node. `predict.py --online` and benchmarks/bench_online.py use it.
 
-Receptive field. The causal model (models_gnn.SPELL(causal=True), trained by `train_val.py --causal`)
+Receptive field. The causal model (gnn_model.SPELL(causal=True), trained by `train_val.py --causal`)
 reads only edges j -> k with t_k - time_edge <= t_j <= t_k. Its three message-passing layers
 (EdgeConv, shared SAGEConv, output SAGEConv) each reach at most time_edge seconds back, so the logits of
 a node depend on nodes up to 3 x time_edge seconds before it (21.6 s at the default 7.2 s) and on no
@@ -15,12 +15,12 @@ later node. Two consequences:
   seconds before them) and evicts older nodes. A replay that kept only node features would have to
   recompute the last 3 x time_edge seconds at every step instead.
 
-Per arrival the work is the new nodes' own layers over their in-neighbours (models_gnn's EdgeConv and PyG's
+Per arrival the work is the new nodes' own layers over their in-neighbours (gnn_model's EdgeConv and PyG's
 SAGEConv on a bipartite (window -> new nodes) edge set): no graph is rebuilt. The result equals the causal
 model's output on one unchunked graph of the whole session (same edges, same aggregations; eval-mode
 BatchNorm is a per-node affine map), up to float rounding.
 
-Nodes arrive in generate_graph's order (time, then identity, then segment ID) and are processed one
+Nodes arrive in graph_building's order (time, then identity, then segment ID) and are processed one
 instant at a time: the nodes of one 4 Hz timestamp (both speakers) arrive together, since same-instant
 nodes are each other's in-neighbours.
 
@@ -46,13 +46,12 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-import generate_graph
-import models_gnn
 from encoder.core import io
 from encoder.core.custom_transforms import Normalization, SpectrogramParams, clip_spectrogram
 from encoder.core.dataset import Segment
 from encoder.core.participant import InputOptions, OnlineParticipants, audio_input, bio_inputs
 from encoder.core.prediction import autocast
+from temporal_gnn import gnn_model, graph_building
 
 
 class OnlineGNN:
@@ -61,7 +60,7 @@ class OnlineGNN:
     Keeps the nodes of the last `time_edge` seconds (their times, identity codes and layer states);
     see the module docstring for why that window suffices."""
 
-    def __init__(self, model: models_gnn.SPELL, time_edge: float, cross_identity: str = "cin",
+    def __init__(self, model: gnn_model.SPELL, time_edge: float, cross_identity: str = "cin",
                  device: torch.device | str = "cpu"):
         if not model.causal:
             raise ValueError("online inference needs a causal GNN (train_val.py --causal)")
@@ -86,7 +85,7 @@ class OnlineGNN:
 
     def edges(self, times: torch.Tensor, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges j -> k from the kept and the new nodes (sources: kept first, then new) into the new
-        nodes k (targets), by generate_graph's rule restricted to t_j <= t_k, with edge_attr = sign(t_j - t_k)."""
+        nodes k (targets), by graph_building's rule restricted to t_j <= t_k, with edge_attr = sign(t_j - t_k)."""
         src_t = torch.cat([self.times, times])
         src_id = torch.cat([self.identity, identity])
         delta = src_t[None, :] - times[:, None]  # [new k, source j] = t_j - t_k, as build_edges computes it
@@ -108,7 +107,7 @@ class OnlineGNN:
                                 dtype=torch.long)
         self._evict(float(times.min()))
         edge_index, edge_attr = self.edges(times, identity)
-        branches = models_gnn.branch_edges(edge_index.to(self.device), edge_attr.to(self.device), causal=True)
+        branches = gnn_model.branch_edges(edge_index.to(self.device), edge_attr.to(self.device), causal=True)
         model = self.model
         h0 = model.embed(features.to(self.device))
         h0_src = torch.cat([self.h0, h0])
@@ -195,13 +194,13 @@ class Arrival:
 
 
 def instants(segments: Sequence[Segment]) -> Iterator[list[tuple[Segment, int]]]:
-    """The nodes of `segments` (one session) in generate_graph's order (time, identity, segment ID),
+    """The nodes of `segments` (one session) in graph_building's order (time, identity, segment ID),
     grouped by timestamp."""
     pairs = [(seg, step) for seg in segments for step in range(seg.n_steps)]
     columns = {"time_s": np.array([seg.ts[step] for seg, step in pairs]),
                "identity": np.array([seg.identity for seg, _ in pairs], dtype=str),
                "segment_id": np.array([seg.segment_id for seg, _ in pairs], dtype=str)}
-    order, _ = generate_graph.session_order(columns)
+    order, _ = graph_building.session_order(columns)
     times = columns["time_s"][order]
     starts = np.flatnonzero(np.r_[True, times[1:] != times[:-1]])
     for group in np.split(order, starts[1:]):

@@ -7,9 +7,9 @@ A run is planned once as a list of chains (plan_single, plan_cv): each chain is 
 processes (GnnWorkers). Every folder a plan names comes from encoder/core/layout.py.
 
 The run's settings (run_pipeline.py) reach the stages as a dict: the encoder's config sections under their
-names, and the graph and GNN stages' as objects, `graph` (generate_graph.GraphSettings) and `gnn`
-(train_val.GnnSettings), which the stages pass on to generate_graph.build_graphs and
-train_val.train_and_evaluate as they are (a modality set, a seed or --cross_identity replaced per stage).
+names, and the graph and GNN stages' as objects, `graph` (graph_building.GraphSettings) and `gnn`
+(gnn_training.GnnSettings), which the stages pass on to graph_building.build_graphs and
+gnn_training.train_and_evaluate as they are (a modality set, a seed or --cross_identity replaced per stage).
 A stage's key holds the settings' to_dict(), so that any setting changed reruns it.
 """
 
@@ -29,11 +29,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import generate_graph
-import model_folder
-import systems
-import train_val
 from encoder.core import checkpoints, config, extraction, frames, kemdy20, layout, pretrained, training, util
+from temporal_gnn import gnn_training, graph_building, model_folder, systems
 
 
 def digest(value: Any) -> str:
@@ -155,14 +152,14 @@ def run_chain(args: argparse.Namespace, pipeline: Pipeline, root: Path, frames_s
 class Upstream:
     """What the GNN stage needs of the stages before it: the graphs' settings and folders and their stage key."""
 
-    graph: generate_graph.GraphSettings
-    folders: generate_graph.GraphFolders
+    graph: graph_building.GraphSettings
+    folders: graph_building.GraphFolders
     graphs_stamp: str
     scope: dict[str, Any]
     fold: int | None
 
 
-def graph_settings(args: argparse.Namespace, settings: dict[str, Any]) -> generate_graph.GraphSettings:
+def graph_settings(args: argparse.Namespace, settings: dict[str, Any]) -> graph_building.GraphSettings:
     """The run's graph settings, with --cross_identity when it sets a graph variant apart (graph_variant)."""
     graph = settings["graph"]
     return replace(graph, cross_identity=args.cross_identity) if graph_variant(args) else graph
@@ -174,14 +171,14 @@ def encoder_seed(optimization: dict[str, Any], seed: int) -> int:
     return int(optimization.get("seed", config.STE_optimization_params["seed"])) + seed - config.SEED
 
 
-def gnn_seed(gnn: train_val.GnnSettings, seed: int) -> int:
+def gnn_seed(gnn: gnn_training.GnnSettings, seed: int) -> int:
     """The seed the GNN of the pipeline's seed `seed` (--seed, --seed + 1, ...) trains with: the GNN settings'
     seed (config.GNN["seed"]) shifted by the pipeline seed's distance from config.SEED, so that every pipeline
     seed trains its own GNN seed; with GNN["seed"] == SEED (the shipped config) the pipeline's seed itself."""
     return gnn.seed + seed - config.SEED
 
 
-def gnn_settings(settings: dict[str, Any], modalities: str, seed: int) -> train_val.GnnSettings:
+def gnn_settings(settings: dict[str, Any], modalities: str, seed: int) -> gnn_training.GnnSettings:
     """The run's GNN settings for the GNN of one modality set and pipeline seed (gnn_seed); a ValueError when
     the seed falls outside GnnSettings' range."""
     return replace(settings["gnn"], modalities=modalities, seed=gnn_seed(settings["gnn"], seed))
@@ -230,22 +227,22 @@ def run_upstream(args: argparse.Namespace, pipeline: Pipeline, root: Path, frame
                                             splits=gnn_splits, encoder_splits=encoder_splits, pretrained=models,
                                             forward=settings.get("STE_forward", {}), causal=causal))
     graph = graph_settings(args, settings)
-    folders = generate_graph.GraphFolders(dirs.features, dirs.graphs)
+    folders = graph_building.GraphFolders(dirs.features, dirs.graphs)
     graph_key = {"features": features_stamp, "folders": folders.to_dict(), "graph": graph.to_dict(), **scope}
     graphs_stamp = pipeline.stage("generate_graph" + graph_variant(args).replace("_", " "), graph_key,
                                   [folders.graph_dir(graph)],
-                                  lambda: generate_graph.build_graphs(graph, folders, force=True))
+                                  lambda: graph_building.build_graphs(graph, folders, force=True))
     return Upstream(graph, folders, graphs_stamp, scope, fold)
 
 
 
 @dataclass(frozen=True)
 class GnnJob:
-    """What train_val.train_and_evaluate gets for one GNN stage (a worker's task)."""
+    """What gnn_training.train_and_evaluate gets for one GNN stage (a worker's task)."""
 
-    gnn: train_val.GnnSettings
-    graph: generate_graph.GraphSettings
-    folders: generate_graph.GraphFolders
+    gnn: gnn_training.GnnSettings
+    graph: graph_building.GraphSettings
+    folders: graph_building.GraphFolders
     results_dir: Path
     exp: str
     device: str
@@ -285,9 +282,9 @@ def gnn_stage(args: argparse.Namespace, settings: dict[str, Any], dirs: ChainDir
 
 
 def train_gnn(job: GnnJob) -> float:
-    """train_val.train_and_evaluate of one GNN stage; returns its wall time in seconds (a worker's task)."""
+    """gnn_training.train_and_evaluate of one GNN stage; returns its wall time in seconds (a worker's task)."""
     start = time.perf_counter()
-    train_val.train_and_evaluate(job.gnn, job.graph, job.folders, job.results_dir, job.exp, job.device)
+    gnn_training.train_and_evaluate(job.gnn, job.graph, job.folders, job.results_dir, job.exp, job.device)
     return time.perf_counter() - start
 
 
