@@ -49,6 +49,7 @@ train_val.py without its printout. metrics.json's `args` and model.json's `setti
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import sys
@@ -82,6 +83,7 @@ from encoder.core.metrics import (
 )
 from encoder.core.plots import plot_confusion
 from encoder.core.prediction import logit_offset, training_prior
+from encoder.core.training import SELECT_ON, improves
 from temporal_gnn import classical, gnn_model, graph_building, graph_data, model_folder, systems, temporal_model
 from temporal_gnn.graph_building import is_int, is_number
 from temporal_gnn.model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
@@ -122,6 +124,8 @@ class GnnSettings:
     class_weight: bool  # inverse-frequency class weights in the loss
     logit_adjust_tau: float  # the logit-adjusted loss (prediction.logit_offset); 0: off
     decision_tau_grid: tuple[float, ...]  # segment decisions' adjustment, chosen on validation (metrics.py)
+    select_on: str  # best.pth and patience: "macro_f1", "loss" or "macro_f1_loss" (training.SELECT_ON)
+    block_dropout: float  # training only: each node's input block zeroed with this probability (0: off)
     seed: int
     threads: int  # CPU threads for torch
     temporal_beside: bool  # the temporal baseline in a second process beside the GNN where it can (same results)
@@ -135,6 +139,9 @@ class GnnSettings:
         _check("patience", is_int(self.patience) and self.patience >= 0, "an integer >= 0", self)
         _check("seed", is_int(self.seed) and 0 <= self.seed < 2**32, "an integer in [0, 2**32)", self)
         _check("dropout", is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)", self)
+        _check("block_dropout", is_number(self.block_dropout) and 0 <= self.block_dropout < 1, "a number in [0, 1)",
+               self)
+        _check("select_on", self.select_on in SELECT_ON, f"one of {', '.join(SELECT_ON)}", self)
         _check("lr", is_number(self.lr) and self.lr > 0, "a number > 0", self)
         _check("logit_adjust_tau", is_number(self.logit_adjust_tau), "a finite number", self)
         for name in ("class_weight", "temporal_beside", "causal"):
@@ -150,7 +157,7 @@ class GnnSettings:
         grid = self.decision_tau_grid
         _check("decision_tau_grid", isinstance(grid, tuple | list) and len(grid) > 0
                and all(is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
-        for name in ("dropout", "lr", "logit_adjust_tau"):
+        for name in ("dropout", "block_dropout", "lr", "logit_adjust_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
         object.__setattr__(self, "decision_tau_grid", tuple(float(t) for t in grid))
@@ -230,6 +237,12 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel1", type=int, default=gnn["channel1"])
     parser.add_argument("--channel2", type=int, default=gnn["channel2"])
     parser.add_argument("--dropout", type=float, default=gnn["dropout"])
+    parser.add_argument("--block_dropout", type=float, default=gnn["block_dropout"],
+                        help="in training, zero each node's input block (audio, eda, ...) with this probability, "
+                             "the kept ones scaled by 1/(1-p); 0: off")
+    parser.add_argument("--select_on", choices=SELECT_ON, default=gnn["select_on"],
+                        help="the validation criterion of best.pth and patience: segment macro-F1, node loss, or "
+                             "macro-F1 with the loss breaking ties")
     parser.add_argument("--lr", type=float, default=gnn["lr"])
     parser.add_argument("--t_max", type=int, default=gnn["t_max"], help="cosine annealing period in epochs")
     parser.add_argument("--batch_size", type=int, default=gnn["batch_size"], help="graphs per batch")
@@ -549,15 +562,28 @@ class _Log:
             fh.write(line + "\n")
 
 
+def drop_blocks(x: torch.Tensor, slices: Mapping[str, tuple[int, int]], p: float) -> torch.Tensor:
+    """`x` with each node's block (a column range of `slices`) zeroed with probability `p` and the kept ones
+    scaled by 1/(1-p), as dropout does to single units (torch's global generator)."""
+    keep = (torch.rand(x.shape[0], len(slices), device=x.device) >= p).to(x.dtype) / (1 - p)
+    scale = torch.ones_like(x)
+    for column, (a, b) in enumerate(slices.values()):
+        scale[:, a:b] = keep[:, column:column + 1]
+    return x * scale
+
+
 def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                  weight: torch.Tensor | None, device: torch.device, logits: Logits = gnn_logits,
-                 offset: torch.Tensor | None = None) -> float:
+                 offset: torch.Tensor | None = None, block_dropout: float = 0.0) -> float:
     """One pass over the training graphs (or windows); returns the node-weighted mean loss. `offset` (7,):
-    added to the logits in the loss only (the logit-adjusted loss, prediction.logit_offset)."""
+    added to the logits in the loss only (the logit-adjusted loss, prediction.logit_offset). `block_dropout`:
+    drop_blocks' probability over the blocks the model reads (model.slices)."""
     model.train()
     total, count = 0.0, 0
     for batch in loader:
         batch = batch.to(device, *BATCH_TENSORS)
+        if block_dropout:
+            batch.x = drop_blocks(batch.x, model.slices, block_dropout)
         optimizer.zero_grad()
         out = logits(model, batch)
         if offset is not None:
@@ -584,23 +610,28 @@ def _train(model: nn.Module, fit: Fit, settings: GnnSettings, device: torch.devi
     weight = torch.from_numpy(class_weights(labels)).to(device) if settings.class_weight else None
     offset = logit_offset(training_prior(labels), settings.logit_adjust_tau)
     offset = None if offset is None else offset.to(device)
-    history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": []}
-    best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0}
+    history: dict[str, list] = {"epoch": [], "train_loss": [], "val_epoch": [], "val_segment_macro_f1": [],
+                                "val_loss": []}
+    best: dict[str, Any] = {"epoch": 0, "val_segment_macro_f1": -1.0, "val_loss": math.inf}
+    val_labels = torch.cat([g.y for g in graphs["val"]]).numpy()
     with tqdm(range(1, settings.num_epoch + 1), desc=f"{fit.name} epochs", unit="epoch",
               position=progress_position) as bar:
         for epoch in bar:
-            loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits, offset)
+            loss = _train_epoch(model, loader, optimizer, weight, device, fit.logits, offset, settings.block_dropout)
             scheduler.step()
             history["epoch"].append(epoch)
             history["train_loss"].append(loss)
             line = f"epoch {epoch} train_loss {loss:.4f}"
             if epoch % settings.eval_freq == 0 or epoch == settings.num_epoch:
-                score = segment_macro_f1(predict(model, graphs["val"], fit.batch_size, device, fit.logits))
+                pred = predict(model, graphs["val"], fit.batch_size, device, fit.logits)
+                score, val_loss = segment_macro_f1(pred), node_loss(pred["probs"], val_labels, offset)
                 history["val_epoch"].append(epoch)
                 history["val_segment_macro_f1"].append(score)
-                line += f" val_segment_macro_f1 {score:.4f}"
-                if score > best["val_segment_macro_f1"]:
-                    best = {"epoch": epoch, "val_segment_macro_f1": score}
+                history["val_loss"].append(val_loss)
+                line += f" val_segment_macro_f1 {score:.4f} val_loss {val_loss:.4f}"
+                if improves(score, val_loss, {"val_macro_f1": best["val_segment_macro_f1"], **best},
+                            settings.select_on):
+                    best = {"epoch": epoch, "val_segment_macro_f1": score, "val_loss": val_loss}
                     keep_best(best)
                 bar.set_postfix(loss=f"{loss:.3f}", val_f1=f"{score:.3f}", best=best["epoch"])
             log(line)
@@ -608,6 +639,16 @@ def _train(model: nn.Module, fit: Fit, settings: GnnSettings, device: torch.devi
                 log(f"early stop: no better validation score for {settings.patience} epochs")
                 break
     return history, best
+
+
+def node_loss(probs: np.ndarray, labels: np.ndarray, offset: torch.Tensor | None = None) -> float:
+    """Mean cross-entropy of node probabilities `probs` (n, 7) against soft `labels` (n, 7), taken, as the training
+    loss is, on the logits plus `offset` (the logit-adjusted loss) when given."""
+    log_p = torch.from_numpy(np.log(np.maximum(probs, 1e-12))).double()
+    if offset is not None:
+        log_p = log_p + offset.detach().cpu().double()
+    loss = -(torch.from_numpy(labels).double() * torch.log_softmax(log_p, dim=1)).sum(dim=1)
+    return float(loss.mean())
 
 
 def _report(ran: dict[str, Any], causal: bool, record: dict, graph_dir: Path, graphs: dict[str, list],

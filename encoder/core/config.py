@@ -214,12 +214,16 @@ GNN = {
     "channel1": 64,  # node embedding and edge-convolution width (also the temporal baseline's GRU width)
     "channel2": 16,  # width of the shared SAGE convolution
     "dropout": 0.2,  # of the GNN and of the temporal baseline
+    # in training, each node's input block (prosody, audio, eda, temp, ...) zeroed with this probability and the kept
+    # ones scaled by 1/(1-p), in the GNN and the temporal baseline (train_val.drop_blocks); 0: off
+    "block_dropout": 0.0,
     "lr": 1e-3,
     "t_max": 100,  # cosine annealing period in epochs
     "batch_size": 16,  # graphs per batch
     "num_epoch": 700,
     "eval_freq": 1,  # validate every N epochs
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
+    "select_on": "macro_f1",  # best.pth and patience by "macro_f1", "loss" or "macro_f1_loss" (loss breaks ties)
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
     # segment decisions of the GNN and the GRU: argmax(log p - tau * log(training class prior)), tau the value of
