@@ -96,7 +96,7 @@ STE_optimization_params = {
     # the loader workers on the CPU; "cpu" or "device" force one. Equal within float rounding (1e-4 dB
     # tested), so a checkpoint's inputs do not record it; the run's record (ste_encoder_config.json) does.
     "spectrogram_on": "auto",
-    "seed": SEED,  # run_pipeline.py: + its seed S - SEED (stages.encoder_seed), S itself as shipped
+    "seed": SEED,  # run_pipeline.py: + its seed S - SEED (temporal_gnn/stages.py encoder_seed), S itself as shipped
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)
     "segment_span_steps": 5,  # segment audio pass: consecutive nodes per training item (dataset.TrainSegmentDataset)
@@ -164,7 +164,8 @@ PRETRAINED = {
 }
 
 # Hand-crafted per-segment statistics (encoder/core/handcrafted.py): the classical system's inputs and the
-# `prosody` node block (classical.py). An eGeMAPS-like speech set at the wav's own rate (YIN F0 in semitones,
+# `prosody` node block (temporal_gnn/classical.py). An eGeMAPS-like speech set at the wav's own rate (YIN F0
+# in semitones,
 # voicing, loudness, MFCC 1-13, spectral shape, rhythm) and EDA / TEMP statistics. Changing one recomputes
 # the cached speech statistics (their cache is keyed on these settings).
 HANDCRAFTED = {
@@ -189,7 +190,8 @@ HANDCRAFTED = {
     "scr_max_rise_s": 5.0,  # a slower rise is tonic drift, not a response
 }
 
-# The classical system (classical.py, systems.py): participant-normalised hand-crafted statistics, standardised,
+# The classical system (temporal_gnn/classical.py, systems.py): participant-normalised hand-crafted statistics,
+# standardised,
 # class-balanced logistic regression with C chosen on the validation sessions.
 CLASSICAL = {
     "C_grid": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # candidate inverse regularisation strengths
@@ -199,7 +201,8 @@ CLASSICAL = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Graph and GNN stages: generate_graph.GraphSettings and train_val.GnnSettings are built from these (checked
+# Graph and GNN stages: graph_building.GraphSettings and gnn_training.GnnSettings (temporal_gnn) are built from
+# these (checked
 # then: a bad value is a one-line error naming it); a flag of generate_graph.py / train_val.py, or config.DEMO
 # under run_pipeline.py's demo profile, overrides an entry for one run. The graph folder's name records numv,
 # time_edge and cross_identity.
@@ -215,7 +218,7 @@ GNN = {
     "channel2": 16,  # width of the shared SAGE convolution
     "dropout": 0.2,  # of the GNN and of the temporal baseline
     # in training, each node's input block (prosody, audio, eda, temp, ...) zeroed with this probability and the kept
-    # ones scaled by 1/(1-p), in the GNN and the temporal baseline (train_val.drop_blocks); 0: off
+    # ones scaled by 1/(1-p), in the GNN and the temporal baseline (gnn_training.drop_blocks); 0: off
     "block_dropout": 0.0,
     "lr": 1e-3,
     "t_max": 100,  # cosine annealing period in epochs
@@ -239,7 +242,7 @@ GNN = {
 }
 
 # The node blocks the pipeline's GNN and GRU read by default (run_pipeline.py --modalities; cv_results.py's
-# default): the encoder's three streams and the hand-crafted speech statistics (`prosody`, classical.py).
+# default): the encoder's three streams and the hand-crafted speech statistics (`prosody`, temporal_gnn/classical.py).
 # Decided by paired CV over three seeds on the demo (docs/results.md): the prosody block gained the GNN
 # +0.0699 [+0.0304, +0.1254] and the GRU +0.1330 [+0.0824, +0.1883] macro-F1. train_val.py run alone reads
 # the encoder's blocks unless its --modalities names others, as the original did.

@@ -359,7 +359,7 @@ class OnlineParticipants:
         earlier = state["done"]
         if any(s.segment_id == segment.segment_id for s in earlier):
             raise ValueError(f"segment {segment.segment_id} arrives again after its last node: an online replay "
-                             "needs OnlineParticipants (online.NodeEmbedder) of its own")
+                             "needs OnlineParticipants (temporal_gnn/online.py NodeEmbedder) of its own")
         horizon = float(segment.ts[step]) + (self.options.bio_clip_length // 2) * config.BIO_STEP_S
         seen = replace(segment, rows={name: rows[rows[:, 0] <= horizon + 1e-9] for name, rows in segment.rows.items()})
         rows = {name: participant_rows([*earlier, seen], name) for name in seen.rows}
@@ -394,9 +394,9 @@ class OnlineParticipants:
 def prefix_views(segments: Sequence[Any], params: SpectrogramParams, options: InputOptions,
                  clip_length: int) -> dict[tuple[str, int], Any]:
     """(segment ID, step) -> the segment as that node sees it online (OnlineParticipants.view), for every
-    node of `segments`, the views taken in the online replay's arrival order (online.instants: time, then
-    identity, then segment ID). Batch extraction of a causal model's features reads these, so that its
-    inputs are the ones predict.py --online embeds. Empty when neither participant option is on."""
+    node of `segments`, the views taken in the online replay's arrival order (temporal_gnn/online.py
+    instants: time, then identity, then segment ID). Batch extraction of a causal model's features reads
+    these, so that its inputs are the ones predict.py --online embeds. Empty when neither participant option is on."""
     if not options.needs_participant:
         return {}
     tracker = OnlineParticipants(params, options, clip_length)
