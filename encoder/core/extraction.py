@@ -51,6 +51,7 @@ from encoder.core.frames import load_frames
 from encoder.core.models import STREAM_DIM, inference_model
 from encoder.core.participant import InputOptions
 from encoder.core.prediction import Predictions, iter_predictions
+from encoder.core.training import LearningOptions
 
 Log = Callable[[str], None]
 PREDICTIONS_FILE = "encoder_predictions_test.csv"
@@ -115,7 +116,8 @@ def _extract(runtime: Runtime, clip_length: int | None, root: Path | None, frame
     blocks = pretrained.load_blocks(pretrained_settings, runtime.device, signature["clip_length"])
     frames = load_frames(root) if frames is None else frames
     # the nodes' labels are the targets the encoder trained on (soft labels: its learning's vote_weight)
-    table = load_segments(frames, root, splits, vote_weight=float(state.get("learning", {}).get("vote_weight", 0.0)))
+    learning = LearningOptions.from_settings(state.get("learning", {}))
+    table = load_segments(frames, root, splits, vote_weight=learning.vote_weight)
     say(table.summary())
     segments = [s for name in splits for s in sorted(table.by_split.get(name, []), key=lambda s: s.session)]
     sessions = sorted({s.session for s in segments})
