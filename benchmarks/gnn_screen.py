@@ -27,20 +27,21 @@ from pathlib import Path
 import numpy as np
 
 from encoder.core import config, layout, streams, util
-from temporal_gnn import gnn_training, graph_building
+from temporal_gnn import gnn_model, gnn_training, graph_building
 
 
 def centre_embeddings(features: Path) -> None:
     """Subtract each (session file, identity)'s mean of the encoder's blocks from its node embeddings, in place."""
-    width = sum(int(d) for name, d in util.read_json(features / "manifest.json")["feature_dims"].items()
-                if name in streams.feature_order())
+    dims = util.read_json(features / "manifest.json")["feature_dims"]
+    slices = gnn_model.modality_slices(dims, [name for name in streams.feature_order() if name in dims])
     for path in sorted(features.glob("features_*/*.pkl")):
         nodes = pickle.loads(path.read_bytes())
         x = np.stack([node[6] for node in nodes])  # float32, as the node files hold them
         identity = np.array([node[2] for node in nodes])
         for who in np.unique(identity):
             rows = identity == who
-            x[rows, :width] -= x[rows, :width].mean(axis=0)
+            for a, b in slices.values():
+                x[rows, a:b] -= x[rows, a:b].mean(axis=0)
         nodes = [(*node[:6], x[i]) for i, node in enumerate(nodes)]
         path.write_bytes(pickle.dumps(nodes))
 
