@@ -124,7 +124,7 @@ class GnnSettings:
     class_weight: bool  # inverse-frequency class weights in the loss
     logit_adjust_tau: float  # the logit-adjusted loss (prediction.logit_offset); 0: off
     decision_tau_grid: tuple[float, ...]  # segment decisions' adjustment, chosen on validation (metrics.py)
-    select_on: str  # best.pth and patience: "macro_f1", "loss" or "macro_f1_loss" (training.SELECT_ON)
+    select_on: str  # best.pth and patience: "macro_f1", "loss", "macro_f1_loss" or "last" (training.SELECT_ON)
     block_dropout: float  # training only: each node's input block zeroed with this probability (0: off)
     seed: int
     threads: int  # CPU threads for torch
@@ -241,8 +241,8 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="in training, zero each node's input block (audio, eda, ...) with this probability, "
                              "the kept ones scaled by 1/(1-p); 0: off")
     parser.add_argument("--select_on", choices=SELECT_ON, default=gnn["select_on"],
-                        help="the validation criterion of best.pth and patience: segment macro-F1, node loss, or "
-                             "macro-F1 with the loss breaking ties")
+                        help="the validation criterion of best.pth and patience: segment macro-F1, node loss, "
+                             "macro-F1 with the loss breaking ties, or the last epoch")
     parser.add_argument("--lr", type=float, default=gnn["lr"])
     parser.add_argument("--t_max", type=int, default=gnn["t_max"], help="cosine annealing period in epochs")
     parser.add_argument("--batch_size", type=int, default=gnn["batch_size"], help="graphs per batch")

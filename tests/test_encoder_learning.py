@@ -79,6 +79,7 @@ def test_improves_on_each_criterion():
                                                                                              "macro_f1_loss")
     # an old checkpoint's best has no val_loss: any finite loss is better
     assert training.improves(0.0, 1e9, {"epoch": 1, "val_macro_f1": 0.2}, "loss")
+    assert training.improves(0.0, 1e9, best, "last")  # every epoch replaces the one before
     assert training.patience_spent(5, 3, 2) and not training.patience_spent(4, 3, 2)
     assert not training.patience_spent(100, 1, None)
     with pytest.raises(ValueError, match="select_on"):
@@ -117,6 +118,7 @@ def scripted_run(monkeypatch, tiny_root, out_dir, **learning):
     ({"patience": 2, "select_on": "macro_f1_loss"}, 5, 3),  # epoch 3 ties epoch 2's macro-F1 at a lower loss
     ({"select_on": "macro_f1_loss"}, 7, 7),
     ({"select_on": "loss"}, 7, 7),
+    ({"patience": 2, "select_on": "last"}, 7, 7),  # the last epoch, and patience never runs out
 ])
 def test_patience_and_selection_on_a_scripted_history(monkeypatch, tiny_root, tmp_path, learning, epochs, best):
     ran, chosen = scripted_run(monkeypatch, tiny_root, tmp_path, **learning)

@@ -109,7 +109,8 @@ def logits(a: list[float], b: list[float]) -> list[list[float]]:
 SCRIPT = [logits([1.0], [0.0, 1.0]), logits([10.0], [0.5]), logits([1.2], [0.0, 1.2])]
 
 
-@pytest.mark.parametrize(("select_on", "epoch"), [("macro_f1", 1), ("loss", 2), ("macro_f1_loss", 3)])
+@pytest.mark.parametrize(("select_on", "epoch"), [("macro_f1", 1), ("loss", 2), ("macro_f1_loss", 3),
+                                                      ("last", 3)])
 def test_the_validation_criterion_picks_the_epoch(select_on: str, epoch: int) -> None:
     settings = gnn_training.GnnSettings.from_config({"num_epoch": 3, "patience": 0, "eval_freq": 1,
                                                   "select_on": select_on})

@@ -106,7 +106,8 @@ STE_optimization_params = {
     # over seeds decide (issue 35):
     "clips_per_segment": 1,  # clips (distinct steps) of every training segment per epoch
     "patience": None,  # stop after this many epochs without a better validation criterion (None: never)
-    "select_on": "macro_f1",  # best.pth and patience by "macro_f1", "loss" or "macro_f1_loss" (loss breaks ties)
+    # best.pth and patience by "macro_f1", "loss", "macro_f1_loss" (loss breaks ties) or "last" (the last epoch's)
+    "select_on": "macro_f1",
     "logit_adjust_tau": 0.0,  # loss on logits + tau * log(training class prior) (Menon et al. 2021); 0: off
     # SpecAugment masks on training spectrograms: count and largest width (mel bands, frames); 0: off
     "spec_augment": {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0},
@@ -226,7 +227,8 @@ GNN = {
     "num_epoch": 700,
     "eval_freq": 1,  # validate every N epochs
     "patience": 100,  # stop after this many epochs without a better validation score (0: never)
-    "select_on": "macro_f1",  # best.pth and patience by "macro_f1", "loss" or "macro_f1_loss" (loss breaks ties)
+    # best.pth and patience by "macro_f1", "loss", "macro_f1_loss" (loss breaks ties) or "last" (the last epoch's)
+    "select_on": "macro_f1",
     "class_weight": False,  # inverse-frequency class weights in the loss (--[no-]class_weight)
     "logit_adjust_tau": 0.0,  # logit-adjusted loss of the GNN and the GRU (prediction.logit_offset); 0: off
     # segment decisions of the GNN and the GRU: argmax(log p - tau * log(training class prior)), tau the value of

@@ -14,8 +14,10 @@ original training, bit for bit) until paired cross-validation runs decide otherw
   k times the optimiser steps per epoch from the same segments (dataset.TrainClipDataset).
 * `patience`: stop after this many epochs without a better validation criterion (None: never).
 * `select_on`: the validation criterion of best.pth and patience: "macro_f1" (segment macro-F1, the
-  original), "loss" (the summed per-node validation loss) or "macro_f1_loss" (macro-F1, ties broken by
-  the lower loss: a few validation segments often give several epochs the same macro-F1).
+  original), "loss" (the summed per-node validation loss), "macro_f1_loss" (macro-F1, ties broken by
+  the lower loss: a few validation segments often give several epochs the same macro-F1) or "last"
+  (every epoch replaces the one before, so best.pth is the last epoch's and patience never stops: with
+  one or two validation sessions either criterion picks an early epoch by noise, docs/results.md).
 * `logit_adjust_tau`: the logit-adjusted loss (Menon et al. 2021): every head's training and validation
   loss is taken on logits + tau · log(prior), prior = the training segments' class frequencies
   (prediction.training_prior). The plain logits then estimate a class-balanced posterior, so argmax
@@ -85,7 +87,7 @@ CONFIG_NAME = "ste_encoder_config.json"
 VAL_COLUMNS = ("val_loss", "val_accuracy", "val_macro_f1", "val_node_accuracy", "val_node_macro_f1")
 
 Log = Callable[[str], None]
-SELECT_ON = ("macro_f1", "loss", "macro_f1_loss")
+SELECT_ON = ("macro_f1", "loss", "macro_f1_loss", "last")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class LearningOptions:
 def improves(val_macro_f1: float, val_loss: float, best: dict[str, Any], select_on: str) -> bool:
     """Whether an epoch's validation beats `best` ({"val_macro_f1", "val_loss"}; an old checkpoint's best
     without val_loss: infinite) on the criterion `select_on`."""
+    if select_on == "last":
+        return True
     best_loss = float(best.get("val_loss", math.inf))
     if select_on == "loss":
         return val_loss < best_loss
