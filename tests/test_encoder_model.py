@@ -154,3 +154,29 @@ def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, model):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(util.DataError, match="junk.pth"):
         checkpoints.load_encoder_checkpoint(tmp_path / "junk.pth")
+
+
+def test_keep_freq_stem_keeps_every_mel_band_and_travels_with_the_checkpoint(tmp_path):
+    """`audio_stem` "keep_freq" strides the stem on time only: the first residual stage sees 32 mel rows, not
+    8, a one-band shift of a narrow-band input stays a one-row shift there, the trunk's time positions do
+    not change, and a checkpoint rebuilds the stem it was trained with (the weights alone cannot tell)."""
+    torch.manual_seed(0)
+    kept, standard = STEncoder(audio_stem="keep_freq").eval(), STEncoder().eval()
+    stem = lambda net, x: net.maxpool(net.relu(net.bn1(net.conv1(x))))  # noqa: E731
+    tone = torch.zeros(1, 1, 32, 110)
+    tone[:, :, 12] = 1.0  # all energy in mel band 12, then in band 13
+    shifted = torch.roll(tone, 1, dims=2)
+    with torch.no_grad():
+        a, b = stem(kept.audio, tone), stem(kept.audio, shifted)
+        assert a.shape[2] == 32 and stem(standard.audio, tone).shape[2] == 8
+        assert torch.allclose(b[:, :, 13], a[:, :, 12]) and not torch.allclose(b[:, :, 12], a[:, :, 12])
+        assert kept.trunk()(tone).shape == standard.trunk()(tone).shape == (1, 512, 110 // models.TRUNK_STRIDE + 1)
+    inputs = {"clip_length": 11, "audio_stem": "keep_freq"}
+    signature = checkpoints.input_signature({**models.config.STE_inputs, **inputs})
+    assert signature["audio_stem"] == "keep_freq"
+    assert "audio_stem" not in checkpoints.input_signature({**models.config.STE_inputs, "clip_length": 11})
+    state = checkpoints.encoder_state(kept, NORM, signature)
+    rebuilt = checkpoints.encoder_from_checkpoint(state, tmp_path / "best.pth")
+    assert rebuilt.audio.conv1.stride == (1, 2) and rebuilt.audio.maxpool.stride == (1, 2)
+    with pytest.raises(ValueError, match="audio_stem"):
+        STEncoder(audio_stem="wide")

@@ -100,7 +100,8 @@ def encoder_from_checkpoint(state: dict[str, Any], path: Path) -> STEncoder:
                              f"not list ({', '.join(streams.names())})", path)
     model = STEncoder(num_classes=int(state.get("num_classes", config.NUM_CLASSES)),
                       bio_channels=options.bio_channels(bio), audio_pass=options.audio_pass,
-                      contour_channels=SpectrogramParams.from_dict(state["inputs"]).contour_rows)
+                      contour_channels=SpectrogramParams.from_dict(state["inputs"]).contour_rows,
+                      audio_stem=options.audio_stem)
     load_state_dict(model, stream_keys(state["model"], bio), path, "encoder")
     return model
 

@@ -61,6 +61,9 @@ STE_inputs = {
     "contour": False,
     "contour_norm": False,  # the contour rows alone standardised per participant and session (participant.py)
     "weights": None,  # optional local file with ResNet18 weights for the audio stream
+    # the audio ResNet18's stem (models.AUDIO_STEMS): "resnet" (stride 2 on both axes, the original's) or "keep_freq"
+    # (stride 2 on time only: every mel band reaches the first residual stage; about 4x the audio stream's compute)
+    "audio_stem": "resnet",
     # Input options (encoder/core/participant.py), each off unless a paired CV over seeds on data with
     # realistic nuisance shows a gain clear of zero (docs/results.md):
     "bio_clip_length": None,  # EDA/TEMP clip length in 4 Hz steps (e.g. 41 ≈ 10 s); None: clip_length

@@ -32,6 +32,11 @@ from encoder.core import config, streams, util
 STREAM_DIM = 512
 HEAD_DIM = 128
 AUDIO_PASSES = ("segment", "clip")
+# The audio ResNet18's stem: "resnet", torchvision's 7x7 convolution and 3x3 max-pool, each of stride 2 on both axes
+# (the mel axis a quarter after the stem); "keep_freq", the same layers with stride 2 on the time axis only, so
+# that the first residual stage sees every mel band (a pitch or formant shift of one band stays a shift of one row),
+# at about four times the stream's compute. Strides only: the weights have the same shapes either way.
+AUDIO_STEMS = ("resnet", "keep_freq")
 TRUNK_STRIDE = 32  # spectrogram frames per position of the ResNet18 trunk's output (stride 2 five times)
 
 
@@ -93,12 +98,16 @@ class ResNet1d(nn.Module):
         return self.pool(self.blocks(self.stem(x))).flatten(1)
 
 
-def audio_resnet18(weights: Path | str | None = None) -> nn.Module:
+def audio_resnet18(weights: Path | str | None = None, stem: str = "resnet") -> nn.Module:
     """torchvision ResNet18 with a one-channel stem and no classifier: (B, 1, mels, frames) → (B, 512).
     `weights`: an optional local ResNet18 state dict (3-channel stem weights are summed to one
-    channel; `fc.*` is ignored). Nothing is ever downloaded."""
+    channel; `fc.*` is ignored). Nothing is ever downloaded. `stem`: one of AUDIO_STEMS."""
+    if stem not in AUDIO_STEMS:
+        raise ValueError(f"audio_stem must be one of {AUDIO_STEMS}, not {stem!r}")
+    stride = 2 if stem == "resnet" else (1, 2)  # (mel, time)
     net = torchvision.models.resnet18(weights=None)
-    net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=stride, padding=3, bias=False)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=stride, padding=1)
     net.fc = nn.Identity()
     if weights is not None:
         path = Path(weights)
@@ -172,10 +181,12 @@ class STEncoder(nn.Module):
     `audio_pass`: "clip" or "segment" (module docstring); the weights are the same in both.
     `contour_channels`: the last rows of an audio clip that are prosodic contours (encoder/core/contours.py),
     read by a 1-D ResNet18 (`contour`) whose vector is added to the 2-D ResNet18's over the mel rows; the
-    audio vector stays 512-d. 0: none (the original's stream). Per-clip pass only."""
+    audio vector stays 512-d. 0: none (the original's stream). Per-clip pass only.
+    `audio_stem`: the audio ResNet18's stem, one of AUDIO_STEMS."""
 
     def __init__(self, num_classes: int = config.NUM_CLASSES, weights: Path | str | None = None,
-                 bio_channels: Mapping[str, int] | None = None, audio_pass: str = "clip", contour_channels: int = 0):
+                 bio_channels: Mapping[str, int] | None = None, audio_pass: str = "clip", contour_channels: int = 0,
+                 audio_stem: str = "resnet"):
         super().__init__()
         if audio_pass not in AUDIO_PASSES:
             raise ValueError(f"audio_pass must be one of {AUDIO_PASSES}, not {audio_pass!r}")
@@ -183,7 +194,7 @@ class STEncoder(nn.Module):
             raise ValueError("contour rows need the per-clip audio pass (audio_pass 'clip')")
         self.audio_pass = audio_pass
         self.contour_channels = int(contour_channels)
-        self.audio = audio_resnet18(weights)
+        self.audio = audio_resnet18(weights, audio_stem)
         if self.contour_channels:
             self.contour = ResNet1d(in_channels=self.contour_channels)
         channels = dict.fromkeys(streams.names(), 1) if bio_channels is None else dict(bio_channels)

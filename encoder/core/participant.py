@@ -70,6 +70,7 @@ class InputOptions:
     segment_chunk_frames: int = 2048
     segment_context_frames: int = 256
     contour_norm: bool = False  # the contour rows alone standardised per participant (contours.py)
+    audio_stem: str = "resnet"  # the audio ResNet18's stem (models.AUDIO_STEMS)
 
     @classmethod
     def from_inputs(cls, inputs: dict[str, Any]) -> InputOptions:
@@ -80,7 +81,7 @@ class InputOptions:
                    str(inputs.get("audio_pass", cls.audio_pass)),
                    int(inputs.get("segment_chunk_frames", cls.segment_chunk_frames)),
                    int(inputs.get("segment_context_frames", cls.segment_context_frames)),
-                   bool(inputs.get("contour_norm", False)))
+                   bool(inputs.get("contour_norm", False)), str(inputs.get("audio_stem", cls.audio_stem)))
 
     @property
     def segment_pass(self) -> bool:
@@ -100,13 +101,14 @@ class InputOptions:
         return self.participant_norm or self.contour_norm
 
     def signature(self) -> dict[str, Any]:
-        """The options as a checkpoint records them (`contour_norm` only when on, so that records written
-        before it existed stay equal)."""
+        """The options as a checkpoint records them (`contour_norm` only when on and `audio_stem` only when not
+        the ResNet's, so that records written before they existed stay equal)."""
         return {"bio_clip_length": self.bio_clip_length, "participant_norm": self.participant_norm,
                 "eda_components": self.eda_components, "audio_pass": self.audio_pass,
                 "segment_chunk_frames": self.segment_chunk_frames,
                 "segment_context_frames": self.segment_context_frames,
-                **({"contour_norm": True} if self.contour_norm else {})}
+                **({"contour_norm": True} if self.contour_norm else {}),
+                **({"audio_stem": self.audio_stem} if self.audio_stem != "resnet" else {})}
 
 
 @dataclass

@@ -241,7 +241,8 @@ def _train(runtime: Runtime, inputs: dict[str, Any], settings: dict[str, Any], r
     placement = device_spectrogram.resolve(str(settings["spectrogram_on"]), device, params, options)
     say(placement.line())
     model = STEncoder(weights=inputs.get("weights"), bio_channels=options.bio_channels(streams.names()),
-                      audio_pass=options.audio_pass, contour_channels=params.contour_rows).to(device)
+                      audio_pass=options.audio_pass, contour_channels=params.contour_rows,
+                      audio_stem=options.audio_stem).to(device)
     if channels_last:  # the 2D stream in NHWC under AMP on CUDA (config.STE_optimization_params)
         model.audio.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
