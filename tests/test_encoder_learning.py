@@ -55,6 +55,29 @@ def test_k_clips_per_segment_give_k_items_per_segment_on_distinct_steps(table):
         train, UNIT, 11, SMALL, seed=3, clips_per_segment=3).step_of(i) for i in range(3 * n)]
 
 
+def test_cached_spectrograms_give_the_same_clips_from_one_read_per_segment(table, monkeypatch):
+    """cache_spectrograms: every clip of two epochs equals the uncached one bit for bit, and each segment's wav
+    is read once instead of once per clip."""
+    from encoder.core import dataset
+
+    train = table.by_split["train"][:6]
+    plain = TrainClipDataset(train, UNIT, 11, SMALL, seed=3, clips_per_segment=3)
+    cached = TrainClipDataset(train, UNIT, 11, SMALL, seed=3, clips_per_segment=3, cache=True)
+    reads: list[str] = []
+    read_wav = dataset.io.read_wav
+    monkeypatch.setattr(dataset.io, "read_wav", lambda path, rate: reads.append(path) or read_wav(path, rate))
+    for epoch in (1, 2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            before = len(reads)
+            expected = plain[i]
+            assert len(reads) == before + 1
+            got = cached[i]
+            assert torch.equal(got[0], expected[0]) and torch.equal(got[2], expected[2])
+    assert len(reads) == 2 * len(plain) + len(train)  # the uncached path's reads plus one per segment
+
+
 def test_k_spans_per_segment_start_on_distinct_nodes(table):
     train = table.by_split["train"]
     n = len(train)

@@ -99,6 +99,10 @@ STE_optimization_params = {
     # the loader workers on the CPU; "cpu" or "device" force one. Equal within float rounding (1e-4 dB
     # tested), so a checkpoint's inputs do not record it; the run's record (ste_encoder_config.json) does.
     "spectrogram_on": "auto",
+    # per-clip pass on the CPU: keep each training segment's spectrogram after its first clip and cut the later
+    # clips from it (the same frames, bit for bit; dataset.TrainClipDataset). Costs one spectrogram per segment in
+    # every loader process (about 2 GB for KEMDy20 at 64 mels), so on only in the demo profile.
+    "cache_spectrograms": False,
     "seed": SEED,  # run_pipeline.py: + its seed S - SEED (temporal_gnn/stages.py encoder_seed), S itself as shipped
     "out_dir": STE_TRAIN_DIR,
     "val_step_stride": 1,  # validate on every k-th step of every validation segment (fixed set)

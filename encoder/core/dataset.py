@@ -257,11 +257,15 @@ def epoch_draws(seed: int, epoch: int, index: int, count: int, draws: int = 1) -
 class TrainClipDataset(Dataset):
     """`clips_per_segment` clips per segment, centred on distinct steps drawn anew each epoch (`set_epoch`):
     item i is draw i // n of segment i % n (n segments), so that an epoch sees every segment k times and
-    its first n items are the one-clip epoch's. `augment` masks each clip's normalised spectrogram."""
+    its first n items are the one-clip epoch's. `augment` masks each clip's normalised spectrogram.
+    `cache`: keep each segment's whole spectrogram after its first clip and cut later clips from it (the same
+    frames: tests/test_encoder_clips.py), so that a segment's wav is read and transformed once per process
+    instead of once per clip; memory: one float32 spectrogram per segment in every loader process."""
 
     def __init__(self, segments: Sequence[Segment], norm: Normalization, clip_length: int,
                  params: SpectrogramParams, seed: int, options: InputOptions | None = None,
-                 clips_per_segment: int = 1, augment: SpecAugment | None = None, device_spectrogram: bool = False):
+                 clips_per_segment: int = 1, augment: SpecAugment | None = None, device_spectrogram: bool = False,
+                 cache: bool = False):
         if clips_per_segment < 1:
             raise ValueError(f"clips_per_segment must be at least 1, not {clips_per_segment}")
         self.segments = list(segments)
@@ -273,6 +277,7 @@ class TrainClipDataset(Dataset):
         self.clips_per_segment = int(clips_per_segment)
         self.augment = augment or SpecAugment()
         self.device_spectrogram = device_spectrogram
+        self.cache: dict[int, np.ndarray] | None = {} if cache and not device_spectrogram else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -290,10 +295,20 @@ class TrainClipDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...] | dict[str, torch.Tensor]:
         seg = self.segments[index % len(self.segments)]
         steps = np.array([self.step_of(index)])
-        wav = io.read_wav(seg.wav, self.params.sample_rate)
+        offset = int(seg.frame_offsets(self.params, steps)[0])
         if self.device_spectrogram:
-            return self.device_item(seg, wav, steps, index)
-        spec = clip_spectrogram(wav, int(seg.frame_offsets(self.params, steps)[0]), self.clip_length, self.params)
+            return self.device_item(seg, io.read_wav(seg.wav, self.params.sample_rate), steps, index)
+        if self.cache is None:
+            spec = clip_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), offset, self.clip_length,
+                                    self.params)
+        else:
+            whole = self.cache.get(index % len(self.segments))
+            if whole is None:
+                last = int(seg.frame_offsets(self.params)[-1])
+                whole = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), last, self.clip_length,
+                                            self.params)
+                self.cache[index % len(self.segments)] = whole
+            spec = slice_clip(whole, offset, self.clip_length, self.params)
         spec = participant.audio_input(seg, spec, self.norm, self.options)
         spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
                            self.params.n_mels)

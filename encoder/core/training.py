@@ -423,7 +423,7 @@ def _training_set(segments: Sequence[Segment], norm: Normalization, clip_length:
                                    int(settings["segment_span_steps"]), learning.clips_per_segment,
                                    learning.spec_augment, device_spectrogram)
     return TrainClipDataset(segments, norm, clip_length, params, seed, options, learning.clips_per_segment,
-                            learning.spec_augment, device_spectrogram)
+                            learning.spec_augment, device_spectrogram, bool(settings.get("cache_spectrograms")))
 
 
 def _prune(out_dir: Path, keep: int | None) -> None:
