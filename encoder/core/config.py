@@ -275,7 +275,7 @@ DEMO = {
     "STE_inputs": {"sample_rate": 8000, "n_fft": 256, "win_length": 200, "hop_length": 200, "n_mels": 32,
                    "fmax": 4000.0},
     "STE_optimization_params": {"epochs": 6, "scheduler_T_max": 6, "batch_size": 32, "num_workers": 0,
-                                "val_step_stride": 2},
+                                "val_step_stride": 2, "cache_spectrograms": True},
     "GRAPH": {"numv": 250},
     "GNN": {"batch_size": 4, "num_epoch": 40, "patience": 15, "t_max": 40},
 }
