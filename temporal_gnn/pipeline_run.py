@@ -66,6 +66,16 @@ from encoder.core import (
 from temporal_gnn import cv_results, gnn_model, gnn_training, graph_building, stages
 
 # On a real KEMDy20 download: config.STE_*, config.GRAPH and config.GNN as they are (a profile like config.DEMO).
+# The encoder input options that are on/off flags (--name / --no-name): name -> (folder-name tag, what it does), in
+# the order --help lists them.
+INPUT_SWITCHES = {
+    "participant_norm": ("pnorm", "standardise spectrogram, EDA and TEMP per participant and session from the "
+                                  "participant's own signal (encoder/core/participant.py)"),
+    "contour": ("contour", "prosodic contour rows (F0, periodicity, loudness) below the mel bands, read by a 1-D "
+                           "ResNet18 of the audio stream (encoder/core/contours.py)"),
+    "contour_norm": ("cnorm", "standardise the contour rows alone per participant and session (needs --contour)"),
+    "eda_components": ("edac", "NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA"),
+}
 NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "GRAPH": {}, "GNN": {}}
 STACKING = ("insample", "split", "split-seen")
 DEFAULT_STACKING = "insample"
@@ -111,24 +121,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bio_clip_length", type=int, default=None, metavar="STEPS",
                         help="EDA/TEMP clip length in 4 Hz steps, apart from the audio clip (e.g. 41 ≈ 10 s); "
                              "default config.STE_inputs; folder names get _bioSTEPS")
-    parser.add_argument("--participant_norm", action=argparse.BooleanOptionalAction, default=None,
-                        help="standardise spectrogram, EDA and TEMP per participant and session from the "
-                             "participant's own signal (encoder/core/participant.py); default config.STE_inputs "
-                             f"({config.STE_inputs['participant_norm']}); folder names get _pnorm / _nopnorm "
-                             "when it differs from the default")
-    parser.add_argument("--contour", action=argparse.BooleanOptionalAction, default=None,
-                        help="prosodic contour rows (F0, periodicity, loudness) below the mel bands, read by a 1-D "
-                             f"ResNet18 of the audio stream (encoder/core/contours.py); default config.STE_inputs "
-                             f"({config.STE_inputs['contour']}); folder names get _contour / _nocontour when it "
-                             "differs from the default")
-    parser.add_argument("--contour_norm", action=argparse.BooleanOptionalAction, default=None,
-                        help="standardise the contour rows alone per participant and session (needs --contour); "
-                             f"default config.STE_inputs ({config.STE_inputs['contour_norm']}); folder names get "
-                             "_cnorm / _nocnorm when it differs from the default")
-    parser.add_argument("--eda_components", action=argparse.BooleanOptionalAction, default=None,
-                        help="NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA; default "
-                             f"config.STE_inputs ({config.STE_inputs['eda_components']}); folder names get _edac "
-                             "/ _noedac when it differs from the default")
+    for name, (tag, what) in INPUT_SWITCHES.items():
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"{what}; default config.STE_inputs ({config.STE_inputs[name]}); folder names get "
+                                 f"_{tag} / _no{tag} when it differs from the default")
     parser.add_argument("--audio_pass", choices=models.AUDIO_PASSES, default=None,
                         help="the audio ResNet18 once over each segment's spectrogram, each node pooled from its "
                              "clip window (segment), or over every node's clip (clip, the original's); default "
@@ -310,9 +306,8 @@ def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tu
              "eda_components": args.eda_components, "audio_pass": args.audio_pass, "contour": args.contour,
              "contour_norm": args.contour_norm}
     chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
-    names = {"participant_norm": "pnorm", "eda_components": "edac", "contour": "contour", "contour_norm": "cnorm"}
     tags = [f"bio{v}" if k == "bio_clip_length" else f"{v[:3]}pass" if k == "audio_pass"
-            else f"{'' if v else 'no'}{names[k]}" for k, v in chosen.items()]
+            else f"{'' if v else 'no'}{INPUT_SWITCHES[k][0]}" for k, v in chosen.items()]
     if not chosen:
         return settings, tags
     return {**settings, "STE_inputs": {**settings["STE_inputs"], **chosen}}, tags
