@@ -293,7 +293,8 @@ class TrainClipDataset(Dataset):
         return len(self.segments) * self.clips_per_segment
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...] | dict[str, torch.Tensor]:
-        seg = self.segments[index % len(self.segments)]
+        number = index % len(self.segments)
+        seg = self.segments[number]
         steps = np.array([self.step_of(index)])
         offset = int(seg.frame_offsets(self.params, steps)[0])
         if self.device_spectrogram:
@@ -302,13 +303,11 @@ class TrainClipDataset(Dataset):
             spec = clip_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), offset, self.clip_length,
                                     self.params)
         else:
-            whole = self.cache.get(index % len(self.segments))
-            if whole is None:
-                last = int(seg.frame_offsets(self.params)[-1])
-                whole = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate), last, self.clip_length,
-                                            self.params)
-                self.cache[index % len(self.segments)] = whole
-            spec = slice_clip(whole, offset, self.clip_length, self.params)
+            if number not in self.cache:
+                self.cache[number] = segment_spectrogram(io.read_wav(seg.wav, self.params.sample_rate),
+                                                         int(seg.frame_offsets(self.params)[-1]), self.clip_length,
+                                                         self.params)
+            spec = slice_clip(self.cache[number], offset, self.clip_length, self.params)
         spec = participant.audio_input(seg, spec, self.norm, self.options)
         spec = self.augment(spec, np.random.default_rng([self.seed, self.epoch, index, AUGMENT_STREAM]),
                            self.params.n_mels)
