@@ -47,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.root / "annotation").is_dir():
         raise util.DataError("no KEMDy20-format data here: run `make demo` first or give --root", args.root)
-    inputs = {**config.STE_inputs, **(config.DEMO["STE_inputs"] if args.root == config.DEMO_ROOT else {})}
+    profile = config.DEMO["STE_inputs"] if args.root == config.DEMO_ROOT else None
+    inputs = util.merge_settings(config.STE_inputs, profile)
     params = SpectrogramParams.from_dict(inputs)
     clip_length = int(inputs["clip_length"])
     options = InputOptions.from_inputs(inputs)
