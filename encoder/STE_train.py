@@ -35,6 +35,8 @@ def parse_args() -> argparse.Namespace:
                         help="prosodic contour rows below the mel bands (encoder/core/contours.py)")
     parser.add_argument("--contour_norm", action=argparse.BooleanOptionalAction, default=None,
                         help="the contour rows alone standardised per participant (needs --contour)")
+    parser.add_argument("--bio_norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="EDA and TEMP alone standardised per participant, the spectrogram as before")
     parser.add_argument("--audio_pass", choices=models.AUDIO_PASSES,
                         help="the audio ResNet18 once per segment, nodes pooled from it, or once per node's clip")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch checkpoint in out_dir")
@@ -45,7 +47,7 @@ def main() -> None:
     args = parse_args()
     given = {k: v for k, v in vars(args).items() if v is not None}
     input_keys = ("weights", "sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmax", "audio_pass",
-                  "contour", "contour_norm")
+                  "contour", "contour_norm", "bio_norm")
     opt_keys = ("out_dir", "epochs", "batch_size", "lr", "num_workers", "seed", "class_weight")
     if "epochs" in given:
         given.setdefault("scheduler_T_max", given["epochs"])

@@ -5,7 +5,7 @@
                            [--stacking insample|split|split-seen] [--cv K [--ablation]]
                            [--seeds N [--keep_encoder]] [--jobs N] [--class_weight] [--text_model DIR]
                            [--speech_model DIR] [--name NAME] [--participant_norm] [--eda_components] [--contour]
-                           [--contour_norm] [--bio_clip_length STEPS] [--audio_pass segment|clip]
+                           [--contour_norm] [--bio_norm] [--bio_clip_length STEPS] [--audio_pass segment|clip]
                            [--cross_identity cin|ciy]
 
 Data: `--data DIR` (a KEMDy20 root), else config.KEMDY20_ROOT when it exists, else the synthetic
@@ -74,6 +74,8 @@ INPUT_SWITCHES = {
     "contour": ("contour", "prosodic contour rows (F0, periodicity, loudness) below the mel bands, read by a 1-D "
                            "ResNet18 of the audio stream (encoder/core/contours.py)"),
     "contour_norm": ("cnorm", "standardise the contour rows alone per participant and session (needs --contour)"),
+    "bio_norm": ("bnorm", "standardise EDA and TEMP alone per participant and session, the spectrogram keeping the "
+                          "training-set normalisation"),
     "eda_components": ("edac", "NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA"),
 }
 NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "GRAPH": {}, "GNN": {}}
@@ -304,7 +306,7 @@ def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tu
     `nopnorm`, `edac` or `noedac`, `contour` or `nocontour`; none when every option is the default)."""
     asked = {"bio_clip_length": args.bio_clip_length, "participant_norm": args.participant_norm,
              "eda_components": args.eda_components, "audio_pass": args.audio_pass, "contour": args.contour,
-             "contour_norm": args.contour_norm}
+             "contour_norm": args.contour_norm, "bio_norm": args.bio_norm}
     chosen = {k: v for k, v in asked.items() if v is not None and v != config.STE_inputs[k]}
     tags = [f"bio{v}" if k == "bio_clip_length" else f"{v[:3]}pass" if k == "audio_pass"
             else f"{'' if v else 'no'}{INPUT_SWITCHES[k][0]}" for k, v in chosen.items()]

@@ -107,20 +107,26 @@ def test_participant_norm_removes_a_participants_offset_and_scale(session: list)
                                    participant.node_values(b, options)["eda"], atol=1e-9)
 
 
+def constant(seg: Any, eda: float, temp: float) -> Any:
+    """`seg` with every EDA and TEMP row and node value at one level."""
+    level = {"eda": eda, "temp": temp}
+    return replace(seg, values={k: np.full_like(v, level[k]) for k, v in seg.values.items()},
+                   rows={k: np.c_[v[:, 0], np.full(len(v), level[k])] for k, v in seg.rows.items()})
+
+
+def constant_pair(session: list) -> list:
+    """A participant's first two segments, EDA 1 and 3 µS, TEMP 30 and 34 °C."""
+    first, second = next(iter(participant.by_participant(fresh(session)).values()))[:2]
+    return [constant(first, 1.0, 30.0), constant(second, 3.0, 34.0)]
+
+
 def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) -> None:
     """A participant of two segments, EDA 1 µS on all n_a rows of the first and 3 µS on all n_b rows of the
     second (TEMP 30 and 34 °C). Over the participant's n = n_a + n_b rows: mean (n_a + 3 n_b) / n and sd
     (ddof=0, the signal's own spread) 2 sqrt(n_a n_b) / n, so the first segment's values standardise to
     -sqrt(n_b / n_a) and the second's to +sqrt(n_a / n_b); likewise TEMP. Audio: each mel bin minus its
     mean over both wavs' frames, over its sd."""
-    first, second = next(iter(participant.by_participant(fresh(session)).values()))[:2]
-
-    def constant(seg: object, eda: float, temp: float) -> object:
-        level = {"eda": eda, "temp": temp}
-        return replace(seg, values={k: np.full_like(v, level[k]) for k, v in seg.values.items()},
-                       rows={k: np.c_[v[:, 0], np.full(len(v), level[k])] for k, v in seg.rows.items()})
-
-    pair = [constant(first, 1.0, 30.0), constant(second, 3.0, 34.0)]
+    pair = constant_pair(session)
     n_a, n_b = len(pair[0].rows["eda"]), len(pair[1].rows["eda"])
     assert not set(pair[0].rows["eda"][:, 0]) & set(pair[1].rows["eda"][:, 0])  # no row counted once for both
     assert len(pair[0].rows["temp"]) == n_a and len(pair[1].rows["temp"]) == n_b
@@ -142,6 +148,28 @@ def test_participant_norm_of_a_two_segment_participant_by_hand(session: list) ->
     spec = frames_[0].T
     np.testing.assert_allclose(participant.audio_input(pair[0], spec, UNIT, options),
                                (spec - both.mean(axis=0)[:, None]) / both.std(axis=0)[:, None], rtol=1e-4, atol=1e-4)
+
+
+def test_bio_norm_standardises_the_bio_streams_alone(session: list) -> None:
+    """bio_norm: the two-segment participant's bio inputs standardise as under participant_norm (first segment
+    -sqrt(n_b / n_a), second +sqrt(n_a / n_b)), while the spectrogram keeps the training-set normalisation only
+    (mean 1, sd 2 here) and no audio statistics are gathered."""
+    pair = constant_pair(session)
+    n_a, n_b = len(pair[0].rows["eda"]), len(pair[1].rows["eda"])
+    options = InputOptions(11, bio_norm=True)
+    assert options.needs_participant and options.bio_statistics and not options.audio_statistics
+    participant.attach(pair, SMALL, options)
+    assert pair[0].participant.mel_mean is None
+    for seg, expected in zip(pair, (-np.sqrt(n_b / n_a), np.sqrt(n_a / n_b)), strict=True):
+        inputs = participant.bio_inputs(seg, np.arange(seg.n_steps), UNIT, options)
+        for name in ("eda", "temp"):
+            np.testing.assert_allclose(inputs[name][:, 0], expected, rtol=1e-5)
+            np.testing.assert_allclose(participant.node_values(seg, options)[name], expected)
+    spec = np.array([[3.0, 5.0], [7.0, 9.0]], dtype=np.float32)
+    np.testing.assert_allclose(participant.audio_input(pair[0], spec, Normalization(1.0, 2.0), options),
+                               [[1.0, 2.0], [3.0, 4.0]])
+    assert options.signature()["bio_norm"] is True and "bio_norm" not in InputOptions(11).signature()
+    assert InputOptions.from_inputs({"clip_length": 11, "bio_norm": True}) == options
 
 
 def test_options_off_change_nothing(session: list) -> None:
@@ -267,12 +295,15 @@ def test_run_pipeline_flags_set_the_options_and_name_the_folders() -> None:
     # an option given at its default value changes nothing, names nothing
     same = pipeline_run.parse_args(["--no-participant_norm", "--no-eda_components"])
     assert pipeline_run.with_input_options(config.DEMO, same) == (config.DEMO, [])
+    settings, tag = pipeline_run.with_input_options(config.DEMO, pipeline_run.parse_args(["--bio_norm"]))
+    assert tag == ["bnorm"] and settings["STE_inputs"]["bio_norm"] is True
 
 
 @pytest.mark.parametrize(("options", "count", "params"), [
     (InputOptions(21, participant_norm=True), None, SMALL), (ALL_ON, 4, SMALL),
-    (InputOptions(11, participant_norm=True), 4, CONTOUR), (InputOptions(11, contour_norm=True), 4, CONTOUR)],
-    ids=["pnorm", "all", "pnorm-contour", "cnorm-contour"])
+    (InputOptions(11, participant_norm=True), 4, CONTOUR), (InputOptions(11, contour_norm=True), 4, CONTOUR),
+    (InputOptions(11, bio_norm=True), None, SMALL)],
+    ids=["pnorm", "all", "pnorm-contour", "cnorm-contour", "bnorm"])
 def test_causal_extraction_inputs_are_the_online_embedders(session: list, options: InputOptions,
                                                            count: int | None, params: SpectrogramParams) -> None:
     """Every node input of CausalSegmentDataset (batch extraction of a causal model's features) equals what

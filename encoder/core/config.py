@@ -70,6 +70,9 @@ STE_inputs = {
     # Off: on held-out KEMDy20-format data with realistic bio it lowered the encoder and the GRU baseline
     # (docs/results.md); its earlier gain came from synthetic bio levels that z-scoring turned into the label.
     "participant_norm": False,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
+    # EDA and TEMP alone standardised per participant and session, the spectrogram keeping the training-set
+    # normalisation (a speaker's bio levels identify the speaker; participant.py)
+    "bio_norm": False,
     "eda_components": False,  # NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA
     # Audio stream: "segment" runs the ResNet18 trunk once over a segment's spectrogram and pools each node's
     # clip window from it; "clip" runs it over every node's clip (the original's; models.py).

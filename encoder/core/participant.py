@@ -15,6 +15,9 @@
 * `contour_norm`: the contour rows alone (STE_inputs["contour"], contours.py) standardised as participant_norm
   standardises every row, the log-mel bands and the bio streams keeping the training-set normalisation: the
   speaker's own pitch and loudness become the reference, while nothing else changes.
+* `bio_norm`: the bio streams alone standardised as participant_norm standardises them, the log-mel bands keeping
+  the training-set normalisation: a participant's EDA and skin-temperature levels, which differ between people far
+  more than between emotions, no longer tell the encoder who is speaking.
 * `eda_components`: three more EDA input channels beside the raw series, from NeuroKit2: the tonic
   and phasic parts (`nk.eda_phasic`, its default high-pass split) and the SCR peaks (`nk.eda_peaks` on
   the phasic part: at each peak sample its amplitude, 0 elsewhere). They are computed over the
@@ -71,6 +74,7 @@ class InputOptions:
     segment_context_frames: int = 256
     contour_norm: bool = False  # the contour rows alone standardised per participant (contours.py)
     audio_stem: str = "resnet"  # the audio ResNet18's stem (models.AUDIO_STEMS)
+    bio_norm: bool = False  # the bio streams alone standardised per participant
 
     @classmethod
     def from_inputs(cls, inputs: dict[str, Any]) -> InputOptions:
@@ -81,7 +85,8 @@ class InputOptions:
                    str(inputs.get("audio_pass", cls.audio_pass)),
                    int(inputs.get("segment_chunk_frames", cls.segment_chunk_frames)),
                    int(inputs.get("segment_context_frames", cls.segment_context_frames)),
-                   bool(inputs.get("contour_norm", False)), str(inputs.get("audio_stem", cls.audio_stem)))
+                   bool(inputs.get("contour_norm", False)), str(inputs.get("audio_stem", cls.audio_stem)),
+                   bool(inputs.get("bio_norm", False)))
 
     @property
     def segment_pass(self) -> bool:
@@ -93,7 +98,12 @@ class InputOptions:
 
     @property
     def needs_participant(self) -> bool:
-        return self.participant_norm or self.eda_components or self.contour_norm
+        return self.participant_norm or self.eda_components or self.contour_norm or self.bio_norm
+
+    @property
+    def bio_statistics(self) -> bool:
+        """Whether the bio streams are standardised by their participant's statistics (participant_norm, bio_norm)."""
+        return self.participant_norm or self.bio_norm
 
     @property
     def audio_statistics(self) -> bool:
@@ -101,14 +111,15 @@ class InputOptions:
         return self.participant_norm or self.contour_norm
 
     def signature(self) -> dict[str, Any]:
-        """The options as a checkpoint records them (`contour_norm` only when on and `audio_stem` only when not
-        the ResNet's, so that records written before they existed stay equal)."""
+        """The options as a checkpoint records them (`contour_norm` and `bio_norm` only when on and `audio_stem` only
+        when not the ResNet's, so that records written before they existed stay equal)."""
         return {"bio_clip_length": self.bio_clip_length, "participant_norm": self.participant_norm,
                 "eda_components": self.eda_components, "audio_pass": self.audio_pass,
                 "segment_chunk_frames": self.segment_chunk_frames,
                 "segment_context_frames": self.segment_context_frames,
                 **({"contour_norm": True} if self.contour_norm else {}),
-                **({"audio_stem": self.audio_stem} if self.audio_stem != "resnet" else {})}
+                **({"audio_stem": self.audio_stem} if self.audio_stem != "resnet" else {}),
+                **({"bio_norm": True} if self.bio_norm else {})}
 
 
 @dataclass
@@ -304,7 +315,7 @@ def bio_inputs(segment: Any, steps: np.ndarray, norm: Normalization, options: In
     stats = segment.participant
     inputs = {}
     for name, clips in segment.bio_clips(options.bio_clip_length, steps, norm.bio).items():
-        if options.participant_norm:
+        if options.bio_statistics:
             clips = standardised(clips, *stats.bio[name])
         channels = [norm.stream(name, clips)]
         if name == COMPONENT_STREAM and options.eda_components:
@@ -325,9 +336,9 @@ def component_clips(segment: Any, steps: np.ndarray, options: InputOptions) -> l
 
 
 def node_values(segment: Any, options: InputOptions) -> dict[str, np.ndarray]:
-    """The segment's own node values of every bio stream after participant normalisation (when on): what the
-    training-set means and sds are estimated over."""
-    if not options.participant_norm:
+    """The segment's own node values of every bio stream after participant normalisation (participant_norm or
+    bio_norm): what the training-set means and sds are estimated over."""
+    if not options.bio_statistics:
         return segment.values
     return {name: standardised(values, *segment.participant.bio[name]) for name, values in segment.values.items()}
 
