@@ -530,3 +530,25 @@ def test_cv_ablation_reuses_each_folds_encoder_features_and_graphs(cv_run: dict)
     out = cv_run["run"]()
     assert out.count("] running") == 0
     assert out.strip().splitlines()[-1] == str(cv_dir / "summary_prosody-audio-eda-temp.json")
+
+
+def test_encoder_heads_scores_every_head_and_the_fused_one_as_the_run(cv_run: dict, tmp_path: Path) -> None:
+    """benchmarks/encoder_heads.py over the CV run's fold encoders: a pooled and per-fold figure for every head, the
+    fused head's pooled figure the run's own `encoder` row, and a fold whose recorded decisions differ refused."""
+    heads = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "encoder_heads.py")
+    cv_dir = cv_run["cv_dir"]
+    report = heads.score_run(cv_dir, cv_run["data"], with_train=False)
+    summary = util.read_json(cv_dir / "summary_prosody-audio-eda-temp.json")
+    assert list(report) == ["test"] and list(report["test"]) == ["audio", "eda", "temp", "fused"]
+    encoder = summary["pooled"]["encoder"]
+    assert report["test"]["fused"]["pooled"] == pytest.approx(encoder["macro_f1"], abs=1e-12)
+    assert all(row["segments"] == encoder["n_segments"] and len(row["folds"]) == 2 for row in report["test"].values())
+    copy = tmp_path / "run"
+    shutil.copytree(cv_dir / "fold_0", copy / "fold_0")
+    path = copy / "fold_0" / "features" / "encoder_predictions_test.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    row = lines[1].split(",")
+    row[2] = next(e for e in config.EMOTIONS if e != row[2])  # one test decision the fused head did not make
+    path.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(util.DataError, match="decides 1 of"):
+        heads.score_run(copy, cv_run["data"], with_train=False)
