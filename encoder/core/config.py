@@ -71,7 +71,9 @@ STE_inputs = {
     # (docs/results.md); its earlier gain came from synthetic bio levels that z-scoring turned into the label.
     "participant_norm": False,  # standardise spectrogram (per mel band), EDA and TEMP per participant and session
     # EDA and TEMP alone standardised per participant and session, the spectrogram keeping the training-set
-    # normalisation (a speaker's bio levels identify the speaker; participant.py)
+    # normalisation (participant.py): a speaker's bio levels tell the encoder who is speaking. Off until held-out
+    # recordings decide: on the demo it lifted the 15-epoch encoder and the GNN on it, and cost the GNN on the
+    # demo profile's 6-epoch encoder (docs/results.md)
     "bio_norm": False,
     "eda_components": False,  # NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA
     # Audio stream: "segment" runs the ResNet18 trunk once over a segment's spectrogram and pools each node's
