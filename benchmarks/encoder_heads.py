@@ -52,14 +52,14 @@ def head_probabilities(checkpoint: Path, root: Path, table_frames: object, sessi
     segments = load_segments(table_frames, root, {"x": tuple(sessions)}, wanted=("x",)).by_split.get("x", [])
     if not segments:
         raise util.DataError(f"no usable segment in sessions {sessions}", root)
+    norm = Normalization.from_dict(state["normalization"])
     probs: dict[str, list[np.ndarray]] = {}
     ids: list[str] = []
     targets: list[int] = []
     for session in sorted({s.session for s in segments}):
         group = [s for s in segments if s.session == session]
         participant.attach(group, params, options, clip_length)
-        dataset = SegmentDataset(group, Normalization.from_dict(state["normalization"]), clip_length, params,
-                                 options=options)
+        dataset = SegmentDataset(group, norm, clip_length, params, options=options)
         loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0)
         with torch.inference_mode(), util.one_blas_thread():
             for batch in node_batches(loader, BATCH, clip_length, params):

@@ -222,8 +222,10 @@ def compute_normalization(
     options: InputOptions | None = None,
 ) -> Normalization:
     """Mean/std of every bio stream (streams.BIO_STREAMS) over every training sample, and of the log-mel values
-    over the spectrograms of up to `audio_segments` evenly spaced training segments. Training data only; with
-    `options.participant_norm` of the participant-standardised values (segments attached first)."""
+    over the spectrograms of up to `audio_segments` evenly spaced training segments. Training data only; with the
+    participant options of `options`, of the values they standardise (participant.node_values for the bio streams:
+    participant_norm, bio_norm; participant.audio_input for the spectrogram: participant_norm, contour_norm;
+    segments attached first)."""
     if not train:
         raise util.DataError("no usable training segment to estimate the normalisation from")
     options = options or InputOptions(clip_length)

@@ -98,7 +98,8 @@ class InputOptions:
 
     @property
     def needs_participant(self) -> bool:
-        return self.participant_norm or self.eda_components or self.contour_norm or self.bio_norm
+        """Whether any option reads the participant's own signal (its statistics or its EDA components)."""
+        return self.bio_statistics or self.audio_statistics or self.eda_components
 
     @property
     def bio_statistics(self) -> bool:
