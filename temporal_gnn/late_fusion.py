@@ -1,0 +1,162 @@
+"""Late fusion of the classical system with a learned one (the encoder alone, the GRU or the GNN) over a
+`run_pipeline.py --cv K` run's test predictions: does the learned system know anything the hand-crafted
+statistics do not? `benchmarks/late_fusion.py` prints it; docs/render_results.py renders a recorded result.
+
+For each fold (and each seed folder), the segment's decision is argmax(log p_classical + w · log p_partner).
+The weight w is the value of a grid whose fused decisions score the best macro-F1 on the other folds' test
+segments pooled, so a fold's own test labels never choose its weight (a nested choice; ties go to the smaller
+w). Reported per seed: the classical system, the partner and the fusion, pooled over the folds with
+session-bootstrap intervals, the paired difference fusion − classical and the weights chosen; then that
+difference over the seeds, its interval resampling the same sessions for every seed.
+
+The GNN's blocks `prosody,audio,eda,temp` against `prosody` alone ask the same question inside the graph, where
+the encoder's embeddings of its own training sessions are cleaner than those of the sessions it never saw (the
+in-sample feature gap, docs/evaluation.md). Here every probability fused is a test-session one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from encoder.core import config, extraction, layout, metrics, util
+from temporal_gnn import cv_results, systems
+
+GRID = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+PARTNERS = ("encoder", "temporal", "gnn")
+PROBABILITY_COLUMNS = [f"p_{emotion}" for emotion in config.EMOTIONS]
+FLOOR = 1e-6  # probabilities are written to 4 decimals: a written 0 is taken as this
+
+
+def prediction_file(fold: Path, gnn: str, system: str) -> Path:
+    """Where a fold keeps `system`'s test predictions (cv_results.fold_predictions' sources)."""
+    if system == "encoder":
+        return fold / "features" / extraction.PREDICTIONS_FILE
+    if system == systems.GNN:
+        return fold / gnn / cv_results.GNN_PREDICTIONS_FILE
+    return fold / gnn / next(s for s in systems.registered() if s.name == system).predictions
+
+
+def log_probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
+    """(n, 7) log-probabilities of a segment-predictions CSV in the order of `segment_ids`; DataError when the
+    file lacks one of them or has no probability columns."""
+    if not path.is_file():
+        raise util.DataError("segment predictions not found", path)
+    table = pd.read_csv(path, dtype={"segment_id": str}).set_index("segment_id")
+    missing = [c for c in PROBABILITY_COLUMNS if c not in table.columns]
+    if missing:
+        raise util.DataError(f"no probability column {missing[0]}", path)
+    absent = [s for s in segment_ids if s not in table.index]
+    if absent:
+        raise util.DataError(f"segment {absent[0]} of the GNN's test segments is not in it; rerun the fold", path)
+    return np.log(np.clip(table.loc[list(segment_ids), PROBABILITY_COLUMNS].to_numpy(dtype=float), FLOOR, 1.0))
+
+
+def load_fold(fold: Path, gnn: str, partner: str) -> dict[str, Any]:
+    """One fold's test segments (the GNN's order), targets, sessions and both systems' log-probabilities."""
+    segments = metrics.read_segment_predictions(fold / gnn / cv_results.GNN_PREDICTIONS_FILE)
+    ids = list(segments["segment_ids"])
+    return {"segment_ids": ids, "sessions": segments["sessions"], "targets": segments["targets"],
+            "classical": log_probabilities(prediction_file(fold, gnn, "classical"), ids),
+            "partner": log_probabilities(prediction_file(fold, gnn, partner), ids)}
+
+
+def fused(fold: dict[str, Any], weight: float) -> np.ndarray:
+    """The fold's fused decisions at `weight`."""
+    return (fold["classical"] + weight * fold["partner"]).argmax(axis=1)
+
+
+def nested_weights(folds: Sequence[dict[str, Any]], grid: Sequence[float]) -> list[float]:
+    """Per fold, the weight of `grid` with the best pooled macro-F1 of the other folds' fused decisions (the
+    smallest on a tie); with one fold there are no others and the weight is the grid's first."""
+    weights = []
+    for k in range(len(folds)):
+        others = [f for j, f in enumerate(folds) if j != k]
+        if not others:
+            weights.append(float(grid[0]))
+            continue
+        targets = np.concatenate([f["targets"] for f in others])
+        labels = np.unique(targets)
+        scores = [metrics.macro_f1(targets, np.concatenate([fused(f, w) for f in others]), labels) for w in grid]
+        weights.append(float(grid[int(np.argmax(scores))]))
+    return weights
+
+
+def seed_fusion(tree: Path, gnn: str, partner: str, grid: Sequence[float]) -> dict[str, Any]:
+    """One seed's folds pooled: segment IDs, sessions, targets, the decisions of classical, partner and fusion,
+    and the weight each fold was given."""
+    folds = [load_fold(fold, gnn, partner) for fold in layout.fold_dirs(tree)]
+    weights = nested_weights(folds, grid)
+    return {"segment_ids": np.concatenate([f["segment_ids"] for f in folds]),
+            "sessions": np.concatenate([f["sessions"] for f in folds]),
+            "targets": np.concatenate([f["targets"] for f in folds]),
+            "classical": np.concatenate([f["classical"].argmax(axis=1) for f in folds]),
+            partner: np.concatenate([f["partner"].argmax(axis=1) for f in folds]),
+            "fusion": np.concatenate([fused(f, w) for f, w in zip(folds, weights, strict=True)]),
+            "weights": weights}
+
+
+def aligned(run: dict[str, Any], order: np.ndarray, path: Path) -> dict[str, Any]:
+    """`run`'s arrays in the segment order `order` (another seed's); DataError when the two seeds tested
+    different segments."""
+    position = {s: i for i, s in enumerate(run["segment_ids"])}
+    if len(position) != len(order) or any(s not in position for s in order):
+        raise util.DataError("its seeds tested different segments", path)
+    index = np.array([position[s] for s in order])
+    return {k: (v[index] if isinstance(v, np.ndarray) else v) for k, v in run.items()}
+
+
+def late_fusion(cv_dir: Path, partner: str = "encoder", modalities: str = config.MODALITIES,
+                grid: Sequence[float] = GRID, n_boot: int = cv_results.N_BOOT, seed: int = config.SEED
+                ) -> dict[str, Any]:
+    """The fusion of the classical system with `partner` on every seed of a CV run (see the module docstring)."""
+    if partner not in PARTNERS:
+        raise ValueError(f"partner must be one of {', '.join(PARTNERS)}, not {partner!r}")
+    gnn = layout.gnn_folder(modalities)
+    runs: dict[str, dict[str, Any]] = {}
+    for name, tree in layout.seed_trees(cv_dir).items():
+        run = seed_fusion(tree, gnn, partner, grid)
+        runs[name] = run if not runs else aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+    first = next(iter(runs.values()))
+    sessions, targets = first["sessions"], first["targets"]
+    per_seed = {}
+    for name, run in runs.items():
+        per_seed[name] = {
+            "pooled": {system: cv_results.pooled_macro_f1(sessions, targets, run[system], n_boot, seed)
+                       for system in ("classical", partner, "fusion")},
+            "fusion_minus_classical": cv_results.paired_difference(sessions, targets, run["fusion"],
+                                                                   run["classical"], n_boot, seed),
+            "weights": run["weights"]}
+    labels = np.unique(targets)
+
+    def mean_difference(idx: np.ndarray) -> float:
+        return float(np.mean([metrics.macro_f1(targets[idx], run["fusion"][idx], labels)
+                              - metrics.macro_f1(targets[idx], run["classical"][idx], labels)
+                              for run in runs.values()]))
+
+    over_seeds = metrics.session_bootstrap(sessions, mean_difference, n_boot, seed)
+    return {"run": str(cv_dir), "partner": partner, "modalities": modalities, "grid": list(grid),
+            "n_sessions": len(np.unique(sessions)), "n_segments": len(targets), "seeds": per_seed,
+            "fusion_minus_classical_over_seeds": {"macro_f1": over_seeds["estimate"], "ci95": over_seeds["ci95"]}}
+
+
+def format_fusion(result: dict[str, Any]) -> str:
+    partner, n = result["partner"], result["n_sessions"]
+    lines = [f"late fusion: argmax(log p_classical + w * log p_{partner}), w of {result['grid']} chosen per fold on "
+             f"the other folds' test segments; pooled segment macro-F1 [95% CI, sessions resampled] over {n} sessions "
+             f"and {result['n_segments']} segments (modalities {result['modalities']})",
+             f"{'seed':<10}  {'classical':<26} {partner:<26} {'fusion':<26} {'fusion - classical':<28} weights"]
+    for name, entry in result["seeds"].items():
+        pooled = entry["pooled"]
+        cells = [metrics.format_estimate(pooled[s], n) for s in ("classical", partner, "fusion")]
+        difference = metrics.format_estimate(entry["fusion_minus_classical"], n, sign="+")
+        weights = ", ".join(f"{w:g}" for w in entry["weights"])
+        lines.append(f"{name:<10}  {cells[0]:<26} {cells[1]:<26} {cells[2]:<26} {difference:<28} {weights}")
+    if len(result["seeds"]) > 1:
+        over = metrics.format_estimate(result["fusion_minus_classical_over_seeds"], n, sign="+")
+        lines.append(f"fusion - classical, mean over {len(result['seeds'])} seeds: {over}")
+    return "\n".join(lines)
