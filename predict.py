@@ -14,7 +14,7 @@ import torch
 
 from encoder.core import checkpoints, config, distributed, participant, util
 from encoder.core.models import inference_model
-from temporal_gnn import classical
+from temporal_gnn import classical, late_fusion
 from temporal_gnn.labelling import (
     appended_columns,
     embedding_amp,
@@ -64,9 +64,14 @@ def main() -> None:
     table = prediction_table(ids, probs, gt, segments, unusable, participant_segments(segments, options, gnn.causal),
                              loaded.decision)
     table["classical_predicted"] = ""
+    table["fusion_predicted"] = ""
     if "classical" in loaded.system_paths:
-        by_id = classical.label_segments(loaded.system_paths["classical"], segments)
-        table["classical_predicted"] = table["segment_id"].map(by_id).fillna("")
+        classical_probs = classical.segment_probabilities(loaded.system_paths["classical"], segments)
+        table["classical_predicted"] = table["segment_id"].map(
+            {i: config.EMOTIONS[int(p.argmax())] for i, p in classical_probs.items()}).fillna("")
+        if loaded.fusion is not None:
+            fused = late_fusion.fusion_labels(classical_probs, ids, probs, loaded.fusion["weight"])
+            table["fusion_predicted"] = table["segment_id"].map(fused).fillna("")
     pngs = write_outputs(table, args.out, nodes)
     counts = ", ".join(f"Sess{s:02d} {n}" for s, n in table[table["predicted"] != ""].groupby("session").size().items())
     mode = (f"online, causal GNN, time_edge {graphs['time_edge']:g} s, {graphs['cross_identity']}" if args.online
@@ -93,6 +98,9 @@ def main() -> None:
     classical_score = score_line(table, "classical_predicted")
     if classical_score is not None:
         print(f"classical system (column classical_predicted), {classical_score}")
+    fusion_score = score_line(table, "fusion_predicted")
+    if fusion_score is not None:
+        print(f"fusion system (column fusion_predicted), {fusion_score}")
     print(f"predictions: {args.out}")
     print(f"timelines: {', '.join(str(p) for p in pngs)}")
 

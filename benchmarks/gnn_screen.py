@@ -6,7 +6,9 @@ GRU trained again, the encoders and their features left as they are (minutes ins
 For each fold_k of RUN (for the seeds of a `--seeds` run: RUN/seed_S with --seed S), graphs are built from
 its features and the GNN and GRU are trained as the pipeline trains them (the demo profile's graph and GNN
 settings, seed S, `FLAGS` of train_val.py after `--`, e.g. `-- --block_dropout 0.25`), into
-OUT/fold_k/gnn_<modalities>, beside copies of the fold's splits.json and encoder predictions. Two screens,
+OUT/fold_k/gnn_<modalities>, beside copies of the fold's splits.json and encoder predictions. The classical and
+fusion systems are fitted too (the fusion reads the GNN's probabilities; `-- --no_classical` skips both), from the
+dataset root the features' manifest names. Two screens,
 or RUN and a screen, are then paired by `python cv_results.py --compare A B --modalities M`.
 
 `--centre_embeddings` studies an idea before it is built: each participant's whole-session mean of the
@@ -61,7 +63,7 @@ def screen_fold(fold: Path, out: Path, seed: int, modalities: str, centre: bool,
     common = ["--features_dir", str(features), "--graphs_dir", str(out / "graphs"), *graph]
     graph_building.run(common)
     gnn_training.run([*common, *gnn, "--results_dir", str(out), "--exp", layout.gnn_folder(modalities),
-                      "--seed", str(seed), "--modalities", modalities, "--no_classical", "--device", "cpu", *flags])
+                      "--seed", str(seed), "--modalities", modalities, "--device", "cpu", *flags])
     # a screen keeps the predictions and metrics; the graphs and the model folder (a copy of the fold's
     # encoder, about 200 MB a fold on the demo) are rebuilt in seconds when wanted
     shutil.rmtree(out / "graphs")

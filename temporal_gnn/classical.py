@@ -203,6 +203,8 @@ def fit_classical(context: Any) -> Any:
     probs = model.probabilities(rows["test"])
     predictions = probs.argmax(axis=1)
     ids = [s.segment_id for s in segments["test"]]
+    val_probs = model.probabilities(rows["val"])
+    val = {"_segments": ([s.segment_id for s in segments["val"]], targets["val"], val_probs.argmax(axis=1), val_probs)}
     folder = Path(context.results) / "model"
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / FILE)
@@ -219,18 +221,22 @@ def fit_classical(context: Any) -> Any:
              "segments": {split: len(segments[split]) for split in order}, "seconds": round(time.time() - started, 1)}
     record = {"file": FILE, "sha256": util.file_sha256(folder / FILE), "groups": groups, "C": model.C,
               "participant_statistics": entry["participant_statistics"]}
-    return gnn_training.SystemResult(entry, test, record)
+    return gnn_training.SystemResult(entry, test, record, val)
 
 
-def label_segments(path: Path, segments: Sequence[Any], progress: bool = False) -> dict[str, str]:
-    """Segment ID -> the emotion the classical system saved at `path` gives each of `segments` (predict.py),
-    their statistics normalised over the segments given, as the system was trained: per participant over
-    the whole folder, or with prefix statistics for a causal run's system."""
+def segment_probabilities(path: Path, segments: Sequence[Any], progress: bool = False) -> dict[str, np.ndarray]:
+    """Segment ID -> the class probabilities the classical system saved at `path` gives each of `segments`
+    (predict.py), their statistics normalised over the segments given, as the system was trained: per
+    participant over the whole folder, or with prefix statistics for a causal run's system."""
     model = ClassicalModel.load(path)
     values = normalised_features(segments, model.groups, handcrafted.FeatureCache(None, config.HANDCRAFTED),
                                  model.causal, progress)
-    predictions = model.probabilities(values).argmax(axis=1)
-    return {s.segment_id: config.EMOTIONS[int(p)] for s, p in zip(segments, predictions, strict=True)}
+    return {s.segment_id: p for s, p in zip(segments, model.probabilities(values), strict=True)}
+
+
+def label_segments(path: Path, segments: Sequence[Any], progress: bool = False) -> dict[str, str]:
+    """Segment ID -> the emotion of segment_probabilities' highest probability."""
+    return {i: config.EMOTIONS[int(p.argmax())] for i, p in segment_probabilities(path, segments, progress).items()}
 
 
 def prosody_vectors(segments: Sequence[Any], cache: handcrafted.FeatureCache | None = None,

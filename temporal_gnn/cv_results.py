@@ -49,8 +49,8 @@ def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None)
     for system in systems.registered():
         if system.name in sources:
             path = sources[system.name]
-            predictions[system.name] = _aligned(metrics.read_segment_predictions(path), gnn_pred["segment_ids"],
-                                                system.name, path)
+            predictions[system.name] = aligned_predictions(metrics.read_segment_predictions(path),
+                                                           gnn_pred["segment_ids"], system.name, path)
     predictions[systems.GNN] = gnn_pred["predictions"]
     return {
         "segment_ids": gnn_pred["segment_ids"],
@@ -60,7 +60,7 @@ def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None)
     }
 
 
-def _aligned(system: dict[str, Any], segment_ids: Sequence[str], name: str, path: Path) -> np.ndarray:
+def aligned_predictions(system: dict[str, Any], segment_ids: Sequence[str], name: str, path: Path) -> np.ndarray:
     """A system's segment predictions in the order of `segment_ids` (the GNN's); DataError when the two
     hold different segments."""
     by_id = dict(zip(system["segment_ids"], system["predictions"], strict=True))
@@ -367,8 +367,9 @@ def ablation_summary(fold_dirs: Sequence[Path], summaries: dict[str, dict[str, A
     rows = []
     for modalities, summary in summaries.items():
         y = np.concatenate([
-            _aligned({"segment_ids": p["segment_ids"], "predictions": p["predictions"]["gnn"]}, ref["segment_ids"],
-                     f"GNN on {modalities}", Path(d) / layout.gnn_folder(modalities, suffix))
+            aligned_predictions({"segment_ids": p["segment_ids"], "predictions": p["predictions"]["gnn"]},
+                                ref["segment_ids"], f"GNN on {modalities}",
+                                Path(d) / layout.gnn_folder(modalities, suffix))
             for d, p, ref in zip(fold_dirs, pooled_gnn(modalities), reference, strict=True)])
         pooled = summary["pooled"]
         rows.append({"modalities": modalities,

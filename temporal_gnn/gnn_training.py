@@ -84,7 +84,16 @@ from encoder.core.metrics import (
 from encoder.core.plots import plot_confusion
 from encoder.core.prediction import logit_offset, training_prior
 from encoder.core.training import SELECT_ON, improves
-from temporal_gnn import classical, gnn_model, graph_building, graph_data, model_folder, systems, temporal_model
+from temporal_gnn import (
+    classical,
+    gnn_model,
+    graph_building,
+    graph_data,
+    late_fusion,
+    model_folder,
+    systems,
+    temporal_model,
+)
 from temporal_gnn.graph_building import is_int, is_number
 from temporal_gnn.model_folder import GNN_METRICS_FILE, GNN_PREDICTIONS_FILE
 
@@ -124,6 +133,7 @@ class GnnSettings:
     class_weight: bool  # inverse-frequency class weights in the loss
     logit_adjust_tau: float  # the logit-adjusted loss (prediction.logit_offset); 0: off
     decision_tau_grid: tuple[float, ...]  # segment decisions' adjustment, chosen on validation (metrics.py)
+    fusion_weight_grid: tuple[float, ...]  # the fusion system's weight of the GNN, chosen on validation (late_fusion)
     select_on: str  # best.pth and patience: "macro_f1", "loss", "macro_f1_loss" or "last" (training.SELECT_ON)
     block_dropout: float  # training only: each node's input block zeroed with this probability (0: off)
     seed: int
@@ -154,13 +164,14 @@ class GnnSettings:
         trained = [system.name for system in systems.trained()]
         _check("skip", isinstance(self.skip, tuple | list) and all(name in trained for name in self.skip),
                f"a sequence of names among {', '.join(trained)}", self)
-        grid = self.decision_tau_grid
-        _check("decision_tau_grid", isinstance(grid, tuple | list) and len(grid) > 0
-               and all(is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
+        for name in ("decision_tau_grid", "fusion_weight_grid"):
+            grid = getattr(self, name)
+            _check(name, isinstance(grid, tuple | list) and len(grid) > 0
+                   and all(is_number(t) and t >= 0 for t in grid), "a non-empty sequence of numbers >= 0", self)
+            object.__setattr__(self, name, tuple(float(t) for t in grid))
         for name in ("dropout", "block_dropout", "lr", "logit_adjust_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "skip", tuple(self.skip))
-        object.__setattr__(self, "decision_tau_grid", tuple(float(t) for t in grid))
 
     @property
     def blocks(self) -> list[str] | None:
@@ -180,7 +191,8 @@ class GnnSettings:
                                 "skip": tuple(s.name for s in systems.trained() if getattr(args, f"no_{s.name}"))})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "skip": list(self.skip), "decision_tau_grid": list(self.decision_tau_grid)}
+        return {**asdict(self), "skip": list(self.skip), "decision_tau_grid": list(self.decision_tau_grid),
+                "fusion_weight_grid": list(self.fusion_weight_grid)}
 
 
 def _check(name: str, ok: bool, what: str, settings: GnnSettings) -> None:
@@ -204,7 +216,9 @@ class SystemContext:
     record, the loaded graphs per split (their nodes, segments and sessions are the splits every system
     sees), the device, the features folder, the results folder being written (`results`; a model file goes
     under results/model/) and the log. `progress_position`: the line of its progress bar; `segments`: the
-    graphs' segments (classical.graph_segments) when the prosody block has loaded them already."""
+    graphs' segments (classical.graph_segments) when the prosody block has loaded them already. A system fitted after
+    the GNN also gets the systems fitted before it (`fitted`, registry order) and the GNN's own evaluations (`gnn`,
+    `evaluate`'s form on "val" and "test"): the fusion system reads both."""
 
     settings: GnnSettings
     record: dict[str, Any]
@@ -215,17 +229,21 @@ class SystemContext:
     log: Callable[[str], None]
     progress_position: int = 0
     segments: dict[str, list] | None = None  # the graphs' dataset.Segment per split, when already loaded
+    fitted: dict[str, SystemResult | None] | None = None  # the systems fitted before this one (None: not fitted)
+    gnn: dict[str, dict[str, Any]] | None = None  # the GNN's evaluate() results on "val" and "test"
 
 
 @dataclass
 class SystemResult:
     """A fitted system: its metrics.json entry (baselines.<name>, with at least `segment`), its test
     evaluation (`evaluate`'s form: `_segments` are written as its predictions file) and, when it saves
-    itself into the model folder, model.json's record of it (`model`: file name, sha256, ...)."""
+    itself into the model folder, model.json's record of it (`model`: file name, sha256, ...). `val`: its
+    validation evaluation in the same form, for a system that builds on it (the fusion system)."""
 
     entry: dict[str, Any]
     test: dict[str, Any]
     model: dict[str, Any] | None = None
+    val: dict[str, Any] | None = None
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -259,6 +277,10 @@ def argument_parser() -> argparse.ArgumentParser:
                         metavar="T,T,...",
                         help="segment decisions of the GNN and the temporal baseline: argmax(log p - tau * log "
                              "training prior), tau the value with the best validation macro-F1; 0: plain argmax")
+    parser.add_argument("--fusion_weight_grid", type=_tau_grid, default=tuple(gnn["fusion_weight_grid"]),
+                        metavar="W,W,...",
+                        help="the fusion system: argmax(log p_classical + w * log p_GNN) per segment, w the value "
+                             "with the best validation macro-F1 (the smallest on a tie)")
     parser.add_argument("--modalities", default=None,
                         help="comma-separated subset of the manifest's feature_order, e.g. audio,eda or "
                              "audio,eda,temp,text (default: all but text)")
@@ -428,8 +450,9 @@ def _train_and_evaluate(settings: GnnSettings, graph: graph_building.GraphSettin
             log(f"best epoch {best['epoch']}, val segment macro-F1 {best['val_segment_macro_f1']:.4f}, "
                 f"test segment macro-F1 {test['segment']['macro_f1']:.4f}")
             fitted: dict[str, SystemResult | None] = {system.name: None for system in systems.trained()}
+            after = replace(context, fitted=fitted, gnn={"val": val, "test": test})
             for system in chosen:
-                result = beside[system.name].result(log) if system.name in beside else system.trainer()(context)
+                result = beside[system.name].result(log) if system.name in beside else system.trainer()(after)
                 if result is None:
                     notes.append(f"{system.name} baseline not fitted: see log.txt")
                     continue
@@ -440,7 +463,8 @@ def _train_and_evaluate(settings: GnnSettings, graph: graph_building.GraphSettin
                 running.stop()
         notes += model_folder.write(tmp, tmp / "best.pth", record, model_folder.feature_manifest(record, features_dir),
                                     {name: r.model for name, r in fitted.items() if r is not None and r.model},
-                                    {"graph": graph.to_dict(), "gnn": settings.to_dict(), "decision": decision})
+                                    {"graph": graph.to_dict(), "gnn": settings.to_dict(), "decision": decision,
+                                     "fusion": late_fusion.model_record(fitted.get(late_fusion.FUSION))})
         entries = {name: None if result is None else result.entry for name, result in fitted.items()}
         metrics = _report(ran, settings.causal, record, graph_dir, graphs, model, history, best, val, test,
                           {"encoder": _encoder_baseline(features_dir, notes), **entries},

@@ -33,6 +33,9 @@ folder's segments of its participant, appended after the features' own blocks as
 When the model folder holds the classical system (classical.npz, classical.py), its label of every usable
 segment is the CSV's `classical_predicted` column, its statistics normalised per participant over the
 folder's segments (prefix statistics for a causal run's system), and its score is printed beside the GNN's.
+When the folder records the fusion system too (model.json's settings.fusion, late_fusion.py), the
+`fusion_predicted` column is argmax(log p_classical + w · log p_GNN) of each segment both label, with the
+weight w train_val.py chose on the validation sessions, and its score is printed as well.
 
 Per session, every 4 Hz step of every usable segment is embedded by the encoder (1536-d), the nodes
 are cut into temporal graphs with the settings the GNN was trained on (numv, time_edge,
@@ -74,7 +77,8 @@ from encoder.core.models import STREAM_DIM
 from temporal_gnn import classical, gnn_model, gnn_training, graph_building, model_folder, online
 
 COLUMNS = ("segment_id", "session", "script", "identity", "start_s", "end_s", "time_from", "predicted",
-           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments", "classical_predicted")
+           *(f"p_{e}" for e in config.EMOTIONS), "true", "reason", "participant_segments", "classical_predicted",
+           "fusion_predicted")
 NODE_CSV_COLUMNS = ("session", "segment_id", "identity", "time_s", "predicted", *(f"p_{e}" for e in config.EMOTIONS))
 GNN_BATCH = 16  # graphs per GNN forward pass (evaluation mode: the batch does not change the output)
 
@@ -149,6 +153,7 @@ class LoadedModel:
     system_paths: dict[str, Path]  # baseline systems saved in the model folder (systems.py), verified
     prosody_dim: int | None = None  # the prosody block's width when the GNN was trained with one (classical.py)
     decision: dict[str, Any] | None = None  # the GNN's segment decision (gnn_training.decide); None: plain argmax
+    fusion: dict[str, Any] | None = None  # the fusion system's weight of the GNN (late_fusion.py); None: not fitted
 
     @property
     def appended_dims(self) -> dict[str, int]:
@@ -190,7 +195,8 @@ def load_models(args: argparse.Namespace) -> LoadedModel:
     return LoadedModel(encoder_path, encoder_state, gnn, gnn_path, graphs, folder.get("feature_precision"), text_dim,
                        text.TextBlock.load(folder["text_path"]) if reads_text else None, pretrained_dims,
                        pretrained_blocks(args, folder, gnn, pretrained_dims), folder.get("system_paths") or {},
-                       prosody_dim, (folder.get("settings") or {}).get("decision"))
+                       prosody_dim, (folder.get("settings") or {}).get("decision"),
+                       (folder.get("settings") or {}).get("fusion"))
 
 
 def check_online_blocks(gnn: gnn_model.SPELL, gnn_path: Path) -> None:

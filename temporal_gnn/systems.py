@@ -65,6 +65,10 @@ _REGISTRY: list[System] = [
            fit="temporal_gnn.classical:fit_classical",
            description="hand-crafted per-segment speech, EDA and TEMP statistics, participant-normalised, "
                        "class-balanced logistic regression (classical.py)"),
+    System("fusion", "fusion", "#c9a227", predictions="predictions_test_fusion.csv",
+           fit="temporal_gnn.late_fusion:fit_fusion",
+           description="the classical system's and the GNN's segment probabilities fused, argmax(log p_classical + "
+                       "w log p_GNN), w chosen on the validation sessions (late_fusion.py); fitted after the GNN"),
     System(GNN, "GNN", "#e07b39", compared=False, description="the three-branch graph network (gnn_model.py)"),
 ]
 

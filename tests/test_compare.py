@@ -71,7 +71,8 @@ def test_identical_runs_differ_by_zero(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", WRONG, temporal=WRONG, reverse=True)  # the same predictions, rows reordered
     comparison = cv_results.compare_runs(a, b, "audio", n_boot=500, seed=0)
     assert comparison["systems"] == ["encoder", "temporal", "gnn"]
-    assert comparison["notes"] == ["classical: not in every fold of both runs, left out"]  # write_run has none
+    assert comparison["notes"] == ["classical: not in every fold of both runs, left out",  # write_run has none
+                                   "fusion: not in every fold of both runs, left out"]
     summary = cv_results.summarise(layout.fold_dirs(a), "audio", seed=0, n_boot=500)
     for name, row in comparison["rows"].items():
         assert row["b_minus_a"] == {"macro_f1": 0.0, "ci95": [0.0, 0.0], "paired": True}
@@ -91,7 +92,8 @@ def test_b_right_where_a_is_wrong(tmp_path: Path) -> None:
     comparison = cv_results.compare_runs(a, b, "audio", n_boot=1000, seed=0)
     assert comparison["systems"] == ["encoder", "gnn"]
     assert comparison["notes"] == ["temporal: not in every fold of both runs, left out",
-                                   "classical: not in every fold of both runs, left out"]
+                                   "classical: not in every fold of both runs, left out",
+                                   "fusion: not in every fold of both runs, left out"]
     gnn = comparison["rows"]["gnn"]
     assert gnn["a"]["macro_f1"] == pytest.approx(0.75) and gnn["b"] == {"macro_f1": 1.0, "ci95": [1.0, 1.0]}
     assert gnn["b_minus_a"]["macro_f1"] == pytest.approx(0.25)

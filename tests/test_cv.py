@@ -473,7 +473,8 @@ def test_two_fold_cv_end_to_end(cv_run: dict) -> None:
     assert summary["bootstrap"]["n_sessions"] == 4 and summary["bootstrap"]["n_segments"] == n_segments
     assert (f"pooled figures cover 4 sessions and {n_segments} segments (modalities prosody,audio,eda,temp); not "
             f"tested, no usable segment: sessions [{UNUSABLE_SESSION}, 41]") in out
-    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "gnn"] and summary["notes"] == []
+    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "fusion", "gnn"]
+    assert summary["notes"] == []
     for fold in summary["folds"]:
         for name in summary["systems"]:
             assert set(fold["segment"][name]) >= {"accuracy", "macro_f1", "weighted_f1"}

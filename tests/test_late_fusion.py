@@ -67,3 +67,45 @@ def test_a_fold_without_the_classical_systems_predictions_is_an_error_naming_the
     with pytest.raises(util.DataError, match="segment predictions not found") as error:
         late_fusion.late_fusion(root, grid=(0.0, 1.0), n_boot=10)
     assert "fold_1" in str(error.value)
+
+
+def test_the_fusion_system_chooses_its_weight_on_the_validation_segments_and_fuses_the_test_ones() -> None:
+    """fit_fusion on a context worked by hand: on validation the GNN's 0.8 for happy mends the classical system's
+    miss at w = 1 (macro-F1 1 against 1/3 at w = 0), so w = 1, and the test decisions are argmax of
+    log p_classical + log p_GNN."""
+    from types import SimpleNamespace
+
+    from temporal_gnn import gnn_training
+
+    def probs(pairs: list[tuple[float, float]]) -> np.ndarray:
+        out = np.zeros((len(pairs), config.NUM_CLASSES))
+        out[:, :2] = pairs
+        return out
+
+    def segments(ids: list[str], targets: list[int], p: np.ndarray) -> tuple:
+        return ids, np.array(targets), p.argmax(axis=1), p
+
+    val_ids, test_ids = ["v1", "v2"], ["t1", "t2", "t3"]
+    classical = gnn_training.SystemResult(
+        {}, {"_segments": segments(test_ids, [NEUTRAL, HAPPY, HAPPY], probs([(0.6, 0.4), (0.55, 0.45), (0.3, 0.7)]))},
+        val={"_segments": segments(val_ids, [NEUTRAL, HAPPY], probs([(0.6, 0.4), (0.6, 0.4)]))})
+    # the GNN's segments come in another order: the fusion aligns them by ID
+    gnn = {"val": {"_segments": segments(val_ids[::-1], [HAPPY, NEUTRAL], probs([(0.2, 0.8), (0.5, 0.5)]))},
+           "test": {"_segments": segments(test_ids[::-1], [HAPPY, HAPPY, NEUTRAL],
+                                          probs([(0.9, 0.1), (0.2, 0.8), (0.5, 0.5)]))}}
+    lines: list[str] = []
+    context = SimpleNamespace(fitted={"classical": classical}, gnn=gnn, log=lines.append,
+                              settings=SimpleNamespace(fusion_weight_grid=(0.0, 1.0)))
+    result = late_fusion.fit_fusion(context)
+    assert result.entry["weight"] == 1.0 and result.entry["val_macro_f1"] == {"0": pytest.approx(1 / 3), "1": 1.0}
+    ids, targets, decisions, fused = result.test["_segments"]
+    assert ids == test_ids and targets.tolist() == [NEUTRAL, HAPPY, HAPPY]
+    # t1: 0.6*0.5 > 0.4*0.5, neutral; t2: 0.55*0.2 < 0.45*0.8, happy; t3: 0.3*0.9 > 0.7*0.1, neutral
+    assert decisions.tolist() == [NEUTRAL, HAPPY, NEUTRAL]
+    np.testing.assert_allclose(fused[1, :2], [0.11 / (0.11 + 0.36), 0.36 / (0.11 + 0.36)], atol=1e-4)
+    assert result.entry["segment"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert late_fusion.model_record(result) == {"weight": 1.0, "partner": "gnn"}
+    # without a classical system there is nothing to fuse
+    assert late_fusion.fit_fusion(SimpleNamespace(fitted={"classical": None}, gnn=gnn, log=lines.append,
+                                                  settings=context.settings)) is None
+    assert "not fitted" in lines[-1]

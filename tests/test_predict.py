@@ -545,6 +545,13 @@ def test_classical_system_is_fitted_saved_and_labels_beside_the_gnn(predicted: d
     table = table[table["reason"] == ""].set_index("segment_id")
     assert table["classical_predicted"].tolist() == stored.loc[table.index, "prediction"].tolist()
     assert "classical" in predicted["stdout"]
+    # the fusion system: train_val's weight, recorded in model.json, gives predict.py train_val's decisions
+    weight = util.read_json(run / "model" / "model.json")["settings"]["fusion"]["weight"]
+    assert weight in config.GNN["fusion_weight_grid"]
+    assert util.read_json(run / "metrics.json")["baselines"]["fusion"]["weight"] == weight
+    fused = pd.read_csv(run / "predictions_test_fusion.csv").set_index("segment_id")
+    assert table["fusion_predicted"].tolist() == fused.loc[table.index, "prediction"].tolist()
+    assert "fusion system (column fusion_predicted)" in predicted["stdout"]
     # an altered classical system is refused by name
     copy = tmp_path / "model"
     shutil.copytree(run / "model", copy)

@@ -61,6 +61,7 @@ def system_table(fold_dir: Path, gnn: str, system: str) -> pd.DataFrame:
     return pd.read_csv({"gnn": fold_dir / gnn / "predictions_test.csv",
                         "temporal": fold_dir / gnn / "predictions_test_temporal.csv",
                         "classical": fold_dir / gnn / "predictions_test_classical.csv",
+                        "fusion": fold_dir / gnn / "predictions_test_fusion.csv",
                         "encoder": fold_dir / "features" / "encoder_predictions_test.csv"}[system])
 
 
@@ -103,9 +104,9 @@ def test_seeds_give_different_runs_and_their_mean_and_sd(seeded: dict) -> None:
     # mean and sample sd over seeds of each seed's pooled macro-F1, by hand from each seed's prediction CSVs
     summary = util.read_json(seeds_path)
     assert summary["seeds"] == [first, second] and summary["keep_encoder"] is False
-    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "gnn"]
+    assert summary["systems"] == ["majority", "encoder", "temporal", "classical", "fusion", "gnn"]
     assert set(summary["macro_f1"]) == {*summary["systems"], "gnn_minus_encoder", "gnn_minus_temporal",
-                                        "gnn_minus_classical"}
+                                        "gnn_minus_classical", "gnn_minus_fusion"}
     differs = 0
     for name, row in summary["macro_f1"].items():
         a, b = (pooled_f1_by_hand([trees[s] / f"fold_{k}" for k in range(2)], f"gnn_{ALL}", name) for s in trees)

@@ -14,7 +14,7 @@ from test_cv import correlated_sessions, write_fold
 from test_temporal import planted, train_args  # noqa: F401  (planted: a module fixture)
 
 from encoder.core import config, layout, metrics
-from temporal_gnn import cv_results, gnn_training, graph_data, systems
+from temporal_gnn import cv_results, gnn_training, graph_data, late_fusion, systems
 
 TOY = systems.System("toy", "toy oracle", "#000000", predictions="predictions_test_toy.csv",
                      description="a test's oracle: the true label of every test segment")
@@ -43,11 +43,12 @@ def toy() -> Iterator[systems.System]:
 
 
 def test_registry_order_and_lookups() -> None:
-    assert systems.names() == ("majority", "encoder", "temporal", "classical", "gnn")
-    assert [s.name for s in systems.trained()] == ["temporal", "classical"]
+    assert systems.names() == ("majority", "encoder", "temporal", "classical", "fusion", "gnn")
+    assert [s.name for s in systems.trained()] == ["temporal", "classical", "fusion"]
     assert systems.differences() == {"gnn_minus_encoder": "encoder", "gnn_minus_temporal": "temporal",
-                                     "gnn_minus_classical": "classical"}
+                                     "gnn_minus_classical": "classical", "gnn_minus_fusion": "fusion"}
     assert systems.get("temporal").trainer() is gnn_training.fit_temporal
+    assert systems.get("fusion").trainer() is late_fusion.fit_fusion
     with pytest.raises(KeyError, match="no system 'video'"):
         systems.get("video")
     with pytest.raises(ValueError, match="registered already"):
@@ -102,8 +103,8 @@ def test_a_registered_system_appears_in_every_cv_table(toy: systems.System, tmp_
     text = cv_results.format_summary(summary)
     assert any(line.startswith("toy ") for line in text.splitlines())
     assert "GNN − toy (pooled, paired)" in text
-    # the classical and temporal systems were not trained in these folds: a note each, no row
-    assert [note.split()[1] for note in summary["notes"]] == ["temporal", "classical"]
+    # the temporal, classical and fusion systems were not trained in these folds: a note each, no row
+    assert [note.split()[1] for note in summary["notes"]] == ["temporal", "classical", "fusion"]
     cv_results.write_summary(summary, tmp_path)  # its bar is drawn in its colour
 
     seeds = cv_results.seeds_summary([summary, summary], [0, 1], keep_encoder=True)

@@ -246,6 +246,10 @@ GNN = {
     # segment decisions of the GNN and the GRU: argmax(log p - tau * log(training class prior)), tau the value of
     # this grid with the best validation macro-F1 (as STE_forward_params' for the encoder); (0.0,): plain argmax
     "decision_tau_grid": (0.0,),
+    # the fusion system (temporal_gnn/late_fusion.py): each test segment's argmax(log p_classical + w * log p_GNN), the
+    # classical system's and the GNN's segment probabilities, w the value of this grid whose fused decisions score the
+    # best macro-F1 on the validation sessions (the smallest on a tie); (0.0,): the classical system's decisions
+    "fusion_weight_grid": (0.0, 0.125, 0.25, 0.5, 1.0),
     # train_val.py's --seed; run_pipeline.py trains pipeline seed S's GNN (--seed S, --seeds) with
     # GNN["seed"] + S - SEED: the pipeline's seed itself while the two are equal
     "seed": SEED,
