@@ -118,12 +118,12 @@ def prediction_file(fold: Path, gnn: str, system: str) -> Path:
         return fold / "features" / extraction.PREDICTIONS_FILE
     if system == systems.GNN:
         return fold / gnn / cv_results.GNN_PREDICTIONS_FILE
-    return fold / gnn / next(s for s in systems.registered() if s.name == system).predictions
+    return fold / gnn / systems.get(system).predictions
 
 
-def log_probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
-    """(n, 7) log-probabilities of a segment-predictions CSV in the order of `segment_ids`; DataError when the
-    file lacks one of them or has no probability columns."""
+def probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
+    """(n, 7) probabilities of a segment-predictions CSV in the order of `segment_ids`; DataError when the file
+    lacks one of them or has no probability columns."""
     if not path.is_file():
         raise util.DataError("segment predictions not found", path)
     table = pd.read_csv(path, dtype={"segment_id": str}).set_index("segment_id")
@@ -133,21 +133,21 @@ def log_probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
     absent = [s for s in segment_ids if s not in table.index]
     if absent:
         raise util.DataError(f"segment {absent[0]} of the GNN's test segments is not in it; rerun the fold", path)
-    return np.log(np.clip(table.loc[list(segment_ids), PROBABILITY_COLUMNS].to_numpy(dtype=float), FLOOR, 1.0))
+    return table.loc[list(segment_ids), PROBABILITY_COLUMNS].to_numpy(dtype=float)
 
 
 def load_fold(fold: Path, gnn: str, partner: str) -> dict[str, Any]:
-    """One fold's test segments (the GNN's order), targets, sessions and both systems' log-probabilities."""
+    """One fold's test segments (the GNN's order), targets, sessions and both systems' probabilities."""
     segments = metrics.read_segment_predictions(fold / gnn / cv_results.GNN_PREDICTIONS_FILE)
     ids = list(segments["segment_ids"])
     return {"segment_ids": ids, "sessions": segments["sessions"], "targets": segments["targets"],
-            "classical": log_probabilities(prediction_file(fold, gnn, "classical"), ids),
-            "partner": log_probabilities(prediction_file(fold, gnn, partner), ids)}
+            "classical": probabilities(prediction_file(fold, gnn, "classical"), ids),
+            "partner": probabilities(prediction_file(fold, gnn, partner), ids)}
 
 
 def fused(fold: dict[str, Any], weight: float) -> np.ndarray:
     """The fold's fused decisions at `weight`."""
-    return (fold["classical"] + weight * fold["partner"]).argmax(axis=1)
+    return fused_scores(fold["classical"], fold["partner"], weight).argmax(axis=1)
 
 
 def nested_weights(folds: Sequence[dict[str, Any]], grid: Sequence[float]) -> list[float]:
@@ -169,7 +169,7 @@ def nested_weights(folds: Sequence[dict[str, Any]], grid: Sequence[float]) -> li
 def recorded_fusion(fold: Path, gnn: str, segment_ids: Sequence[str]) -> tuple[np.ndarray, float]:
     """The fusion system's own test decisions in a fold (train_val.py's, in the order of `segment_ids`) and the
     weight it chose on the validation sessions; DataError when the fold has none (a run before the system)."""
-    path = fold / gnn / next(s for s in systems.registered() if s.name == FUSION).predictions
+    path = fold / gnn / systems.get(FUSION).predictions
     table = metrics.read_segment_predictions(path)
     decisions = cv_results.aligned_predictions(table, segment_ids, FUSION, path)
     return decisions, float(util.read_json(fold / gnn / cv_results.GNN_METRICS_FILE)["baselines"][FUSION]["weight"])
