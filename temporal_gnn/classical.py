@@ -234,11 +234,6 @@ def segment_probabilities(path: Path, segments: Sequence[Any], progress: bool = 
     return {s.segment_id: p for s, p in zip(segments, model.probabilities(values), strict=True)}
 
 
-def label_segments(path: Path, segments: Sequence[Any], progress: bool = False) -> dict[str, str]:
-    """Segment ID -> the emotion of segment_probabilities' highest probability."""
-    return {i: config.EMOTIONS[int(p.argmax())] for i, p in segment_probabilities(path, segments, progress).items()}
-
-
 def prosody_vectors(segments: Sequence[Any], cache: handcrafted.FeatureCache | None = None,
                     progress: bool = True) -> dict[str, np.ndarray]:
     """Segment ID -> its `prosody` block: the participant-normalised speech statistics over the whole of

@@ -33,17 +33,25 @@ KEYS = ("accuracy", "macro_f1", "weighted_f1")
 N_BOOT = config.CV["bootstrap_resamples"]
 
 
+def prediction_files(fold_dir: Path, gnn: str, features_dir: Path | None = None) -> dict[str, Path]:
+    """Where a fold keeps each system's test predictions, written or not: the encoder's in `features_dir`
+    (default fold_dir/features), every trained system's and the GNN's in the GNN folder `gnn`."""
+    fold_dir = Path(fold_dir)
+    features_dir = fold_dir / "features" if features_dir is None else Path(features_dir)
+    return {"encoder": features_dir / extraction.PREDICTIONS_FILE,
+            **{system.name: fold_dir / gnn / system.predictions for system in systems.trained()},
+            systems.GNN: fold_dir / gnn / GNN_PREDICTIONS_FILE}
+
+
 def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None) -> dict[str, Any]:
     """Test segments of one fold with each system's prediction (systems.registered()), aligned on the GNN's
     segment order. A trained system whose predictions file the fold lacks is left out (`predictions` then
     lacks it). `features_dir`: where the encoder's test predictions are (default fold_dir/features)."""
     fold_dir = Path(fold_dir)
     gnn_metrics = util.read_json(fold_dir / gnn / GNN_METRICS_FILE)
-    gnn_pred = metrics.read_segment_predictions(fold_dir / gnn / GNN_PREDICTIONS_FILE)
-    features_dir = fold_dir / "features" if features_dir is None else Path(features_dir)
-    sources = {"encoder": features_dir / extraction.PREDICTIONS_FILE}
-    sources.update({system.name: fold_dir / gnn / system.predictions for system in systems.trained()
-                    if (fold_dir / gnn / system.predictions).is_file()})
+    files = prediction_files(fold_dir, gnn, features_dir)
+    gnn_pred = metrics.read_segment_predictions(files.pop(systems.GNN))
+    sources = {name: path for name, path in files.items() if name == "encoder" or path.is_file()}
     majority = config.EMOTIONS.index(gnn_metrics["baselines"]["majority"]["class"])
     predictions = {"majority": np.full(len(gnn_pred["targets"]), majority)}
     for system in systems.registered():

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from encoder.core import config, extraction, layout, metrics, util
+from encoder.core import config, layout, metrics, util
 from temporal_gnn import cv_results, systems
 
 GRID = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -112,15 +112,6 @@ def fusion_labels(classical: dict[str, np.ndarray], ids: Sequence[str], gnn_prob
     return {ids[k]: config.EMOTIONS[int(c)] for k, c in zip(kept, scored.argmax(axis=1), strict=True)}
 
 
-def prediction_file(fold: Path, gnn: str, system: str) -> Path:
-    """Where a fold keeps `system`'s test predictions (cv_results.fold_predictions' sources)."""
-    if system == "encoder":
-        return fold / "features" / extraction.PREDICTIONS_FILE
-    if system == systems.GNN:
-        return fold / gnn / cv_results.GNN_PREDICTIONS_FILE
-    return fold / gnn / systems.get(system).predictions
-
-
 def probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
     """(n, 7) probabilities of a segment-predictions CSV in the order of `segment_ids`; DataError when the file
     lacks one of them or has no probability columns."""
@@ -138,11 +129,11 @@ def probabilities(path: Path, segment_ids: Sequence[str]) -> np.ndarray:
 
 def load_fold(fold: Path, gnn: str, partner: str) -> dict[str, Any]:
     """One fold's test segments (the GNN's order), targets, sessions and both systems' probabilities."""
-    segments = metrics.read_segment_predictions(fold / gnn / cv_results.GNN_PREDICTIONS_FILE)
+    files = cv_results.prediction_files(fold, gnn)
+    segments = metrics.read_segment_predictions(files[systems.GNN])
     ids = list(segments["segment_ids"])
     return {"segment_ids": ids, "sessions": segments["sessions"], "targets": segments["targets"],
-            "classical": probabilities(prediction_file(fold, gnn, "classical"), ids),
-            "partner": probabilities(prediction_file(fold, gnn, partner), ids)}
+            "classical": probabilities(files["classical"], ids), "partner": probabilities(files[partner], ids)}
 
 
 def fused(fold: dict[str, Any], weight: float) -> np.ndarray:
@@ -169,7 +160,7 @@ def nested_weights(folds: Sequence[dict[str, Any]], grid: Sequence[float]) -> li
 def recorded_fusion(fold: Path, gnn: str, segment_ids: Sequence[str]) -> tuple[np.ndarray, float]:
     """The fusion system's own test decisions in a fold (train_val.py's, in the order of `segment_ids`) and the
     weight it chose on the validation sessions; DataError when the fold has none (a run before the system)."""
-    path = fold / gnn / systems.get(FUSION).predictions
+    path = cv_results.prediction_files(fold, gnn)[FUSION]
     table = metrics.read_segment_predictions(path)
     decisions = cv_results.aligned_predictions(table, segment_ids, FUSION, path)
     return decisions, float(util.read_json(fold / gnn / cv_results.GNN_METRICS_FILE)["baselines"][FUSION]["weight"])
