@@ -61,6 +61,7 @@ from encoder.core import (
     pretrained,
     streams,
     synthetic,
+    training,
     util,
 )
 from temporal_gnn import cv_results, gnn_model, gnn_training, graph_building, stages
@@ -132,6 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "clip window (segment), or over every node's clip (clip, the original's); default "
                              f"config.STE_inputs ({config.STE_inputs['audio_pass']}); folder names get _segpass / "
                              "_clippass when it differs from the default")
+    parser.add_argument("--encoder_epochs", type=int, default=None, metavar="N",
+                        help="the encoder's epochs, its cosine schedule's period with them; default the profile's "
+                             "(config.DEMO or config.STE_optimization_params); folder names get _eN")
+    parser.add_argument("--clips_per_segment", type=int, default=None, metavar="K",
+                        help="clips of every training segment per encoder epoch; default the profile's; folder "
+                             "names get _cK")
+    parser.add_argument("--encoder_select_on", choices=training.SELECT_ON, default=None,
+                        help="the encoder's best.pth: the epoch with the best validation macro_f1, loss, macro_f1 "
+                             "with the loss breaking ties, or the last epoch; default the profile's; folder names "
+                             "get _sel<choice> (e.g. _sellast)")
     parser.add_argument("--cross_identity", choices=("cin", "ciy"), default=None,
                         help="graph edges within one speaker (cin) or also to the other speaker (ciy); default "
                              f"config.GRAPH ({config.GRAPH['cross_identity']}). Set apart from it, the graphs and "
@@ -153,6 +164,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--keep_encoder needs --seeds N with N >= 2")
     if args.ablation and not args.cv:
         parser.error("--ablation needs --cv K")
+    for flag in ("encoder_epochs", "clips_per_segment"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
     if args.bio_clip_length is not None and args.bio_clip_length < 1:
         parser.error("--bio_clip_length must be at least 1")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*", args.name):
@@ -211,6 +225,8 @@ def run(args: argparse.Namespace) -> None:
               "change them, or run --profile full):\n" + "\n".join(overrides))
     settings = checked_settings(args, profile)
     settings, option_tags = with_input_options(settings, args)
+    settings, learning_tags = with_learning_options(settings, args)
+    option_tags = learning_tags + option_tags
     settings, forward = with_device_workers(settings, args.device)
     settings["STE_forward"] = forward
     name = args.name if args.name is not None else "_".join(option_tags + (["cw"] if args.class_weight else []))
@@ -298,6 +314,28 @@ def with_device_workers(settings: dict[str, Any], device: Any) -> tuple[dict[str
     train = max(int(opt.get("num_workers", config.STE_optimization_params["num_workers"])), workers)
     forward = max(int(config.STE_forward_params["num_workers"]), workers)
     return {**settings, "STE_optimization_params": {**opt, "num_workers": train}}, {"num_workers": forward}
+
+
+def with_learning_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """`settings` with the encoder's training length and checkpoint rule that the command line sets apart from the
+    profile's (--encoder_epochs, which sets the cosine period too; --clips_per_segment; --encoder_select_on), and
+    their tags (`eN`, `cK`, `sel<choice>`; none when every value is the profile's)."""
+    opt = settings["STE_optimization_params"]
+
+    def profile(key: str) -> Any:
+        return opt.get(key, config.STE_optimization_params[key])
+
+    asked = {"epochs": args.encoder_epochs, "clips_per_segment": args.clips_per_segment,
+             "select_on": args.encoder_select_on}
+    chosen = {k: v for k, v in asked.items() if v is not None and (v != profile(k) or (
+        k == "epochs" and v != profile("scheduler_T_max")))}
+    if not chosen:
+        return settings, []
+    tags = [{"epochs": f"e{v}", "clips_per_segment": f"c{v}"}.get(k, f"sel{str(v).replace('_', '')}")
+            for k, v in chosen.items()]
+    if "epochs" in chosen:
+        chosen["scheduler_T_max"] = chosen["epochs"]
+    return {**settings, "STE_optimization_params": {**opt, **chosen}}, tags
 
 
 def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:

@@ -283,3 +283,30 @@ def test_a_checkpoint_without_learning_options_reads_as_all_off():
     assert training.LearningOptions.from_settings({}).signature() == {
         "clips_per_segment": 1, "patience": None, "select_on": "macro_f1", "logit_adjust_tau": 0.0,
         "spec_augment": {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0}}
+
+
+def test_run_pipeline_flags_set_the_encoders_training_and_name_the_folders():
+    """--encoder_epochs (with the cosine period), --clips_per_segment and --encoder_select_on override the
+    profile's values and tag the experiment's name; a value equal to the profile's changes and names nothing."""
+    from encoder.core import config
+    from temporal_gnn import pipeline_run
+
+    args = pipeline_run.parse_args(["--encoder_epochs", "25", "--clips_per_segment", "4",
+                                    "--encoder_select_on", "last"])
+    settings, tags = pipeline_run.with_learning_options(config.DEMO, args)
+    assert tags == ["e25", "c4", "sellast"]
+    assert settings["STE_optimization_params"] == {**config.DEMO["STE_optimization_params"], "epochs": 25,
+                                                   "scheduler_T_max": 25, "clips_per_segment": 4,
+                                                   "select_on": "last"}
+    assert settings["STE_inputs"] is config.DEMO["STE_inputs"]  # nothing else touched
+    demo_epochs = config.DEMO["STE_optimization_params"]["epochs"]
+    same = pipeline_run.parse_args(["--encoder_epochs", str(demo_epochs), "--clips_per_segment", "1",
+                                    "--encoder_select_on", "macro_f1"])
+    assert pipeline_run.with_learning_options(config.DEMO, same) == (config.DEMO, [])
+    # the full profile's own values are config.STE_optimization_params'
+    full, tags = pipeline_run.with_learning_options(pipeline_run.NO_OVERRIDES, pipeline_run.parse_args(
+        ["--encoder_epochs", str(config.STE_optimization_params["epochs"]), "--encoder_select_on", "loss"]))
+    assert tags == ["selloss"] and full["STE_optimization_params"] == {"select_on": "loss"}
+    for bad in (["--encoder_epochs", "0"], ["--clips_per_segment", "0"], ["--encoder_select_on", "best"]):
+        with pytest.raises(SystemExit):
+            pipeline_run.parse_args(bad)
