@@ -79,6 +79,10 @@ INPUT_SWITCHES = {
                           "training-set normalisation"),
     "eda_components": ("edac", "NeuroKit2 tonic, phasic and SCR-peak channels beside the raw EDA"),
 }
+# The encoder's training flags: flag -> (the STE_optimization_params entries it sets, its folder-name tag's prefix).
+LEARNING_FLAGS = {"encoder_epochs": (("epochs", "scheduler_T_max"), "e"),
+                  "clips_per_segment": (("clips_per_segment",), "c"),
+                  "encoder_select_on": (("select_on",), "sel")}
 NO_OVERRIDES: dict[str, Any] = {"STE_inputs": {}, "STE_optimization_params": {}, "GRAPH": {}, "GNN": {}}
 STACKING = ("insample", "split", "split-seen")
 DEFAULT_STACKING = "insample"
@@ -164,11 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--keep_encoder needs --seeds N with N >= 2")
     if args.ablation and not args.cv:
         parser.error("--ablation needs --cv K")
-    for flag in ("encoder_epochs", "clips_per_segment"):
+    for flag in ("encoder_epochs", "clips_per_segment", "bio_clip_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1")
-    if args.bio_clip_length is not None and args.bio_clip_length < 1:
-        parser.error("--bio_clip_length must be at least 1")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*", args.name):
         parser.error(f"--name {args.name!r}: letters, digits, '.', '-' and single '_' between them")
     if args.jobs < 1:
@@ -318,24 +320,19 @@ def with_device_workers(settings: dict[str, Any], device: Any) -> tuple[dict[str
 
 def with_learning_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """`settings` with the encoder's training length and checkpoint rule that the command line sets apart from the
-    profile's (--encoder_epochs, which sets the cosine period too; --clips_per_segment; --encoder_select_on), and
-    their tags (`eN`, `cK`, `sel<choice>`; none when every value is the profile's)."""
+    profile's (LEARNING_FLAGS: --encoder_epochs sets the cosine period too; --clips_per_segment;
+    --encoder_select_on), and their tags (`eN`, `cK`, `sel<choice>`; none when every value is the profile's)."""
     opt = settings["STE_optimization_params"]
-
-    def profile(key: str) -> Any:
-        return opt.get(key, config.STE_optimization_params[key])
-
-    asked = {"epochs": args.encoder_epochs, "clips_per_segment": args.clips_per_segment,
-             "select_on": args.encoder_select_on}
-    chosen = {k: v for k, v in asked.items() if v is not None and (v != profile(k) or (
-        k == "epochs" and v != profile("scheduler_T_max")))}
-    if not chosen:
-        return settings, []
-    tags = [{"epochs": f"e{v}", "clips_per_segment": f"c{v}"}.get(k, f"sel{str(v).replace('_', '')}")
-            for k, v in chosen.items()]
-    if "epochs" in chosen:
-        chosen["scheduler_T_max"] = chosen["epochs"]
-    return {**settings, "STE_optimization_params": {**opt, **chosen}}, tags
+    overrides, tags = {}, []
+    for flag, (keys, prefix) in LEARNING_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None or all(opt.get(key, config.STE_optimization_params[key]) == value for key in keys):
+            continue
+        overrides.update(dict.fromkeys(keys, value))
+        tags.append(prefix + str(value).replace("_", ""))
+    if not overrides:
+        return settings, tags
+    return {**settings, "STE_optimization_params": {**opt, **overrides}}, tags
 
 
 def with_input_options(settings: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
