@@ -4,8 +4,8 @@ cannot drift from the run that produced it.
     python docs/render_results.py [--check]
 
 Each run is a file `docs/runs/<name>.json`: the command, commit, date and machine it came from, and
-`result`, the JSON the command wrote (a CV summary, a seeds summary, a comparison over seeds, a late fusion). A page
-marks where a run's table goes:
+`result`, the JSON the command wrote (a CV summary, a seeds summary, a comparison over seeds, a late fusion, a
+balanced-decision study). A page marks where a run's table goes:
 
     <!-- run: <name> -->
     ...rewritten from docs/runs/<name>.json...
@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from encoder.core import metrics, util  # noqa: E402
-from temporal_gnn import cv_results, late_fusion, systems  # noqa: E402
+from temporal_gnn import balanced_decision, cv_results, late_fusion, systems  # noqa: E402
 
 RUNS_DIR = REPO_ROOT / "docs" / "runs"
 PAGES = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "results.md")
@@ -63,6 +63,8 @@ def table_text(result: dict[str, Any]) -> str:
     """A run's table as its command prints it."""
     if "fusion_minus_classical_over_seeds" in result:
         return late_fusion.format_fusion(result)
+    if "balanced_minus_plain_over_seeds" in result:
+        return balanced_decision.format_balanced(result)
     if "over_seeds" in result:
         return cv_results.format_seed_differences(result)
     if "per_seed" in result:
