@@ -85,3 +85,18 @@ def test_a_fold_without_a_recorded_prior_takes_that_of_its_training_graphs_segme
     util.write_json({"graphs": {"dir": "/elsewhere/features_250_7.2_cin"}}, folder / GNN / "metrics.json")
     prior = balanced_decision.training_prior(folder, GNN)
     assert prior == pytest.approx(np.array([3, 2, 1, 1, 1, 1, 1]) / 10)
+
+
+def test_the_script_prints_the_table_and_writes_the_json_that_render_results_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    out = tmp_path / "decision.json"
+    monkeypatch.setattr("sys.argv", ["balanced_decision.py", str(write_tree(tmp_path / "run")), "--out", str(out)])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "balanced_decision.py"),
+                       run_name="__main__")
+    assert exited.value.code == 0
+    gnn_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("first       gnn"))
+    assert gnn_row.split()[2::4] == ["0.7333", "1.0000", "+0.2667"]
+    assert util.read_json(out)["seeds"]["first"]["gnn"]["balanced"]["macro_f1"] == pytest.approx(1.0)
