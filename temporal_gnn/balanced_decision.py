@@ -64,17 +64,6 @@ def seed_decisions(tree: Path, gnn: str, tau: float) -> dict[str, Any]:
             "decisions": decisions}
 
 
-def _aligned(run: dict[str, Any], order: np.ndarray, path: Path) -> dict[str, Any]:
-    """`run` in the segment order `order` (the first seed's); DataError when the seeds tested different segments."""
-    position = {s: i for i, s in enumerate(run["segment_ids"])}
-    if len(position) != len(order) or any(s not in position for s in order):
-        raise util.DataError("its seeds tested different segments", path)
-    index = np.array([position[s] for s in order])
-    return {**{k: run[k][index] for k in ("segment_ids", "sessions", "targets")},
-            "decisions": {name: {rule: y[index] for rule, y in pair.items()}
-                          for name, pair in run["decisions"].items()}}
-
-
 def balanced_decision(cv_dir: Path, tau: float = 1.0, modalities: str = config.MODALITIES,
                       n_boot: int = cv_results.N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
     """The plain and the adjusted decision of every studied system on every seed of a CV run (module docstring)."""
@@ -84,7 +73,7 @@ def balanced_decision(cv_dir: Path, tau: float = 1.0, modalities: str = config.M
     runs: dict[str, dict[str, Any]] = {}
     for name, tree in layout.seed_trees(cv_dir).items():
         run = seed_decisions(tree, gnn, tau)
-        runs[name] = run if not runs else _aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+        runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
     first = next(iter(runs.values()))
     sessions, targets = first["sessions"], first["targets"]
     names = [n for n in STUDIED if all(n in run["decisions"] for run in runs.values())]
@@ -98,16 +87,9 @@ def balanced_decision(cv_dir: Path, tau: float = 1.0, modalities: str = config.M
             entry[name]["difference"] = cv_results.paired_difference(sessions, targets, pair["balanced"],
                                                                      pair["plain"], n_boot, seed)
         per_seed[seed_name] = entry
-    labels = np.unique(targets)
-    over_seeds = {}
-    for name in names:
-        def mean_difference(idx: np.ndarray, name: str = name) -> float:
-            return float(np.mean([metrics.macro_f1(targets[idx], run["decisions"][name]["balanced"][idx], labels)
-                                  - metrics.macro_f1(targets[idx], run["decisions"][name]["plain"][idx], labels)
-                                  for run in runs.values()]))
-
-        interval = metrics.session_bootstrap(sessions, mean_difference, n_boot, seed)
-        over_seeds[name] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"]}
+    over_seeds = {name: cv_results.mean_paired_difference(
+        sessions, targets, [(run["decisions"][name]["balanced"], run["decisions"][name]["plain"])
+                            for run in runs.values()], n_boot, seed) for name in names}
     return {"run": str(cv_dir), "tau": float(tau), "modalities": modalities, "systems": names,
             "n_sessions": len(np.unique(sessions)), "n_segments": len(targets), "seeds": per_seed,
             "balanced_minus_plain_over_seeds": over_seeds}
@@ -130,4 +112,3 @@ def format_balanced(result: dict[str, Any]) -> str:
             lines.append(f"  {name:<9} "
                          + metrics.format_estimate(result["balanced_minus_plain_over_seeds"][name], n, sign="+"))
     return "\n".join(lines)
-

@@ -184,6 +184,23 @@ def paired_difference(sessions: np.ndarray, targets: np.ndarray, first: np.ndarr
     return {"macro_f1": difference["estimate"], "ci95": difference["ci95"], "paired": True}
 
 
+def mean_paired_difference(sessions: np.ndarray, targets: np.ndarray,
+                           pairs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = N_BOOT,
+                           seed: int = config.SEED) -> dict[str, Any]:
+    """The mean over `pairs` (one per seed: `first`, `second`) of macro-F1 of `first` minus that of `second` on the
+    same segments, with a 95% interval from one session bootstrap whose every resample draws the same sessions
+    for every pair and averages their differences on them (None below metrics.MIN_SESSIONS_FOR_INTERVAL
+    sessions); every resample averages over the full truth's classes."""
+    labels = np.unique(targets)
+
+    def statistic(idx: np.ndarray) -> float:
+        return float(np.mean([metrics.macro_f1(targets[idx], first[idx], labels)
+                              - metrics.macro_f1(targets[idx], second[idx], labels) for first, second in pairs]))
+
+    interval = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
+    return {"macro_f1": interval["estimate"], "ci95": interval["ci95"]}
+
+
 def _scores(targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     full = metrics.classification_metrics(targets, predictions)
     return {key: full[key] for key in KEYS}
@@ -277,20 +294,12 @@ def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes:
                                  Path(fold_dirs[0]).parent)
         order = np.argsort([position[segment] for segment in tree["ids"]])
         tree["predictions"] = {n: y[order] for n, y in tree["predictions"].items()}
-    sessions, targets = first["sessions"], first["targets"]
-    labels = np.unique(targets)
     out = {}
     for key, other in systems.differences().items():
         if not all(other in tree["predictions"] for tree in pooled):
             continue
-
-        def statistic(idx: np.ndarray, other: str = other) -> float:
-            return float(np.mean([metrics.macro_f1(targets[idx], t["predictions"]["gnn"][idx], labels)
-                                  - metrics.macro_f1(targets[idx], t["predictions"][other][idx], labels)
-                                  for t in pooled]))
-
-        interval = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
-        out[key] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"], "paired": True}
+        pairs = [(t["predictions"]["gnn"], t["predictions"][other]) for t in pooled]
+        out[key] = {**mean_paired_difference(first["sessions"], first["targets"], pairs, n_boot, seed), "paired": True}
     return out
 
 
@@ -561,18 +570,12 @@ def compare_seeds(cv_dir_a: Path, cv_dir_b: Path, modalities: str, n_boot: int =
             tree[run] = {system: y[order] for system, y in tree[run].items()}
     shown = [name for name in compared() if all(name in tree["systems"] for tree in paired)]
     sessions, targets = first["sessions"], first["targets"]
-    labels = np.unique(targets)
     over_seeds = {}
     for system in shown:
-        def statistic(idx: np.ndarray, system: str = system) -> float:
-            return float(np.mean([metrics.macro_f1(targets[idx], tree["b"][system][idx], labels)
-                                  - metrics.macro_f1(targets[idx], tree["a"][system][idx], labels)
-                                  for tree in paired]))
-
-        interval = metrics.session_bootstrap(sessions, statistic, n_boot, seed)
+        pairs = [(tree["b"][system], tree["a"][system]) for tree in paired]
         values = [c["rows"][system]["b_minus_a"]["macro_f1"] for c in per_seed]
         mean, sd = metrics.mean_sd(values)
-        over_seeds[system] = {"macro_f1": interval["estimate"], "ci95": interval["ci95"], "paired": True,
+        over_seeds[system] = {**mean_paired_difference(sessions, targets, pairs, n_boot, seed), "paired": True,
                               "per_seed": values, "sd": sd}
     return {
         "a": str(cv_dir_a), "b": str(cv_dir_b), "modalities": modalities, "suffix": suffix,

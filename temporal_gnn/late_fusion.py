@@ -188,13 +188,21 @@ def seed_fusion(tree: Path, gnn: str, partner: str, grid: Sequence[float], recor
 
 
 def aligned(run: dict[str, Any], order: np.ndarray, path: Path) -> dict[str, Any]:
-    """`run`'s arrays in the segment order `order` (another seed's); DataError when the two seeds tested
-    different segments."""
+    """`run`'s arrays (also those in nested dicts) in the segment order `order` (another seed's); DataError when
+    the two seeds tested different segments."""
     position = {s: i for i, s in enumerate(run["segment_ids"])}
     if len(position) != len(order) or any(s not in position for s in order):
         raise util.DataError("its seeds tested different segments", path)
-    index = np.array([position[s] for s in order])
-    return {k: (v[index] if isinstance(v, np.ndarray) else v) for k, v in run.items()}
+    return _taken(run, np.array([position[s] for s in order]))
+
+
+def _taken(value: Any, index: np.ndarray) -> Any:
+    """`value` with every array in it (through nested dicts) reordered by `index`; anything else as it is."""
+    if isinstance(value, np.ndarray):
+        return value[index]
+    if isinstance(value, dict):
+        return {k: _taken(v, index) for k, v in value.items()}
+    return value
 
 
 def late_fusion(cv_dir: Path, partner: str = "encoder", modalities: str = config.MODALITIES,
@@ -222,18 +230,12 @@ def late_fusion(cv_dir: Path, partner: str = "encoder", modalities: str = config
             "fusion_minus_classical": cv_results.paired_difference(sessions, targets, run["fusion"],
                                                                    run["classical"], n_boot, seed),
             "weights": run["weights"]}
-    labels = np.unique(targets)
-
-    def mean_difference(idx: np.ndarray) -> float:
-        return float(np.mean([metrics.macro_f1(targets[idx], run["fusion"][idx], labels)
-                              - metrics.macro_f1(targets[idx], run["classical"][idx], labels)
-                              for run in runs.values()]))
-
-    over_seeds = metrics.session_bootstrap(sessions, mean_difference, n_boot, seed)
+    over_seeds = cv_results.mean_paired_difference(
+        sessions, targets, [(run["fusion"], run["classical"]) for run in runs.values()], n_boot, seed)
     return {"run": str(cv_dir), "partner": partner, "modalities": modalities,
             "grid": "the fusion system's own, chosen on validation" if recorded else list(grid),
             "n_sessions": len(np.unique(sessions)), "n_segments": len(targets), "seeds": per_seed,
-            "fusion_minus_classical_over_seeds": {"macro_f1": over_seeds["estimate"], "ci95": over_seeds["ci95"]}}
+            "fusion_minus_classical_over_seeds": over_seeds}
 
 
 def format_fusion(result: dict[str, Any]) -> str:
