@@ -5,7 +5,7 @@ cannot drift from the run that produced it.
 
 Each run is a file `docs/runs/<name>.json`: the command, commit, date and machine it came from, and
 `result`, the JSON the command wrote (a CV summary, a seeds summary, a comparison over seeds, a late fusion, a
-balanced-decision study). A page marks where a run's table goes:
+balanced-decision study, the differences between two systems of one run). A page marks where a run's table goes:
 
     <!-- run: <name> -->
     ...rewritten from docs/runs/<name>.json...
@@ -65,6 +65,8 @@ def table_text(result: dict[str, Any]) -> str:
         return late_fusion.format_fusion(result)
     if "balanced_minus_plain_over_seeds" in result:
         return balanced_decision.format_balanced(result)
+    if "differences" in result:
+        return balanced_decision.format_differences(result)
     if "over_seeds" in result:
         return cv_results.format_seed_differences(result)
     if "per_seed" in result:

@@ -10,10 +10,14 @@ the same models, and this study re-decides them: per seed and system, the pooled
 of a fixed tau, each with its session-bootstrap interval, and their paired difference; then that difference as a
 mean over the seeds, its interval resampling the same sessions for every seed. The prior is the one the fold
 recorded (its `decision` entry), else that of the fold's training graphs, which the GNN's decision uses.
+
+`system_differences` pairs two systems of the same run instead (`benchmarks/system_differences.py`): the GRU against
+the classical system, say, per seed and as a mean over the seeds, under either decision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +68,28 @@ def seed_decisions(tree: Path, gnn: str, tau: float) -> dict[str, Any]:
             "decisions": decisions}
 
 
+def seed_runs(cv_dir: Path, modalities: str) -> dict[str, tuple[Path, str]]:
+    """Every seed of a CV run as (tree, GNN folder name): the seed trees of a run that retrained the whole chain for
+    each seed (layout.seed_trees), or the first tree with each seed's GNN folder (`gnn_<modalities>_seedS`) for a run
+    whose seeds kept the first seed's encoder (--keep_encoder)."""
+    gnn = layout.gnn_folder(modalities)
+    trees = layout.seed_trees(cv_dir)
+    if len(trees) > 1:
+        return {name: (tree, gnn) for name, tree in trees.items()}
+    stem = gnn + "_seed"
+    kept = sorted(int(p.name[len(stem):]) for p in layout.fold_dir(cv_dir, 0).glob(stem + "*")
+                  if p.is_dir() and p.name[len(stem):].isdigit())
+    return {"first": (Path(cv_dir), gnn),
+            **{f"seed_{s}": (Path(cv_dir), layout.gnn_folder(modalities, f"_seed{s}")) for s in kept}}
+
+
 def balanced_decision(cv_dir: Path, tau: float = 1.0, modalities: str = config.MODALITIES,
                       n_boot: int = cv_results.N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
     """The plain and the adjusted decision of every studied system on every seed of a CV run (module docstring)."""
     if not tau > 0:
         raise ValueError(f"tau must be above 0 (0 is the plain argmax), not {tau!r}")
-    gnn = layout.gnn_folder(modalities)
     runs: dict[str, dict[str, Any]] = {}
-    for name, tree in layout.seed_trees(cv_dir).items():
+    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
         run = seed_decisions(tree, gnn, tau)
         runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
     first = next(iter(runs.values()))
@@ -111,4 +129,71 @@ def format_balanced(result: dict[str, Any]) -> str:
         for name in result["systems"]:
             lines.append(f"  {name:<9} "
                          + metrics.format_estimate(result["balanced_minus_plain_over_seeds"][name], n, sign="+"))
+    return "\n".join(lines)
+
+
+def seed_systems(tree: Path, gnn: str, tau: float) -> dict[str, Any]:
+    """One seed's folds pooled: segment IDs, sessions, targets and every system's decisions
+    (cv_results.fold_predictions), those of the studied systems by argmax(log p - tau · log prior) when tau > 0."""
+    parts = [cv_results.fold_predictions(fold, gnn) for fold in layout.fold_dirs(tree)]
+    names = set.intersection(*(set(part["predictions"]) for part in parts))
+    run = {"segment_ids": np.concatenate([part["segment_ids"] for part in parts]),
+           "sessions": np.concatenate([part["sessions"] for part in parts]),
+           "targets": np.concatenate([part["targets"] for part in parts]),
+           "predictions": {name: np.concatenate([part["predictions"][name] for part in parts]) for name in names}}
+    if tau > 0:
+        decided = late_fusion.aligned(seed_decisions(tree, gnn, tau), run["segment_ids"], tree)
+        run["predictions"].update({name: pair["balanced"] for name, pair in decided["decisions"].items()})
+    return run
+
+
+def system_differences(cv_dir: Path, pairs: Sequence[tuple[str, str]], tau: float = 0.0,
+                       modalities: str = config.MODALITIES, n_boot: int = cv_results.N_BOOT,
+                       seed: int = config.SEED) -> dict[str, Any]:
+    """Every system's pooled segment macro-F1 on every seed of a CV run, and for each (first, second) of `pairs` the
+    paired difference first − second per seed and as a mean over the seeds (one session bootstrap drawing the same
+    sessions for every seed). The encoder, the GRU and the GNN decide by the plain argmax (tau 0: the run's own
+    figures) or by argmax(log p - tau · log training prior)."""
+    if tau < 0:
+        raise ValueError(f"tau must be 0 (the plain argmax) or above, not {tau!r}")
+    runs: dict[str, dict[str, Any]] = {}
+    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
+        run = seed_systems(tree, gnn, tau)
+        runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+    first = next(iter(runs.values()))
+    sessions, targets = first["sessions"], first["targets"]
+    names = [n for n in systems.names() if all(n in run["predictions"] for run in runs.values())]
+    missing = sorted({n for pair in pairs for n in pair} - set(names))
+    if missing:
+        raise util.DataError(f"no predictions of {', '.join(missing)} on every seed (it has {', '.join(names)})",
+                             Path(cv_dir))
+    labels = np.unique(targets)
+    scores = {n: [metrics.macro_f1(targets, run["predictions"][n], labels) for run in runs.values()] for n in names}
+    differences = {}
+    for a, b in pairs:
+        over = cv_results.mean_paired_difference(
+            sessions, targets, [(run["predictions"][a], run["predictions"][b]) for run in runs.values()], n_boot, seed)
+        differences[f"{a}_minus_{b}"] = {"first": a, "second": b, "per_seed": [x - y for x, y in
+                                                                              zip(scores[a], scores[b], strict=True)],
+                                         **over}
+    return {"run": str(cv_dir), "tau": float(tau), "modalities": modalities, "seeds": list(runs),
+            "n_sessions": len(np.unique(sessions)), "n_segments": len(targets), "macro_f1": scores,
+            "differences": differences}
+
+
+def format_differences(result: dict[str, Any]) -> str:
+    n, seeds = result["n_sessions"], result["seeds"]
+    rule = ("the plain argmax" if result["tau"] == 0
+            else f"argmax(log p - {result['tau']:g} * log training prior)")
+    lines = [f"pooled segment macro-F1 over {n} sessions and {result['n_segments']} segments (modalities "
+             f"{result['modalities']}); the encoder, the GRU and the GNN decide by {rule}",
+             f"{'system':<22}  " + "  ".join(f"{s:>8}" for s in seeds)]
+    for name, per_seed in result["macro_f1"].items():
+        lines.append(f"{systems.get(name).label:<22}  " + "  ".join(f"{v:8.4f}" for v in per_seed))
+    lines.append(f"{'difference':<22}  " + "  ".join(f"{s:>8}" for s in seeds)
+                 + f"  mean over {len(seeds)} seeds [95% CI, the same sessions resampled for every seed]")
+    for row in result["differences"].values():
+        label = f"{systems.get(row['first']).label} − {systems.get(row['second']).label}"
+        lines.append(f"{label:<22}  " + "  ".join(f"{v:+8.4f}" for v in row["per_seed"]) + "  "
+                     + metrics.format_estimate(row, n, sign="+"))
     return "\n".join(lines)

@@ -100,3 +100,38 @@ def test_the_script_prints_the_table_and_writes_the_json_that_render_results_rea
     gnn_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("first       gnn"))
     assert gnn_row.split()[2::4] == ["0.7333", "1.0000", "+0.2667"]
     assert util.read_json(out)["seeds"]["first"]["gnn"]["balanced"]["macro_f1"] == pytest.approx(1.0)
+
+
+def test_two_systems_of_a_run_kept_encoder_seeds_are_paired_under_either_decision(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The classical system right on every segment beside the tree above: the GNN − classical is 0.7333 − 1 with the
+    plain argmax and 1 − 1 with the balanced one, on the first seed and on a second seed's GNN folder
+    (`gnn_<modalities>_seed1`, a --keep_encoder run) that repeats it; so the means over the seeds are the same."""
+    from benchmarks.system_differences import main
+
+    run = write_tree(tmp_path / "run")
+    for k in FOLDS:
+        folder = layout.fold_dir(run, k)
+        gnn_metrics = util.read_json(folder / GNN / "metrics.json")
+        util.write_json(gnn_metrics | {"baselines": {"majority": {"class": "neutral"}}}, folder / GNN / "metrics.json")
+        ids = metrics.read_segment_predictions(folder / GNN / "predictions_test.csv")["segment_ids"]
+        right = np.zeros((2, config.NUM_CLASSES))
+        right[[0, 1], [NEUTRAL, HAPPY]] = 1.0
+        metrics.write_segment_predictions(ids, [NEUTRAL, HAPPY], [NEUTRAL, HAPPY], right,
+                                          folder / GNN / "predictions_test_classical.csv")
+        shutil.copytree(folder / GNN, folder / f"{GNN}_seed1")
+    plain = balanced_decision.system_differences(run, [("gnn", "classical")], n_boot=10)
+    assert plain["seeds"] == ["first", "seed_1"]
+    assert plain["macro_f1"]["gnn"] == pytest.approx([(4 / 5 + 2 / 3) / 2] * 2)
+    assert plain["macro_f1"]["classical"] == [1.0, 1.0]
+    assert plain["macro_f1"]["majority"] == pytest.approx([(2 / 3) / 2] * 2)  # all neutral: F1 2/3 and 0
+    row = plain["differences"]["gnn_minus_classical"]
+    assert row["per_seed"] == pytest.approx([(4 / 5 + 2 / 3) / 2 - 1] * 2)
+    assert row["macro_f1"] == pytest.approx((4 / 5 + 2 / 3) / 2 - 1)
+    balanced = balanced_decision.system_differences(run, [("gnn", "classical")], tau=1.0, n_boot=10)
+    assert balanced["differences"]["gnn_minus_classical"]["macro_f1"] == pytest.approx(0.0)
+    with pytest.raises(util.DataError, match="no predictions of temporal on every seed"):
+        balanced_decision.system_differences(run, [("temporal", "classical")])
+    main([str(run), "--pair", "gnn", "classical", "--tau", "1"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("GNN − classical"))
+    assert row.split()[3:6] == ["+0.0000", "+0.0000", "+0.0000"]
