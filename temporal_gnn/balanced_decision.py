@@ -17,7 +17,7 @@ the classical system, say, per seed and as a mean over the seeds, under either d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +83,22 @@ def seed_runs(cv_dir: Path, modalities: str) -> dict[str, tuple[Path, str]]:
             **{f"seed_{s}": (Path(cv_dir), layout.gnn_folder(modalities, f"_seed{s}")) for s in kept}}
 
 
+def aligned_seeds(cv_dir: Path, modalities: str,
+                  read: Callable[[Path, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`read(tree, gnn_folder)` of every seed of a CV run (seed_runs), each in the first seed's segment order."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
+        run = read(tree, gnn)
+        runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+    return runs
+
+
 def balanced_decision(cv_dir: Path, tau: float = 1.0, modalities: str = config.MODALITIES,
                       n_boot: int = cv_results.N_BOOT, seed: int = config.SEED) -> dict[str, Any]:
     """The plain and the adjusted decision of every studied system on every seed of a CV run (module docstring)."""
     if not tau > 0:
         raise ValueError(f"tau must be above 0 (0 is the plain argmax), not {tau!r}")
-    runs: dict[str, dict[str, Any]] = {}
-    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
-        run = seed_decisions(tree, gnn, tau)
-        runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+    runs = aligned_seeds(cv_dir, modalities, lambda tree, gnn: seed_decisions(tree, gnn, tau))
     first = next(iter(runs.values()))
     sessions, targets = first["sessions"], first["targets"]
     names = [n for n in STUDIED if all(n in run["decisions"] for run in runs.values())]
@@ -156,10 +163,7 @@ def system_differences(cv_dir: Path, pairs: Sequence[tuple[str, str]], tau: floa
     figures) or by argmax(log p - tau · log training prior)."""
     if tau < 0:
         raise ValueError(f"tau must be 0 (the plain argmax) or above, not {tau!r}")
-    runs: dict[str, dict[str, Any]] = {}
-    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
-        run = seed_systems(tree, gnn, tau)
-        runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
+    runs = aligned_seeds(cv_dir, modalities, lambda tree, gnn: seed_systems(tree, gnn, tau))
     first = next(iter(runs.values()))
     sessions, targets = first["sessions"], first["targets"]
     names = [n for n in systems.names() if all(n in run["predictions"] for run in runs.values())]
