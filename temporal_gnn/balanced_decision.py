@@ -68,26 +68,11 @@ def seed_decisions(tree: Path, gnn: str, tau: float) -> dict[str, Any]:
             "decisions": decisions}
 
 
-def seed_runs(cv_dir: Path, modalities: str) -> dict[str, tuple[Path, str]]:
-    """Every seed of a CV run as (tree, GNN folder name): the seed trees of a run that retrained the whole chain for
-    each seed (layout.seed_trees), or the first tree with each seed's GNN folder (`gnn_<modalities>_seedS`) for a run
-    whose seeds kept the first seed's encoder (--keep_encoder)."""
-    gnn = layout.gnn_folder(modalities)
-    trees = layout.seed_trees(cv_dir)
-    if len(trees) > 1:
-        return {name: (tree, gnn) for name, tree in trees.items()}
-    stem = gnn + "_seed"
-    kept = sorted(int(p.name[len(stem):]) for p in layout.fold_dir(cv_dir, 0).glob(stem + "*")
-                  if p.is_dir() and p.name[len(stem):].isdigit())
-    return {"first": (Path(cv_dir), gnn),
-            **{f"seed_{s}": (Path(cv_dir), layout.gnn_folder(modalities, f"_seed{s}")) for s in kept}}
-
-
 def aligned_seeds(cv_dir: Path, modalities: str,
                   read: Callable[[Path, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """`read(tree, gnn_folder)` of every seed of a CV run (seed_runs), each in the first seed's segment order."""
+    """`read(tree, gnn_folder)` of every seed of a CV run (layout.seed_runs), each in the first seed's segment order."""
     runs: dict[str, dict[str, Any]] = {}
-    for name, (tree, gnn) in seed_runs(cv_dir, modalities).items():
+    for name, (tree, gnn) in layout.seed_runs(cv_dir, modalities).items():
         run = read(tree, gnn)
         runs[name] = run if not runs else late_fusion.aligned(run, next(iter(runs.values()))["segment_ids"], tree)
     return runs
@@ -141,13 +126,8 @@ def format_balanced(result: dict[str, Any]) -> str:
 
 def seed_systems(tree: Path, gnn: str, tau: float) -> dict[str, Any]:
     """One seed's folds pooled: segment IDs, sessions, targets and every system's decisions
-    (cv_results.fold_predictions), those of the studied systems by argmax(log p - tau · log prior) when tau > 0."""
-    parts = [cv_results.fold_predictions(fold, gnn) for fold in layout.fold_dirs(tree)]
-    names = set.intersection(*(set(part["predictions"]) for part in parts))
-    run = {"segment_ids": np.concatenate([part["segment_ids"] for part in parts]),
-           "sessions": np.concatenate([part["sessions"] for part in parts]),
-           "targets": np.concatenate([part["targets"] for part in parts]),
-           "predictions": {name: np.concatenate([part["predictions"][name] for part in parts]) for name in names}}
+    (cv_results.pooled_predictions), those of the studied systems by argmax(log p - tau · log prior) when tau > 0."""
+    run = cv_results.pooled_predictions(layout.fold_dirs(tree), gnn)
     if tau > 0:
         decided = late_fusion.aligned(seed_decisions(tree, gnn, tau), run["segment_ids"], tree)
         run["predictions"].update({name: pair["balanced"] for name, pair in decided["decisions"].items()})

@@ -68,6 +68,17 @@ def fold_predictions(fold_dir: Path, gnn: str, features_dir: Path | None = None)
     }
 
 
+def pooled_predictions(fold_dirs: Sequence[Path], gnn: str) -> dict[str, Any]:
+    """The folds' test segments pooled (fold_predictions of each, in fold order): segment IDs, sessions, targets and
+    the predictions of every system that all the folds have."""
+    parts = [fold_predictions(Path(d), gnn) for d in fold_dirs]
+    names = set.intersection(*(set(part["predictions"]) for part in parts))
+    return {"segment_ids": np.concatenate([part["segment_ids"] for part in parts]),
+            "sessions": np.concatenate([part["sessions"] for part in parts]),
+            "targets": np.concatenate([part["targets"] for part in parts]),
+            "predictions": {n: np.concatenate([part["predictions"][n] for part in parts]) for n in names}}
+
+
 def aligned_predictions(system: dict[str, Any], segment_ids: Sequence[str], name: str, path: Path) -> np.ndarray:
     """A system's segment predictions in the order of `segment_ids` (the GNN's); DataError when the two
     hold different segments."""
@@ -278,21 +289,15 @@ def seed_differences(trees: Sequence[Sequence[Path]], modalities: str, suffixes:
     seeds, each with one 95% interval from a session bootstrap that draws the same sessions for every seed
     and averages the seeds' differences on them. `trees`: each seed's fold folders (the same folds),
     `suffixes`: of each seed's GNN folders. A difference is left out when a seed lacks its system."""
-    pooled = []
-    for fold_dirs, suffix in zip(trees, suffixes, strict=True):
-        parts = [fold_predictions(Path(d), layout.gnn_folder(modalities, suffix)) for d in fold_dirs]
-        ids = [segment for part in parts for segment in part["segment_ids"]]
-        names = set.intersection(*(set(part["predictions"]) for part in parts))
-        pooled.append({"ids": ids, "sessions": np.concatenate([part["sessions"] for part in parts]),
-                       "targets": np.concatenate([part["targets"] for part in parts]),
-                       "predictions": {n: np.concatenate([part["predictions"][n] for part in parts]) for n in names}})
+    pooled = [pooled_predictions(fold_dirs, layout.gnn_folder(modalities, suffix))
+              for fold_dirs, suffix in zip(trees, suffixes, strict=True)]
     first = pooled[0]
-    position = {segment: i for i, segment in enumerate(first["ids"])}
+    position = {segment: i for i, segment in enumerate(first["segment_ids"])}
     for tree, fold_dirs in zip(pooled[1:], trees[1:], strict=True):
-        if sorted(tree["ids"]) != sorted(first["ids"]):
+        if sorted(tree["segment_ids"]) != sorted(first["segment_ids"]):
             raise util.DataError("its test segments differ from the first seed's; the seeds need the same folds",
                                  Path(fold_dirs[0]).parent)
-        order = np.argsort([position[segment] for segment in tree["ids"]])
+        order = np.argsort([position[segment] for segment in tree["segment_ids"]])
         tree["predictions"] = {n: y[order] for n, y in tree["predictions"].items()}
     out = {}
     for key, other in systems.differences().items():

@@ -120,6 +120,21 @@ def seed_suffix(seed: int, first: int, keep_encoder: bool) -> str:
     return f"_seed{seed}" if seed != first and keep_encoder else ""
 
 
+def seed_runs(cv_dir: Path, modalities: str) -> dict[str, tuple[Path, str]]:
+    """Every seed of a CV run as (tree, GNN folder name): the seed trees of a run that retrained the whole chain for
+    each seed (seed_trees), or the first tree with each seed's GNN folder (`gnn_<modalities>_seedS`, seed_suffix) for
+    a run whose seeds kept the first seed's encoder (--keep_encoder)."""
+    gnn = gnn_folder(modalities)
+    trees = seed_trees(cv_dir)
+    if len(trees) > 1:
+        return {name: (tree, gnn) for name, tree in trees.items()}
+    stem = gnn + "_seed"
+    kept = sorted(int(p.name[len(stem):]) for p in fold_dir(cv_dir, 0).glob(stem + "*")
+                  if p.is_dir() and p.name[len(stem):].isdigit())
+    return {"first": (Path(cv_dir), gnn),
+            **{f"seed_{s}": (Path(cv_dir), f"{stem}{s}") for s in kept}}
+
+
 def fold_dir(tree: Path, k: int) -> Path:
     return Path(tree) / f"fold_{k}"
 
